@@ -1,0 +1,89 @@
+"""The one error type: a message about a place in a spec, rendered with the line and a caret."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from difflib import get_close_matches
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where something came from: 1-based line and column, end exclusive."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+    def to_json(self) -> list[object]:
+        return [self.file, self.line, self.col, self.end_line, self.end_col]
+
+    @classmethod
+    def from_json(cls, data: list[object]) -> Span:
+        file, line, col, end_line, end_col = data
+        assert isinstance(file, str)
+        return cls(file, int(str(line)), int(str(col)), int(str(end_line)), int(str(end_col)))
+
+
+NOWHERE = Span("<command line>", 1, 1, 1, 1)
+
+
+class SpecError(Exception):
+    """A mistake in a spec (or in an override of one): what went wrong, where, and a hint."""
+
+    def __init__(self, message: str, span: Span | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.hint = hint
+        self.rendered: str | None = None
+
+    def render(self, sources: Mapping[str, str]) -> str:
+        """`file:line:col: error: message`, the source line, a caret under the span, the hint."""
+        lines = [f"{self.span or '<sedsl>'}: error: {self.message}"]
+        text = sources.get(self.span.file) if self.span else None
+        if self.span and text is not None:
+            lines += _excerpt(text, self.span)
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+    def attach(self, sources: Mapping[str, str]) -> SpecError:
+        """Render once, against the texts of the files the error may point into."""
+        if self.rendered is None:
+            self.rendered = self.render(sources)
+        return self
+
+    def __str__(self) -> str:
+        if self.rendered is not None:
+            return self.rendered
+        return f"{self.span or '<sedsl>'}: error: {self.message}" + (
+            f"\nhint: {self.hint}" if self.hint else ""
+        )
+
+
+def _excerpt(text: str, span: Span) -> list[str]:
+    source_lines = text.splitlines() or [""]
+    if not 1 <= span.line <= len(source_lines):
+        return []
+    line = source_lines[span.line - 1].rstrip()
+    end = span.end_col if span.end_line == span.line else len(line) + 1
+    width = max(1, min(end, len(line) + 1) - span.col)
+    gutter = " " * len(str(span.line))
+    return [
+        f"{span.line} | {line}",
+        f"{gutter} | {' ' * (span.col - 1)}{'^' * width}",
+    ]
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """A hint naming the closest candidates, or None."""
+    close = get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.6)
+    if not close:
+        return None
+    return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"

@@ -1,0 +1,139 @@
+"""The graph IR: a networkx.DiGraph whose node ids are hierarchical names and whose nodes each
+carry one frozen `Node` record; edges carry the input `port`. Schema: docs/ir.md."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import networkx as nx
+
+from sedsl.errors import Span
+from sedsl.ops import Attr, Shape
+
+FORMAT = "sedsl.graph/1"
+ROLES = ("base", "se")
+
+
+@dataclass(frozen=True)
+class Node:
+    """What one node of the graph is. Treat `attrs` as read-only; passes build new records."""
+
+    op: str  # a key of sedsl.ops.OPS
+    attrs: Mapping[str, Attr]  # the op's arguments, normalised (pairs are 2-tuples)
+    shape: Shape  # output shape without the batch: (C, H, W) or (F,)
+    stage: str | None  # top-level statement of the network the node belongs to ("conv4")
+    block: str | None  # innermost block instance ("conv4.block3")
+    kind: str | None  # that instance's block definition ("bottleneck")
+    branch: str | None  # branch inside that instance ("residual", "shortcut", "b1")
+    role: str  # "base" or "se"
+    span: Span  # the spec text the node came from
+
+
+def record(g: nx.DiGraph, name: str) -> Node:
+    """The record of node `name`."""
+    rec: Node = g.nodes[name]["record"]
+    return rec
+
+
+def records(g: nx.DiGraph) -> Iterator[tuple[str, Node]]:
+    """(name, record) in declaration order."""
+    for name, data in g.nodes(data=True):
+        yield name, data["record"]
+
+
+def inputs(g: nx.DiGraph, name: str) -> list[str]:
+    """The producers of `name`'s inputs, in port order."""
+    return [u for u, _, _ in sorted(g.in_edges(name, data="port"), key=lambda e: e[2])]
+
+
+def input_shapes(g: nx.DiGraph, name: str) -> list[Shape]:
+    return [record(g, u).shape for u in inputs(g, name)]
+
+
+def execution_order(g: nx.DiGraph) -> list[str]:
+    """A topological order that keeps declaration order wherever the data flow allows."""
+    index = {name: i for i, name in enumerate(g.nodes)}
+    return list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
+
+
+def add_node(g: nx.DiGraph, name: str, rec: Node, sources: list[str]) -> None:
+    """Add `name` with its inputs wired to ports 0, 1, ... in order."""
+    g.add_node(name, record=rec)
+    for port, src in enumerate(sources):
+        g.add_edge(src, name, port=port)
+
+
+# --- JSON (node-link), GraphML, DOT -------------------------------------------------------------
+
+
+def _attr_from_json(value: Any) -> Attr:
+    return tuple(value) if isinstance(value, list) else value  # type: ignore[no-any-return]
+
+
+def to_json(g: nx.DiGraph) -> dict[str, Any]:
+    """The graph as a JSON-ready node-link document."""
+    nodes = []
+    for name, rec in records(g):
+        data = asdict(rec)
+        data["attrs"] = dict(rec.attrs)
+        data["shape"] = list(rec.shape)
+        data["span"] = rec.span.to_json()
+        nodes.append({"id": name, **data})
+    edges = [{"source": u, "target": v, "port": p} for u, v, p in g.edges(data="port")]
+    return {"format": FORMAT, "directed": True, "multigraph": False,
+            "graph": dict(g.graph), "nodes": nodes, "edges": edges}
+
+
+def from_json(doc: Mapping[str, Any]) -> nx.DiGraph:
+    """Rebuild the graph `to_json` wrote."""
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"not a sedsl graph (format {doc.get('format')!r}, expected {FORMAT!r})")
+    g = nx.DiGraph(**doc["graph"])
+    g.graph["input"] = tuple(g.graph["input"])
+    for n in doc["nodes"]:
+        rec = Node(
+            op=n["op"], attrs={k: _attr_from_json(v) for k, v in n["attrs"].items()},
+            shape=tuple(n["shape"]), stage=n["stage"], block=n["block"], kind=n["kind"],
+            branch=n["branch"], role=n["role"], span=Span.from_json(n["span"]),
+        )
+        g.add_node(n["id"], record=rec)
+    for e in doc["edges"]:
+        g.add_edge(e["source"], e["target"], port=e["port"])
+    return g
+
+
+def dumps(g: nx.DiGraph) -> str:
+    return json.dumps(to_json(g), indent=1)
+
+
+def loads(text: str) -> nx.DiGraph:
+    return from_json(json.loads(text))
+
+
+def flat(g: nx.DiGraph) -> nx.DiGraph:
+    """A copy with scalar node attributes only, for GraphML and other tools."""
+    out = nx.DiGraph(name=g.graph.get("name", ""))
+    for name, rec in records(g):
+        out.add_node(name, op=rec.op, shape="x".join(map(str, rec.shape)),
+                     attrs=json.dumps(dict(rec.attrs)), stage=rec.stage or "",
+                     block=rec.block or "", kind=rec.kind or "", branch=rec.branch or "",
+                     role=rec.role, span=str(rec.span))
+    for u, v, p in g.edges(data="port"):
+        out.add_edge(u, v, port=p)
+    return out
+
+
+def to_dot(g: nx.DiGraph) -> str:
+    """Graphviz source: one box per node, SE nodes filled, clustered by stage."""
+    lines = [f'digraph "{g.graph.get("name", "sedsl")}" {{', "  node [shape=box fontsize=10];"]
+    for name, rec in records(g):
+        label = f"{name}\\n{rec.op} {'x'.join(map(str, rec.shape))}"
+        style = ' style=filled fillcolor="#ffd9a8"' if rec.role == "se" else ""
+        lines.append(f'  "{name}" [label="{label}"{style}];')
+    for u, v, p in g.edges(data="port"):
+        lines.append(f'  "{u}" -> "{v}"' + (f' [label="{p}"]' if p else "") + ";")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,327 @@
+"""Text -> AST. Lark builds the tree; this module maps it 1:1 onto `sedsl.ast` and turns every
+lark error into a SpecError with a span."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from functools import cache
+from typing import Any
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from sedsl import ast
+from sedsl.errors import Span, SpecError
+from sedsl.paths import GRAMMAR
+
+# Words a line may start with to continue the statement on the line before.
+_CONTINUATIONS = {"ELSE", "SHORTCUT"}
+
+
+class _Layout:
+    """Post-lexer: newlines end statements, except inside ( ) and before `else` / `shortcut`."""
+
+    always_accept = ("_NL",)
+
+    def __init__(self, final_newline: bool):
+        self.final_newline = final_newline
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        brackets: list[str] = []
+        held: Token | None = None  # a newline waiting to see what follows it
+        last: Token | None = None
+        for tok in stream:
+            if tok.type == "_NL":
+                if brackets[-1:] != ["("] and last is not None:
+                    held = held or tok
+                continue
+            if held is not None and tok.type not in _CONTINUATIONS:
+                yield held
+            held = None
+            if tok.type in ("LPAR", "LBRACE"):
+                brackets.append("(" if tok.type == "LPAR" else "{")
+            elif tok.type in ("RPAR", "RBRACE") and brackets:
+                brackets.pop()
+            yield tok
+            last = tok
+        if last is not None and self.final_newline:  # every file ends its last statement
+            yield held or Token.new_borrow_pos("_NL", "\n", last)
+
+
+@cache
+def _parser(start: str) -> Lark:
+    return Lark(
+        GRAMMAR.read_text(),
+        parser="lalr",
+        lexer="basic",  # the post-lexer looks ahead, which a contextual lexer cannot follow
+        postlex=_Layout(final_newline=start == "start"),
+        start=start,
+        propagate_positions=True,
+        maybe_placeholders=False,
+        strict=True,
+        cache=True,
+    )
+
+
+def parse(text: str, file: str = "<string>") -> ast.Module:
+    """Parse one .se file."""
+    tree = _run(text, file, "start")
+    items = _ToAst(file).transform(tree)
+    return ast.Module(
+        file=file,
+        uses=tuple(i for i in items if isinstance(i, ast.Use)),
+        blocks=tuple(i for i in items if isinstance(i, ast.BlockDef) and not i.is_network),
+        networks=tuple(i for i in items if isinstance(i, ast.BlockDef) and i.is_network),
+        se=tuple(i for i in items if isinstance(i, ast.SeSection)),
+    )
+
+
+def parse_expr(text: str, file: str = "<command line>") -> ast.Expr:
+    """Parse one expression, e.g. the value of `--set ratio=8`."""
+    tree = _run(text, file, "expr")
+    result: ast.Expr = _ToAst(file).transform(tree)
+    return result
+
+
+def _run(text: str, file: str, start: str) -> Tree[Any]:
+    try:
+        return _parser(start).parse(text)
+    except UnexpectedInput as err:
+        raise _syntax_error(err, text, file) from None
+
+
+# --- lark errors -> SpecError ---------------------------------------------------------------
+
+_DESCRIBE = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "SHAPE": "a shape like 3x224x224",
+    "STRING": 'a string in "quotes"',
+    "_NL": "the end of the line",
+    "$END": "the end of the file",
+    "COMPARE": "a comparison",
+    "DIV_OP": "`/`, `//` or `%`",
+}
+_EXPRESSION_STARTS = {"NAME", "NUMBER", "SHAPE", "STRING", "LPAR", "LBRACE", "MINUS", "NOT",
+                      "TRUE", "FALSE", "RESIDUAL", "PARALLEL", "IF"}
+
+
+def _describe(terminal: str) -> str:
+    if terminal in _DESCRIBE:
+        return _DESCRIBE[terminal]
+    pattern = _parser("start").get_terminal(terminal).pattern.value
+    return f"`{pattern}`"
+
+
+def _expected(names: set[str]) -> str:
+    names = {n for n in names if not n.startswith("__")}
+    words = []
+    if len(names & _EXPRESSION_STARTS) >= 4:
+        names -= _EXPRESSION_STARTS
+        words.append("an expression")
+    words += sorted(_describe(n) for n in names)
+    if not words:
+        return ""
+    if len(words) > 6:
+        words = [*words[:6], "..."]
+    return "; expected " + (words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1])
+
+
+def _syntax_error(err: UnexpectedInput, text: str, file: str) -> SpecError:
+    line, col = max(err.line, 1), max(err.column, 1)
+    if isinstance(err, UnexpectedCharacters):
+        char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else "?"
+        span = Span(file, line, col, line, col + 1)
+        return SpecError(f"unexpected character `{char}`" + _expected(set(err.allowed or ())), span)
+    if isinstance(err, UnexpectedToken):
+        tok = err.token
+        what = _describe(tok.type) if tok.type in ("_NL", "$END") else f"`{tok.value}`"
+        end = (tok.end_column or col + 1) if tok.type not in ("_NL", "$END") else col + 1
+        span = Span(file, line, col, line, end)
+        hint = _hint_for(tok, err.expected)
+        return SpecError(f"unexpected {what}" + _expected(set(err.expected)), span, hint)
+    if isinstance(err, UnexpectedEOF):
+        lines = text.splitlines() or [""]
+        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
+        return SpecError("unexpected end of file" + _expected(set(err.expected)), span)
+    return SpecError(str(err), Span(file, line, col, line, col + 1))
+
+
+def _hint_for(tok: Token, expected: set[str]) -> str | None:
+    if tok.type == "LPAR" and "RPAR" not in expected:
+        return "a call has no space before `(`, and a sequence cannot continue with `(`"
+    if tok.type == "NUMBER" and "_NL" in expected:
+        return "layers in a sequence are names or calls; numbers go inside `( )`"
+    if tok.type == "$END" or (tok.type == "_NL" and "RPAR" in expected):
+        return "is a bracket left open?"
+    return None
+
+
+# --- lark tree -> AST ----------------------------------------------------------------------
+
+
+def _unquote(tok: Token) -> str:
+    return str(tok)[1:-1]
+
+
+@v_args(meta=True)
+class _ToAst(Transformer[Token, Any]):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _span(self, meta: Any) -> Span:
+        if getattr(meta, "empty", True):
+            return Span(self.file, 1, 1, 1, 1)
+        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok(self, tok: Token) -> Span:
+        return Span(self.file, tok.line or 1, tok.column or 1,
+                    tok.end_line or tok.line or 1, tok.end_column or (tok.column or 1) + 1)
+
+    # items
+    def start(self, meta: Any, items: list[Any]) -> list[Any]:
+        return items
+
+    def use(self, meta: Any, c: list[Token]) -> ast.Use:
+        return ast.Use(_unquote(c[0]), self._span(meta))
+
+    def block(self, meta: Any, c: list[Any]) -> ast.BlockDef:
+        return ast.BlockDef(str(c[0]), c[1], c[2], self._span(meta))
+
+    def network(self, meta: Any, c: list[Any]) -> ast.BlockDef:
+        return ast.BlockDef(str(c[0]), c[1], c[2], self._span(meta), is_network=True)
+
+    def params(self, meta: Any, c: list[ast.Param]) -> tuple[ast.Param, ...]:
+        return tuple(c)
+
+    def param(self, meta: Any, c: list[Any]) -> ast.Param:
+        return ast.Param(str(c[0]), c[1] if len(c) > 1 else None, self._span(meta))
+
+    # statements
+    def body(self, meta: Any, c: list[ast.Stmt]) -> tuple[ast.Stmt, ...]:
+        return tuple(c)
+
+    def bind(self, meta: Any, c: list[Any]) -> ast.Bind:
+        return ast.Bind(str(c[0]), c[1], self._span(meta), self._tok(c[0]))
+
+    def place(self, meta: Any, c: list[Any]) -> ast.Place:
+        return ast.Place(c[0], self._span(meta))
+
+    def input(self, meta: Any, c: list[Token]) -> ast.Input:
+        return ast.Input(tuple(int(d) for d in str(c[0]).split("x")), self._span(meta))
+
+    def if_stmt(self, meta: Any, c: list[Any]) -> ast.If:
+        orelse = c[2] if len(c) > 2 else ()
+        if isinstance(orelse, ast.If):
+            orelse = (orelse,)
+        return ast.If(c[0], c[1], orelse, self._span(meta))
+
+    # expressions
+    def seq(self, meta: Any, c: list[ast.Expr]) -> ast.Seq:
+        return ast.Seq(tuple(c), self._span(meta))
+
+    def repeat(self, meta: Any, c: list[Any]) -> ast.BinOp:
+        return ast.BinOp("*", c[0], c[2], self._span(meta))
+
+    def name(self, meta: Any, c: list[Token]) -> ast.Name:
+        return ast.Name(str(c[0]), self._tok(c[0]))
+
+    def cond(self, meta: Any, c: list[ast.Expr]) -> ast.Cond:
+        return ast.Cond(c[0], c[1], c[2], self._span(meta))
+
+    def or_(self, meta: Any, c: list[ast.Expr]) -> ast.BinOp:
+        return ast.BinOp("or", c[0], c[1], self._span(meta))
+
+    def and_(self, meta: Any, c: list[ast.Expr]) -> ast.BinOp:
+        return ast.BinOp("and", c[0], c[1], self._span(meta))
+
+    def not_(self, meta: Any, c: list[ast.Expr]) -> ast.UnaryOp:
+        return ast.UnaryOp("not", c[0], self._span(meta))
+
+    def neg(self, meta: Any, c: list[Any]) -> ast.UnaryOp:
+        return ast.UnaryOp("-", c[1], self._span(meta))
+
+    def compare(self, meta: Any, c: list[Any]) -> ast.BinOp:
+        return ast.BinOp(str(c[1]), c[0], c[2], self._span(meta))
+
+    def binop(self, meta: Any, c: list[Any]) -> ast.BinOp:
+        return ast.BinOp(str(c[1]), c[0], c[2], self._span(meta))
+
+    def number(self, meta: Any, c: list[Token]) -> ast.Number:
+        return ast.Number(Fraction(str(c[0])), self._tok(c[0]))
+
+    def shape(self, meta: Any, c: list[Token]) -> ast.ShapeLit:
+        return ast.ShapeLit(tuple(int(d) for d in str(c[0]).split("x")), self._tok(c[0]))
+
+    def string(self, meta: Any, c: list[Token]) -> ast.String:
+        return ast.String(_unquote(c[0]), self._tok(c[0]))
+
+    def true(self, meta: Any, c: list[Any]) -> ast.Bool:
+        return ast.Bool(True, self._span(meta))
+
+    def false(self, meta: Any, c: list[Any]) -> ast.Bool:
+        return ast.Bool(False, self._span(meta))
+
+    def call(self, meta: Any, c: list[Any]) -> ast.Call:
+        return ast.Call(str(c[0]), tuple(c[1:]), self._span(meta), self._tok(c[0]))
+
+    def positional(self, meta: Any, c: list[Any]) -> ast.Arg:
+        return ast.Arg(None, c[0], self._span(meta))
+
+    def keyword(self, meta: Any, c: list[Any]) -> ast.Arg:
+        return ast.Arg(str(c[0]), c[1], self._span(meta))
+
+    def call_args(self, meta: Any, c: list[ast.Arg]) -> list[ast.Arg]:
+        return c  # a list, where bodies are tuples
+
+    def group(self, meta: Any, c: list[Any]) -> ast.Group:
+        return ast.Group(c[0], self._span(meta))
+
+    def residual(self, meta: Any, c: list[Any]) -> ast.Residual:
+        args = tuple(c.pop(0)) if isinstance(c[0], list) else ()
+        shortcut = c[1] if len(c) > 1 else None
+        end = self._span(meta)
+        return ast.Residual(args, c[0], shortcut, end, end if shortcut is not None else None)
+
+    def parallel(self, meta: Any, c: list[Any]) -> ast.Parallel:
+        return ast.Parallel(str(c[0]), c[1], self._span(meta), self._tok(c[0]))
+
+    # the se section
+    def se(self, meta: Any, c: list[Any]) -> ast.SeSection:
+        body = c[0]
+        settings = tuple(s for s in body if isinstance(s, ast.Setting))
+        rules = tuple(r for r in body if isinstance(r, ast.Rule))
+        return ast.SeSection(settings, rules, self._span(meta))
+
+    def se_body(self, meta: Any, c: list[Any]) -> list[Any]:
+        return c
+
+    def setting(self, meta: Any, c: list[Any]) -> ast.Setting:
+        return ast.Setting(str(c[0]), c[1], self._span(meta))
+
+    def at_rule(self, meta: Any, c: list[Any]) -> ast.Rule:
+        return self._rule("at", meta, c)
+
+    def after_rule(self, meta: Any, c: list[Any]) -> ast.Rule:
+        return self._rule("after", meta, c)
+
+    def _rule(self, where: str, meta: Any, c: list[Any]) -> ast.Rule:
+        target, (ranges, kinds) = c[0], c[1]
+        settings = c[2] if len(c) > 2 else ()
+        return ast.Rule(where, target[0], ranges, kinds, settings, self._span(meta))
+
+    def selection(self, meta: Any, c: list[Any]) -> tuple[tuple[ast.PathRange, ...], tuple[str, ...]]:
+        ranges = tuple(x for x in c if isinstance(x, ast.PathRange))
+        kinds = tuple(str(x) for x in c if isinstance(x, Token))
+        return ranges, kinds
+
+    def range(self, meta: Any, c: list[Any]) -> ast.PathRange:
+        return ast.PathRange(c[0][0], c[1][0] if len(c) > 1 else None, self._span(meta))
+
+    def path(self, meta: Any, c: list[Token]) -> tuple[str, Span]:
+        return "".join(str(t) for t in c), self._span(meta)
+
+    def rule_settings(self, meta: Any, c: list[ast.Setting]) -> tuple[ast.Setting, ...]:
+        return tuple(c)
