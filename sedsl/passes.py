@@ -216,7 +216,7 @@ def _se_nodes(g: nx.DiGraph, ins: Insertion, u: str,
         raise SpecError(f"an SE block needs a CxHxW feature map; {ins.block} has a flat one here",
                         ins.span)
     c, (_, h, w) = rec_u.shape[0], rec_u.shape
-    base = c if s.base == "channels" else _block_in(g, ins.block)
+    base = c if s.base == "channels" else block_input_channels(g, ins.block)
     rd = s.reduced(base)
     if rd < 1:
         raise SpecError(f"ratio {s.ratio} leaves no channels in the SE block of {ins.block} "
@@ -248,7 +248,8 @@ def _se_nodes(g: nx.DiGraph, ins: Insertion, u: str,
     return nodes
 
 
-def _block_in(g: nx.DiGraph, block: str) -> int:
+def block_input_channels(g: nx.DiGraph, block: str) -> int:
+    """Channels of the tensor entering a block instance."""
     inside = _subtree(g, block)
     producers = {u for u, _ in g.in_edges(inside) if u not in inside}
     return record(g, producers.pop()).shape[0]
