@@ -40,7 +40,7 @@ def _spec_errors() -> Iterator[None]:
     try:
         yield
     except SpecError as e:
-        err.print(str(e), markup=False)
+        sys.stderr.write(f"{e}\n")
         raise typer.Exit(1) from None
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 import networkx as nx
 
 from sedsl import ast
-from sedsl.errors import Span, SpecError, did_you_mean
+from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
 from sedsl.ir import Node, add_node
 from sedsl.ops import ACTIVATIONS, OPS, Attr, Op, Shape, complete
 from sedsl.se import SeConfig, evaluate_se
@@ -81,8 +81,20 @@ def describe(value: Value) -> str:
     return "a layer"
 
 
+def _kind(value: Value) -> str:
+    for kind, types in (("a bool", bool), ("a number", Fraction), ("a string", str),
+                        ("a shape", tuple)):
+        if isinstance(value, types):
+            return kind
+    return "a layer"
+
+
+def _show(value: Value) -> str:
+    return describe(value).split(" ", 2)[-1]
+
+
 def _num(x: Fraction) -> str:
-    return str(x.numerator) if x.denominator == 1 else repr(float(x))
+    return str(x.numerator) if x.denominator == 1 else f"{float(x):g}"
 
 
 # --- environments -------------------------------------------------------------------------------
@@ -216,18 +228,23 @@ class Elaborator:
                 input_shape: tuple[int, ...] | None) -> nx.DiGraph:
         env = Env({}, self.globals)
         for param in net.params:
-            if param.name in overrides:
-                env.values[param.name] = overrides[param.name]
-            elif param.default is None:
+            if param.default is None:
                 raise SpecError(f"network parameter `{param.name}` has no default", param.span,
                                 f"give it one, or set it: --set {param.name}=...")
-            else:
-                env.values[param.name] = self.eval(param.default, env)
+            default = self.eval(param.default, env)
+            value = overrides.get(param.name, default)
+            if _kind(value) != _kind(default):
+                raise SpecError(f"`{param.name}` takes {_kind(default)} (default "
+                                f"{_show(default)}), not {describe(value)}", NOWHERE)
+            env.values[param.name] = value
         inputs = [s for s in net.body if isinstance(s, ast.Input)]
         if len(inputs) != 1:
-            raise SpecError("a network needs exactly one `input` statement, e.g. input 3x224x224",
-                            net.span if not inputs else inputs[1].span)
-        shape = input_shape or inputs[0].dims
+            raise SpecError("a network needs exactly one `input` statement",
+                            net.span if not inputs else inputs[1].span, "e.g. input 3x224x224")
+        shape = inputs[0].dims
+        if input_shape:  # 224 (square) or 320x240 keep the spec's channels
+            size = input_shape * 2 if len(input_shape) == 1 else input_shape
+            shape = (*shape[: 3 - len(size)], *size)
         if len(shape) != 3 or min(shape) < 1:
             raise SpecError(f"the input must be CxHxW, got {'x'.join(map(str, shape))}",
                             inputs[0].span)
@@ -270,7 +287,7 @@ class Elaborator:
             if not isinstance(test, bool):
                 raise SpecError(f"`if` needs a condition, got {describe(test)}", stmt.test.span)
             return self.run(stmt.body if test else stmt.orelse, env, x, scope)
-        if scope.path or scope.block is not None:
+        if scope.path or scope.calls:
             raise SpecError("`input` belongs at the top of the network, not inside a block",
                             stmt.span)
         return x  # the network's own `input` statement, already handled
@@ -301,7 +318,7 @@ class Elaborator:
             call.op.check(call.attrs, in_shapes)
             shape = call.op.infer(call.attrs, in_shapes)
         except SpecError as err:
-            raise SpecError(f"`{call.op.name}`: {err.message}", call.span, err.hint) from None
+            raise SpecError(err.message, call.span, err.hint) from None
         node = scope.child(scope.ns.claim(name, call.op.name, call.span))
         stage = node.split(".")[0]
         rec = Node(call.op.name, call.attrs, shape, stage, scope.block, scope.kind, scope.branch,

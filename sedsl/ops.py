@@ -107,7 +107,7 @@ def _src(value: Attr) -> str:
 def _window(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
     span = size + 2 * p - d * (k - 1) - 1
     if span < 0:
-        raise fail(f"the {k}-wide window does not fit in {size} (padding {p})",
+        raise fail(f"a {k}-wide window does not fit in {size} (padding {p})",
                    "the feature map is too small here; check the input size and the strides")
     out = (span + (s - 1 if ceil else 0)) // s + 1
     if ceil and (out - 1) * s >= size + p:  # PyTorch: the last window must start inside the input
@@ -122,8 +122,8 @@ def _conv_check(a: Attrs, ins: Shapes) -> None:
     c_in = _spatial("conv", ins[0])[0]
     g, c_out = int(a["groups"]), int(a["c_out"])
     if c_in % g or c_out % g:
-        raise fail(f"groups = {g} must divide the input channels ({c_in}) and the output channels "
-                   f"({c_out})")
+        raise fail(f"conv groups = {g} must divide the input channels ({c_in}) and the output "
+                   f"channels ({c_out})")
 
 
 def _conv_infer(a: Attrs, ins: Shapes) -> Shape:

@@ -50,16 +50,17 @@ class _Layout:
 
 
 @cache
-def _parser(start: str) -> Lark:
+def _parser(start: str, strict: bool = False) -> Lark:
+    """The LALR parser; tests build it with strict=True to prove the grammar conflict-free."""
     return Lark(
         GRAMMAR.read_text(),
         parser="lalr",
         lexer="basic",  # the post-lexer looks ahead, which a contextual lexer cannot follow
         postlex=_Layout(final_newline=start == "start"),
+        strict=strict,
         start=start,
         propagate_positions=True,
         maybe_placeholders=False,
-        strict=True,
         cache=True,
     )
 
@@ -133,13 +134,13 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> SpecError:
     if isinstance(err, UnexpectedCharacters):
         char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else "?"
         span = Span(file, line, col, line, col + 1)
-        return SpecError(f"unexpected character `{char}`" + _expected(set(err.allowed or ())), span)
+        return SpecError(f"unexpected character `{char}`", span)
     if isinstance(err, UnexpectedToken):
         tok = err.token
         what = _describe(tok.type) if tok.type in ("_NL", "$END") else f"`{tok.value}`"
         end = (tok.end_column or col + 1) if tok.type not in ("_NL", "$END") else col + 1
         span = Span(file, line, col, line, end)
-        hint = _hint_for(tok, err.expected)
+        hint = _hint_for(tok, err.expected) or _open_paren(text, tok, err.expected)
         return SpecError(f"unexpected {what}" + _expected(set(err.expected)), span, hint)
     if isinstance(err, UnexpectedEOF):
         lines = text.splitlines() or [""]
@@ -148,13 +149,30 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> SpecError:
     return SpecError(str(err), Span(file, line, col, line, col + 1))
 
 
+def _open_paren(text: str, tok: Token, expected: set[str]) -> str | None:
+    """Where the `(` that a `)` was expected for was opened."""
+    if "RPAR" not in expected or tok.type == "RPAR":
+        return None
+    depth, opened = 0, []
+    end = tok.start_pos if tok.start_pos is not None else len(text)
+    for i, ch in enumerate(text[:end]):
+        if ch == "(":
+            opened.append(i)
+        elif ch == ")" and opened:
+            opened.pop()
+        depth = len(opened)
+    if not depth:
+        return None
+    line = text.count("\n", 0, opened[-1]) + 1
+    col = opened[-1] - (text.rfind("\n", 0, opened[-1]) + 1) + 1
+    return f"the `(` at line {line}, column {col} is never closed"
+
+
 def _hint_for(tok: Token, expected: set[str]) -> str | None:
     if tok.type == "LPAR" and "RPAR" not in expected:
         return "a call has no space before `(`, and a sequence cannot continue with `(`"
     if tok.type == "NUMBER" and "_NL" in expected:
         return "layers in a sequence are names or calls; numbers go inside `( )`"
-    if tok.type == "$END" or (tok.type == "_NL" and "RPAR" in expected):
-        return "is a bracket left open?"
     return None
 
 

@@ -130,8 +130,8 @@ def _setting(s: ast.Setting, el: Elaborator, env: Env) -> Any:
     if s.name not in SETTINGS:
         raise SpecError(f"unknown SE setting `{s.name}`", s.span,
                         did_you_mean(s.name, SETTINGS) or f"settings: {', '.join(SETTINGS)}")
-    if isinstance(s.value, ast.Name) and s.value.id in SYMBOLS.get(s.name, ()):
-        return s.value.id
+    if isinstance(s.value, ast.Name) and s.name in SYMBOLS and env.lookup(s.value.id) is None:
+        return _check(s.name, s.value.id, s.value.span)  # a bare word: avg, floor, sigmoid
     return _check(s.name, el.eval(s.value, env), s.value.span)
 
 
