@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from sedsl.api import Network, load, loads  # noqa: E402
-from sedsl.errors import Span, SpecError  # noqa: E402
+from sedsl.api import Network, load, loads
+from sedsl.errors import Span, SpecError
 
 if TYPE_CHECKING:
     from torch import nn

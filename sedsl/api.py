@@ -79,8 +79,10 @@ def loads(text: str, *, path: str = "<string>", input: tuple[int, ...] | str | N
         if input is not None:
             values["input"] = to_value(input, "input")
         shape = values.pop("input", None)
+        if isinstance(shape, Fraction) and shape.denominator == 1:
+            shape = (int(shape),)  # a square input size
         if shape is not None and not isinstance(shape, tuple):
-            raise SpecError("input must be CxHxW, e.g. 3x224x224", NOWHERE)
+            raise SpecError("input takes 224, 320x240 or 3x320x240", NOWHERE)
         done = elaborate(module, library, values, shape)
         graph = passes.run(done.graph, passes.PIPELINE)
         base = passes.verify(done.graph)

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -172,7 +172,7 @@ def graph(
 def cost(
     specs: Annotated[list[Path], typer.Argument(help="One or more .se specs, side by side.")],
     convention: Annotated[str, typer.Option(help="fvcore, paper or flops.")] = "fvcore",
-    ratio: Annotated[str | None, typer.Option(help="A sweep of reduction ratios: 2,4,8,16.")] = None,
+    ratio: Annotated[str | None, typer.Option(help="A sweep of ratios: 2,4,8,16.")] = None,
     input_size: InputOption = None,
     sets: SetOption = None,
     by: Annotated[str, typer.Option(help="Group rows by stage, block or op.")] = "stage",

@@ -64,7 +64,7 @@ class Estimate:
 
     params: Fraction
     bias: int  # FC biases, which the closed form leaves out
-    rounding: int  # 2·C·(reduced width − C/r): the reduced width is rounded to a whole number
+    rounding: int  # 2·C·(reduced width - C/r): the reduced width is rounded to a whole number
     blocks: int
 
 

@@ -18,7 +18,7 @@ import networkx as nx
 from sedsl import ast
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
 from sedsl.ir import Node, add_node
-from sedsl.ops import ACTIVATIONS, OPS, Attr, Op, Shape, complete
+from sedsl.ops import OPS, Attr, Op, Shape, complete
 from sedsl.se import SeConfig, evaluate_se
 
 # --- values -------------------------------------------------------------------------------------
@@ -280,7 +280,8 @@ class Elaborator:
             value = self.eval(stmt.value, env)
             if not isinstance(value, LAYERS):
                 raise SpecError(f"expected a layer, got {describe(value)}", stmt.span,
-                                "a statement on its own must be a layer; bind values with `name = ...`")
+                                "a statement on its own must be a layer; "
+                                "bind values with `name = ...`")
             return self.place(value, x, scope, None, stmt.span)
         if isinstance(stmt, ast.If):
             test = self.eval(stmt.test, env)
@@ -451,7 +452,7 @@ class Elaborator:
             return value
         if e.id == "identity":
             return Sequence((), e.span)
-        if e.id in OPS and OPS[e.id].user or e.id in self.library.blocks:
+        if (e.id in OPS and OPS[e.id].user) or e.id in self.library.blocks:
             return self._call(ast.Call(e.id, (), e.span, e.span), env)
         hint = did_you_mean(e.id, self.visible(env))
         raise SpecError(f"unknown name `{e.id}`", e.span, hint)

@@ -70,7 +70,7 @@ def add_node(g: nx.DiGraph, name: str, rec: Node, sources: list[str]) -> None:
 
 
 def _attr_from_json(value: Any) -> Attr:
-    return tuple(value) if isinstance(value, list) else value  # type: ignore[no-any-return]
+    return tuple(value) if isinstance(value, list) else value
 
 
 def to_json(g: nx.DiGraph) -> dict[str, Any]:

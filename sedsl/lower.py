@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 
 from sedsl import __version__, passes
-from sedsl.ir import execution_order, input_shapes, record, records
+from sedsl.ir import execution_order, input_shapes, inputs, record, records
 from sedsl.ops import OPS, TorchExpr, TorchModule
 
 if TYPE_CHECKING:
@@ -120,13 +120,13 @@ def _forward(g: nx.DiGraph) -> list[str]:
         if rec.block != block and rec.block is not None:
             lines.append(f"        # {rec.block}" + (f": {rec.kind}" if rec.kind else ""))
         block = rec.block
-        args = [var[u] for u in passes.inputs(g, name)]
+        args = [var[u] for u in inputs(g, name)]
         lowering = OPS[rec.op].torch(rec.attrs, input_shapes(g, name), rec.shape)
         if isinstance(lowering, TorchExpr):
             expr = lowering.template.format(*args)
         else:
             expr = f"self.{name}({', '.join(args)})"
-        for u in passes.inputs(g, name):
+        for u in inputs(g, name):
             uses[u] -= 1
         if uses[in_x] > 0:  # keep the value in x alive under its own name
             keep = _fresh(in_x.rsplit(".", 1)[-1] if in_x != "input" else "inp", live_names)
@@ -136,7 +136,7 @@ def _forward(g: nx.DiGraph) -> list[str]:
         lines.append(f"        x = {expr}  # {'x'.join(map(str, rec.shape))}")
         var[name] = "x"
         in_x = name
-        for u in passes.inputs(g, name):
+        for u in inputs(g, name):
             if uses[u] == 0 and var[u] != "x":
                 live_names.discard(var[u])
     lines.append(f"        return {var[g.graph['output']]}")

@@ -91,10 +91,19 @@ def _spatial(op: str, shape: Shape) -> tuple[int, int, int]:
     return c, h, w
 
 
+def _int(a: Attrs, key: str) -> int:
+    value = a[key]
+    assert isinstance(value, int), f"{key} = {value!r}: elaboration normalises it to an int"
+    return value
+
+
 def _pair(value: Attr) -> tuple[int, int]:
     if isinstance(value, tuple):
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
+        h, w = value
+        assert isinstance(h, int) and isinstance(w, int)
+        return h, w
+    assert isinstance(value, int)
+    return value, value
 
 
 def _src(value: Attr) -> str:
@@ -120,7 +129,7 @@ def _window(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
 
 def _conv_check(a: Attrs, ins: Shapes) -> None:
     c_in = _spatial("conv", ins[0])[0]
-    g, c_out = int(a["groups"]), int(a["c_out"])
+    g, c_out = _int(a, "groups"), _int(a, "c_out")
     if c_in % g or c_out % g:
         raise fail(f"conv groups = {g} must divide the input channels ({c_in}) and the output "
                    f"channels ({c_out})")
@@ -130,18 +139,18 @@ def _conv_infer(a: Attrs, ins: Shapes) -> Shape:
     _, h, w = _spatial("conv", ins[0])
     (kh, kw), (sh, sw) = _pair(a["kernel"]), _pair(a["stride"])
     (ph, pw), (dh, dw) = _pair(a["padding"]), _pair(a["dilation"])
-    return (int(a["c_out"]), _window(h, kh, sh, ph, dh, False), _window(w, kw, sw, pw, dw, False))
+    return (_int(a, "c_out"), _window(h, kh, sh, ph, dh, False), _window(w, kw, sw, pw, dw, False))
 
 
 def _conv_params(a: Attrs, ins: Shapes, out: Shape) -> int:
     kh, kw = _pair(a["kernel"])
-    weight = int(a["c_out"]) * ins[0][0] // int(a["groups"]) * kh * kw
-    return weight + (int(a["c_out"]) if a["bias"] else 0)
+    weight = _int(a, "c_out") * ins[0][0] // _int(a, "groups") * kh * kw
+    return weight + (_int(a, "c_out") if a["bias"] else 0)
 
 
 def _conv_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
     kh, kw = _pair(a["kernel"])
-    return numel(out) * ins[0][0] // int(a["groups"]) * kh * kw
+    return numel(out) * ins[0][0] // _int(a, "groups") * kh * kw
 
 
 def _conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
@@ -156,8 +165,9 @@ def _conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 CONV = Op(
     "conv",
-    (Arg("c_out", "count"), Arg("kernel", "pair"), Arg("stride", "pair", 1), Arg("padding", "pair0", derived=True),
-     Arg("dilation", "pair", 1), Arg("groups", "count", 1), Arg("bias", "bool", False)),
+    (Arg("c_out", "count"), Arg("kernel", "pair"), Arg("stride", "pair", 1),
+     Arg("padding", "pair0", derived=True), Arg("dilation", "pair", 1), Arg("groups", "count", 1),
+     Arg("bias", "bool", False)),
     infer=_conv_infer, torch=_conv_torch, params=_conv_params, macs=_conv_macs,
     fvcore=_conv_macs, check=_conv_check,
 )
@@ -223,8 +233,8 @@ def _pool_torch(kind: str) -> Callable[[Attrs, Shapes, Shape], Lowering]:
     return lower
 
 
-_POOL_ARGS = (Arg("kernel", "pair"), Arg("stride", "pair", derived=True), Arg("padding", "pair0", 0),
-              Arg("ceil", "bool", False))
+_POOL_ARGS = (Arg("kernel", "pair"), Arg("stride", "pair", derived=True),
+              Arg("padding", "pair0", 0), Arg("ceil", "bool", False))
 MAXPOOL = Op("maxpool", _POOL_ARGS, infer=_pool_infer, torch=_pool_torch("MaxPool2d"))
 AVGPOOL = Op("avgpool", (*_POOL_ARGS, Arg("count_pad", "bool", True)),
              infer=_pool_infer, torch=_pool_torch("AvgPool2d"))
@@ -249,18 +259,19 @@ def _linear_infer(a: Attrs, ins: Shapes) -> Shape:
     if len(ins[0]) != 1:
         raise fail(f"`linear` needs flat features, got a {_fmt(ins[0])} feature map",
                    "put `flatten` (after `global_avgpool`) before it")
-    return (int(a["c_out"]),)
+    return (_int(a, "c_out"),)
 
 
 def _linear_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
-    return ins[0][0] * int(a["c_out"])
+    return ins[0][0] * _int(a, "c_out")
 
 
 LINEAR = Op(
     "linear", (Arg("c_out", "count"), Arg("bias", "bool", True)),
     infer=_linear_infer,
-    torch=lambda a, ins, out: TorchModule(f"nn.Linear({ins[0][0]}, {a['c_out']}, bias={a['bias']})"),
-    params=lambda a, ins, out: _linear_macs(a, ins, out) + (int(a["c_out"]) if a["bias"] else 0),
+    torch=lambda a, ins, out: TorchModule(
+        f"nn.Linear({ins[0][0]}, {a['c_out']}, bias={a['bias']})"),
+    params=lambda a, ins, out: _linear_macs(a, ins, out) + (_int(a, "c_out") if a["bias"] else 0),
     macs=_linear_macs, fvcore=_linear_macs,
 )
 DROPOUT = Op("dropout", (Arg("p", "prob", 0.5),), infer=_same,
@@ -271,7 +282,7 @@ FLATTEN = Op("flatten", (), infer=lambda a, ins: (numel(ins[0]),),
 
 def _shuffle_check(a: Attrs, ins: Shapes) -> None:
     c = _spatial("channel_shuffle", ins[0])[0]
-    if c % int(a["groups"]):
+    if c % _int(a, "groups"):
         raise fail(f"channel_shuffle groups = {a['groups']} does not divide {c} channels")
 
 
@@ -284,11 +295,15 @@ SCALE = Op("scale", (Arg("factor", "float"),), infer=_same,
 # --- merges and the SE internals (not callable from a spec) ---------------------------------------
 
 
+def _branches(a: Attrs, ins: Shapes) -> str:
+    names = a.get("branches", ())
+    assert isinstance(names, tuple)
+    return ", ".join(f"{n} {_fmt(s)}" for n, s in zip(names, ins, strict=False))
+
+
 def _add_infer(a: Attrs, ins: Shapes) -> Shape:
     if len(set(ins)) != 1:
-        names = a.get("branches") or ()
-        parts = ", ".join(f"{n} {_fmt(s)}" for n, s in zip(names, ins, strict=False))
-        raise fail(f"cannot add tensors of different shapes: {parts}",
+        raise fail(f"cannot add tensors of different shapes: {_branches(a, ins)}",
                    "a projection shortcut (conv + bn) can match the channels and the stride")
     return ins[0]
 
@@ -296,9 +311,7 @@ def _add_infer(a: Attrs, ins: Shapes) -> Shape:
 def _concat_infer(a: Attrs, ins: Shapes) -> Shape:
     sizes = {s[1:] for s in ins}
     if len(sizes) != 1 or len(ins[0]) != 3:
-        names = a.get("branches") or ()
-        parts = ", ".join(f"{n} {_fmt(s)}" for n, s in zip(names, ins, strict=False))
-        raise fail(f"cannot concatenate feature maps of different sizes: {parts}",
+        raise fail(f"cannot concatenate feature maps of different sizes: {_branches(a, ins)}",
                    "every branch must keep the same height and width (check strides, padding)")
     return (sum(s[0] for s in ins), *ins[0][1:])
 
@@ -328,7 +341,7 @@ def _se_infer(a: Attrs, ins: Shapes) -> Shape:
 
 
 def _se_params(a: Attrs, ins: Shapes, out: Shape) -> int:
-    c, rd = ins[0][0], int(a["rd_channels"])
+    c, rd = ins[0][0], _int(a, "rd_channels")
     return 2 * c * rd + ((rd + c) if a["bias"] else 0)
 
 
@@ -344,9 +357,9 @@ def _se_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 # Its counts are those of the plain-torch pieces it replaces.
 SE = Op(
     "se", (), infer=_se_infer, arity=None, user=False, torch=_se_torch, params=_se_params,
-    macs=lambda a, ins, out: 2 * ins[0][0] * int(a["rd_channels"]),
+    macs=lambda a, ins, out: 2 * ins[0][0] * _int(a, "rd_channels"),
     fvcore=lambda a, ins, out: (numel(ins[0]) if a["squeeze"] == "avg" else 0)
-    + 2 * ins[0][0] * int(a["rd_channels"]),
+    + 2 * ins[0][0] * _int(a, "rd_channels"),
 )
 
 # The network's input: a node with no inputs; the generated forward's argument.

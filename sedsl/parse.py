@@ -126,13 +126,15 @@ def _expected(names: set[str]) -> str:
         return ""
     if len(words) > 6:
         words = [*words[:6], "..."]
-    return "; expected " + (words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1])
+    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    return "; expected " + listed
 
 
 def _syntax_error(err: UnexpectedInput, text: str, file: str) -> SpecError:
     line, col = max(err.line, 1), max(err.column, 1)
     if isinstance(err, UnexpectedCharacters):
-        char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else "?"
+        pos = err.pos_in_stream or 0
+        char = text[pos] if pos < len(text) else "?"
         span = Span(file, line, col, line, col + 1)
         return SpecError(f"unexpected character `{char}`", span)
     if isinstance(err, UnexpectedToken):
@@ -153,15 +155,14 @@ def _open_paren(text: str, tok: Token, expected: set[str]) -> str | None:
     """Where the `(` that a `)` was expected for was opened."""
     if "RPAR" not in expected or tok.type == "RPAR":
         return None
-    depth, opened = 0, []
-    end = tok.start_pos if tok.start_pos is not None else len(text)
+    opened: list[int] = []
+    end = len(text) if tok.start_pos is None else tok.start_pos
     for i, ch in enumerate(text[:end]):
         if ch == "(":
             opened.append(i)
         elif ch == ")" and opened:
             opened.pop()
-        depth = len(opened)
-    if not depth:
+    if not opened:
         return None
     line = text.count("\n", 0, opened[-1]) + 1
     col = opened[-1] - (text.rfind("\n", 0, opened[-1]) + 1) + 1
@@ -330,7 +331,8 @@ class _ToAst(Transformer[Token, Any]):
         settings = c[2] if len(c) > 2 else ()
         return ast.Rule(where, target[0], ranges, kinds, settings, self._span(meta))
 
-    def selection(self, meta: Any, c: list[Any]) -> tuple[tuple[ast.PathRange, ...], tuple[str, ...]]:
+    def selection(self, meta: Any,
+                  c: list[Any]) -> tuple[tuple[ast.PathRange, ...], tuple[str, ...]]:
         ranges = tuple(x for x in c if isinstance(x, ast.PathRange))
         kinds = tuple(str(x) for x in c if isinstance(x, Token))
         return ranges, kinds

@@ -14,7 +14,7 @@ import networkx as nx
 
 from sedsl.errors import Span, SpecError, did_you_mean
 from sedsl.ir import ROLES, Node, add_node, input_shapes, inputs, record, records
-from sedsl.ops import ACTIVATIONS, OPS
+from sedsl.ops import ACTIVATIONS, OPS, Attr
 from sedsl.se import SeConfig, SeRule, SeSettings
 
 Pass = Callable[[nx.DiGraph], nx.DiGraph]
@@ -110,6 +110,8 @@ def _select(g: nx.DiGraph, rule: SeRule, tree: dict[str, list[str]],
     chosen: list[str] = []
     for first, last, span in rule.ranges:
         parent = first.rsplit(".", 1)[0] if "." in first else ""
+        if last is not None and parent and not last.startswith(parent + "."):
+            last = f"{parent}.{last}"  # conv4.block1..block3
         siblings = tree.get(parent, [])
         for end in (first, last):
             if end is not None and end not in siblings:
@@ -228,9 +230,9 @@ def _se_nodes(g: nx.DiGraph, ins: Insertion, u: str,
         k += 1
         scope = f"{ins.block}.se{k}"
     taken.add(scope)
-    conv = {"kernel": (1, 1), "stride": (1, 1), "padding": (0, 0), "dilation": (1, 1),
-            "groups": 1, "bias": s.bias}
-    steps = [
+    conv: dict[str, Attr] = {"kernel": (1, 1), "stride": (1, 1), "padding": (0, 0),
+                             "dilation": (1, 1), "groups": 1, "bias": s.bias}
+    steps: list[tuple[str, str, dict[str, Attr], tuple[int, ...], list[str]]] = [
         ("pool", f"global_{s.squeeze}pool", {}, (c, 1, 1), [u]),
         ("fc1", "conv", {"c_out": rd, **conv}, (rd, 1, 1), ["pool"]),
         ("act", s.excite, {}, (rd, 1, 1), ["fc1"]),
@@ -303,7 +305,7 @@ def _match_se(g: nx.DiGraph, mul: str) -> tuple[str, list[str], Node, list[str]]
             members.append(post)
             merge_act = record(g, post).op
             last = post
-    attrs = {"rd_channels": fc1.shape[0], "squeeze": pool.op.split("_")[1][:3],
+    attrs: dict[str, Attr] = {"rd_channels": fc1.shape[0], "squeeze": pool.op.split("_")[1][:3],
              "excite": act.op, "gate": gate.op, "bias": bool(fc1.attrs["bias"]),
              "act": merge_act}
     fused = replace(record(g, last), op="se", attrs=attrs, role="se", span=pool.span,

@@ -15,7 +15,8 @@ EXAMPLES = [
 ]
 
 
-@pytest.mark.parametrize(("doc", "index", "text"), EXAMPLES, ids=[f"{d}#{i}" for d, i, _ in EXAMPLES])
+@pytest.mark.parametrize(("doc", "index", "text"), EXAMPLES,
+                         ids=[f"{d}#{i}" for d, i, _ in EXAMPLES])
 def test_example_compiles(doc: str, index: int, text: str) -> None:
     if "network" not in text:  # a block library fragment: give it a network to live in
         text += "\nnetwork probe { input 3x32x32\n conv(8, 3) }\n"

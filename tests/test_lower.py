@@ -98,15 +98,16 @@ def test_state_dict_keys_read_like_the_spec() -> None:
 def test_transfer_weights_names_the_first_mismatch() -> None:
     theirs = timm.create_model("legacy_seresnet50")
     ours = compiled("se_resnext50.se").to_torch()
-    with pytest.raises(sedsl.SpecError, match=r"tensor \d+: layer1\.0\.conv1\.weight \(64, 64, 1, 1\)"
-                       r" does not fit conv2\.block1\.conv1\.weight \(128, 64, 1, 1\)"):
+    with pytest.raises(sedsl.SpecError, match=r"tensor \d+: layer1\.0\.conv1\.weight "
+                       r"\(64, 64, 1, 1\) does not fit conv2\.block1\.conv1\.weight "
+                       r"\(128, 64, 1, 1\)"):
         sedsl.transfer_weights(theirs, ours)
 
 
 def test_transfer_weights_counts_tensors() -> None:
     ours = compiled("se_resnet50.se").to_torch()
     state = dict(list(ours.state_dict().items())[:-1])  # drop the classifier bias
-    with pytest.raises(sedsl.SpecError, match="the first without a partner is head.fc.bias"):
+    with pytest.raises(sedsl.SpecError, match=r"the first without a partner is head\.fc\.bias"):
         sedsl.transfer_weights(state, ours)
 
 

@@ -1,0 +1,168 @@
+"""The SE block in plain torch: the semantics of sedsl.kernels and the op's path off the GPU.
+
+    z   = squeeze_hw(U)                          # (N, C): mean ("avg") or max ("max") over H*W
+    h   = excite(z @ W1.T + b1)                  # (N, R)
+    s   = gate(h @ W2.T + b2)                    # (N, C)
+    out = act(s[:, :, None, None] * U + identity)
+
+Everything is computed in float32 (float64 for float64 inputs) and `out` is rounded once to U's
+dtype, like the Triton kernels do. `forward` / `backward` are the op's implementation when it
+does not run the Triton kernels; `backward` spells out the same gradient formulas the kernels
+use, with torch's own activation derivatives (`activation_grad`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "silu": F.silu,
+    "hardswish": F.hardswish,
+    "sigmoid": torch.sigmoid,
+    "hardsigmoid": F.hardsigmoid,
+    "tanh": torch.tanh,
+}
+SQUEEZES = ("avg", "max")
+EXCITES = tuple(ACTIVATIONS)
+GATES = ("sigmoid", "hardsigmoid", "tanh", "relu")
+ACTS = ("none", *ACTIVATIONS)
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the block computes in: float32, or float64 for float64 inputs."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def activate(name: str, x: Tensor) -> Tensor:
+    """`name`(x) with torch.nn's semantics; "none" is the identity."""
+    return x if name == "none" else ACTIVATIONS[name](x)
+
+
+def activation_grad(name: str, x: Tensor, grad: Tensor) -> Tensor:
+    """grad * d`name`(x)/dx, by the same aten backward kernels torch's autograd uses."""
+    aten = torch.ops.aten
+    if name == "none":
+        return grad
+    if name == "relu":
+        return aten.threshold_backward(grad, x, 0)
+    if name == "relu6":
+        return aten.hardtanh_backward(grad, x, 0.0, 6.0)
+    if name == "silu":
+        return aten.silu_backward(grad, x)
+    if name == "hardswish":
+        return aten.hardswish_backward(grad, x)
+    if name == "sigmoid":
+        return aten.sigmoid_backward(grad, torch.sigmoid(x))
+    if name == "hardsigmoid":
+        return aten.hardsigmoid_backward(grad, x)
+    if name == "tanh":
+        return aten.tanh_backward(grad, torch.tanh(x))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def squeeze_hw(u: Tensor, squeeze: str) -> Tensor:
+    """(N, C, H, W) -> (N, C) in the accumulate dtype: mean or max over H*W."""
+    acc = accumulate_dtype(u.dtype)
+    if squeeze == "avg":
+        return u.mean((2, 3), dtype=acc)
+    return u.amax((2, 3)).to(acc)
+
+
+def excitation(z: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+           excite: str, gate: str) -> Tensor:
+    """(N, C) squeezed -> (N, C) gate s = gate(excite(z W1^T + b1) W2^T + b2)."""
+    h = activate(excite, F.linear(z, w1.to(z.dtype), _opt(b1, z)))  # (N, R)
+    return activate(gate, F.linear(h, w2.to(z.dtype), _opt(b2, z)))  # (N, C)
+
+
+def scale(u: Tensor, s: Tensor, identity: Tensor | None, act: str) -> Tensor:
+    """act(s[:, :, None, None] * U + identity) in the accumulate dtype of s."""
+    y = s[:, :, None, None] * u.to(s.dtype)  # (N, C, H, W)
+    if identity is not None:
+        y = y + identity.to(s.dtype)
+    return activate(act, y)
+
+
+def se_block_reference(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
+                       b2: Tensor | None, identity: Tensor | None = None, *,
+                       squeeze: str = "avg", excite: str = "relu", gate: str = "sigmoid",
+                       act: str = "none") -> Tensor:
+    """The SE block in differentiable torch ops; w1 (R, C) and w2 (C, R) matrices."""
+    s = excitation(squeeze_hw(u, squeeze), w1, b1, w2, b2, excite, gate)
+    return scale(u, s, identity, act).to(u.dtype)
+
+
+def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+            identity: Tensor | None, squeeze: str, excite: str, gate: str,
+            act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The op's outputs (out, z, s, idx); idx: int32 (N, C) argmax for "max", else empty."""
+    z = squeeze_hw(u, squeeze)  # (N, C)
+    s = excitation(z, w1, b1, w2, b2, excite, gate)  # (N, C)
+    out = torch.empty_like(u)  # the layout of U, as the kernels and the fake impl have it
+    out.copy_(scale(u, s, identity, act))
+    if squeeze == "max":
+        idx = u.flatten(2).argmax(2).to(torch.int32)  # first maximum, as the kernel picks
+    else:
+        idx = u.new_empty((0,), dtype=torch.int32)
+    return out, z, s, idx
+
+
+def excite_backward(z: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+                    ds: Tensor, excite: str,
+                    gate: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
+    """Gradients (dz, dW1, db1, dW2, db2) of the excitation given ds = dL/ds, in z's dtype;
+    recomputes the two small FCs (O(N*C*R)) instead of saving their pre-activations."""
+    w1a, w2a = w1.to(z.dtype), w2.to(z.dtype)
+    pre1 = F.linear(z, w1a, _opt(b1, z))  # (N, R)
+    h = activate(excite, pre1)
+    pre2 = F.linear(h, w2a, _opt(b2, z))  # (N, C)
+    dpre2 = activation_grad(gate, pre2, ds)  # (N, C)
+    dpre1 = activation_grad(excite, pre1, dpre2 @ w2a)  # (N, R)
+    db1 = None if b1 is None else dpre1.sum(0).to(b1.dtype)
+    db2 = None if b2 is None else dpre2.sum(0).to(b2.dtype)
+    return dpre1 @ w1a, (dpre1.T @ z).to(w1.dtype), db1, (dpre2.T @ h).to(w2.dtype), db2
+
+
+def squeeze_grad(dz: Tensor, idx: Tensor, u: Tensor, squeeze: str) -> Tensor:
+    """(N, C) dL/dz -> its (N, C, H, W) contribution to dL/dU (avg: spread; max: to the argmax)."""
+    n, c, hh, ww = u.shape
+    if squeeze == "avg":
+        return (dz / (hh * ww))[:, :, None, None].expand(n, c, hh, ww)
+    flat = dz.new_zeros((n, c, hh * ww))
+    flat.scatter_(2, idx.long()[:, :, None], dz[:, :, None])
+    return flat.view(n, c, hh, ww)
+
+
+def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
+             b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor, idx: Tensor,
+             grad_z: Tensor | None, grad_s: Tensor | None, squeeze: str, excite: str, gate: str,
+             act: str) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None, Tensor,
+                                Tensor | None]:
+    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity only when identity is given."""
+    g = grad.to(s.dtype)  # (N, C, H, W)
+    uu = u.to(s.dtype)
+    if act != "none":
+        g = activation_grad(act, scale(u, s, identity, "none"), g)  # dL/dy
+    ds = (g * uu).sum((2, 3))  # (N, C)
+    if grad_s is not None:
+        ds = ds + grad_s
+    dz, dw1, db1, dw2, db2 = excite_backward(z, w1, b1, w2, b2, ds, excite, gate)
+    if grad_z is not None:
+        dz = dz + grad_z
+    du = torch.empty_like(u)
+    du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, idx, u, squeeze))
+    di = None
+    if identity is not None:
+        di = torch.empty_like(identity)
+        di.copy_(g)
+    return du, di, dw1, db1, dw2, db2
+
+
+def _opt(t: Tensor | None, like: Tensor) -> Tensor | None:
+    return None if t is None else t.to(like.dtype)

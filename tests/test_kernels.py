@@ -1,0 +1,309 @@
+"""sedsl.kernels off the GPU: the reference, the op's CPU path, the module, compile and export.
+
+The expected values come from `torch_se`, a float64 SE block composed here from torch.nn modules
+(adaptive pooling, 1x1 convolutions, activation modules), independent of sedsl.kernels.reference.
+kernels_interpret_cases.py (run by test_kernels_interpret.py) reuses it for the Triton kernels.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sedsl.kernels import SqueezeExcite, se_block
+from sedsl.kernels import op as se_op
+from sedsl.kernels.reference import se_block_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MODULES: dict[str, type[nn.Module]] = {
+    "none": nn.Identity, "relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU,
+    "hardswish": nn.Hardswish, "sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid,
+    "tanh": nn.Tanh,
+}
+
+
+def torch_se(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+             identity: Tensor | None, squeeze: str, excite: str, gate: str, act: str) -> Tensor:
+    """The SE block in float64 from torch.nn pieces; w1 (R, C), w2 (C, R)."""
+    r, c = w1.shape
+    x = u.double()
+    pool = nn.AdaptiveAvgPool2d(1) if squeeze == "avg" else nn.AdaptiveMaxPool2d(1)
+    b1d = None if b1 is None else b1.double()
+    b2d = None if b2 is None else b2.double()
+    h = MODULES[excite]()(F.conv2d(pool(x), w1.double().view(r, c, 1, 1), b1d))  # (N, R, 1, 1)
+    s = MODULES[gate]()(F.conv2d(h, w2.double().view(c, r, 1, 1), b2d))  # (N, C, 1, 1)
+    y = x * s
+    if identity is not None:
+        y = y + identity.double()
+    return MODULES[act]()(y)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One SE-block configuration: squeeze, excite, gate, act and whether there is a shortcut."""
+
+    squeeze: str
+    excite: str
+    gate: str
+    act: str
+    identity: bool
+
+    def __str__(self) -> str:
+        return f"{self.squeeze}-{self.excite}-{self.gate}-{self.act}{'-id' if self.identity else ''}"
+
+
+# Every excite, gate and act choice appears at least once.
+CASES = [
+    Case("avg", "relu", "sigmoid", "relu", True),  # SE-ResNet
+    Case("avg", "relu", "sigmoid", "none", False),  # plain SE module
+    Case("max", "silu", "hardsigmoid", "hardswish", True),
+    Case("avg", "relu6", "tanh", "silu", False),
+    Case("max", "hardswish", "relu", "relu6", True),
+    Case("avg", "sigmoid", "sigmoid", "sigmoid", True),
+    Case("max", "hardsigmoid", "hardsigmoid", "hardsigmoid", False),
+    Case("avg", "tanh", "tanh", "tanh", True),
+    Case("avg", "relu", "sigmoid", "none", True),  # dIdentity is dOut
+]
+SE_RESNET = CASES[0]
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+NAMES = ("u", "w1", "b1", "w2", "b2", "identity")
+
+
+def make_inputs(shape: tuple[int, int, int, int], rd: int, case: Case,
+                dtype: torch.dtype = torch.float32, channels_last: bool = False,
+                weight_dtype: torch.dtype | None = None, bias: bool = True,
+                seed: int = 0) -> dict[str, Tensor | None]:
+    """Leaf tensors (requiring grad) of an SE block; for "max" every (n, c) plane of U holds
+    distinct values (a shuffled lattice while H*W <= 256), so the argmax is unique."""
+    gen = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+    if case.squeeze == "max" and h * w <= 256:
+        perm = torch.rand((n, c, h * w), generator=gen).argsort(-1)
+        u = ((perm - h * w // 2) / 32.0).view(shape)  # multiples of 1/32: exact in fp16/bf16
+    else:
+        assert case.squeeze == "avg" or dtype in (torch.float32, torch.float64)
+        u = torch.randn(shape, generator=gen)
+    wd = weight_dtype or dtype
+    t: dict[str, Tensor | None] = {
+        "u": u.to(dtype),
+        "w1": (torch.randn((rd, c), generator=gen) / c**0.5).to(wd),
+        "b1": torch.randn(rd, generator=gen).to(wd) if bias else None,
+        "w2": (torch.randn((c, rd), generator=gen) / rd**0.5).to(wd),
+        "b2": torch.randn(c, generator=gen).to(wd) if bias else None,
+        "identity": torch.randn(shape, generator=gen).to(dtype) if case.identity else None,
+    }
+    if channels_last:
+        for k in ("u", "identity"):
+            if t[k] is not None:
+                t[k] = t[k].to(memory_format=torch.channels_last)  # type: ignore[union-attr]
+    return {k: None if v is None else v.requires_grad_() for k, v in t.items()}
+
+
+def check_block(inputs: dict[str, Tensor | None], case: Case,
+                grad: Tensor | None = None) -> None:
+    """se_block's output and the gradients of all six inputs against torch_se's."""
+    kw = {"squeeze": case.squeeze, "excite": case.excite, "gate": case.gate, "act": case.act}
+    args = [inputs[k] for k in NAMES]
+    out = se_block(*args[:5], args[5], **kw)  # type: ignore[arg-type]
+    u = inputs["u"]
+    assert u is not None
+    assert out.dtype == u.dtype and out.shape == u.shape and out.stride() == u.stride()
+    leaves = {k: v.detach().double().requires_grad_() for k, v in inputs.items() if v is not None}
+    want = torch_se(*(leaves.get(k) for k in NAMES), **kw)  # type: ignore[arg-type]
+    assert_close(out, want, u.dtype)
+    if grad is None:
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    g = grad.to(out.dtype)
+    got = torch.autograd.grad(out, [a for a in args if a is not None], g)
+    exp = torch.autograd.grad(want, list(leaves.values()), g.double())
+    for name, a, b in zip(leaves, got, exp, strict=True):
+        assert a.shape == b.shape, name
+        assert_close(a, b, a.dtype, name)
+
+
+def assert_close(got: Tensor, want: Tensor, dtype: torch.dtype, what: str = "out") -> None:
+    """|got - want| <= tol * (|want| + max |want|), tol by dtype."""
+    tol = TOL[dtype]
+    scale = want.abs().max().item()
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * max(scale, 1e-3),
+                               msg=lambda m: f"{what}: {m}")
+
+
+# --- reference ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_reference_gradcheck(case: Case) -> None:
+    t = make_inputs((2, 6, 3, 4), 3, case, torch.float64)
+    kw = {"squeeze": case.squeeze, "excite": case.excite, "gate": case.gate, "act": case.act}
+    args = [t[k] for k in NAMES]
+    assert torch.autograd.gradcheck(lambda *a: se_block_reference(*a, **kw), args)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_reference_matches_torch_nn(case: Case) -> None:
+    t = make_inputs((2, 8, 5, 5), 4, case, torch.float64)
+    kw = {"squeeze": case.squeeze, "excite": case.excite, "gate": case.gate, "act": case.act}
+    args = [t[k] for k in NAMES]
+    got = se_block_reference(*args, **kw)  # type: ignore[misc]
+    want = torch_se(*args, **kw)  # type: ignore[arg-type]
+    assert_close(got, want, torch.float64)
+    leaves = [a for a in args if a is not None]
+    for a, b in zip(torch.autograd.grad(got.sum(), leaves), torch.autograd.grad(want.sum(), leaves),
+                    strict=True):
+        assert_close(a, b, torch.float64)
+
+
+# --- the op on CPU (its torch implementation and hand-written backward) -------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_op_gradcheck(case: Case) -> None:
+    """The op's own backward (sedsl::se_block_backward), numerically, in float64."""
+    t = make_inputs((2, 5, 3, 3), 3, case, torch.float64)
+    kw = {"squeeze": case.squeeze, "excite": case.excite, "gate": case.gate, "act": case.act}
+    args = [t[k] for k in NAMES]
+    assert torch.autograd.gradcheck(lambda *a: se_block(*a, **kw), args)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_op_cpu(case: Case, channels_last: bool) -> None:
+    check_block(make_inputs((2, 16, 7, 7), 4, case, channels_last=channels_last), case)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", [CASES[0], CASES[2]], ids=str)
+def test_op_cpu_half(case: Case, dtype: torch.dtype) -> None:
+    check_block(make_inputs((2, 16, 7, 7), 4, case, dtype, channels_last=True), case)
+    check_block(make_inputs((2, 16, 7, 7), 4, case, dtype, weight_dtype=torch.float32), case)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 7, 7), (2, 1823, 3, 3), (3, 5, 1, 1), (1, 8, 56, 56)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_op_cpu_awkward_shapes(shape: tuple[int, int, int, int]) -> None:
+    rd = max(1, shape[1] // 16)
+    for case in (CASES[0], CASES[2]):
+        check_block(make_inputs(shape, rd, case, bias=case.squeeze == "avg"), case)
+
+
+def test_op_opcheck() -> None:
+    """torch.library.opcheck: schema, fake tensors, autograd registration, AOT dispatch."""
+    for case in (CASES[0], CASES[2]):
+        t = make_inputs((2, 8, 4, 4), 2, case, channels_last=case.squeeze == "max")
+        args = (*(t[k] for k in NAMES), case.squeeze, case.excite, case.gate, case.act)
+        torch.library.opcheck(torch.ops.sedsl.se_block.default, args)
+
+
+def test_op_rejects_bad_arguments() -> None:
+    t = make_inputs((2, 8, 4, 4), 2, SE_RESNET)
+    u, w1, b1, w2, b2, i = (t[k] for k in NAMES)
+    with pytest.raises(ValueError, match="excite"):
+        se_block(u, w1, b1, w2, b2, excite="gelu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="w2"):
+        se_block(u, w1, b1, w1, b2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="identity"):
+        se_block(u, w1, b1, w2, b2, i[:1])  # type: ignore[arg-type,index]
+
+
+def test_dispatch_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    u = torch.randn(1, 2, 3, 3)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not se_op.use_triton(u)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert se_op.use_triton(u)
+    assert not se_op.use_triton(u.double())
+
+
+def test_import_does_not_import_triton() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    code = ("import sys, torch, sedsl.kernels; "
+            "assert 'triton' not in sys.modules, 'triton imported'; "
+            "assert torch.ops.sedsl.se_block is not None")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+
+
+# --- the module ---------------------------------------------------------------------------------
+
+
+def _timm_modules() -> list[tuple[str, nn.Module, SqueezeExcite]]:
+    timm_layers = pytest.importorskip("timm.layers")
+    senet = pytest.importorskip("timm.models.senet")
+    return [
+        ("layers.SEModule", timm_layers.SEModule(64, rd_channels=4), SqueezeExcite(64, 4)),
+        ("senet.SEModule", senet.SEModule(64, 16), SqueezeExcite(64, 4)),
+        ("layers.SEModule silu/hard_sigmoid",
+         timm_layers.SEModule(64, rd_channels=8, act_layer=nn.SiLU, gate_layer="hard_sigmoid"),
+         SqueezeExcite(64, 8, excite="silu", gate="hardsigmoid")),
+    ]
+
+
+def test_module_matches_timm() -> None:
+    x = torch.randn(2, 64, 7, 7)
+    for name, theirs, ours in _timm_modules():
+        mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+        assert mine == {k: tuple(v.shape) for k, v in theirs.state_dict().items()}, name
+        ours.load_state_dict(theirs.state_dict())
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(ours(x.to(memory_format=torch.channels_last)), theirs(x),
+                                   rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_module_shortcut_and_activation() -> None:
+    m = SqueezeExcite(16, 4, bias=False, act="relu")
+    assert m.fc1.bias is None and m.fc2.bias is None
+    u, i = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    want = torch_se(u, m.fc1.weight.flatten(1), None, m.fc2.weight.flatten(1), None, i,
+                    "avg", "relu", "sigmoid", "relu")
+    assert_close(m(u, i), want, torch.float32)
+    with pytest.raises(ValueError, match="gate"):
+        SqueezeExcite(16, 4, gate="silu")
+
+
+class _Bottleneck(nn.Module):
+    """conv -> SE with shortcut and ReLU: a small model around the op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.se = SqueezeExcite(8, 2, act="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.se(self.conv(x), x)
+
+
+def test_torch_compile_fullgraph() -> None:
+    torch.manual_seed(0)
+    model = _Bottleneck()
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    eager = model(x)
+    eager_grads = torch.autograd.grad(eager.square().sum(), [x, *model.parameters()])
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    out = compiled(x)
+    grads = torch.autograd.grad(out.square().sum(), [x, *model.parameters()])
+    torch.testing.assert_close(out, eager)
+    for a, b in zip(grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_export() -> None:
+    torch.manual_seed(0)
+    model = _Bottleneck().eval()
+    x = torch.randn(2, 8, 6, 6)
+    ep = torch.export.export(model, (x,))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert "sedsl.se_block.default" in targets
+    torch.testing.assert_close(ep.module()(x), model(x))

@@ -1,0 +1,222 @@
+"""SE insertion and fusion, checked against SE blocks written by hand from the paper's equations
+(and, for rounding, against timm)."""
+
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+import torch
+from torch import nn
+
+import sedsl
+from sedsl import passes
+from sedsl.ir import Node, record, records
+from sedsl.se import SeSettings
+from tests.conftest import SPECS, compiled
+
+TINY = """
+block basic(c_out, stride = 1) {
+  residual {
+    conv(c_out, 3, stride = stride) bn relu
+    conv(c_out, 3) bn
+  } shortcut {
+    if stride != 1 or c_in != c_out { conv(c_out, 1, stride = stride) bn }
+  }
+  relu
+}
+
+network tiny {
+  input 8x12x12
+  b = basic(16, stride = 2)
+}
+
+se {
+  ratio = 4
+  RULE
+}
+"""
+
+
+class PaperSE(nn.Module):
+    """Eq. 2-4: z = mean_hw(u); s = sigmoid(W2 relu(W1 z)); x~ = s * u (1x1 convs hold W1, W2)."""
+
+    def __init__(self, c: int, rd: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, rd, 1), nn.Conv2d(rd, c, 1)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        z = u.mean((2, 3), keepdim=True)
+        return u * torch.sigmoid(self.fc2(torch.relu(self.fc1(z))))
+
+
+class Basic(nn.Module):
+    """A basic residual unit with one SE block at `where`, written out by hand."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+        self.conv1, self.bn1 = nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16)
+        self.conv2, self.bn2 = nn.Conv2d(16, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+        self.shortcut = nn.Sequential()
+        self.shortcut.conv1 = nn.Conv2d(8, 16, 1, 2, bias=False)
+        self.shortcut.bn1 = nn.BatchNorm2d(16)
+        c = 8 if where in ("pre", "block.start") else 16
+        self.se = PaperSE(c, c // 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, se = self.where, self.se
+        x = se(x) if w == "block.start" else x
+        r = se(x) if w == "pre" else x
+        r = torch.relu(self.bn1(self.conv1(r)))
+        r = se(r) if w == "after relu1" else r
+        r = self.bn2(self.conv2(r))
+        r = se(r) if w == "standard" else r
+        s = self.shortcut.bn1(self.shortcut.conv1(x))
+        s = se(s) if w == "identity" else s
+        out = torch.relu(r + s)
+        return se(out) if w == "post" else out
+
+
+RULES = {
+    "standard": "at residual.end",
+    "pre": "at residual.start",
+    "post": "at block.end",
+    "identity": "at shortcut.end",
+    "block.start": "at block.start",
+    "after relu1": "after relu1",
+}
+
+
+@pytest.mark.parametrize("where", sorted(RULES))
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
+def test_se_positions_match_hand_written_blocks(where: str, fused: bool) -> None:
+    net = sedsl.loads(TINY.replace("RULE", RULES[where]))
+    ours = net.to_torch(fused=fused).eval()
+    theirs = Basic(where).eval()
+    for m in theirs.modules():  # non-trivial batch-norm statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    theirs.load_state_dict({k.removeprefix("b."): v for k, v in ours.state_dict().items()},
+                           strict=False)
+    ours.load_state_dict({f"b.{k}": v for k, v in theirs.state_dict().items()})
+    x = torch.randn(2, 8, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_aliases_name_the_same_points() -> None:
+    for alias, point in (("standard", "residual.end"), ("pre", "residual.start"),
+                         ("post", "block.end"), ("identity", "shortcut.end")):
+        a = sedsl.loads(TINY.replace("RULE", f"at {alias}")).graph
+        b = sedsl.loads(TINY.replace("RULE", f"at {point}")).graph
+        assert structure(a) == structure(b)
+
+
+def structure(g: nx.DiGraph) -> tuple[list[tuple[str, str, tuple[int, ...]]], list[tuple]]:
+    return ([(n, r.op, r.shape) for n, r in records(g)], sorted(g.edges(data="port")))
+
+
+def se_widths(net: sedsl.Network) -> dict[str, int]:
+    return {n.rsplit(".", 2)[0]: r.shape[0] for n, r in records(net.graph) if n.endswith("fc1")}
+
+
+def test_per_stage_overrides_and_switching_off() -> None:
+    text = (SPECS / "se_resnet50.se").read_text().replace(
+        "at residual.end in conv2..conv5",
+        "at residual.end in conv2..conv5\n  at residual.end in conv5 { ratio = 8 }\n"
+        "  at standard in conv2.block1..block2 { enabled = false }")
+    net = sedsl.loads(text, path=str(SPECS / "variant.se"))
+    widths = se_widths(net)
+    assert "conv2.block1" not in widths and "conv2.block2" not in widths
+    assert widths["conv2.block3"] == 256 // 16
+    assert widths["conv4.block6"] == 1024 // 16
+    assert widths["conv5.block1"] == 2048 // 8
+    assert len(widths) == 14
+
+
+def test_se_off_gives_the_base_graph() -> None:
+    net = compiled("se_resnet50.se", enabled=False)
+    assert structure(net.graph) == structure(compiled("se_resnet50.se").base)
+
+
+def test_ratio_override_reaches_every_block() -> None:
+    widths = se_widths(compiled("se_resnet50.se", ratio=4))
+    assert widths["conv2.block1"] == 64 and widths["conv5.block3"] == 512
+
+
+@pytest.mark.parametrize("channels", [16, 24, 40, 72, 96, 120, 184, 200, 480, 672, 1152])
+@pytest.mark.parametrize("ratio", [4, 16, 24])
+def test_divisor_rounding_matches_timm(channels: int, ratio: int) -> None:
+    make_divisible = pytest.importorskip("timm.layers").make_divisible
+    expected = make_divisible(channels / ratio, 8, round_limit=0.0)  # timm's SEModule
+    assert SeSettings(ratio=ratio, round=8).reduced(channels) == expected
+
+
+def test_floor_rounding_matches_caffe_release() -> None:
+    """The authors' SE-BN-Inception: floor(C / 16), e.g. 576 -> 36, 1056 -> 66, 320 -> 20."""
+    for c in (256, 320, 576, 608, 1056, 1024):
+        assert SeSettings().reduced(c) == c // 16
+
+
+def test_block_input_base() -> None:
+    spec = TINY.replace("RULE", "at residual.end { base = block_in }")
+    assert se_widths(sedsl.loads(spec))["b"] == 8 // 4
+
+
+def test_squeeze_excite_gate_choices_lower_to_the_right_modules() -> None:
+    spec = TINY.replace("RULE", "at residual.end { squeeze = max, excite = silu, "
+                                "gate = hardsigmoid, bias = false }")
+    model = sedsl.loads(spec).to_torch(fused=False)
+    assert isinstance(model.b.se.pool, nn.AdaptiveMaxPool2d)
+    assert isinstance(model.b.se.act, nn.SiLU) and isinstance(model.b.se.gate, nn.Hardsigmoid)
+    assert model.b.se.fc1.bias is None
+
+
+def test_fusion_folds_se_add_and_activation() -> None:
+    net = compiled("se_resnet50.se")
+    fused = passes.fuse_se(net.graph)
+    se_nodes = [n for n, r in records(fused) if r.op == "se"]
+    assert len(se_nodes) == 16
+    rec = record(fused, "conv2.block1.se")
+    assert rec.attrs["act"] == "relu" and fused.in_degree("conv2.block1.se") == 2
+    assert "conv2.block1.add1" not in fused and "conv2.block1.relu3" not in fused
+    assert fused.number_of_nodes() == net.graph.number_of_nodes() - 16 * 7
+    passes.verify(fused)
+
+
+def test_fused_and_plain_agree_with_gradients() -> None:
+    net = compiled("se_resnet50.se", classes=10, input="3x64x64")
+    plain, fused = net.to_torch(fused=False).eval(), net.to_torch(fused=True).eval()
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    out_p, out_f = plain(x), fused(x)
+    torch.testing.assert_close(out_f, out_p)
+    out_p.square().sum().backward()
+    out_f.square().sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, msg=name)
+
+
+def test_passes_do_not_mutate_their_input() -> None:
+    base = compiled("se_resnet50.se").base
+    before = (list(base.nodes), list(base.edges(data=True)), dict(base.graph))
+    passes.apply_se(base)
+    passes.fuse_se(passes.apply_se(base))
+    assert (list(base.nodes), list(base.edges(data=True)), dict(base.graph)) == before
+
+
+def test_verify_catches_broken_graphs() -> None:
+    g = compiled("se_resnet50.se").graph.copy()
+    rec = record(g, "conv2.block1.conv1")
+    g.nodes["conv2.block1.conv1"]["record"] = Node(**{**rec.__dict__, "shape": (65, 56, 56)})
+    with pytest.raises(sedsl.SpecError, match="recorded shape"):
+        passes.verify(g)
+    g = compiled("se_resnet50.se").graph.copy()
+    g.add_edge("head.fc", "stem.conv1", port=1)
+    with pytest.raises(sedsl.SpecError, match="cycle"):
+        passes.verify(g)
+    g = compiled("se_resnet50.se").graph.copy()
+    g.remove_edge("conv2.block1.add1", "conv2.block1.relu3")
+    with pytest.raises(sedsl.SpecError, match="takes 1 inputs, it has 0"):
+        passes.verify(g)
