@@ -23,7 +23,7 @@ def _fvcore(rec: Node, ins: list[Shape]) -> int:
 def _paper(rec: Node, ins: list[Shape]) -> int:
     """Multiply-adds of conv and FC layers, plus one op per element for the SE squeeze and scale."""
     macs = OPS[rec.op].macs(rec.attrs, ins, rec.shape)
-    if rec.role == "se" and rec.op in ("global_avgpool", "global_maxpool", "mul"):
+    if rec.role == "se" and rec.op in ("squeeze", "mul"):
         return macs + numel(ins[0])
     if rec.op == "se":
         return macs + 2 * numel(ins[0])

@@ -39,7 +39,7 @@ except ImportError:
                      squeeze: str = "avg", excite: str = "relu", gate: str = "sigmoid",
                      act: str = "none") -> None:
             super().__init__()
-            self.squeeze = nn.AdaptiveAvgPool2d(1) if squeeze == "avg" else nn.AdaptiveMaxPool2d(1)
+            self.max = squeeze == "max"
             self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias)
             self.excite = _ACT[excite]()
             self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias)
@@ -47,7 +47,8 @@ except ImportError:
             self.act = _ACT[act]()
 
         def forward(self, x: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
-            s = self.gate(self.fc2(self.excite(self.fc1(self.squeeze(x)))))
+            z = x.amax((2, 3), keepdim=True) if self.max else x.mean((2, 3), keepdim=True)
+            s = self.gate(self.fc2(self.excite(self.fc1(z))))
             return self.act(x * s if identity is None else x * s + identity)'''.strip("\n")
 
 

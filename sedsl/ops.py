@@ -323,6 +323,15 @@ CONCAT = Op("concat", (), infer=_concat_infer, arity=None, user=False,
                 "torch.cat([" + ", ".join(f"{{{i}}}" for i in range(len(ins))) + "], 1)"))
 
 
+# The SE squeeze, F_sq: a global average (or max) over H x W, as timm computes it. fvcore counts
+# neither `mean` nor `amax`, so fvcore's totals on timm's SE models equal sedsl's.
+SQUEEZE = Op(
+    "squeeze", (), infer=_global, user=False,
+    torch=lambda a, ins, out: TorchExpr(
+        "{0}.mean((2, 3), keepdim=True)" if a["mode"] == "avg" else "{0}.amax((2, 3), keepdim=True)"),
+)
+
+
 def _mul_infer(a: Attrs, ins: Shapes) -> Shape:
     u, s = ins
     if s != (u[0], 1, 1):
@@ -358,8 +367,7 @@ def _se_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 SE = Op(
     "se", (), infer=_se_infer, arity=None, user=False, torch=_se_torch, params=_se_params,
     macs=lambda a, ins, out: 2 * ins[0][0] * _int(a, "rd_channels"),
-    fvcore=lambda a, ins, out: (numel(ins[0]) if a["squeeze"] == "avg" else 0)
-    + 2 * ins[0][0] * _int(a, "rd_channels"),
+    fvcore=lambda a, ins, out: 2 * ins[0][0] * _int(a, "rd_channels"),
 )
 
 # The network's input: a node with no inputs; the generated forward's argument.
@@ -371,7 +379,7 @@ OPS: dict[str, Op] = {
     for op in (
         CONV, BN, *(_activation(n, s) for n, s in ACTIVATIONS.items()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, FLATTEN, CHANNEL_SHUFFLE, SCALE,
-        ADD, CONCAT, MUL, SE, INPUT,
+        ADD, CONCAT, SQUEEZE, MUL, SE, INPUT,
     )
 }
 

@@ -212,7 +212,7 @@ def insert_se(g: nx.DiGraph, plan: Iterable[Insertion]) -> nx.DiGraph:
 
 def _se_nodes(g: nx.DiGraph, ins: Insertion, u: str,
               taken: set[str]) -> list[tuple[str, Node, list[str]]]:
-    """pool -> fc1 -> excite -> fc2 -> gate -> scale (x * s), named <block>.se[k].*"""
+    """squeeze -> fc1 -> excite -> fc2 -> gate -> scale (x * s), named <block>.se[k].*"""
     s, rec_u = ins.settings, record(g, u)
     if len(rec_u.shape) != 3:
         raise SpecError(f"an SE block needs a CxHxW feature map; {ins.block} has a flat one here",
@@ -233,8 +233,8 @@ def _se_nodes(g: nx.DiGraph, ins: Insertion, u: str,
     conv: dict[str, Attr] = {"kernel": (1, 1), "stride": (1, 1), "padding": (0, 0),
                              "dilation": (1, 1), "groups": 1, "bias": s.bias}
     steps: list[tuple[str, str, dict[str, Attr], tuple[int, ...], list[str]]] = [
-        ("pool", f"global_{s.squeeze}pool", {}, (c, 1, 1), [u]),
-        ("fc1", "conv", {"c_out": rd, **conv}, (rd, 1, 1), ["pool"]),
+        ("squeeze", "squeeze", {"mode": s.squeeze}, (c, 1, 1), [u]),
+        ("fc1", "conv", {"c_out": rd, **conv}, (rd, 1, 1), ["squeeze"]),
         ("act", s.excite, {}, (rd, 1, 1), ["fc1"]),
         ("fc2", "conv", {"c_out": c, **conv}, (c, 1, 1), ["act"]),
         ("gate", s.gate, {}, (c, 1, 1), ["fc2"]),
@@ -288,11 +288,11 @@ def fuse_se(g: nx.DiGraph) -> nx.DiGraph:
 
 def _match_se(g: nx.DiGraph, mul: str) -> tuple[str, list[str], Node, list[str]] | None:
     scope = mul.rsplit(".", 1)[0]
-    names = [f"{scope}.{x}" for x in ("pool", "fc1", "act", "fc2", "gate")]
+    names = [f"{scope}.{x}" for x in ("squeeze", "fc1", "act", "fc2", "gate")]
     if not all(n in g for n in names) or inputs(g, mul)[1] != names[-1]:
         return None
     u = inputs(g, mul)[0]
-    pool, fc1, act, _, gate = (record(g, n) for n in names)
+    squeeze, fc1, act, _, gate = (record(g, n) for n in names)
     members, srcs, last = [*names, mul], [u], mul
     merge_act = "none"
     add = _sole_consumer(g, mul)
@@ -305,11 +305,11 @@ def _match_se(g: nx.DiGraph, mul: str) -> tuple[str, list[str], Node, list[str]]
             members.append(post)
             merge_act = record(g, post).op
             last = post
-    attrs: dict[str, Attr] = {"rd_channels": fc1.shape[0], "squeeze": pool.op.split("_")[1][:3],
+    attrs: dict[str, Attr] = {"rd_channels": fc1.shape[0], "squeeze": squeeze.attrs["mode"],
              "excite": act.op, "gate": gate.op, "bias": bool(fc1.attrs["bias"]),
              "act": merge_act}
-    fused = replace(record(g, last), op="se", attrs=attrs, role="se", span=pool.span,
-                    branch=pool.branch)
+    fused = replace(record(g, last), op="se", attrs=attrs, role="se", span=squeeze.span,
+                    branch=squeeze.branch)
     return scope, members, fused, srcs
 
 

@@ -167,8 +167,9 @@ def test_block_input_base() -> None:
 def test_squeeze_excite_gate_choices_lower_to_the_right_modules() -> None:
     spec = TINY.replace("RULE", "at residual.end { squeeze = max, excite = silu, "
                                 "gate = hardsigmoid, bias = false }")
-    model = sedsl.loads(spec).to_torch(fused=False)
-    assert isinstance(model.b.se.pool, nn.AdaptiveMaxPool2d)
+    net = sedsl.loads(spec)
+    model = net.to_torch(fused=False)
+    assert "x.amax((2, 3), keepdim=True)" in net.source()
     assert isinstance(model.b.se.act, nn.SiLU) and isinstance(model.b.se.gate, nn.Hardsigmoid)
     assert model.b.se.fc1.bias is None
 

@@ -43,6 +43,7 @@ from torch import Tensor
 from sedsl.kernels import reference
 
 _REDUCE_PROGRAMS = 1024  # fewer channels per reduce program until there are this many programs
+_REDUCE_MIN_TILE = 512  # ... or until a program's tile is this small
 
 
 # --- device functions ---------------------------------------------------------------------------
@@ -384,14 +385,16 @@ def stream_tile(c: int, hw: int, c_contiguous: bool) -> tuple[int, int]:
 
 def reduce_tile(n: int, c: int, hw: int, c_contiguous: bool) -> tuple[int, int]:
     """(BLOCK_C, BLOCK_HW) of the reducing kernels (one program per channel block and
-    sample): narrower channel blocks until the grid has enough programs."""
+    sample): narrower channel blocks until the grid has enough programs, keeping at least
+    _REDUCE_MIN_TILE elements per loop step."""
     if c_contiguous:
         bc, floor = min(_pow2(c), 64), 16
         bhw = min(_pow2(hw), max(1, 2048 // bc))
     else:
         bhw, floor = min(_pow2(hw), 512), 1
         bc = min(_pow2(c), max(1, 2048 // bhw))
-    while bc > floor and n * _cdiv(c, bc) < _REDUCE_PROGRAMS:
+    while (bc > floor and n * _cdiv(c, bc) < _REDUCE_PROGRAMS
+           and bc * bhw > _REDUCE_MIN_TILE):
         bc //= 2
     return bc, bhw
 
