@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 # Ops whose output a following ReLU may overwrite in place (not views, not pass-throughs).
-_FRESH_OUTPUTS = {"conv", "bn", "add", "concat", "mul", "se", "linear", "scale"}
+_FRESH_OUTPUTS = {"conv", "bn", "add", "concat", "mul", "linear", "scale"}
 
 
 # The fused SE op when sedsl is installed; otherwise the same block (same state-dict keys) in
@@ -101,7 +101,12 @@ def _constructors(g: nx.DiGraph) -> list[str]:
 
 def _may_overwrite(g: nx.DiGraph, relu: str) -> bool:
     (u,) = g.predecessors(relu)
-    return record(g, u).op in _FRESH_OUTPUTS and g.out_degree(u) == 1
+    return _fresh_value(g, u) and g.out_degree(u) == 1
+
+
+def _fresh_value(g: nx.DiGraph, node: str) -> bool:
+    """A tensor of its own (no view of another), that autograd does not keep for backward."""
+    return record(g, node).op in _FRESH_OUTPUTS
 
 
 def _forward(g: nx.DiGraph) -> list[str]:
@@ -121,25 +126,29 @@ def _forward(g: nx.DiGraph) -> list[str]:
         if rec.block != block and rec.block is not None:
             lines.append(f"        # {rec.block}" + (f": {rec.kind}" if rec.kind else ""))
         block = rec.block
-        args = [var[u] for u in inputs(g, name)]
+        srcs = inputs(g, name)
+        args = [var[u] for u in srcs]
         lowering = OPS[rec.op].torch(rec.attrs, input_shapes(g, name), rec.shape)
         if isinstance(lowering, TorchExpr):
             expr = lowering.template.format(*args)
         else:
             expr = f"self.{name}({', '.join(args)})"
-        for u in inputs(g, name):
+        for u in srcs:
             uses[u] -= 1
         if uses[in_x] > 0:  # keep the value in x alive under its own name
             keep = _fresh(in_x.rsplit(".", 1)[-1] if in_x != "input" else "inp", live_names)
             lines.append(f"        {keep} = x")
             live_names.add(keep)
             var[in_x] = keep  # x still holds it for this line
-        lines.append(f"        x = {expr}  # {'x'.join(map(str, rec.shape))}")
+        elif rec.op == "add" and len(srcs) == 2 and in_x in srcs and _fresh_value(g, in_x):
+            other = args[1 - srcs.index(in_x)]  # x dies here: add into it, as timm does
+            expr = f"x.add_({other})"
+        dead = [var[u] for u in dict.fromkeys(srcs) if uses[u] == 0 and var[u] != "x"]
+        free = f"; del {', '.join(dead)}" if dead else ""  # as torch.fx does: free it now
+        lines.append(f"        x = {expr}{free}  # {'x'.join(map(str, rec.shape))}")
         var[name] = "x"
         in_x = name
-        for u in inputs(g, name):
-            if uses[u] == 0 and var[u] != "x":
-                live_names.discard(var[u])
+        live_names -= set(dead)
     lines.append(f"        return {var[g.graph['output']]}")
     return lines
 

@@ -328,7 +328,7 @@ CONCAT = Op("concat", (), infer=_concat_infer, arity=None, user=False,
 SQUEEZE = Op(
     "squeeze", (), infer=_global, user=False,
     torch=lambda a, ins, out: TorchExpr(
-        "{0}.mean((2, 3), keepdim=True)" if a["mode"] == "avg" else "{0}.amax((2, 3), keepdim=True)"),
+        "{0}.%s((2, 3), keepdim=True)" % ("mean" if a["mode"] == "avg" else "amax")),
 )
 
 
