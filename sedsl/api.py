@@ -74,7 +74,7 @@ def loads(text: str, *, path: str = "<string>", input: tuple[int, ...] | str | N
         module = parse(text, path)
         roots = [Path(path).parent if path != "<string>" else Path.cwd(),
                  *map(Path, search_path or []), LIBRARY_ROOT]
-        library = Library(_blocks(module, roots, sources, [Path(path).resolve()]), sources)
+        library = Library(_blocks(module, roots, sources, [Path(path).resolve()]))
         values = {k: to_value(v, k) for k, v in overrides.items()}
         if input is not None:
             values["input"] = to_value(input, "input")

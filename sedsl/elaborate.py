@@ -119,12 +119,11 @@ class Env:
         return set(self.values) | (self.parent.names() if self.parent else set())
 
 
-@dataclass
+@dataclass(frozen=True)
 class Library:
-    """Everything a spec can call: its blocks (own and imported) and the ops."""
+    """The blocks a spec can call: its own and those of the files it `use`s."""
 
     blocks: dict[str, ast.BlockDef]
-    sources: dict[str, str] = field(default_factory=dict)
 
 
 # --- placement context --------------------------------------------------------------------------

@@ -70,38 +70,38 @@ def find_point(g: nx.DiGraph, block: str, rule: SeRule) -> Point | None:
     inside = _subtree(g, block)
     if rule.where == "after":
         node = f"{block}.{rule.target}"
-        if node not in inside:
-            return None
-        return Point(node, _consumers(g, node), record(g, node).branch)
+        return Point(node, _consumers(g, node), record(g, node).branch) if node in inside else None
     branch, end = rule.target.rsplit(".", 1)
     if branch == "block":
-        if end == "end":
-            last = [n for n in inside if any(c[0] not in inside for c in _consumers(g, n))]
-            if len(last) != 1:
-                return None
-            return Point(last[0], _consumers(g, last[0]), None)
-        edges = tuple((v, p) for u, v, p in g.in_edges(inside, data="port") if u not in inside)
-        producers = {u for u, v, _ in g.in_edges(inside, data="port") if u not in inside}
-        if len(producers) != 1:
-            return None
-        return Point(producers.pop(), edges, None)
+        return _exit(g, inside) if end == "end" else _entry(g, inside, None)
     merges = [n for n in inside if record(g, n).block == block
               and branch in record(g, n).attrs.get("branches", ())]  # type: ignore[operator]
-    if not merges:
-        return None
     if len(merges) > 1:
         raise SpecError(f"`{rule.target}` is ambiguous in {block}: it has {len(merges)} "
                         f"`{branch}` branches", rule.span, "name the units apart")
+    if not merges:
+        return None
     merge = merges[0]
     port = record(g, merge).attrs["branches"].index(branch)  # type: ignore[union-attr]
     members = {n for n in inside if record(g, n).branch == branch and record(g, n).block == block}
-    if end == "end" or not members:
-        return Point(inputs(g, merge)[port], ((merge, port),), branch)
-    edges = tuple((v, p) for u, v, p in g.in_edges(members, data="port") if u not in members)
-    producers = {u for u, v, _ in g.in_edges(members, data="port") if u not in members}
+    if end == "start" and members:
+        return _entry(g, members, branch)
+    return Point(inputs(g, merge)[port], ((merge, port),), branch)  # the end, or an empty branch
+
+
+def _entry(g: nx.DiGraph, members: set[str], branch: str | None) -> Point | None:
+    """The tensor flowing into a set of nodes, and the edges that carry it in."""
+    edges = [(u, v, p) for u, v, p in g.in_edges(members, data="port") if u not in members]
+    producers = {u for u, _, _ in edges}
     if len(producers) != 1:
         return None
-    return Point(producers.pop(), edges, branch)
+    return Point(producers.pop(), tuple((v, p) for _, v, p in edges), branch)
+
+
+def _exit(g: nx.DiGraph, members: set[str]) -> Point | None:
+    """The tensor leaving a set of nodes, and all its consumers."""
+    last = [n for n in members if any(c[0] not in members for c in _consumers(g, n))]
+    return Point(last[0], _consumers(g, last[0]), None) if len(last) == 1 else None
 
 
 def _select(g: nx.DiGraph, rule: SeRule, tree: dict[str, list[str]],
@@ -252,9 +252,9 @@ def _se_nodes(g: nx.DiGraph, ins: Insertion, u: str,
 
 def block_input_channels(g: nx.DiGraph, block: str) -> int:
     """Channels of the tensor entering a block instance."""
-    inside = _subtree(g, block)
-    producers = {u for u, _ in g.in_edges(inside) if u not in inside}
-    return record(g, producers.pop()).shape[0]
+    entry = _entry(g, _subtree(g, block), None)
+    assert entry is not None, "a block instance has one input"
+    return record(g, entry.producer).shape[0]
 
 
 # --- fuse_se ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import sedsl
+from sedsl.elaborate import MODULE_ATTRIBUTES
 from sedsl.ir import record, records
 from tests.conftest import SPECS, compiled
 
@@ -142,6 +143,12 @@ def test_overrides_and_input() -> None:
     assert net.graph.graph["input"] == (3, 128, 96)
     assert record(net.graph, "conv5.block3.relu3").shape == (2048, 4, 3)
     assert record(compiled("se_resnet50.se", input="160").graph, "input").shape == (3, 160, 160)
+
+
+def test_reserved_names_cover_torch_module() -> None:
+    """Layer names become module attributes; none may shadow what nn.Module has."""
+    public = {n for n in dir(torch.nn.Module) if not n.startswith("_")}
+    assert public <= MODULE_ATTRIBUTES
 
 
 def test_identity_and_empty_shortcut() -> None:
