@@ -40,6 +40,13 @@ def test_block_fp32(case: Case, channels_last: bool) -> None:
     check_block(make_inputs(SHAPE, 4, case, channels_last=channels_last), case)
 
 
+def test_excitation_in_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The EXCITATION = "torch" alternative (for benchmarking) computes the same block."""
+    monkeypatch.setattr(triton_se, "EXCITATION", "torch")
+    for case in (SE_RESNET, CASES[2]):
+        check_block(make_inputs(SHAPE, 4, case, channels_last=True), case)
+
+
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3]], ids=str)
@@ -64,16 +71,24 @@ def test_mixed_and_odd_strides() -> None:
     """Identity in another layout than U; U whose h and w do not flatten; a stride-0 dOut."""
     for case in (SE_RESNET, CASES[2]):
         t = make_inputs(SHAPE, 4, case, channels_last=True)
-        t["identity"] = t["identity"].detach().contiguous().requires_grad_()  # type: ignore[union-attr]
+        t["identity"] = t["identity"].detach().contiguous().requires_grad_()
         check_block(t, case)
         n, c, h, w = SHAPE
         t = make_inputs(SHAPE, 4, case)
         wide = torch.zeros(n, c, h, w + 3)
-        wide[..., :w] = t["u"].detach()  # type: ignore[index]
+        wide[..., :w] = t["u"].detach()
         t["u"] = wide[..., :w].requires_grad_()  # strides (c*h*(w+3), h*(w+3), w+3, 1)
         assert triton_se.layout(t["u"])[0] == 3
         check_block(t, case)
         check_block(make_inputs(SHAPE, 4, case), case, grad=torch.ones(1).expand(*SHAPE))
+
+
+def test_opcheck() -> None:
+    """Fake tensors and autograd registration agree with what the Triton path returns."""
+    for case in (SE_RESNET, CASES[2]):
+        t = make_inputs((2, 8, 4, 4), 2, case, channels_last=case.squeeze == "max")
+        args = (*(t[k] for k in NAMES), case.squeeze, case.excite, case.gate, case.act)
+        torch.library.opcheck(torch.ops.sedsl.se_block.default, args)
 
 
 @pytest.mark.parametrize("squeeze", ["avg", "max"])
@@ -122,12 +137,12 @@ def count_bytes() -> Iterator[collections.Counter[str]]:
         return call(self, *args, **kwargs)
 
     builder.create_masked_load, builder.create_masked_store = counted_load, counted_store
-    interpreter.GridExecutor.__call__ = counted_call  # type: ignore[method-assign]
+    interpreter.GridExecutor.__call__ = counted_call
     try:
         yield counts
     finally:
         del builder.create_masked_load, builder.create_masked_store
-        interpreter.GridExecutor.__call__ = call  # type: ignore[method-assign]
+        interpreter.GridExecutor.__call__ = call
 
 
 def _bytes_case(channels_last: bool) -> tuple[dict[str, Any], int, int]:
@@ -145,7 +160,7 @@ def test_forward_bytes(channels_last: bool) -> None:
     t, u_bytes, small = _bytes_case(channels_last)
     args = [t[k] for k in NAMES]
     with torch.no_grad(), count_bytes() as counts:
-        se_block(*args, act="relu")  # type: ignore[arg-type]
+        se_block(*args, act="relu")
     total = sum(counts.values())
     print(dict(counts), total / u_bytes)
     assert u_bytes <= counts["_squeeze_kernel"] <= u_bytes + small  # reads U once
@@ -160,7 +175,7 @@ def test_backward_bytes(channels_last: bool) -> None:
         t, u_bytes, small = _bytes_case(channels_last)
         t = make_inputs(tuple(t["u"].shape), 4, case, channels_last=channels_last)
         args = [t[k] for k in NAMES]
-        out = se_block(*args, act=case.act)  # type: ignore[arg-type]
+        out = se_block(*args, act=case.act)
         grad = torch.randn_like(out)
         with count_bytes() as counts:
             torch.autograd.grad(out, [a for a in args if a is not None], grad)

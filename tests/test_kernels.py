@@ -58,7 +58,8 @@ class Case:
     identity: bool
 
     def __str__(self) -> str:
-        return f"{self.squeeze}-{self.excite}-{self.gate}-{self.act}{'-id' if self.identity else ''}"
+        tail = "-id" if self.identity else ""
+        return f"{self.squeeze}-{self.excite}-{self.gate}-{self.act}{tail}"
 
 
 # Every excite, gate and act choice appears at least once.
@@ -74,6 +75,8 @@ CASES = [
     Case("avg", "relu", "sigmoid", "none", True),  # dIdentity is dOut
 ]
 SE_RESNET = CASES[0]
+# Relative to the largest expected value. bf16 allows a few ulps: one rounding of the output,
+# one of dIdentity (which dU is computed from), and Triton's interpreter truncates on fp32 -> bf16.
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 NAMES = ("u", "w1", "b1", "w2", "b2", "identity")
 
@@ -81,7 +84,7 @@ NAMES = ("u", "w1", "b1", "w2", "b2", "identity")
 def make_inputs(shape: tuple[int, int, int, int], rd: int, case: Case,
                 dtype: torch.dtype = torch.float32, channels_last: bool = False,
                 weight_dtype: torch.dtype | None = None, bias: bool = True,
-                seed: int = 0) -> dict[str, Tensor | None]:
+                seed: int = 0, device: str = "cpu") -> dict[str, Tensor | None]:
     """Leaf tensors (requiring grad) of an SE block; for "max" every (n, c) plane of U holds
     distinct values (a shuffled lattice while H*W <= 256), so the argmax is unique."""
     gen = torch.Generator().manual_seed(seed)
@@ -104,8 +107,8 @@ def make_inputs(shape: tuple[int, int, int, int], rd: int, case: Case,
     if channels_last:
         for k in ("u", "identity"):
             if t[k] is not None:
-                t[k] = t[k].to(memory_format=torch.channels_last)  # type: ignore[union-attr]
-    return {k: None if v is None else v.requires_grad_() for k, v in t.items()}
+                t[k] = t[k].to(memory_format=torch.channels_last)
+    return {k: None if v is None else v.to(device).requires_grad_() for k, v in t.items()}
 
 
 def check_block(inputs: dict[str, Tensor | None], case: Case,
@@ -113,16 +116,16 @@ def check_block(inputs: dict[str, Tensor | None], case: Case,
     """se_block's output and the gradients of all six inputs against torch_se's."""
     kw = {"squeeze": case.squeeze, "excite": case.excite, "gate": case.gate, "act": case.act}
     args = [inputs[k] for k in NAMES]
-    out = se_block(*args[:5], args[5], **kw)  # type: ignore[arg-type]
+    out = se_block(*args[:5], args[5], **kw)
     u = inputs["u"]
     assert u is not None
     assert out.dtype == u.dtype and out.stride() == torch.empty_like(u).stride()
     leaves = {k: v.detach().double().requires_grad_() for k, v in inputs.items() if v is not None}
-    want = torch_se(*(leaves.get(k) for k in NAMES), **kw)  # type: ignore[arg-type]
+    want = torch_se(*(leaves.get(k) for k in NAMES), **kw)
     assert_close(out, want, u.dtype)
     if grad is None:
         grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
-    g = grad.to(out.dtype)
+    g = grad.to(out.device, out.dtype)
     got = torch.autograd.grad(out, [a for a in args if a is not None], g)
     exp = torch.autograd.grad(want, list(leaves.values()), g.double())
     for name, a, b in zip(leaves, got, exp, strict=True):
@@ -154,8 +157,8 @@ def test_reference_matches_torch_nn(case: Case) -> None:
     t = make_inputs((2, 8, 5, 5), 4, case, torch.float64)
     kw = {"squeeze": case.squeeze, "excite": case.excite, "gate": case.gate, "act": case.act}
     args = [t[k] for k in NAMES]
-    got = se_block_reference(*args, **kw)  # type: ignore[misc]
-    want = torch_se(*args, **kw)  # type: ignore[arg-type]
+    got = se_block_reference(*args, **kw)
+    want = torch_se(*args, **kw)
     assert_close(got, want, torch.float64)
     leaves = [a for a in args if a is not None]
     for a, b in zip(torch.autograd.grad(got.sum(), leaves), torch.autograd.grad(want.sum(), leaves),
@@ -196,6 +199,21 @@ def test_op_cpu_awkward_shapes(shape: tuple[int, int, int, int]) -> None:
         check_block(make_inputs(shape, rd, case, bias=case.squeeze == "avg"), case)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_op_cuda(channels_last: bool, dtype: torch.dtype) -> None:
+    """The compiled Triton kernels (only where there is a GPU)."""
+    for case in CASES:
+        check_block(make_inputs((4, 64, 14, 14), 4, case, dtype, channels_last, device="cuda"),
+                    case)
+    for shape in [(1, 3, 7, 7), (2, 1823, 3, 3), (3, 5, 1, 1), (1, 256, 56, 56)]:
+        case = CASES[2] if dtype == torch.float32 or shape[2] * shape[3] <= 256 else CASES[0]
+        inputs = make_inputs(shape, max(1, shape[1] // 16), case, dtype, channels_last,
+                             device="cuda")
+        check_block(inputs, case)
+
+
 def test_op_opcheck() -> None:
     """torch.library.opcheck: schema, fake tensors, autograd registration, AOT dispatch."""
     for case in (CASES[0], CASES[2]):
@@ -208,11 +226,11 @@ def test_op_rejects_bad_arguments() -> None:
     t = make_inputs((2, 8, 4, 4), 2, SE_RESNET)
     u, w1, b1, w2, b2, i = (t[k] for k in NAMES)
     with pytest.raises(ValueError, match="excite"):
-        se_block(u, w1, b1, w2, b2, excite="gelu")  # type: ignore[arg-type]
+        se_block(u, w1, b1, w2, b2, excite="gelu")
     with pytest.raises(ValueError, match="w2"):
-        se_block(u, w1, b1, w1, b2)  # type: ignore[arg-type]
+        se_block(u, w1, b1, w1, b2)
     with pytest.raises(ValueError, match="identity"):
-        se_block(u, w1, b1, w2, b2, i[:1])  # type: ignore[arg-type,index]
+        se_block(u, w1, b1, w2, b2, i[:1])
 
 
 def test_dispatch_switch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,14 +37,19 @@ def use_triton(u: Tensor) -> bool:
     return (u.is_cuda or interpreting()) and u.dtype in TRITON_DTYPES and u.numel() > 0
 
 
-def check(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
-          identity: Tensor | None, squeeze: str, excite: str, gate: str, act: str) -> None:
-    """Raise ValueError unless the arguments describe an SE block (w1 (R, C), w2 (C, R))."""
+def check_names(squeeze: str, excite: str, gate: str, act: str) -> None:
+    """Raise ValueError unless the four choices are known names."""
     for what, name, allowed in (("squeeze", squeeze, reference.SQUEEZES),
                                 ("excite", excite, reference.EXCITES),
                                 ("gate", gate, reference.GATES), ("act", act, reference.ACTS)):
         if name not in allowed:
             raise ValueError(f"{what} must be one of {', '.join(allowed)}; got {name!r}")
+
+
+def check(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+          identity: Tensor | None, squeeze: str, excite: str, gate: str, act: str) -> None:
+    """Raise ValueError unless the arguments describe an SE block (w1 (R, C), w2 (C, R))."""
+    check_names(squeeze, excite, gate, act)
     if u.dim() != 4 or not u.is_floating_point():
         raise ValueError(f"u must be a floating (N, C, H, W) tensor; got {tuple(u.shape)}")
     c, r = u.shape[1], w1.shape[0]
@@ -53,6 +58,8 @@ def check(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | Non
     for name, (t, want) in shapes.items():
         if t is not None and tuple(t.shape) != want:
             raise ValueError(f"{name} must have shape {want}; got {tuple(t.shape)}")
+        if t is not None and t.device != u.device:
+            raise ValueError(f"{name} is on {t.device}, u on {u.device}")
     if identity is not None and identity.dtype != u.dtype:
         raise ValueError(f"identity must have u's dtype {u.dtype}; got {identity.dtype}")
 
@@ -158,8 +165,7 @@ class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, rd_channels: int, bias: bool = True, squeeze: str = "avg",
                  excite: str = "relu", gate: str = "sigmoid", act: str = "none") -> None:
         super().__init__()
-        check(torch.empty(0, channels, 1, 1), torch.empty(rd_channels, channels),
-              None, torch.empty(channels, rd_channels), None, None, squeeze, excite, gate, act)
+        check_names(squeeze, excite, gate, act)
         self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias)
         self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias)
         self.squeeze, self.excite, self.gate, self.act = squeeze, excite, gate, act

@@ -46,24 +46,19 @@ def activate(name: str, x: Tensor) -> Tensor:
 
 def activation_grad(name: str, x: Tensor, grad: Tensor) -> Tensor:
     """grad * d`name`(x)/dx, by the same aten backward kernels torch's autograd uses."""
-    aten = torch.ops.aten
-    if name == "none":
-        return grad
-    if name == "relu":
-        return aten.threshold_backward(grad, x, 0)
-    if name == "relu6":
-        return aten.hardtanh_backward(grad, x, 0.0, 6.0)
-    if name == "silu":
-        return aten.silu_backward(grad, x)
-    if name == "hardswish":
-        return aten.hardswish_backward(grad, x)
-    if name == "sigmoid":
-        return aten.sigmoid_backward(grad, torch.sigmoid(x))
-    if name == "hardsigmoid":
-        return aten.hardsigmoid_backward(grad, x)
-    if name == "tanh":
-        return aten.tanh_backward(grad, torch.tanh(x))
-    raise ValueError(f"unknown activation {name!r}")
+    return grad if name == "none" else _BACKWARDS[name](grad, x)
+
+
+_aten = torch.ops.aten
+_BACKWARDS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "relu": lambda g, x: _aten.threshold_backward(g, x, 0),
+    "relu6": lambda g, x: _aten.hardtanh_backward(g, x, 0.0, 6.0),
+    "silu": lambda g, x: _aten.silu_backward(g, x),
+    "hardswish": lambda g, x: _aten.hardswish_backward(g, x),
+    "sigmoid": lambda g, x: _aten.sigmoid_backward(g, torch.sigmoid(x)),
+    "hardsigmoid": lambda g, x: _aten.hardsigmoid_backward(g, x),
+    "tanh": lambda g, x: _aten.tanh_backward(g, torch.tanh(x)),
+}
 
 
 def squeeze_hw(u: Tensor, squeeze: str) -> Tensor:

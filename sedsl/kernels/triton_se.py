@@ -11,9 +11,10 @@ The excitation runs as a small Triton kernel between the passes rather than as t
 one launch per FC with bias and activation fused (torch needs addmm + activation + dtype casts,
 about six launches for the pair), fp32 math whatever the weights' dtype without materialising
 fp32 copies of them, and the same code runs under TRITON_INTERPRET, so CI checks it. Its work,
-O(N*C*R), is small next to the O(N*C*H*W) passes; it was not measured here (no GPU) and
-bench/se_kernel.py times the op as a whole. Fusing it into pass 2 was rejected: every (c, hw)
-tile would redo a C x R product.
+O(N*C*R), is small next to the O(N*C*H*W) passes. It was not measured (written without a GPU):
+`EXCITATION = "torch"` swaps in torch matmuls (reference.excitation) and
+`bench/se_kernel.py --excitation torch` times that alternative. Fusing the excitation into
+pass 2 was rejected: every (c, hw) tile would redo fc1's C x R product.
 
 Backward (`backward`), three launches plus small torch ops:
   1. `_bwd_reduce_kernel` reads dOut, U (and identity when act != "none") and sums
@@ -42,6 +43,7 @@ from torch import Tensor
 
 from sedsl.kernels import reference
 
+EXCITATION = "triton"  # or "torch": how `forward` computes s from z (see the module docstring)
 _REDUCE_PROGRAMS = 1024  # fewer channels per reduce program until there are this many programs
 _REDUCE_MIN_TILE = 512  # ... or until a program's tile is this small
 
@@ -49,8 +51,8 @@ _REDUCE_MIN_TILE = 512  # ... or until a program's tile is this small
 # --- device functions ---------------------------------------------------------------------------
 
 
-@triton.jit
-def _act(x, ACT: tl.constexpr):
+@triton.jit  # type: ignore[untyped-decorator]
+def _act(x, ACT: tl.constexpr):  # type: ignore[no-untyped-def]
     """ACT(x) for an fp32 tensor; ACT is a reference.ACTS name."""
     if ACT == "relu":
         y = tl.maximum(x, 0.0)
@@ -71,8 +73,8 @@ def _act(x, ACT: tl.constexpr):
     return y
 
 
-@triton.jit
-def _act_grad(x, ACT: tl.constexpr):
+@triton.jit  # type: ignore[untyped-decorator]
+def _act_grad(x, ACT: tl.constexpr):  # type: ignore[no-untyped-def]
     """dACT(x)/dx for an fp32 tensor, with torch's values at the kinks."""
     if ACT == "relu":
         d = tl.where(x > 0.0, 1.0, 0.0)
@@ -96,8 +98,8 @@ def _act_grad(x, ACT: tl.constexpr):
     return d
 
 
-@triton.jit
-def _offsets(c, hw, W, sc, sh, sw, LAYOUT: tl.constexpr):
+@triton.jit  # type: ignore[untyped-decorator]
+def _offsets(c, hw, W, sc, sh, sw, LAYOUT: tl.constexpr):  # type: ignore[no-untyped-def]
     """Element offsets of the (c[:, None], hw[None, :]) tile within one sample.
 
     LAYOUT 0: hw is unit-stride (NCHW); 1: c is unit-stride, hw has stride sw (channels_last);
@@ -117,8 +119,8 @@ def _offsets(c, hw, W, sc, sh, sw, LAYOUT: tl.constexpr):
 # --- forward kernels ----------------------------------------------------------------------------
 
 
-@triton.jit
-def _squeeze_kernel(
+@triton.jit  # type: ignore[untyped-decorator]
+def _squeeze_kernel(  # type: ignore[no-untyped-def]
     u_ptr,  # U (N, C, H, W), any float dtype and strides
     z_ptr,  # out: z (N, C) fp32, contiguous
     idx_ptr,  # out: argmax over hw (N, C) int32, contiguous (written only when MAX)
@@ -163,8 +165,8 @@ def _squeeze_kernel(
     tl.store(z_ptr + n * C + c, z, mask=c_ok)
 
 
-@triton.jit
-def _linear_act_kernel(
+@triton.jit  # type: ignore[untyped-decorator]
+def _linear_act_kernel(  # type: ignore[no-untyped-def]
     x_ptr,  # X (M, K) fp32, contiguous
     w_ptr,  # weight (O, K), any float dtype and strides
     b_ptr,  # bias (O,), any float dtype (read only when HAS_BIAS)
@@ -199,8 +201,8 @@ def _linear_act_kernel(
     tl.store(y_ptr + m[:, None] * O + o[None, :], y, mask=m_ok[:, None] & o_ok[None, :])
 
 
-@triton.jit
-def _scale_kernel(
+@triton.jit  # type: ignore[untyped-decorator]
+def _scale_kernel(  # type: ignore[no-untyped-def]
     u_ptr,  # U (N, C, H, W), any float dtype and strides
     i_ptr,  # identity, U's shape and dtype, any strides (read only when HAS_IDENTITY)
     s_ptr,  # gate s (N, C) fp32, contiguous
@@ -241,8 +243,8 @@ def _scale_kernel(
 # --- backward kernels ---------------------------------------------------------------------------
 
 
-@triton.jit
-def _bwd_reduce_kernel(
+@triton.jit  # type: ignore[untyped-decorator]
+def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
     g_ptr,  # dOut (N, C, H, W), U's dtype, any strides (expanded grads have stride 0)
     u_ptr,  # U
     i_ptr,  # identity (read only when HAS_IDENTITY and ACT != "none")
@@ -293,8 +295,8 @@ def _bwd_reduce_kernel(
     tl.store(ds_ptr + n * C + c, tl.sum(acc, axis=1), mask=c_ok)
 
 
-@triton.jit
-def _bwd_input_kernel(
+@triton.jit  # type: ignore[untyped-decorator]
+def _bwd_input_kernel(  # type: ignore[no-untyped-def]
     g_ptr,  # dOut, or dY when not NEED_Y; (N, C, H, W), any strides
     u_ptr,  # U (read only when NEED_Y)
     i_ptr,  # identity (read only when NEED_Y and HAS_IDENTITY)
@@ -457,8 +459,11 @@ def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | N
             act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The op's outputs (out, z, s, idx) by the four forward launches."""
     z, idx = squeeze(u, squeeze_mode)  # (N, C)
-    h = linear_act(z, w1, b1, excite)  # (N, R)
-    s = linear_act(h, w2, b2, gate)  # (N, C)
+    if EXCITATION == "torch":
+        s = reference.excitation(z, w1, b1, w2, b2, excite, gate)
+    else:
+        h = linear_act(z, w1, b1, excite)  # (N, R)
+        s = linear_act(h, w2, b2, gate)  # (N, C)
     return scale(u, s, identity, act), z, s, idx
 
 

@@ -1,0 +1,217 @@
+"""GPU benchmark of the fused SE op (sedsl.kernels.se_block) against eager PyTorch and
+torch.compile, on the SE blocks of SE-ResNeXt-101 (timm's SEModule, then the bottleneck's
+shortcut add and ReLU): C=256@56x56, 512@28x28, 1024@14x14, 2048@7x7, reduced width C/16.
+
+Times are triton.testing.do_bench medians. GB/s counts the fused design's traffic for every
+candidate alike: forward 4|U| bytes (read U twice, read the identity, write the output);
+with --backward, forward + backward 10|U| (+ 6|U|: read dOut, U, identity, write dIdentity;
+read dIdentity, write dU). |U| = N*C*H*W*element size. Eager PyTorch moves about 8|U| forward.
+
+Run: python bench/se_kernel.py [--batch 1 32 128] [--dtype fp32 bf16] [--layout nchw nhwc]
+         [--stage 0 1 2 3] [--no-compile] [--backward] [--network specs/se_resnext101.se]
+         [--excitation triton|torch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = [(256, 56), (512, 28), (1024, 14), (2048, 7)]  # (C, H=W) of SE-ResNeXt-101's stages
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+
+
+def eager_se(u: Tensor, identity: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
+             b2: Tensor) -> Tensor:
+    """timm's SEModule followed by the bottleneck's `x += shortcut; relu(x)`."""
+    x = u.mean((2, 3), keepdim=True)  # (N, C, 1, 1)
+    x = F.conv2d(F.relu(F.conv2d(x, w1, b1)), w2, b2).sigmoid()
+    y = u * x
+    y += identity
+    return F.relu(y, inplace=True)
+
+
+def fused_se(u: Tensor, identity: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
+             b2: Tensor) -> Tensor:
+    """The same block as one sedsl op."""
+    from sedsl.kernels import se_block
+
+    return se_block(u, w1, b1, w2, b2, identity, act="relu")
+
+
+def block_inputs(n: int, c: int, hw: int, dtype: torch.dtype, fmt: torch.memory_format,
+                 grad: bool) -> list[Tensor]:
+    """[U, identity, fc1 weight, fc1 bias, fc2 weight, fc2 bias] on the GPU, r = c / 16."""
+    r = c // 16
+
+    def make(shape: tuple[int, ...], scale: float = 1.0, memory_format: Any = None) -> Tensor:
+        t = (torch.randn(shape, device="cuda") * scale).to(dtype)
+        if memory_format is not None:
+            t = t.contiguous(memory_format=memory_format)
+        return t.requires_grad_(grad)
+
+    u, identity = make((n, c, hw, hw), memory_format=fmt), make((n, c, hw, hw), memory_format=fmt)
+    w1, w2 = make((r, c, 1, 1), c**-0.5), make((c, r, 1, 1), r**-0.5)
+    return [u, identity, w1, make((r,)), w2, make((c,))]
+
+
+def timed(fn: Callable[..., Tensor], args: list[Tensor], backward: bool) -> float:
+    """Median milliseconds of fn(*args) (and its backward to every input)."""
+    import triton.testing
+
+    if not backward:
+        with torch.no_grad():
+            return float(triton.testing.do_bench(lambda: fn(*args), return_mode="median"))
+    grad = torch.randn_like(args[0])
+
+    def step() -> None:
+        torch.autograd.grad(fn(*args), args, grad)
+
+    return float(triton.testing.do_bench(step, return_mode="median"))
+
+
+def relative_error(fn: Callable[..., Tensor], ref: Callable[..., Tensor],
+                   args: list[Tensor]) -> float:
+    with torch.no_grad():
+        want = ref(*args).float()
+        return float((fn(*args).float() - want).abs().max() / want.abs().max().clamp_min(1e-12))
+
+
+def bench_blocks(args: argparse.Namespace) -> None:
+    traffic = 10 if args.backward else 4
+    print(f"SE blocks ({'forward + backward' if args.backward else 'forward'}); GB/s counts "
+          f"{traffic}|U| bytes for every column; err = fused vs eager, max relative")
+    print(f"{'block':>30} {'eager ms':>9} {'compile ms':>10} {'fused ms':>9} {'eager GB/s':>10} "
+          f"{'compile GB/s':>12} {'fused GB/s':>10} {'vs eager':>8} {'vs compile':>10} {'err':>8}")
+    for dname in args.dtype:
+        for fname in args.layout:
+            for n in args.batch:
+                for stage in args.stage:
+                    c, hw = STAGES[stage]
+                    bench_block(args, n, c, hw, dname, fname, traffic)
+
+
+def bench_block(args: argparse.Namespace, n: int, c: int, hw: int, dname: str, fname: str,
+                traffic: int) -> None:
+    inputs = block_inputs(n, c, hw, DTYPES[dname], FORMATS[fname], args.backward)
+    nbytes = traffic * inputs[0].numel() * inputs[0].element_size()
+    ms = {"eager": timed(eager_se, inputs, args.backward),
+          "fused": timed(fused_se, inputs, args.backward)}
+    if not args.no_compile:
+        torch._dynamo.reset()  # a fresh compile per shape: no recompile limit, no dynamic shapes
+        ms["compile"] = timed(torch.compile(eager_se, dynamic=False), inputs, args.backward)
+    err = relative_error(fused_se, eager_se, inputs)
+    gbs = {k: nbytes / (v * 1e-3) / 1e9 for k, v in ms.items()}
+    comp = ms.get("compile", float("nan"))
+    label = f"{dname} {fname} N={n} C={c} {hw}x{hw}"
+    print(f"{label:>30} {ms['eager']:9.3f} {comp:10.3f} {ms['fused']:9.3f} "
+          f"{gbs['eager']:10.0f} {gbs.get('compile', float('nan')):12.0f} {gbs['fused']:10.0f} "
+          f"{ms['eager'] / ms['fused']:7.2f}x {comp / ms['fused']:9.2f}x {err:8.1e}")
+    del inputs
+
+
+def build_networks(path: str) -> tuple[Any, dict[str, torch.nn.Module]] | None:
+    """(network, {"plain": ..., "fused": ...}) with equal weights, or None if it can't be built."""
+    try:
+        import sedsl
+
+        net = sedsl.load(path)
+        plain = net.to_torch(fused=False)
+        fused = sedsl.transfer_weights(plain, net.to_torch(fused=True))
+    except Exception as err:  # the builder may not handle this spec yet: report and go on
+        print(f"--network {path}: could not build it ({type(err).__name__}: {err}); skipped")
+        return None
+    return net, {"plain": plain, "fused": fused}
+
+
+def bench_network(args: argparse.Namespace) -> None:
+    built = build_networks(args.network)
+    if built is None:
+        return
+    net, models = built
+    shape = tuple(net.graph.graph["input"])
+    print(f"\n{net.name} from {args.network}, input {'x'.join(map(str, shape))}: eval-mode "
+          "forward and train-mode forward+backward, median ms")
+    for dname in args.dtype:
+        for fname in args.layout:
+            for n in args.batch:
+                dtype, fmt = DTYPES[dname], FORMATS[fname]
+                x = torch.randn((n, *shape), device="cuda").to(dtype, memory_format=fmt)
+                for name, model in models.items():
+                    model.to("cuda", dtype).to(memory_format=fmt)
+                    variants: dict[str, torch.nn.Module] = {name: model}
+                    if not args.no_compile:
+                        torch._dynamo.reset()  # each shape and dtype compiles afresh
+                        variants[f"{name} compiled"] = torch.compile(model)  # type: ignore[assignment]
+                    for label, m in variants.items():
+                        report_network(f"{dname} {fname} N={n:<4} {label:15}", m, x)
+
+
+def report_network(label: str, model: torch.nn.Module, x: Tensor) -> None:
+    try:
+        fwd, fwd_bwd = network_times(model, x)
+    except Exception as err:  # e.g. out of memory at batch 128: say so and go on
+        print(f"  {label} failed: {type(err).__name__}: {str(err)[:120]}")
+        torch.cuda.empty_cache()
+        return
+    print(f"  {label} forward {fwd:9.2f}   forward+backward {fwd_bwd:9.2f}")
+
+
+def network_times(model: torch.nn.Module, x: Tensor) -> tuple[float, float]:
+    """(inference forward ms in eval mode, training forward+backward ms) medians."""
+    import triton.testing
+
+    model.eval()
+    with torch.no_grad():
+        fwd = triton.testing.do_bench(lambda: model(x), return_mode="median")
+    model.train()
+
+    def step() -> None:
+        model(x).float().sum().backward()
+
+    fwd_bwd = triton.testing.do_bench(step, grad_to_none=list(model.parameters()),
+                                      return_mode="median")
+    return float(fwd), float(fwd_bwd)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 32, 128])
+    parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    parser.add_argument("--layout", nargs="+", choices=list(FORMATS), default=list(FORMATS))
+    parser.add_argument("--stage", type=int, nargs="+", choices=range(4), default=[0, 1, 2, 3])
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--backward", action="store_true", help="time forward + backward")
+    parser.add_argument("--network", help="also time a whole network built from this spec")
+    parser.add_argument("--excitation", choices=["triton", "torch"], default="triton",
+                        help="how the fused op computes the two FCs (triton_se.EXCITATION)")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("bench/se_kernel.py needs a CUDA GPU (torch.cuda.is_available() is False); "
+              "nothing to do.")
+        return 0
+    sys.path.insert(0, str(ROOT))  # sedsl from this checkout
+    from sedsl.kernels import triton_se
+
+    triton_se.EXCITATION = args.excitation
+    torch.manual_seed(0)
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, "
+          f"excitation in {args.excitation}")
+    bench_blocks(args)
+    if args.network:
+        bench_network(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
