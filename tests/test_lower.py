@@ -116,3 +116,40 @@ def test_training_step_runs() -> None:
     out = model(torch.randn(2, 3, 64, 64))
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+TINY_SE_NET = """
+use "lib/resnet.se"
+network tiny(classes = 5) {
+  input 3x32x32
+  stem  = { conv(16, 3) bn relu }
+  conv2 = bottleneck(8) * 2
+  conv3 = bottleneck(16, stride = 2)
+  head  = classifier(classes)
+}
+se {
+  ratio = 4
+  at residual.end
+}
+"""
+
+
+def test_torch_compile_fullgraph_of_a_fused_network() -> None:
+    """The whole lowered network, fused SE ops included, compiles as one graph (and trains)."""
+    net = sedsl.loads(TINY_SE_NET, path=str(Path(__file__).parents[1] / "specs" / "tiny.se"))
+    model = net.to_torch(fused=True)
+    assert any(type(m).__name__ == "SqueezeExcite" for m in model.modules())
+    compiled_model = torch.compile(model, fullgraph=True)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(compiled_model(x), model(x))
+    compiled_model(x).sum().backward()
+    assert model.conv2.block1.se.fc1.weight.grad is not None
+
+
+def test_torch_export_of_a_fused_network() -> None:
+    net = sedsl.loads(TINY_SE_NET, path=str(Path(__file__).parents[1] / "specs" / "tiny.se"))
+    model = net.to_torch(fused=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    exported = torch.export.export(model, (x,))
+    assert "sedsl.se_block" in str(exported.graph)
+    torch.testing.assert_close(exported.module()(x), model(x))

@@ -61,6 +61,18 @@ _BACKWARDS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
+_INPLACE: dict[str, Callable[[Tensor], object]] = {
+    "none": lambda x: x,
+    "relu": torch.relu_,
+    "relu6": lambda x: F.relu6(x, inplace=True),
+    "silu": lambda x: F.silu(x, inplace=True),
+    "hardswish": lambda x: F.hardswish(x, inplace=True),
+    "sigmoid": torch.sigmoid_,
+    "hardsigmoid": lambda x: F.hardsigmoid(x, inplace=True),
+    "tanh": torch.tanh_,
+}
+
+
 def squeeze_hw(u: Tensor, squeeze: str) -> Tensor:
     """(N, C, H, W) -> (N, C) in the accumulate dtype: mean or max over H*W."""
     acc = accumulate_dtype(u.dtype)
@@ -100,7 +112,13 @@ def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | N
     z = squeeze_hw(u, squeeze)  # (N, C)
     s = excitation(z, w1, b1, w2, b2, excite, gate)  # (N, C)
     out = torch.empty_like(u)  # the layout of U, as the kernels and the fake impl have it
-    out.copy_(scale(u, s, identity, act))
+    if u.dtype == s.dtype:  # float32 / float64: one pass over U into `out`, no temporaries
+        torch.mul(u, s[:, :, None, None], out=out)
+        if identity is not None:
+            out.add_(identity)
+        _INPLACE[act](out)
+    else:
+        out.copy_(scale(u, s, identity, act))
     if squeeze == "max":
         idx = u.flatten(2).argmax(2).to(torch.int32)  # first maximum, as the kernel picks
     else:
