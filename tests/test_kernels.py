@@ -291,7 +291,8 @@ def test_module_shortcut_and_activation() -> None:
 
 
 class _Bottleneck(nn.Module):
-    """conv -> SE with shortcut and ReLU: a small model around the op."""
+    """conv -> the SE op with shortcut and ReLU: a small model around the op itself (on the
+    CPU, SqueezeExcite runs plain torch ops instead, see test_module_off_the_gpu)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -299,7 +300,20 @@ class _Bottleneck(nn.Module):
         self.se = SqueezeExcite(8, 2, act="relu")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.se(self.conv(x), x)
+        se = self.se
+        return se_block(self.conv(x), se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias, x,
+                        act="relu")
+
+
+def test_module_off_the_gpu() -> None:
+    """Where the kernels do not run, the module is plain torch ops with the op's results."""
+    m = SqueezeExcite(16, 4, act="relu", squeeze="max", excite="silu").eval()
+    u, i = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    via_op = se_block(u, m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias, i, squeeze="max",
+                      excite="silu", act="relu")
+    assert_close(m(u, i), via_op.double(), torch.float32)
+    ep = torch.export.export(m, (u, i))
+    assert not any("sedsl" in str(n.target) for n in ep.graph.nodes)
 
 
 def test_torch_compile_fullgraph() -> None:

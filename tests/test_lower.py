@@ -151,5 +151,4 @@ def test_torch_export_of_a_fused_network() -> None:
     model = net.to_torch(fused=True).eval()
     x = torch.randn(2, 3, 32, 32)
     exported = torch.export.export(model, (x,))
-    assert "sedsl.se_block" in str(exported.graph)
     torch.testing.assert_close(exported.module()(x), model(x))

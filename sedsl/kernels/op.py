@@ -171,9 +171,23 @@ class SqueezeExcite(nn.Module):
         self.squeeze, self.excite, self.gate, self.act = squeeze, excite, gate, act
 
     def forward(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
+        if not use_triton(u):
+            return self.plain(u, identity)
         return se_block(u, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
                         identity, squeeze=self.squeeze, excite=self.excite, gate=self.gate,
                         act=self.act)
+
+    def plain(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
+        """The block as ordinary torch ops: where the kernels do not run (the CPU), eager mode,
+        autograd and torch.compile's inductor all do best with these (the op's CPU
+        implementation would hide them from inductor's fusion), and the results are those of
+        the unfused lowering, bit for bit."""
+        z = u.mean((2, 3), keepdim=True) if self.squeeze == "avg" else u.amax((2, 3), keepdim=True)
+        h = reference.activate(self.excite, self.fc1(z))  # (N, R, 1, 1)
+        x = u * reference.activate(self.gate, self.fc2(h))  # (N, C, H, W), a fresh tensor
+        if identity is not None:
+            x += identity
+        return reference.activate_(self.act, x)
 
     def extra_repr(self) -> str:
         return (f"squeeze={self.squeeze!r}, excite={self.excite!r}, gate={self.gate!r}, "

@@ -61,6 +61,12 @@ _BACKWARDS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
+def activate_(name: str, x: Tensor) -> Tensor:
+    """`name`(x) computed in place (x must be a fresh tensor that autograd does not keep)."""
+    _INPLACE[name](x)
+    return x
+
+
 _INPLACE: dict[str, Callable[[Tensor], object]] = {
     "none": lambda x: x,
     "relu": torch.relu_,
@@ -116,7 +122,7 @@ def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | N
         torch.mul(u, s[:, :, None, None], out=out)
         if identity is not None:
             out.add_(identity)
-        _INPLACE[act](out)
+        activate_(act, out)
     else:
         out.copy_(scale(u, s, identity, act))
     if squeeze == "max":
