@@ -196,7 +196,7 @@ def cost(
     docs = [{"spec": str(spec), **({"ratio": r} if r else {}), **c.to_json(by)}
             for spec, r, _, c in reports]
     if as_json:
-        out.print_json(json.dumps(docs[0] if len(docs) == 1 else docs))
+        sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n")
     elif as_csv:
         sys.stdout.write(_csv(docs))
     elif as_markdown:
