@@ -224,7 +224,18 @@ class Elaborator:
     # -- entry point --
 
     def network(self, net: ast.BlockDef, overrides: Mapping[str, Value],
-                input_shape: tuple[int, ...] | None) -> nx.DiGraph:
+                input_shape: tuple[int, ...] | None) -> tuple[nx.DiGraph, Env]:
+        """The network's graph, and its parameters (the scope of the se section)."""
+        env = self.parameters(net, overrides)
+        shape, span = _input_shape(net, input_shape)
+        self.graph.graph.update(name=net.name, input=shape)
+        x = self._input(shape, span)
+        out = self.run(net.body, env, x, Scope("", Namespace({"input": span})))
+        self.graph.graph["output"] = out.node
+        return self.graph, env
+
+    def parameters(self, net: ast.BlockDef, overrides: Mapping[str, Value]) -> Env:
+        """The network's parameters: defaults, replaced by overrides of the same kind."""
         env = Env({}, self.globals)
         for param in net.params:
             if param.default is None:
@@ -236,23 +247,7 @@ class Elaborator:
                 raise SpecError(f"`{param.name}` takes {_kind(default)} (default "
                                 f"{_show(default)}), not {describe(value)}", NOWHERE)
             env.values[param.name] = value
-        inputs = [s for s in net.body if isinstance(s, ast.Input)]
-        if len(inputs) != 1:
-            raise SpecError("a network needs exactly one `input` statement",
-                            net.span if not inputs else inputs[1].span, "e.g. input 3x224x224")
-        shape = inputs[0].dims
-        if input_shape:  # 224 (square) or 320x240 keep the spec's channels
-            size = input_shape * 2 if len(input_shape) == 1 else input_shape
-            shape = (*shape[: 3 - len(size)], *size)
-        if len(shape) != 3 or min(shape) < 1:
-            raise SpecError(f"the input must be CxHxW, got {'x'.join(map(str, shape))}",
-                            inputs[0].span)
-        self.graph.graph.update(name=net.name, input=tuple(shape))
-        x = self._input(tuple(shape), inputs[0].span)
-        out = self.run(net.body, env, x, Scope("", Namespace({"input": inputs[0].span})))
-        self.graph.graph["output"] = out.node
-        self.env = env
-        return self.graph
+        return env
 
     def _input(self, shape: Shape, span: Span) -> Tensor:
         rec = Node("input", {"shape": shape}, shape, None, None, None, None, "base", span)
@@ -584,6 +579,24 @@ class Elaborator:
 # --- helpers ------------------------------------------------------------------------------------
 
 
+def _input_shape(net: ast.BlockDef,
+                 override: tuple[int, ...] | None) -> tuple[tuple[int, int, int], Span]:
+    """The network's `input` shape; an override of 224 (square) or 320x240 keeps its channels."""
+    inputs = [s for s in net.body if isinstance(s, ast.Input)]
+    if len(inputs) != 1:
+        raise SpecError("a network needs exactly one `input` statement",
+                        net.span if not inputs else inputs[1].span, "e.g. input 3x224x224")
+    shape = inputs[0].dims
+    if override:
+        size = override * 2 if len(override) == 1 else override
+        shape = (*shape[: 3 - len(size)], *size)
+    if len(shape) != 3 or min(shape) < 1:
+        raise SpecError(f"the input must be CxHxW, got {'x'.join(map(str, shape))}",
+                        inputs[0].span)
+    c, h, w = shape
+    return (c, h, w), inputs[0].span
+
+
 def arithmetic(op: str, a: Fraction, b: Fraction, span: Span) -> Value:
     if op in ("/", "//", "%") and b == 0:
         raise SpecError("division by zero", span)
@@ -685,8 +698,8 @@ def elaborate(module: ast.Module, library: Library, overrides: Mapping[str, Valu
     net = module.networks[0]
     el = Elaborator(library)
     params = {p.name for p in net.params}
-    graph = el.network(net, {k: v for k, v in overrides.items() if k in params}, input_shape)
-    se = evaluate_se(module.se, el, el.env,
-                     {k: v for k, v in overrides.items() if k not in params})
+    graph, env = el.network(net, {k: v for k, v in overrides.items() if k in params},
+                            input_shape)
+    se = evaluate_se(module.se, el, env, {k: v for k, v in overrides.items() if k not in params})
     graph.graph["se"] = se.to_json()
     return Elaborated(graph, se)
