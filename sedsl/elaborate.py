@@ -228,7 +228,7 @@ class Elaborator:
         """The network's graph, and its parameters (the scope of the se section)."""
         env = self.parameters(net, overrides)
         shape, span = _input_shape(net, input_shape)
-        self.graph.graph.update(name=net.name, input=shape)
+        self.graph.graph.update(name=net.name, input=shape, file=net.span.file)
         x = self._input(shape, span)
         out = self.run(net.body, env, x, Scope("", Namespace({"input": span})))
         self.graph.graph["output"] = out.node
