@@ -162,8 +162,8 @@ def _resolve(use: ast.Use, roots: list[Path]) -> Path:
                             "imports may not reach outside the spec's folder and the library")
         if candidate.is_file():
             return candidate
-    raise SpecError(f"cannot find `{use.path}`", use.span,
-                    "searched " + ", ".join(str(r) for r in roots))
+    searched = [_display(r) if r != LIBRARY_ROOT else "sedsl's block library" for r in roots]
+    raise SpecError(f"cannot find `{use.path}`", use.span, "searched " + ", ".join(searched))
 
 
 __all__ = ["Network", "Span", "load", "loads"]
