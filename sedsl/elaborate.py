@@ -187,7 +187,12 @@ class Scope:
         return replace(self, path=path, ns=Namespace(), block=path, kind=kind, branch=None)
 
     def in_branch(self, branch: str) -> Scope:
+        """Nodes placed here belong to `branch` (unless an enclosing branch already claims them)."""
         return self if self.branch is not None else replace(self, branch=branch)
+
+    def branch_scope(self, branch: str) -> Scope:
+        """A branch with names of its own: `shortcut.conv1`, `b2.conv1`."""
+        return replace(self.in_branch(branch), path=self.child(branch), ns=Namespace())
 
 
 @dataclass(frozen=True)
@@ -306,8 +311,7 @@ class Elaborator:
             return x
         return self._place_closure(layer, x, scope)
 
-    def _place_op(self, call: OpCall, xs: list[Tensor], scope: Scope, name: str | None,
-                  role: str = "base") -> Tensor:
+    def _place_op(self, call: OpCall, xs: list[Tensor], scope: Scope, name: str | None) -> Tensor:
         in_shapes = [t.shape for t in xs]
         try:
             call.op.check(call.attrs, in_shapes)
@@ -317,7 +321,7 @@ class Elaborator:
         node = scope.child(scope.ns.claim(name, call.op.name, call.span))
         stage = node.split(".")[0]
         rec = Node(call.op.name, call.attrs, shape, stage, scope.block, scope.kind, scope.branch,
-                   role, call.span)
+                   "base", call.span)
         add_node(self.graph, node, rec, [t.node for t in xs])
         return Tensor(node, shape)
 
@@ -368,10 +372,8 @@ class Elaborator:
             y = self._place_op(OpCall(OPS["scale"], {"factor": scale}, unit.span), [y], body, None)
         short = x
         if unit.shortcut is not None:
-            span = unit.shortcut_span or unit.span
-            sub = replace(scope.in_branch("shortcut"), path=scope.child(
-                scope.ns.claim("shortcut", "", span)), ns=Namespace())
-            short = self.run(unit.shortcut, Env({}, env), x, sub)
+            scope.ns.claim("shortcut", "", unit.shortcut_span or unit.span)
+            short = self.run(unit.shortcut, Env({}, env), x, scope.branch_scope("shortcut"))
         if y.node == short.node:
             raise SpecError("the residual branch and the shortcut are the same tensor", unit.span)
         merge = OpCall(OPS["add"], {"branches": ("residual", "shortcut")}, unit.span)
@@ -393,8 +395,7 @@ class Elaborator:
                     raise SpecError(f"a branch must be a layer, got {describe(value)}", stmt.span)
                 label = stmt.name if isinstance(stmt, ast.Bind) else None
                 branch = scope.ns.claim(label, "branch", stmt.span)
-                sub = replace(scope.in_branch(branch), path=scope.child(branch), ns=Namespace())
-                outs.append(self.place(value, x, sub, None, stmt.span))
+                outs.append(self.place(value, x, scope.branch_scope(branch), None, stmt.span))
                 names.append(branch)
             else:
                 raise SpecError("only branches (layers) belong inside `parallel`", stmt.span)
