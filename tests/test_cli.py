@@ -140,7 +140,7 @@ def test_graph_export(tmp_path: Path) -> None:
 def test_cost_does_not_import_torch() -> None:
     script = ("import sys, sedsl.cli\n"
               f"sys.argv = ['sedsl', 'cost', {R50!r}, '--json']\n"
-              "try:\n    sedsl.cli.app()\nexcept SystemExit:\n    pass\n"
+              "try:\n    sedsl.cli.app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
               "assert 'torch' not in sys.modules, 'torch was imported'\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
