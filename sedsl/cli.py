@@ -53,11 +53,7 @@ def _overrides(sets: list[str] | None, input_size: str | None) -> dict[str, Any]
                             "e.g. --set ratio=8")
         values[name.strip()] = value
     if input_size is not None:
-        parts = input_size.lower().split("x")
-        if not all(p.isdigit() for p in parts) or len(parts) > 3:
-            raise SpecError(f"--input takes 224, 320x320 or 3x320x320, got `{input_size}`",
-                            NOWHERE)
-        values["input"] = tuple(int(p) for p in parts)
+        values["input"] = input_size  # sedsl.load parses 224, 320x240 and 3x320x240
     return values
 
 
@@ -191,8 +187,7 @@ def cost(
         runs = [(spec, r, _load(spec, sets, input_size, **({"ratio": r} if r else {})))
                 for spec in specs for r in _ratios(ratio)]
         reports = [(spec, r, net, net.cost(convention)) for spec, r, net in runs]
-    failed = _verify(reports, verify and not as_json and not as_csv and not as_markdown,
-                     quiet=as_json or as_csv or as_markdown) if verify else False
+    failed = verify and _verify(reports, quiet=as_json or as_csv or as_markdown)
     docs = [{"spec": str(spec), **({"ratio": r} if r else {}), **c.to_json(by)}
             for spec, r, _, c in reports]
     if as_json:
@@ -218,8 +213,7 @@ def _ratios(text: str | None) -> list[str | None]:
     return list(values)
 
 
-def _verify(reports: list[tuple[Path, str | None, Network, Cost]], show: bool,
-            quiet: bool) -> bool:
+def _verify(reports: list[tuple[Path, str | None, Network, Cost]], quiet: bool) -> bool:
     """Run fvcore on the plain-torch lowering of each network; True if any count disagrees."""
     from sedsl.crosscheck import fvcore_flops
 

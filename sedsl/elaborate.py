@@ -588,6 +588,9 @@ def _input_shape(net: ast.BlockDef,
         raise SpecError("a network needs exactly one `input` statement",
                         net.span if not inputs else inputs[1].span, "e.g. input 3x224x224")
     shape = inputs[0].dims
+    if override and len(override) > 3:
+        raise SpecError(f"input takes 224, 320x240 or 3x320x240, not "
+                        f"{'x'.join(map(str, override))}", NOWHERE)
     if override:
         size = override * 2 if len(override) == 1 else override
         shape = (*shape[: 3 - len(size)], *size)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import networkx as nx
 
 from sedsl.errors import Span, SpecError, did_you_mean
-from sedsl.ir import ROLES, Node, add_node, input_shapes, inputs, record, records
+from sedsl.ir import ROLES, Node, input_shapes, inputs, record, records
 from sedsl.ops import ACTIVATIONS, OPS, Attr
 from sedsl.se import SeConfig, SeRule, SeSettings
 
@@ -138,6 +138,7 @@ def _select(g: nx.DiGraph, rule: SeRule, tree: dict[str, list[str]],
 @dataclass(frozen=True)
 class Insertion:
     block: str
+    kind: str | None
     point: Point
     settings: SeSettings
     span: Span
@@ -153,8 +154,8 @@ def plan_se(g: nx.DiGraph) -> list[Insertion]:
         for block in _select(g, rule, tree, found):
             point = find_point(g, block, rule)
             if point is not None:
-                plan[(block, rule.where, rule.target)] = Insertion(block, point, rule.settings,
-                                                                   rule.span)
+                plan[(block, rule.where, rule.target)] = Insertion(
+                    block, found[block], point, rule.settings, rule.span)
                 matched += 1
         if not matched:
             where = " in " + ", ".join(a + (f"..{b}" if b else "") for a, b, _ in rule.ranges) \
@@ -241,10 +242,9 @@ def _se_nodes(g: nx.DiGraph, ins: Insertion, u: str,
         ("scale", "mul", {}, (c, h, w), [u, "gate"]),
     ]
     stage = ins.block.split(".")[0]
-    kind = instances(g).get(ins.block)
     nodes = []
     for local, op, attrs, shape, srcs in steps:
-        rec = Node(op, attrs, shape, stage, ins.block, kind, ins.point.branch, "se", ins.span)
+        rec = Node(op, attrs, shape, stage, ins.block, ins.kind, ins.point.branch, "se", ins.span)
         full = [x if x == u else f"{scope}.{x}" for x in srcs]
         nodes.append((f"{scope}.{local}", rec, full))
     return nodes
@@ -371,4 +371,4 @@ def run(g: nx.DiGraph, passes: Iterable[Pass]) -> nx.DiGraph:
     return g
 
 
-__all__ = ["LOWERING", "PIPELINE", "add_node", "apply_se", "fuse_se", "run", "verify"]
+__all__ = ["LOWERING", "PIPELINE", "apply_se", "fuse_se", "plan_se", "run", "verify"]
