@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 from sedsl.api import Network, load, loads
-from sedsl.errors import Span, SpecError
+from sedsl.errors import CompilerError, Span, SpecError
+from sedsl.version import __version__
 
 if TYPE_CHECKING:
     from torch import nn
@@ -25,4 +24,5 @@ def transfer_weights(src: Any, dst: nn.Module) -> nn.Module:
     return transfer(src, dst)
 
 
-__all__ = ["Network", "Span", "SpecError", "__version__", "load", "loads", "transfer_weights"]
+__all__ = ["CompilerError", "Network", "Span", "SpecError", "__version__", "load", "loads",
+           "transfer_weights"]

@@ -1,5 +1,7 @@
-"""The op table: for every op, its arguments, shape rule, parameter and FLOP rules and its PyTorch
-lowering, side by side. Adding an op is one entry here plus its tests.
+"""The op table: for every op, its arguments, shape rule, parameter and FLOP rules, its PyTorch
+lowering and its behaviour in the compiler (what a repeat resets, how missing arguments are
+completed, whether its output is a fresh tensor), side by side. Adding an op is one entry here
+plus its docs row and its tests; activations come from the vocabulary (`sedsl.vocab`).
 
 Shapes exclude the batch dimension: (C, H, W) for feature maps, (F,) for flat features.
 `macs` are multiply-accumulates of convolutions and fully connected layers; `fvcore` is exactly
@@ -10,10 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from sedsl.errors import SpecError
+from sedsl.vocab import ACTIVATIONS, SQUEEZES, Activation
 
 Shape: TypeAlias = tuple[int, ...]
 Attr: TypeAlias = int | float | bool | str | tuple[int, ...] | tuple[str, ...]
@@ -56,18 +59,36 @@ def _none(a: Attrs, ins: Shapes) -> None:
     return None
 
 
+def _as_given(attrs: dict[str, Any]) -> dict[str, Any]:
+    return attrs
+
+
+Count: TypeAlias = Callable[[Attrs, Shapes, Shape], int]
+
+
 @dataclass(frozen=True)
 class Op:
     name: str
     args: tuple[Arg, ...]
     infer: Callable[[Attrs, Shapes], Shape]
     torch: Callable[[Attrs, Shapes, Shape], Lowering]
-    params: Callable[[Attrs, Shapes, Shape], int] = _zero
-    macs: Callable[[Attrs, Shapes, Shape], int] = _zero
-    fvcore: Callable[[Attrs, Shapes, Shape], int] = _zero
+    params: Count = _zero
+    macs: Count = _zero  # multiply-accumulates of convolutions and fully connected layers
+    fvcore: Count = _zero  # what fvcore's FlopCountAnalysis counts for the lowering
+    paper: Count | None = None  # the SE paper's convention; None: the same as `macs`
     check: Callable[[Attrs, Shapes], None] = _none  # extra validation with the input shapes
+    complete: Callable[[dict[str, Any]], dict[str, Any]] = _as_given  # derived arguments
+    resets: Attrs = field(default_factory=dict)  # what copies after the first of `* n` reset
+    fresh: bool = False  # the lowering returns a new tensor that autograd does not keep
+    # The lowering when it may overwrite its input, a fresh tensor nobody else reads: a module
+    # (`nn.ReLU(inplace=True)`), or an expression whose {0} is the input it writes into.
+    inplace: str | None = None
     arity: int | None = 1  # how many inputs; None: several (merges, the fused SE block)
     user: bool = True  # callable from a spec (merges and SE internals are not)
+    example: str = ""  # a call shown in errors; "" for the bare name
+
+    def count_paper(self, a: Attrs, ins: Shapes, out: Shape) -> int:
+        return (self.paper or self.macs)(a, ins, out)
 
 
 def numel(shape: Shape) -> int:
@@ -163,13 +184,23 @@ def _conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
                        f"bias={a['bias']})")
 
 
+def _conv_complete(attrs: dict[str, Any]) -> dict[str, Any]:
+    if attrs.get("padding") is None:
+        (kh, kw), (dh, dw) = _pair(attrs["kernel"]), _pair(attrs["dilation"])
+        attrs["padding"] = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)  # "same" for odd kernels
+    return attrs
+
+
+UNIT_STRIDE: Attrs = {"stride": (1, 1)}  # the stride belongs to the first copy of a repeat
+
 CONV = Op(
     "conv",
     (Arg("c_out", "count"), Arg("kernel", "pair"), Arg("stride", "pair", 1),
      Arg("padding", "pair0", derived=True), Arg("dilation", "pair", 1), Arg("groups", "count", 1),
      Arg("bias", "bool", False)),
     infer=_conv_infer, torch=_conv_torch, params=_conv_params, macs=_conv_macs,
-    fvcore=_conv_macs, check=_conv_check,
+    fvcore=_conv_macs, check=_conv_check, complete=_conv_complete, resets=UNIT_STRIDE,
+    fresh=True, example="conv(64, 3)",
 )
 
 # --- normalisation, activations -----------------------------------------------------------------
@@ -187,24 +218,16 @@ def _bn_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 BN = Op(
     "bn", (Arg("eps", "float", 1e-5),),
-    infer=_same, torch=_bn_torch,
+    infer=_same, torch=_bn_torch, fresh=True,
     params=lambda a, ins, out: 2 * ins[0][0],
     fvcore=lambda a, ins, out: 2 * numel(ins[0]),  # eval-mode batch_norm with affine: 2 per element
 )
 
-ACTIVATIONS = {
-    "relu": "nn.ReLU()",
-    "relu6": "nn.ReLU6()",
-    "silu": "nn.SiLU()",
-    "hardswish": "nn.Hardswish()",
-    "sigmoid": "nn.Sigmoid()",
-    "hardsigmoid": "nn.Hardsigmoid()",
-    "tanh": "nn.Tanh()",
-}
-
-
-def _activation(name: str, source: str) -> Op:
-    return Op(name, (), infer=_same, torch=lambda a, ins, out: TorchModule(source))
+def _activation(act: Activation) -> Op:
+    """An op for each activation of the vocabulary."""
+    source = TorchModule(f"nn.{act.module}()")
+    inplace = f"nn.{act.module}(inplace=True)" if act.inplace_module else None
+    return Op(act.name, (), infer=_same, torch=lambda a, ins, out: source, inplace=inplace)
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -233,11 +256,19 @@ def _pool_torch(kind: str) -> Callable[[Attrs, Shapes, Shape], Lowering]:
     return lower
 
 
+def _pool_complete(attrs: dict[str, Any]) -> dict[str, Any]:
+    if attrs.get("stride") is None:
+        attrs["stride"] = attrs["kernel"]
+    return attrs
+
+
 _POOL_ARGS = (Arg("kernel", "pair"), Arg("stride", "pair", derived=True),
               Arg("padding", "pair0", 0), Arg("ceil", "bool", False))
-MAXPOOL = Op("maxpool", _POOL_ARGS, infer=_pool_infer, torch=_pool_torch("MaxPool2d"))
+MAXPOOL = Op("maxpool", _POOL_ARGS, infer=_pool_infer, torch=_pool_torch("MaxPool2d"),
+             complete=_pool_complete, resets=UNIT_STRIDE, example="maxpool(3, 2)")
 AVGPOOL = Op("avgpool", (*_POOL_ARGS, Arg("count_pad", "bool", True)),
-             infer=_pool_infer, torch=_pool_torch("AvgPool2d"))
+             infer=_pool_infer, torch=_pool_torch("AvgPool2d"), complete=_pool_complete,
+             resets=UNIT_STRIDE, example="avgpool(3, 2)")
 
 
 def _global(a: Attrs, ins: Shapes) -> Shape:
@@ -272,7 +303,7 @@ LINEAR = Op(
     torch=lambda a, ins, out: TorchModule(
         f"nn.Linear({ins[0][0]}, {a['c_out']}, bias={a['bias']})"),
     params=lambda a, ins, out: _linear_macs(a, ins, out) + (_int(a, "c_out") if a["bias"] else 0),
-    macs=_linear_macs, fvcore=_linear_macs,
+    macs=_linear_macs, fvcore=_linear_macs, fresh=True, example="linear(1000)",
 )
 DROPOUT = Op("dropout", (Arg("p", "prob", 0.5),), infer=_same,
              torch=lambda a, ins, out: TorchModule(f"nn.Dropout({a['p']!r})"))
@@ -287,9 +318,9 @@ def _shuffle_check(a: Attrs, ins: Shapes) -> None:
 
 
 CHANNEL_SHUFFLE = Op("channel_shuffle", (Arg("groups", "count"),), infer=_same,
-                     check=_shuffle_check,
+                     check=_shuffle_check, example="channel_shuffle(4)",
                      torch=lambda a, ins, out: TorchModule(f"nn.ChannelShuffle({a['groups']})"))
-SCALE = Op("scale", (Arg("factor", "float"),), infer=_same,
+SCALE = Op("scale", (Arg("factor", "float"),), infer=_same, fresh=True, example="scale(0.2)",
            torch=lambda a, ins, out: TorchExpr(f"{{0}} * {a['factor']!r}"))
 
 # --- merges and the SE internals (not callable from a spec) ---------------------------------------
@@ -316,19 +347,24 @@ def _concat_infer(a: Attrs, ins: Shapes) -> Shape:
     return (sum(s[0] for s in ins), *ins[0][1:])
 
 
-ADD = Op("add", (), infer=_add_infer, arity=None, user=False,
+ADD = Op("add", (), infer=_add_infer, arity=None, user=False, fresh=True, inplace="{0}.add_({1})",
          torch=lambda a, ins, out: TorchExpr(" + ".join(f"{{{i}}}" for i in range(len(ins)))))
-CONCAT = Op("concat", (), infer=_concat_infer, arity=None, user=False,
+CONCAT = Op("concat", (), infer=_concat_infer, arity=None, user=False, fresh=True,
             torch=lambda a, ins, out: TorchExpr(
                 "torch.cat([" + ", ".join(f"{{{i}}}" for i in range(len(ins))) + "], 1)"))
+
+
+def _elementwise(a: Attrs, ins: Shapes, out: Shape) -> int:
+    """The paper's convention: one operation per element of the SE block's input."""
+    return numel(ins[0])
 
 
 # The SE squeeze, F_sq: a global average (or max) over H x W, as timm computes it. fvcore counts
 # neither `mean` nor `amax`, so fvcore's totals on timm's SE models equal sedsl's.
 SQUEEZE = Op(
-    "squeeze", (), infer=_global, user=False,
+    "squeeze", (), infer=_global, user=False, paper=_elementwise,
     torch=lambda a, ins, out: TorchExpr(
-        "{0}.%s((2, 3), keepdim=True)" % ("mean" if a["mode"] == "avg" else "amax")),
+        "{0}." + SQUEEZES[str(a["mode"])].reduce + "((2, 3), keepdim=True)"),
 )
 
 
@@ -339,7 +375,7 @@ def _mul_infer(a: Attrs, ins: Shapes) -> Shape:
     return u
 
 
-MUL = Op("mul", (), infer=_mul_infer, arity=2, user=False,
+MUL = Op("mul", (), infer=_mul_infer, arity=2, user=False, fresh=True, paper=_elementwise,
          torch=lambda a, ins, out: TorchExpr("{0} * {1}"))
 
 
@@ -364,10 +400,14 @@ def _se_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 # The fused SE block (see passes.fuse_se): squeeze, excite, gate, scale [+ shortcut, activation].
 # Its counts are those of the plain-torch pieces it replaces.
+def _se_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
+    return 2 * ins[0][0] * _int(a, "rd_channels")
+
+
 SE = Op(
     "se", (), infer=_se_infer, arity=None, user=False, torch=_se_torch, params=_se_params,
-    macs=lambda a, ins, out: 2 * ins[0][0] * _int(a, "rd_channels"),
-    fvcore=lambda a, ins, out: 2 * ins[0][0] * _int(a, "rd_channels"),
+    macs=_se_macs, fvcore=_se_macs,
+    paper=lambda a, ins, out: _se_macs(a, ins, out) + 2 * numel(ins[0]),  # + squeeze, scale
 )
 
 # The network's input: a node with no inputs; the generated forward's argument.
@@ -377,18 +417,9 @@ INPUT = Op("input", (), infer=lambda a, ins: tuple(a["shape"]),  # type: ignore[
 OPS: dict[str, Op] = {
     op.name: op
     for op in (
-        CONV, BN, *(_activation(n, s) for n, s in ACTIVATIONS.items()), MAXPOOL, AVGPOOL,
+        CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, FLATTEN, CHANNEL_SHUFFLE, SCALE,
         ADD, CONCAT, SQUEEZE, MUL, SE, INPUT,
     )
 }
 
-
-def complete(op: Op, attrs: dict[str, Any]) -> dict[str, Attr]:
-    """Fill the defaults that depend on other arguments (conv padding, pooling stride)."""
-    if op is CONV and attrs.get("padding") is None:
-        (kh, kw), (dh, dw) = _pair(attrs["kernel"]), _pair(attrs["dilation"])
-        attrs["padding"] = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)  # "same" for odd kernels
-    if op in (MAXPOOL, AVGPOOL) and attrs.get("stride") is None:
-        attrs["stride"] = attrs["kernel"]
-    return attrs

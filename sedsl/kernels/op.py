@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sedsl import vocab
 from sedsl.kernels import reference
 
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -38,10 +39,12 @@ def use_triton(u: Tensor) -> bool:
 
 
 def check_names(squeeze: str, excite: str, gate: str, act: str) -> None:
-    """Raise ValueError unless the four choices are known names."""
-    for what, name, allowed in (("squeeze", squeeze, reference.SQUEEZES),
-                                ("excite", excite, reference.EXCITES),
-                                ("gate", gate, reference.GATES), ("act", act, reference.ACTS)):
+    """Raise ValueError unless the kernels implement the four choices (sedsl.vocab's `kernel`)."""
+    acts = tuple(n for n in reference.EXCITES if n in vocab.KERNEL_ACTIVATIONS)
+    squeezes = tuple(n for n in reference.SQUEEZES if n in vocab.KERNEL_SQUEEZES)
+    gates = tuple(n for n in reference.GATES if n in acts)
+    for what, name, allowed in (("squeeze", squeeze, squeezes), ("excite", excite, acts),
+                                ("gate", gate, gates), ("act", act, ("none", *acts))):
         if name not in allowed:
             raise ValueError(f"{what} must be one of {', '.join(allowed)}; got {name!r}")
 

@@ -14,23 +14,31 @@ use, with torch's own activation derivatives (`activation_grad`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sedsl import vocab
+
+
+def _resolve(path: str) -> Callable[..., Any]:
+    """`torch.nn.functional.relu` -> that function."""
+    root, *names = path.split(".")
+    assert root == "torch", f"vocabulary paths start at torch: {path}"
+    found: Any = torch
+    for name in names:
+        found = getattr(found, name)
+    return cast(Callable[..., Any], found)
+
+
+# Every table below derives from the vocabulary (sedsl.vocab): one entry per name there.
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": F.relu,
-    "relu6": F.relu6,
-    "silu": F.silu,
-    "hardswish": F.hardswish,
-    "sigmoid": torch.sigmoid,
-    "hardsigmoid": F.hardsigmoid,
-    "tanh": torch.tanh,
-}
-SQUEEZES = ("avg", "max")
+    name: _resolve(a.functional) for name, a in vocab.ACTIVATIONS.items()}
+SQUEEZES = tuple(vocab.SQUEEZES)
 EXCITES = tuple(ACTIVATIONS)
-GATES = ("sigmoid", "hardsigmoid", "tanh", "relu")
+GATES = vocab.GATES
 ACTS = ("none", *ACTIVATIONS)
 
 
@@ -45,38 +53,26 @@ def activate(name: str, x: Tensor) -> Tensor:
 
 
 def activation_grad(name: str, x: Tensor, grad: Tensor) -> Tensor:
-    """grad * d`name`(x)/dx, by the same aten backward kernels torch's autograd uses."""
-    return grad if name == "none" else _BACKWARDS[name](grad, x)
-
-
-_aten = torch.ops.aten
-_BACKWARDS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "relu": lambda g, x: _aten.threshold_backward(g, x, 0),
-    "relu6": lambda g, x: _aten.hardtanh_backward(g, x, 0.0, 6.0),
-    "silu": lambda g, x: _aten.silu_backward(g, x),
-    "hardswish": lambda g, x: _aten.hardswish_backward(g, x),
-    "sigmoid": lambda g, x: _aten.sigmoid_backward(g, torch.sigmoid(x)),
-    "hardsigmoid": lambda g, x: _aten.hardsigmoid_backward(g, x),
-    "tanh": lambda g, x: _aten.tanh_backward(g, torch.tanh(x)),
-}
+    """grad * d`name`(x)/dx, by torch's own autograd of the activation (so any entry of the
+    vocabulary has one, with torch's values at the kinks)."""
+    if name == "none":
+        return grad
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_()
+        (dx,) = torch.autograd.grad(ACTIVATIONS[name](leaf), leaf, grad)
+    return dx
 
 
 def activate_(name: str, x: Tensor) -> Tensor:
-    """`name`(x) computed in place (x must be a fresh tensor that autograd does not keep)."""
-    _INPLACE[name](x)
+    """`name`(x), in place where torch has an in-place form (x must be a fresh tensor that
+    autograd does not keep); the result either way."""
+    if name == "none":
+        return x
+    inplace = vocab.ACTIVATIONS[name].inplace
+    if inplace is None:  # no in-place form: a new tensor (never copy_ over what autograd saved)
+        return ACTIVATIONS[name](x)
+    _resolve(inplace)(x)
     return x
-
-
-_INPLACE: dict[str, Callable[[Tensor], object]] = {
-    "none": lambda x: x,
-    "relu": torch.relu_,
-    "relu6": lambda x: F.relu6(x, inplace=True),
-    "silu": lambda x: F.silu(x, inplace=True),
-    "hardswish": lambda x: F.hardswish(x, inplace=True),
-    "sigmoid": torch.sigmoid_,
-    "hardsigmoid": lambda x: F.hardsigmoid(x, inplace=True),
-    "tanh": torch.tanh_,
-}
 
 
 def squeeze_hw(u: Tensor, squeeze: str) -> Tensor:
@@ -122,7 +118,7 @@ def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | N
         torch.mul(u, s[:, :, None, None], out=out)
         if identity is not None:
             out.add_(identity)
-        activate_(act, out)
+        out = activate_(act, out)
     else:
         out.copy_(scale(u, s, identity, act))
     if squeeze == "max":

@@ -43,6 +43,11 @@ from torch import Tensor
 
 from sedsl.kernels import reference
 
+# What `_act` / `_act_grad` and the squeeze kernel implement; sedsl.vocab's `kernel` flags must
+# name exactly these (tests/test_vocab.py checks), so the fusion pass fuses nothing else.
+KERNEL_ACTIVATIONS = frozenset({"relu", "relu6", "silu", "hardswish", "sigmoid", "hardsigmoid",
+                                "tanh"})
+KERNEL_SQUEEZES = frozenset({"avg", "max"})
 EXCITATION = "triton"  # or "torch": how `forward` computes s from z (see the module docstring)
 _REDUCE_PROGRAMS = 1024  # fewer channels per reduce program until there are this many programs
 _REDUCE_MIN_TILE = 512  # ... or until a program's tile is this small

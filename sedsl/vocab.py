@@ -1,0 +1,67 @@
+"""The vocabulary: one record per activation and per squeeze, and nothing else to edit.
+
+Every other table derives from these records: the ops a spec can call (`sedsl.ops`), the values
+the SE settings accept (`sedsl.se`), the generated PyTorch code (`sedsl.lower`), the plain-torch
+reference (`sedsl.kernels.reference`) and what the fusion pass hands to the Triton kernels
+(`kernel`; the kernels implement exactly these names, `sedsl.kernels.triton_se`). Adding an
+activation is one entry here: where the kernels lack it, SE blocks that use it stay plain ops,
+slower perhaps, never broken. This module imports nothing: the compiler reads it without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise activation: `relu`, `sigmoid`, ..."""
+
+    name: str
+    module: str  # its torch.nn class: generated code writes `nn.<module>()`
+    functional: str  # dotted path of the torch function computing it: torch.nn.functional.relu
+    inplace: str | None  # dotted path of a one-argument in-place form, if torch has one
+    formula: str  # what it computes, for the docs
+    gate: bool = False  # may be an SE gate (the excitation's last activation)
+    kernel: bool = False  # the Triton SE kernels implement it, forward and derivative
+    # Generated code may write `nn.<module>(inplace=True)` over a fresh tensor nobody else
+    # reads: only where autograd's derivative needs the output, not the overwritten input.
+    inplace_module: bool = False
+
+
+@dataclass(frozen=True)
+class Squeeze:
+    """How an SE block squeezes H x W to one value per channel."""
+
+    name: str
+    reduce: str  # the torch.Tensor method over dims (2, 3): mean, amax
+    formula: str
+    kernel: bool = False  # the Triton squeeze kernel implements it
+
+
+ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
+    Activation("relu", "ReLU", "torch.relu", "torch.relu_", "max(x, 0)", gate=True, kernel=True,
+               inplace_module=True),
+    Activation("relu6", "ReLU6", "torch.nn.functional.relu6", None, "min(max(x, 0), 6)",
+               kernel=True),
+    Activation("silu", "SiLU", "torch.nn.functional.silu", "torch.ops.aten.silu_",
+               "x * sigmoid(x)", kernel=True),
+    Activation("hardswish", "Hardswish", "torch.nn.functional.hardswish",
+               "torch.ops.aten.hardswish_", "x * relu6(x + 3) / 6", kernel=True),
+    Activation("sigmoid", "Sigmoid", "torch.sigmoid", "torch.sigmoid_", "1 / (1 + exp(-x))",
+               gate=True, kernel=True),
+    Activation("hardsigmoid", "Hardsigmoid", "torch.nn.functional.hardsigmoid",
+               "torch.ops.aten.hardsigmoid_", "relu6(x + 3) / 6", gate=True, kernel=True),
+    Activation("tanh", "Tanh", "torch.tanh", "torch.tanh_", "tanh(x)", gate=True, kernel=True),
+    Activation("gelu", "GELU", "torch.nn.functional.gelu", None,
+               "x * Phi(x), Phi the normal CDF"),
+)}
+
+SQUEEZES: dict[str, Squeeze] = {s.name: s for s in (
+    Squeeze("avg", "mean", "the mean over H x W (the paper's global average pooling)", True),
+    Squeeze("max", "amax", "the maximum over H x W", True),
+)}
+
+GATES = tuple(n for n, a in ACTIVATIONS.items() if a.gate)
+KERNEL_ACTIVATIONS = frozenset(n for n, a in ACTIVATIONS.items() if a.kernel)
+KERNEL_SQUEEZES = frozenset(n for n, s in SQUEEZES.items() if s.kernel)
