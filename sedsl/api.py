@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from sedsl import ast, passes
-from sedsl.elaborate import Library, Value, elaborate
+from sedsl import passes
+from sedsl.elaborate import elaborate
 from sedsl.errors import NOWHERE, Span, SpecError
+from sedsl.evaluate import to_value
+from sedsl.library import load_library
+from sedsl.library import search_path as search_path_of
 from sedsl.parse import parse
-from sedsl.paths import LIBRARY_ROOT
 from sedsl.se import SeConfig
 
 if TYPE_CHECKING:
@@ -36,6 +37,17 @@ class Network:
     def name(self) -> str:
         return str(self.graph.graph["name"])
 
+    def after(self, pass_name: str) -> nx.DiGraph:
+        """The graph as the named stage left it: elaborate, apply_se, or a lowering pass."""
+        stages = ("elaborate", *passes.PASSES)
+        if pass_name not in stages:
+            raise SpecError(f"no pass is called `{pass_name}`", NOWHERE,
+                            f"passes, in order: {', '.join(stages)}")
+        if pass_name == "elaborate":
+            return self.base
+        return passes.run(self.graph, passes.LOWERING, after=pass_name) \
+            if pass_name != "apply_se" else self.graph
+
     def to_torch(self, fused: bool = True, se: bool = True) -> nn.Module:
         """A torch.nn.Module mirroring the spec; `fused` runs each SE block as one op."""
         from sedsl.lower import build_module
@@ -55,7 +67,7 @@ class Network:
         return analyse(self.base, self.graph, convention)
 
 
-def load(path: str | Path, *, input: tuple[int, ...] | str | None = None,
+def load(path: str | Path, *, input: tuple[int, ...] | str | int | None = None,
          search_path: list[str | Path] | None = None, **overrides: Any) -> Network:
     """Compile the spec at `path`; keyword arguments override top-level parameters."""
     path = Path(path)
@@ -66,104 +78,38 @@ def load(path: str | Path, *, input: tuple[int, ...] | str | None = None,
     return loads(text, path=str(path), input=input, search_path=search_path, **overrides)
 
 
-def loads(text: str, *, path: str = "<string>", input: tuple[int, ...] | str | None = None,
+def loads(text: str, *, path: str = "<string>", input: tuple[int, ...] | str | int | None = None,
           search_path: list[str | Path] | None = None, **overrides: Any) -> Network:
     """Compile spec text; `path` names it in errors and anchors its relative imports."""
     sources: dict[str, str] = {path: text}
     try:
         module = parse(text, path)
-        roots = [Path(path).parent if path != "<string>" else Path.cwd(),
-                 *map(Path, search_path or []), LIBRARY_ROOT]
-        library = Library(_blocks(module, roots, sources, [Path(path).resolve()]))
-        values = {k: to_value(v, k) for k, v in overrides.items()}
-        if input is not None:
-            values["input"] = to_value(input, "input")
-        shape = values.pop("input", None)
-        if isinstance(shape, Fraction) and shape.denominator == 1:
-            shape = (int(shape),)  # a square input size
-        if shape is not None and not isinstance(shape, tuple):
-            raise SpecError("input takes 224, 320x240 or 3x320x240", NOWHERE)
-        done = elaborate(module, library, values, shape)
-        graph = passes.run(done.graph, passes.PIPELINE)
-        base = passes.verify(done.graph)
+        library = load_library(module, search_path_of(path, search_path), sources)
+        shape = input_override(overrides.pop("input", input))
+        done = elaborate(module, library, {k: to_value(v, k) for k, v in overrides.items()},
+                         shape)
+        graph = passes.run(done.graph, passes.pipeline(done.se))
+        base = passes.verify(done.graph, "elaborate")
     except SpecError as err:
         raise err.attach(sources) from None
     return Network(graph, base, done.se, sources)
 
 
-def to_value(value: Any, name: str) -> Value:
-    """A Python or command-line value as a spec value: numbers are exact, `3x224x224` a shape."""
-    if isinstance(value, bool | tuple):
-        return value
-    if isinstance(value, int | float):
-        return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+def input_override(value: Any) -> tuple[int, ...] | None:
+    """`input=` as a shape: 224 (square), 320x240, 3x320x240, or a tuple of those numbers."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
     if isinstance(value, str):
-        text = value.strip()
-        lowered = text.lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        if all(part.isdigit() for part in lowered.split("x")) and "x" in lowered:
-            return tuple(int(p) for p in lowered.split("x"))
-        try:
-            return Fraction(text)
-        except ValueError:
-            return text
-    raise SpecError(f"cannot use {value!r} as the value of `{name}`", NOWHERE)
-
-
-def _blocks(module: ast.Module, roots: list[Path], sources: dict[str, str],
-            stack: list[Path]) -> dict[str, ast.BlockDef]:
-    """The module's blocks and those of everything it `use`s, transitively."""
-    blocks: dict[str, ast.BlockDef] = {}
-    for use in module.uses:
-        target = _resolve(use, roots)
-        if target in stack:
-            chain = " -> ".join(p.name for p in [*stack, target])
-            raise SpecError(f"import cycle: {chain}", use.span, "remove one of the `use` lines")
-        name = _display(target)
-        if name in sources:
-            continue  # already loaded through another `use`
-        sources[name] = text = target.read_text()
-        imported = parse(text, name)
-        if imported.networks or imported.se:
-            raise SpecError(f"{use.path} is a spec, not a block library", use.span,
-                            "a file that is `use`d may define blocks only")
-        nested = _blocks(imported, [target.parent, *roots[1:]], sources, [*stack, target])
-        for b in nested.values():
-            _define(blocks, b)
-    for b in module.blocks:
-        _define(blocks, b)
-    return blocks
-
-
-def _display(path: Path) -> str:
-    """A path as errors show it: relative to the working directory when it is below it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _define(blocks: dict[str, ast.BlockDef], block: ast.BlockDef) -> None:
-    if block.name in blocks and blocks[block.name] is not block:
-        first = blocks[block.name].span
-        raise SpecError(f"block `{block.name}` is defined twice (first at {first})", block.span)
-    blocks[block.name] = block
-
-
-def _resolve(use: ast.Use, roots: list[Path]) -> Path:
-    if Path(use.path).is_absolute():
-        raise SpecError("imports are relative to the spec search path", use.span,
-                        f'e.g. use "lib/{Path(use.path).name}"')
-    for root in roots:
-        candidate = (root / use.path).resolve()
-        if not any(candidate.is_relative_to(r.resolve()) for r in roots):
-            raise SpecError(f"`{use.path}` leaves the spec search path", use.span,
-                            "imports may not reach outside the spec's folder and the library")
-        if candidate.is_file():
-            return candidate
-    searched = [_display(r) if r != LIBRARY_ROOT else "sedsl's block library" for r in roots]
-    raise SpecError(f"cannot find `{use.path}`", use.span, "searched " + ", ".join(searched))
+        parts = value.strip().lower().split("x")
+        if all(p.isdigit() for p in parts):
+            value = tuple(int(p) for p in parts)
+    if (isinstance(value, tuple) and 1 <= len(value) <= 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value)):
+        return value
+    shown = "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    raise SpecError(f"input takes 224, 320x240 or 3x320x240, not {shown}", NOWHERE)
 
 
 __all__ = ["Network", "Span", "load", "loads"]

@@ -140,11 +140,15 @@ def graph(
     output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
     sets: SetOption = None,
     no_se: Annotated[bool, typer.Option("--no-se")] = False,
+    after: Annotated[str | None, typer.Option(
+        "--after", metavar="PASS",
+        help="The graph as this pass left it: elaborate, apply_se or fuse_se.")] = None,
 ) -> None:
     """Export the graph IR of SPEC (node-link JSON, GraphML or Graphviz DOT)."""
     with _spec_errors():
         net = _load(spec, sets)
-        g = net.base if no_se else net.graph
+        g = net.after(after or "apply_se")
+        g = net.base if no_se else g  # no SE blocks: every pass leaves the base graph as it is
         if fmt == "json":
             text = ir.dumps(g) + "\n"
         elif fmt == "dot":

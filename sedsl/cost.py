@@ -12,8 +12,8 @@ from typing import Any
 import networkx as nx
 
 from sedsl.ir import Node, input_shapes, records
-from sedsl.ops import OPS, Shape, numel
-from sedsl.passes import block_input_channels, plan_se
+from sedsl.ops import OPS, Shape
+from sedsl.se import VARIANTS
 
 
 def _fvcore(rec: Node, ins: list[Shape]) -> int:
@@ -22,12 +22,7 @@ def _fvcore(rec: Node, ins: list[Shape]) -> int:
 
 def _paper(rec: Node, ins: list[Shape]) -> int:
     """Multiply-adds of conv and FC layers, plus one op per element for the SE squeeze and scale."""
-    macs = OPS[rec.op].macs(rec.attrs, ins, rec.shape)
-    if rec.role == "se" and rec.op in ("squeeze", "mul"):
-        return macs + numel(ins[0])
-    if rec.op == "se":
-        return macs + 2 * numel(ins[0])
-    return macs
+    return OPS[rec.op].count_paper(rec.attrs, ins, rec.shape)
 
 
 def _flops(rec: Node, ins: list[Shape]) -> int:
@@ -153,18 +148,27 @@ def _pct(part: int, whole: int) -> float:
     return round(100 * part / whole, 4) if whole else 0.0
 
 
-def _estimate(base: nx.DiGraph) -> Estimate:
-    est, bias, rounding, blocks = Fraction(0), 0, Fraction(0), 0
-    for ins in plan_se(base):
-        c = base.nodes[ins.point.producer]["record"].shape[0]
-        s = ins.settings
-        ratio = Fraction(s.ratio) if s.width is None else Fraction(c, s.width)
-        rd = s.reduced(c if s.base == "channels" else block_input_channels(base, ins.block))
-        est += 2 * Fraction(c * c) / ratio
-        bias += (rd + c) if s.bias else 0
-        rounding += 2 * c * (rd - c / ratio)
-        blocks += 1
-    return Estimate(est, bias, round(rounding), blocks)
+def _estimate(se: nx.DiGraph) -> Estimate:
+    """The closed form over the SE blocks of the graph, read from their tags: each FC of C_in
+    inputs and C_out outputs costs C_in * C_out, with the reduced width taken as C_b / r unrounded
+    (C_b: the channels the reduction is measured against, the block's input for base = block_in).
+    For the paper's block that is (2/r) * C * C_b, summed: (2/r) * sum_s N_s * C_s^2."""
+    est, bias, rounding = Fraction(0), 0, Fraction(0)
+    units = {rec.se.unit: rec.se.settings for _, rec in records(se) if rec.se is not None}
+    for s in units.values():
+        c, c_b, rd = int(s["channels"]), int(s["base_channels"]), int(s["rd_channels"])
+        ideal = Fraction(rd) if s["width"] is not None else c_b / Fraction(str(s["ratio"]))
+        width = {"rd": (ideal, rd), "c": (Fraction(c), c)}
+        prev = (Fraction(c), c)
+        for step in VARIANTS[str(s["variant"])].steps:
+            if step.kind != "fc":
+                continue
+            out = width[step.width or "c"]
+            est += prev[0] * out[0]
+            rounding += prev[1] * out[1] - prev[0] * out[0]
+            bias += out[1] if s["bias"] else 0
+            prev = out
+    return Estimate(est, bias, round(rounding), len(units))
 
 
 def analyse(base: nx.DiGraph, se: nx.DiGraph, convention: str = "fvcore") -> Cost:
@@ -176,5 +180,5 @@ def analyse(base: nx.DiGraph, se: nx.DiGraph, convention: str = "fvcore") -> Cos
         network=str(se.graph["name"]), input=tuple(se.graph["input"]), convention=convention,
         base=Totals(sum(n.params for n in base_nodes), sum(n.flops for n in base_nodes)),
         se=Totals(sum(n.params for n in se_nodes), sum(n.flops for n in se_nodes)),
-        nodes=se_nodes, estimate=_estimate(base),
+        nodes=se_nodes, estimate=_estimate(se),
     )

@@ -87,3 +87,16 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     if not close:
         return None
     return "did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
+
+
+
+
+class CompilerError(Exception):
+    """A bug in sedsl, not in the spec: a pass left the graph breaking an IR invariant."""
+
+    def __init__(self, message: str, pass_name: str, node: str | None = None):
+        self.message, self.pass_name, self.node = message, pass_name, node
+        where = f" at node `{node}`" if node else ""
+        super().__init__(f"internal error: pass `{pass_name}` broke an IR invariant{where}: "
+                         f"{message}\nthis is a bug in sedsl, not in your spec: please report it "
+                         "on sedsl's issue tracker with the spec and this message")

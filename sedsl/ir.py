@@ -13,8 +13,24 @@ import networkx as nx
 from sedsl.errors import Span
 from sedsl.ops import Attr, Shape
 
-FORMAT = "sedsl.graph/1"
+FORMAT = "sedsl.graph/2"
 ROLES = ("base", "se")
+
+
+@dataclass(frozen=True)
+class SeTag:
+    """Which SE block a node belongs to, and what that block is."""
+
+    unit: str  # the SE block: "conv2.block1.se"
+    step: str  # its step ("squeeze", "fc1", ..., sedsl.se.VARIANTS); "block" for a fused node
+    settings: Mapping[str, Any]  # sedsl.se.SeSettings as data, plus channels and rd_channels
+
+    def to_json(self) -> dict[str, Any]:
+        return {"unit": self.unit, "step": self.step, "settings": dict(self.settings)}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> SeTag:
+        return cls(doc["unit"], doc["step"], dict(doc["settings"]))
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,7 @@ class Node:
     branch: str | None  # branch inside that instance ("residual", "shortcut", "b1")
     role: str  # "base" or "se"
     span: Span  # the spec text the node came from
+    se: SeTag | None = None  # for SE nodes: their SE block
 
 
 def record(g: nx.DiGraph, name: str) -> Node:
@@ -81,6 +98,7 @@ def to_json(g: nx.DiGraph) -> dict[str, Any]:
         data["attrs"] = dict(rec.attrs)
         data["shape"] = list(rec.shape)
         data["span"] = rec.span.to_json()
+        data["se"] = rec.se.to_json() if rec.se else None
         nodes.append({"id": name, **data})
     edges = [{"source": u, "target": v, "port": p} for u, v, p in g.edges(data="port")]
     return {"format": FORMAT, "directed": True, "multigraph": False,
@@ -93,11 +111,13 @@ def from_json(doc: Mapping[str, Any]) -> nx.DiGraph:
         raise ValueError(f"not a sedsl graph (format {doc.get('format')!r}, expected {FORMAT!r})")
     g = nx.DiGraph(**doc["graph"])
     g.graph["input"] = tuple(g.graph["input"])
+    g.graph["blocks"] = dict(g.graph.get("blocks", {}))
     for n in doc["nodes"]:
         rec = Node(
             op=n["op"], attrs={k: _attr_from_json(v) for k, v in n["attrs"].items()},
             shape=tuple(n["shape"]), stage=n["stage"], block=n["block"], kind=n["kind"],
             branch=n["branch"], role=n["role"], span=Span.from_json(n["span"]),
+            se=SeTag.from_json(n["se"]) if n.get("se") else None,
         )
         g.add_node(n["id"], record=rec)
     for e in doc["edges"]:
@@ -120,7 +140,7 @@ def flat(g: nx.DiGraph) -> nx.DiGraph:
         out.add_node(name, op=rec.op, shape="x".join(map(str, rec.shape)),
                      attrs=json.dumps(dict(rec.attrs)), stage=rec.stage or "",
                      block=rec.block or "", kind=rec.kind or "", branch=rec.branch or "",
-                     role=rec.role, span=str(rec.span))
+                     role=rec.role, span=str(rec.span), se_unit=rec.se.unit if rec.se else "")
     for u, v, p in g.edges(data="port"):
         out.add_edge(u, v, port=p)
     return out

@@ -1,24 +1,43 @@
-"""Passes: plain functions graph -> graph. None mutates its input.
+"""Passes: plain functions graph -> graph, with names. None mutates its input, and `run` checks
+the IR's invariants after each one (a failure there is a bug in the pass: `CompilerError`).
 
-    PIPELINE: apply_se, verify          (what `sedsl.load` runs)
-    LOWERING: fuse_se, verify           (what the fused torch lowering runs on top)
+    pipeline(se): apply_se            (what `sedsl.load` runs; idempotent)
+    LOWERING:     fuse_se             (what the fused torch lowering runs on top)
 """
 
 from __future__ import annotations
 
 import keyword
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import networkx as nx
 
-from sedsl.errors import Span, SpecError, did_you_mean
-from sedsl.ir import ROLES, Node, input_shapes, inputs, record, records
-from sedsl.ops import ACTIVATIONS, OPS, Attr
-from sedsl.se import SeConfig, SeRule, SeSettings
+from sedsl.errors import CompilerError, Span, SpecError, did_you_mean
+from sedsl.ir import ROLES, Node, SeTag, input_shapes, inputs, record, records
+from sedsl.ops import OPS, Attr, Shape
+from sedsl.se import VARIANTS, SeConfig, SeRule, SeSettings, Step
+from sedsl.vocab import KERNEL_ACTIVATIONS, KERNEL_SQUEEZES
 
-Pass = Callable[[nx.DiGraph], nx.DiGraph]
 OUTPUT = ("<output>", 0)  # a pseudo-consumer: the graph's output
+
+
+@dataclass(frozen=True)
+class Pass:
+    """A named rewrite of the graph."""
+
+    name: str
+    run: Callable[[nx.DiGraph], nx.DiGraph]
+
+
+def run(g: nx.DiGraph, passes: Iterable[Pass], after: str | None = None) -> nx.DiGraph:
+    """Run `passes` in order, verifying the graph after each; stop after the pass `after`."""
+    for p in passes:
+        g = verify(p.run(g), p.name)
+        if p.name == after:
+            break
+    return g
 
 
 # --- where blocks are ---------------------------------------------------------------------------
@@ -34,9 +53,10 @@ class Point:
 
 
 def instances(g: nx.DiGraph) -> dict[str, str | None]:
-    """Block instance path -> its block kind, in network order."""
-    found: dict[str, str | None] = {}
-    for _, rec in records(g):
+    """Block instance path -> its block kind, in network order: every instance the elaborator
+    placed (g.graph["blocks"]), also those whose layers all sit in named sub-blocks."""
+    found: dict[str, str | None] = dict(g.graph.get("blocks", {}))
+    for _, rec in records(g):  # graphs made elsewhere may not list their blocks
         if rec.block is not None and rec.block not in found:
             found[rec.block] = rec.kind
     return found
@@ -144,26 +164,27 @@ class Insertion:
     span: Span
 
 
-def plan_se(g: nx.DiGraph) -> list[Insertion]:
-    """Resolve the SE rules against the graph: one insertion per (block, point), last rule wins."""
-    config = SeConfig.from_json(g.graph["se"])
+def plan_se(g: nx.DiGraph, se: SeConfig) -> list[Insertion]:
+    """Resolve the SE rules against a base graph: one insertion per point, the last rule wins."""
     tree, found = scopes(g), instances(g)
-    plan: dict[tuple[str, str, str], Insertion] = {}
-    for rule in config.rules:
+    plan: dict[tuple[str, tuple[tuple[str, int], ...]], tuple[int, Insertion]] = {}
+    for i, rule in enumerate(se.rules):
         matched = 0
         for block in _select(g, rule, tree, found):
             point = find_point(g, block, rule)
-            if point is not None:
-                plan[(block, rule.where, rule.target)] = Insertion(
-                    block, found[block], point, rule.settings, rule.span)
-                matched += 1
+            if point is None:
+                continue
+            matched += 1
+            key = (point.producer, point.consumers)
+            if key not in plan or plan[key][0] != i:  # nested blocks share points: first wins
+                plan[key] = (i, Insertion(block, found[block], point, rule.settings, rule.span))
         if not matched:
             where = " in " + ", ".join(a + (f"..{b}" if b else "") for a, b, _ in rule.ranges) \
                 if rule.ranges else ""
             what = f"a layer `{rule.target}`" if rule.where == "after" else f"a `{rule.target}`"
             raise SpecError(f"this SE rule matches nothing: no block{where} has {what}",
                             rule.span, _rule_hint(g, rule))
-    return [ins for ins in plan.values() if ins.settings.enabled]
+    return [ins for _, ins in plan.values() if ins.settings.enabled]
 
 
 def _rule_hint(g: nx.DiGraph, rule: SeRule) -> str:
@@ -175,12 +196,59 @@ def _rule_hint(g: nx.DiGraph, rule: SeRule) -> str:
             f"block.start/.end; block kinds here: {', '.join(kinds) or 'none'}")
 
 
-def apply_se(g: nx.DiGraph) -> nx.DiGraph:
-    """Insert the SE blocks that the rules in g.graph["se"] ask for."""
-    return insert_se(g, plan_se(g))
+def apply_se(g: nx.DiGraph, se: SeConfig) -> nx.DiGraph:
+    """The graph with the SE blocks `se` asks for, and no others: SE blocks already in `g` are
+    removed first, so applying the same configuration twice gives the same graph."""
+    base = strip_se(g)
+    return insert_se(base, plan_se(base, se))
+
+
+def strip_se(g: nx.DiGraph) -> nx.DiGraph:
+    """The graph without its (unfused) SE blocks: each block's consumers read its input again."""
+    units = se_units(g)
+    if not units:
+        return g
+    if any(r.op == "se" for _, r in records(g)):
+        raise ValueError("SE blocks are fused already: apply SE rules before `fuse_se`")
+    source = {}  # an SE block's output -> the tensor it scaled
+    for steps in units.values():
+        scale = steps[_last_step(g, steps)]
+        source[scale] = inputs(g, scale)[0]
+    drop = {n for steps in units.values() for n in steps.values()}
+
+    def origin(node: str) -> str:
+        while node in source:
+            node = source[node]
+        return node
+
+    out = nx.DiGraph(**{**g.graph, "output": origin(g.graph["output"])})
+    for name, rec in records(g):
+        if name not in drop:
+            out.add_node(name, record=rec)
+    for u, v, p in g.edges(data="port"):
+        if v not in drop:
+            out.add_edge(origin(u), v, port=p)
+    return out
+
+
+def se_units(g: nx.DiGraph) -> dict[str, dict[str, str]]:
+    """SE block -> its steps (step name -> node), in network order, from the nodes' SE tags."""
+    units: dict[str, dict[str, str]] = {}
+    for name, rec in records(g):
+        if rec.se is not None:
+            units.setdefault(rec.se.unit, {})[rec.se.step] = name
+    return units
+
+
+def _last_step(g: nx.DiGraph, steps: dict[str, str]) -> str:
+    """The step whose output leaves the SE block (its scale)."""
+    tag = record(g, next(iter(steps.values()))).se
+    assert tag is not None
+    return VARIANTS[str(tag.settings["variant"])].steps[-1].name
 
 
 def insert_se(g: nx.DiGraph, plan: Iterable[Insertion]) -> nx.DiGraph:
+    """Add one SE block per insertion, right after the tensor it scales."""
     source = {(v, p): u for u, v, p in g.edges(data="port")}
     source[OUTPUT] = g.graph["output"]
     follows: dict[str, list[tuple[str, Node, list[str]]]] = {}  # node -> SE nodes after it
@@ -213,41 +281,63 @@ def insert_se(g: nx.DiGraph, plan: Iterable[Insertion]) -> nx.DiGraph:
 
 def _se_nodes(g: nx.DiGraph, ins: Insertion, u: str,
               taken: set[str]) -> list[tuple[str, Node, list[str]]]:
-    """squeeze -> fc1 -> excite -> fc2 -> gate -> scale (x * s), named <block>.se[k].*"""
-    s, rec_u = ins.settings, record(g, u)
-    if len(rec_u.shape) != 3:
+    """The steps of the block's variant as nodes named <block>.se[k].<step>, scaling `u`."""
+    s, shape = ins.settings, record(g, u).shape
+    if len(shape) != 3:
         raise SpecError(f"an SE block needs a CxHxW feature map; {ins.block} has a flat one here",
                         ins.span)
-    c, (_, h, w) = rec_u.shape[0], rec_u.shape
+    c = shape[0]
+    steps = VARIANTS[s.variant].steps
     base = c if s.base == "channels" else block_input_channels(g, ins.block)
     rd = s.reduced(base)
-    if rd < 1:
+    if rd < 1 and any(step.width == "rd" for step in steps):
         raise SpecError(f"ratio {s.ratio} leaves no channels in the SE block of {ins.block} "
                         f"({base} / {s.ratio} rounds to {rd})", ins.span,
                         "use a smaller ratio here, or an explicit width")
-    scope = f"{ins.block}.se"
-    k = 1
+    scope = _unit_name(ins.block, taken)
+    settings = {**asdict(s), "channels": c, "base_channels": base, "rd_channels": rd}
+    stage = ins.block.split(".")[0]
+    nodes: list[tuple[str, Node, list[str]]] = []
+    now: Shape = shape
+    prev = u
+    for step in steps:
+        op, attrs, now, srcs = _step(step, s, rd, u, shape, prev, now)
+        rec = Node(op, attrs, now, stage, ins.block, ins.kind, ins.point.branch, "se", ins.span,
+                   SeTag(scope, step.name, settings))
+        prev = f"{scope}.{step.name}"
+        nodes.append((prev, rec, srcs))
+    return nodes
+
+
+def _unit_name(block: str, taken: set[str]) -> str:
+    """`<block>.se`, or `.se2`, `.se3` ... when the block has several SE blocks."""
+    scope, k = f"{block}.se", 1
     while any(n == scope or n.startswith(scope + ".") for n in taken):
         k += 1
-        scope = f"{ins.block}.se{k}"
+        scope = f"{block}.se{k}"
     taken.add(scope)
-    conv: dict[str, Attr] = {"kernel": (1, 1), "stride": (1, 1), "padding": (0, 0),
-                             "dilation": (1, 1), "groups": 1, "bias": s.bias}
-    steps: list[tuple[str, str, dict[str, Attr], tuple[int, ...], list[str]]] = [
-        ("squeeze", "squeeze", {"mode": s.squeeze}, (c, 1, 1), [u]),
-        ("fc1", "conv", {"c_out": rd, **conv}, (rd, 1, 1), ["squeeze"]),
-        ("act", s.excite, {}, (rd, 1, 1), ["fc1"]),
-        ("fc2", "conv", {"c_out": c, **conv}, (c, 1, 1), ["act"]),
-        ("gate", s.gate, {}, (c, 1, 1), ["fc2"]),
-        ("scale", "mul", {}, (c, h, w), [u, "gate"]),
-    ]
-    stage = ins.block.split(".")[0]
-    nodes = []
-    for local, op, attrs, shape, srcs in steps:
-        rec = Node(op, attrs, shape, stage, ins.block, ins.kind, ins.point.branch, "se", ins.span)
-        full = [x if x == u else f"{scope}.{x}" for x in srcs]
-        nodes.append((f"{scope}.{local}", rec, full))
-    return nodes
+    return scope
+
+
+_FC: dict[str, Attr] = {"kernel": (1, 1), "stride": (1, 1), "padding": (0, 0),
+                        "dilation": (1, 1), "groups": 1}
+
+
+def _step(step: Step, s: SeSettings, rd: int, u: str, u_shape: Shape, prev: str,
+          shape: Shape) -> tuple[str, dict[str, Attr], Shape, list[str]]:
+    """(op, attributes, output shape, inputs) of one step; `shape` is the previous step's."""
+    c = u_shape[0]
+    if step.kind == "squeeze":
+        return "squeeze", {"mode": s.squeeze}, (c, 1, 1), [prev]
+    if step.kind == "fc":
+        width = rd if step.width == "rd" else c
+        return "conv", {"c_out": width, **_FC, "bias": s.bias}, (width, 1, 1), [prev]
+    if step.kind in ("excite", "gate"):
+        return (s.excite if step.kind == "excite" else s.gate), {}, shape, [prev]
+    if step.kind == "bn":
+        return "bn", {"eps": 1e-5}, shape, [prev]
+    assert step.kind == "scale", f"unknown SE step kind {step.kind!r}"
+    return "mul", {}, u_shape, [u, prev]
 
 
 def block_input_channels(g: nx.DiGraph, block: str) -> int:
@@ -261,9 +351,10 @@ def block_input_channels(g: nx.DiGraph, block: str) -> int:
 
 
 def fuse_se(g: nx.DiGraph) -> nx.DiGraph:
-    """SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel)."""
-    fusions = [f for f in (_match_se(g, n) for n, r in records(g) if r.op == "mul" and
-                           r.role == "se") if f is not None]
+    """SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for every
+    SE block the kernels implement (`kernel_supports`); the others stay plain ops."""
+    fusions = [f for f in (_match_se(g, steps) for steps in se_units(g).values())
+               if f is not None]
     if not fusions:
         return g
     drop = {n for f in fusions for n in f[1]}
@@ -272,13 +363,13 @@ def fuse_se(g: nx.DiGraph) -> nx.DiGraph:
     rename = {n: f[0] for f in fusions for n in f[1]}
     for name, rec in records(g):
         if name in first:
-            scope, _, fused, _ = first[name]
-            out.add_node(scope, record=fused)
+            unit, _, fused, _ = first[name]
+            out.add_node(unit, record=fused)
         elif name not in drop:
             out.add_node(name, record=rec)
-    for scope, _, _, srcs in fusions:
+    for unit, _, _, srcs in fusions:
         for p, u in enumerate(srcs):
-            out.add_edge(rename.get(u, u), scope, port=p)
+            out.add_edge(rename.get(u, u), unit, port=p)
     for u, v, p in g.edges(data="port"):
         if v not in drop:
             out.add_edge(rename.get(u, u), v, port=p)
@@ -286,31 +377,42 @@ def fuse_se(g: nx.DiGraph) -> nx.DiGraph:
     return out
 
 
-def _match_se(g: nx.DiGraph, mul: str) -> tuple[str, list[str], Node, list[str]] | None:
-    scope = mul.rsplit(".", 1)[0]
-    names = [f"{scope}.{x}" for x in ("squeeze", "fc1", "act", "fc2", "gate")]
-    if not all(n in g for n in names) or inputs(g, mul)[1] != names[-1]:
+def kernel_supports(settings: SeSettings | dict[str, object]) -> bool:
+    """Whether the fused kernels compute this SE block: its variant, squeeze and activations."""
+    s = asdict(settings) if isinstance(settings, SeSettings) else settings
+    return (VARIANTS[str(s["variant"])].kernel and s["squeeze"] in KERNEL_SQUEEZES
+            and s["excite"] in KERNEL_ACTIVATIONS and s["gate"] in KERNEL_ACTIVATIONS)
+
+
+def _match_se(g: nx.DiGraph,
+              steps: dict[str, str]) -> tuple[str, list[str], Node, list[str]] | None:
+    """(unit, the nodes it replaces, the fused record, its inputs) or None: not fusable."""
+    squeeze = record(g, steps["squeeze"])
+    assert squeeze.se is not None
+    tag = squeeze.se
+    variant = VARIANTS[str(tag.settings["variant"])]
+    if not kernel_supports(dict(tag.settings)) or set(steps) != {s.name for s in variant.steps}:
         return None
-    u = inputs(g, mul)[0]
-    squeeze, fc1, act, _, gate = (record(g, n) for n in names)
-    members, srcs, last = [*names, mul], [u], mul
-    merge_act = "none"
-    add = _sole_consumer(g, mul)
+    members = [steps[s.name] for s in variant.steps]
+    scale = members[-1]
+    srcs, last, merge_act = [inputs(g, scale)[0]], scale, "none"
+    add = _sole_consumer(g, scale)
     if add is not None and record(g, add).op == "add" and g.in_degree(add) == 2:
         members.append(add)
-        srcs.append(next(x for x in inputs(g, add) if x != mul))
+        srcs.append(next(x for x in inputs(g, add) if x != scale))
         last = add
         post = _sole_consumer(g, add)
-        if post is not None and record(g, post).op in ACTIVATIONS:
+        if post is not None and record(g, post).op in KERNEL_ACTIVATIONS:
             members.append(post)
             merge_act = record(g, post).op
             last = post
-    attrs: dict[str, Attr] = {"rd_channels": fc1.shape[0], "squeeze": squeeze.attrs["mode"],
-             "excite": act.op, "gate": gate.op, "bias": bool(fc1.attrs["bias"]),
-             "act": merge_act}
+    t = tag.settings
+    attrs: dict[str, Attr] = {"rd_channels": int(t["rd_channels"]), "squeeze": str(t["squeeze"]),
+                              "excite": str(t["excite"]), "gate": str(t["gate"]),
+                              "bias": bool(t["bias"]), "act": merge_act}
     fused = replace(record(g, last), op="se", attrs=attrs, role="se", span=squeeze.span,
-                    branch=squeeze.branch)
-    return scope, members, fused, srcs
+                    branch=squeeze.branch, se=SeTag(tag.unit, "block", tag.settings))
+    return tag.unit, members, fused, srcs
 
 
 def _sole_consumer(g: nx.DiGraph, node: str) -> str | None:
@@ -323,52 +425,56 @@ def _sole_consumer(g: nx.DiGraph, node: str) -> str | None:
 # --- verify -------------------------------------------------------------------------------------
 
 
-def verify(g: nx.DiGraph) -> nx.DiGraph:
-    """Check the IR's invariants; raise a SpecError naming the node and the fix."""
+def verify(g: nx.DiGraph, pass_name: str = "verify") -> nx.DiGraph:
+    """Check the IR's invariants; a violation is a bug of the pass that ran (CompilerError)."""
     if "input" not in g or g.graph.get("output") not in g:
-        raise SpecError("the graph needs an `input` node and an existing `output` node")
+        raise CompilerError("the graph needs an `input` node and an existing `output` node",
+                            pass_name)
     if not nx.is_directed_acyclic_graph(g):
         cycle = " -> ".join(u for u, _ in nx.find_cycle(g))
-        raise SpecError(f"the graph has a cycle: {cycle}")
+        raise CompilerError(f"the graph has a cycle: {cycle}", pass_name)
     for name, rec in records(g):
-        _verify_node(g, name, rec)
+        problem = _node_problem(g, name, rec)
+        if problem:
+            raise CompilerError(problem, pass_name, name)
     return g
 
 
-def _verify_node(g: nx.DiGraph, name: str, rec: Node) -> None:
-    def broken(message: str) -> SpecError:
-        return SpecError(f"IR node `{name}`: {message}", rec.span)
-
+def _node_problem(g: nx.DiGraph, name: str, rec: Node) -> str | None:
+    """What is wrong with one node, or None."""
     if not isinstance(rec, Node):
-        raise broken("carries no Node record under 'record'")
+        return "carries no Node record under 'record'"
     if not all(p.isidentifier() and not keyword.iskeyword(p) for p in name.split(".")):
-        raise broken("its name must be dotted Python identifiers")
+        return "its name must be dotted Python identifiers"
     if rec.op not in OPS:
-        raise broken(f"unknown op `{rec.op}`; ops are {', '.join(sorted(OPS))}")
+        return f"unknown op `{rec.op}`; ops are {', '.join(sorted(OPS))}"
     if rec.role not in ROLES:
-        raise broken(f"role must be one of {ROLES}, not {rec.role!r}")
+        return f"role must be one of {ROLES}, not {rec.role!r}"
+    if (rec.role == "se") != (rec.se is not None):
+        return f"a node of role {rec.role!r} {'needs' if rec.role == 'se' else 'has'} an SE tag"
     ports = sorted(p for _, _, p in g.in_edges(name, data="port"))
     if ports != list(range(len(ports))):
-        raise broken(f"input ports must be 0..{len(ports) - 1}, got {ports}")
+        return f"input ports must be 0..{len(ports) - 1}, got {ports}"
     arity = OPS[rec.op].arity
     if (arity is not None and len(ports) != arity) or (arity is None and len(ports) < 1):
-        raise broken(f"`{rec.op}` takes {arity or 'several'} inputs, it has {len(ports)}")
+        return f"`{rec.op}` takes {arity or 'several'} inputs, it has {len(ports)}"
     try:
         shape = OPS[rec.op].infer(rec.attrs, input_shapes(g, name))
     except SpecError as err:
-        raise broken(err.message) from None
+        return err.message
     if shape != rec.shape:
-        raise broken(f"recorded shape {rec.shape} but its inputs give {shape}")
+        return f"recorded shape {rec.shape} but its inputs give {shape}"
+    return None
 
 
-PIPELINE: tuple[Pass, ...] = (apply_se, verify)
-LOWERING: tuple[Pass, ...] = (fuse_se, verify)
+def pipeline(se: SeConfig) -> tuple[Pass, ...]:
+    """The passes `sedsl.load` runs on the elaborated base graph."""
+    return (Pass("apply_se", partial(apply_se, se=se)),)
 
 
-def run(g: nx.DiGraph, passes: Iterable[Pass]) -> nx.DiGraph:
-    for p in passes:
-        g = p(g)
-    return g
+LOWERING: tuple[Pass, ...] = (Pass("fuse_se", fuse_se),)
+PASSES = ("apply_se", "fuse_se")  # every pass name, in order
 
 
-__all__ = ["LOWERING", "PIPELINE", "apply_se", "fuse_se", "plan_se", "run", "verify"]
+__all__ = ["LOWERING", "PASSES", "Pass", "apply_se", "fuse_se", "pipeline", "plan_se", "run",
+           "strip_se", "verify"]

@@ -1,4 +1,5 @@
-"""The se section as data: settings (what an SE block is) and rules (where SE blocks go).
+"""The se section as data: settings (what an SE block is), variants (its steps) and rules (where
+SE blocks go).
 
 Precedence, lowest first: the defaults below, the section's own settings, overrides from the
 caller (`--set ratio=8`), then each rule's `{ ... }` settings for the blocks it matches."""
@@ -9,22 +10,64 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sedsl import ast
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
-from sedsl.ops import ACTIVATIONS
+from sedsl.evaluate import Env, Evaluator, Value, make_divisible, parse_text
+from sedsl.vocab import ACTIVATIONS, GATES, SQUEEZES
 
-if TYPE_CHECKING:
-    from sedsl.elaborate import Elaborator, Env, Value
+# --- what an SE block is: its steps ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of an SE block, applied to the previous step's output.
+
+    `kind`: squeeze (the setting `squeeze`), fc (a 1x1 conv to `width`: "rd" the reduced width,
+    "c" the block's channels), excite / gate (the activation the setting names), bn, or scale
+    (the block's input times the previous step: the output)."""
+
+    name: str  # local name: <block>.se.<name>
+    kind: str
+    width: str | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A kind of SE block: its steps and whether the fused kernels implement it."""
+
+    name: str
+    steps: tuple[Step, ...]
+    doc: str
+    kernel: bool = False  # the fused op computes exactly these steps
+
+
+_SQUEEZE, _SCALE = Step("squeeze", "squeeze"), Step("scale", "scale")
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("se", (_SQUEEZE, Step("fc1", "fc", "rd"), Step("act", "excite"),
+                   Step("fc2", "fc", "c"), Step("gate", "gate"), _SCALE),
+            "the paper's block: squeeze, FC to C/r, excite, FC back to C, gate, scale",
+            kernel=True),
+    Variant("se_bn", (_SQUEEZE, Step("fc1", "fc", "rd"), Step("bn", "bn"), Step("act", "excite"),
+                      Step("fc2", "fc", "c"), Step("gate", "gate"), _SCALE),
+            "batch norm after the first FC (as some SE-ResNet variants and SKNet do)"),
+    Variant("ese", (_SQUEEZE, Step("fc", "fc", "c"), Step("gate", "gate"), _SCALE),
+            "effective SE (CenterMask / VoVNetV2): one FC from C to C, no reduction"),
+)}
+
+
+# --- settings -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class SeSettings:
     ratio: int | float = 16  # reduced width = round(C / ratio)
     width: int | None = None  # an explicit reduced width instead of the ratio
-    round: str | int = "floor"  # floor | ceil | a divisor d (timm: nearest multiple of d, >= d)
+    round: str | int = "floor"  # floor | ceil | a divisor d (the nearest multiple of d, >= d)
+    round_limit: float = 0.0  # with a divisor: go up a multiple when below round_limit * C/r
     base: str = "channels"  # what C is: the SE's own channels, or the block's input (block_in)
+    variant: str = "se"  # the steps of the block (VARIANTS)
     squeeze: str = "avg"  # avg | max
     excite: str = "relu"  # activation between the two FC layers
     gate: str = "sigmoid"  # sigmoid | hardsigmoid | tanh | relu
@@ -40,16 +83,16 @@ class SeSettings:
             return math.floor(v)
         if self.round == "ceil":
             return math.ceil(v)
-        d = int(self.round)  # timm's make_divisible(v, d, round_limit=0)
-        return max(d, math.floor(v + Fraction(d, 2)) // d * d)
+        return int(make_divisible(v, int(self.round), Fraction(self.round_limit)))
 
 
 SYMBOLS: dict[str, frozenset[str]] = {
     "round": frozenset({"floor", "ceil"}),
     "base": frozenset({"channels", "block_in"}),
-    "squeeze": frozenset({"avg", "max"}),
+    "variant": frozenset(VARIANTS),
+    "squeeze": frozenset(SQUEEZES),
     "excite": frozenset(ACTIVATIONS),
-    "gate": frozenset({"sigmoid", "hardsigmoid", "tanh", "relu"}),
+    "gate": frozenset(GATES),
 }
 SETTINGS = tuple(f.name for f in fields(SeSettings))
 
@@ -95,27 +138,31 @@ class SeConfig:
         return cls(SeSettings(**doc["settings"]), rules)
 
 
-def evaluate_se(sections: tuple[ast.SeSection, ...], el: Elaborator, env: Env,
+NO_SE = SeConfig(SeSettings(), ())
+
+
+def evaluate_se(sections: tuple[ast.SeSection, ...], ev: Evaluator, env: Env,
                 overrides: Mapping[str, Value]) -> SeConfig:
     """Evaluate the se section in the network's parameter scope."""
     if len(sections) > 1:
         raise SpecError("a spec has one se section", sections[1].span)
     values: dict[str, Any] = {}
     for s in sections[0].settings if sections else ():
-        values[s.name] = _setting(s, el, env)
+        values[s.name] = _setting(s, ev, env)
     for name, value in overrides.items():
         if name not in SETTINGS:
             raise SpecError(f"unknown parameter `{name}`", NOWHERE,
                             did_you_mean(name, SETTINGS)
                             or "only network parameters and SE settings can be set")
-        values[name] = _check(name, value, NOWHERE)
+        values[name] = _check(name, parse_text(value) if isinstance(value, str) else value,
+                              NOWHERE)
     settings = SeSettings(**values)
-    rules = tuple(_rule(r, settings, el, env) for r in (sections[0].rules if sections else ()))
+    rules = tuple(_rule(r, settings, ev, env) for r in (sections[0].rules if sections else ()))
     return SeConfig(settings, rules)
 
 
-def _rule(rule: ast.Rule, settings: SeSettings, el: Elaborator, env: Env) -> SeRule:
-    own = {s.name: _setting(s, el, env) for s in rule.settings}
+def _rule(rule: ast.Rule, settings: SeSettings, ev: Evaluator, env: Env) -> SeRule:
+    own = {s.name: _setting(s, ev, env) for s in rule.settings}
     target = ALIASES.get(rule.target, rule.target) if rule.where == "at" else rule.target
     if rule.where == "at" and not target.endswith((".start", ".end")):
         raise SpecError(f"`at {rule.target}` is not a point of a block", rule.span,
@@ -126,13 +173,13 @@ def _rule(rule: ast.Rule, settings: SeSettings, el: Elaborator, env: Env) -> SeR
     return SeRule(rule.where, target, ranges, rule.kinds, replace(settings, **own), rule.span)
 
 
-def _setting(s: ast.Setting, el: Elaborator, env: Env) -> Any:
+def _setting(s: ast.Setting, ev: Evaluator, env: Env) -> Any:
     if s.name not in SETTINGS:
         raise SpecError(f"unknown SE setting `{s.name}`", s.span,
                         did_you_mean(s.name, SETTINGS) or f"settings: {', '.join(SETTINGS)}")
     if isinstance(s.value, ast.Name) and s.name in SYMBOLS and env.lookup(s.value.id) is None:
         return _check(s.name, s.value.id, s.value.span)  # a bare word: avg, floor, sigmoid
-    return _check(s.name, el.eval(s.value, env), s.value.span)
+    return _check(s.name, ev.eval(s.value, env), s.value.span)
 
 
 def _check(name: str, value: Value, span: Span) -> Any:
@@ -147,13 +194,16 @@ def _check(name: str, value: Value, span: Span) -> Any:
         raise SpecError(f"`{name}` cannot be `{value}`", span,
                         f"choose from {', '.join(sorted(SYMBOLS[name]))}"
                         + (" or a divisor like 8" if name == "round" else ""))
-    if isinstance(value, Fraction) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, Fraction) and not isinstance(value, bool):
         whole = value.denominator == 1
-        if name == "ratio":
+        if name == "ratio" and value > 0:
             return int(value) if whole else float(value)
-        if name in ("width", "round") and whole:
+        if name in ("width", "round") and whole and value > 0:
             return int(value)
+        if name == "round_limit" and 0 <= value < 1:
+            return float(value)
     expected = {"ratio": "a number > 0", "width": "a whole number >= 1",
-                "round": "floor, ceil or a divisor like 8"}.get(
+                "round": "floor, ceil or a divisor like 8",
+                "round_limit": "a number in [0, 1), like 0.9"}.get(
         name, ", ".join(sorted(SYMBOLS.get(name, ()))))
     raise SpecError(f"`{name}` must be {expected}", span)

@@ -1,0 +1,83 @@
+"""`use`: the blocks a spec can call, found on the spec search path and parsed once each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sedsl import ast
+from sedsl.errors import SpecError
+from sedsl.parse import parse
+from sedsl.paths import LIBRARY_ROOT
+
+
+@dataclass(frozen=True)
+class Library:
+    """The blocks a spec can call: its own and those of the files it `use`s."""
+
+    blocks: dict[str, ast.BlockDef]
+
+
+def search_path(path: str, extra: list[str | Path] | None) -> list[Path]:
+    """Where a spec's `use` looks: its own folder, the caller's folders, sedsl's block library."""
+    own = Path(path).parent if path != "<string>" else Path.cwd()
+    return [own, *map(Path, extra or []), LIBRARY_ROOT]
+
+
+def load_library(module: ast.Module, roots: list[Path], sources: dict[str, str]) -> Library:
+    """The module's blocks and those of everything it `use`s; read texts land in `sources`."""
+    return Library(_blocks(module, roots, sources, [Path(module.file).resolve()]))
+
+
+def _blocks(module: ast.Module, roots: list[Path], sources: dict[str, str],
+            stack: list[Path]) -> dict[str, ast.BlockDef]:
+    blocks: dict[str, ast.BlockDef] = {}
+    for use in module.uses:
+        target = _resolve(use, roots)
+        if target in stack:
+            chain = " -> ".join(p.name for p in [*stack, target])
+            raise SpecError(f"import cycle: {chain}", use.span, "remove one of the `use` lines")
+        name = _display(target)
+        if name in sources:
+            continue  # already loaded through another `use`
+        sources[name] = text = target.read_text()
+        imported = parse(text, name)
+        if imported.networks or imported.se:
+            raise SpecError(f"{use.path} is a spec, not a block library", use.span,
+                            "a file that is `use`d may define blocks only")
+        nested = _blocks(imported, [target.parent, *roots[1:]], sources, [*stack, target])
+        for b in nested.values():
+            _define(blocks, b)
+    for b in module.blocks:
+        _define(blocks, b)
+    return blocks
+
+
+def _display(path: Path) -> str:
+    """A path as errors show it: relative to the working directory when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _define(blocks: dict[str, ast.BlockDef], block: ast.BlockDef) -> None:
+    if block.name in blocks and blocks[block.name] is not block:
+        first = blocks[block.name].span
+        raise SpecError(f"block `{block.name}` is defined twice (first at {first})", block.span)
+    blocks[block.name] = block
+
+
+def _resolve(use: ast.Use, roots: list[Path]) -> Path:
+    if Path(use.path).is_absolute():
+        raise SpecError("imports are relative to the spec search path", use.span,
+                        f'e.g. use "lib/{Path(use.path).name}"')
+    for root in roots:
+        candidate = (root / use.path).resolve()
+        if not any(candidate.is_relative_to(r.resolve()) for r in roots):
+            raise SpecError(f"`{use.path}` leaves the spec search path", use.span,
+                            "imports may not reach outside the spec's folder and the library")
+        if candidate.is_file():
+            return candidate
+    searched = [_display(r) if r != LIBRARY_ROOT else "sedsl's block library" for r in roots]
+    raise SpecError(f"cannot find `{use.path}`", use.span, "searched " + ", ".join(searched))
