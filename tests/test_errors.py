@@ -53,7 +53,7 @@ def test_every_message_has_a_location_and_a_caret() -> None:
     (["--set", "ratoi=8"], "unknown parameter `ratoi`"),
     (["--set", "ratio"], "--set takes NAME=VALUE"),
     (["--set", "classes=ten"], "`classes` takes a number (default 1000), not the string \"ten\""),
-    (["--set", "layout=3"], "`layout` takes a string"),
+    (["--set", "classes=true"], "`classes` takes a number (default 1000), not the bool true"),
     (["--input", "4"], "a 3-wide window does not fit in 2"),
     (["--input", "1x2x3x4"], "input takes 224, 320x240 or 3x320x240, not 1x2x3x4"),
     (["--input", "abc"], "input takes 224, 320x240 or 3x320x240"),

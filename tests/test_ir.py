@@ -41,6 +41,9 @@ def test_json_is_node_link() -> None:
     g = nx.node_link_graph(doc, edges="edges")  # networkx reads it as is
     assert g.number_of_nodes() == len(doc["nodes"])
     node = next(n for n in doc["nodes"] if n["id"] == "conv2.block1.se.fc1")
+    tag = node.pop("se")
+    assert tag["unit"] == "conv2.block1.se" and tag["step"] == "fc1"
+    assert tag["settings"]["ratio"] == 16 and tag["settings"]["rd_channels"] == 16
     assert node == {
         "id": "conv2.block1.se.fc1", "op": "conv",
         "attrs": {"c_out": 16, "kernel": [1, 1], "stride": [1, 1], "padding": [0, 0],
