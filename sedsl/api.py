@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from sedsl import ast, passes
+from sedsl import ast, limits, passes
 from sedsl.elaborate import Library, Value, elaborate
 from sedsl.errors import NOWHERE, Span, SpecError
 from sedsl.parse import parse
@@ -36,11 +37,22 @@ class Network:
     def name(self) -> str:
         return str(self.graph.graph["name"])
 
-    def to_torch(self, fused: bool = True, se: bool = True) -> nn.Module:
-        """A torch.nn.Module mirroring the spec; `fused` runs each SE block as one op."""
+    def to_torch(self, fused: bool = True, se: bool = True, device: str | None = None,
+                 check_memory: bool = True) -> nn.Module:
+        """A torch.nn.Module mirroring the spec; `fused` runs each SE block as one op.
+
+        `device="meta"` builds any size without allocating. Otherwise the parameters' memory is
+        estimated first, and a network that would not fit is refused unless `check_memory` is
+        False."""
+        import torch
+
         from sedsl.lower import build_module
 
-        return build_module(self.graph if se else self.base, fused=fused)
+        cost = self.cost()
+        params = cost.se.params if se else cost.base.params
+        limits.check_parameter_memory(self.name, params, device, check_memory)
+        with torch.device(device) if device is not None else _no_device():
+            return build_module(self.graph if se else self.base, fused=fused)
 
     def source(self, fused: bool = False, se: bool = True) -> str:
         """Standalone PyTorch source defining `class Model(nn.Module)` (the build's model.py)."""
@@ -59,10 +71,7 @@ def load(path: str | Path, *, input: tuple[int, ...] | str | None = None,
          search_path: list[str | Path] | None = None, **overrides: Any) -> Network:
     """Compile the spec at `path`; keyword arguments override top-level parameters."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError(f"cannot read {path}: {err.strerror}", None) from None
+    text = limits.read_spec(path)  # a regular UTF-8 file of bounded size, or a SpecError
     return loads(text, path=str(path), input=input, search_path=search_path, **overrides)
 
 
@@ -93,21 +102,21 @@ def loads(text: str, *, path: str = "<string>", input: tuple[int, ...] | str | N
 
 def to_value(value: Any, name: str) -> Value:
     """A Python or command-line value as a spec value: numbers are exact, `3x224x224` a shape."""
-    if isinstance(value, bool | tuple):
+    if isinstance(value, bool):
         return value
+    if isinstance(value, tuple):
+        return tuple(limits.dimension(str(d), NOWHERE) for d in value)
     if isinstance(value, int | float):
-        return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+        return limits.python_number(value, NOWHERE)
     if isinstance(value, str):
         text = value.strip()
         lowered = text.lower()
         if lowered in ("true", "false"):
             return lowered == "true"
         if all(part.isdigit() for part in lowered.split("x")) and "x" in lowered:
-            return tuple(int(p) for p in lowered.split("x"))
-        try:
-            return Fraction(text)
-        except ValueError:
-            return text
+            return tuple(limits.dimension(p, NOWHERE) for p in lowered.split("x"))
+        number = limits.number_value(text, NOWHERE)
+        return text if number is None else number
     raise SpecError(f"cannot use {value!r} as the value of `{name}`", NOWHERE)
 
 
@@ -123,7 +132,8 @@ def _blocks(module: ast.Module, roots: list[Path], sources: dict[str, str],
         name = _display(target)
         if name in sources:
             continue  # already loaded through another `use`
-        sources[name] = text = target.read_text()
+        limits.use_depth(len(stack), use.span)
+        sources[name] = text = limits.read_spec(target, use.span)
         imported = parse(text, name)
         if imported.networks or imported.se:
             raise SpecError(f"{use.path} is a spec, not a block library", use.span,
@@ -134,6 +144,11 @@ def _blocks(module: ast.Module, roots: list[Path], sources: dict[str, str],
     for b in module.blocks:
         _define(blocks, b)
     return blocks
+
+
+@contextmanager
+def _no_device() -> Iterator[None]:
+    yield
 
 
 def _display(path: Path) -> str:
@@ -160,7 +175,7 @@ def _resolve(use: ast.Use, roots: list[Path]) -> Path:
         if not any(candidate.is_relative_to(r.resolve()) for r in roots):
             raise SpecError(f"`{use.path}` leaves the spec search path", use.span,
                             "imports may not reach outside the spec's folder and the library")
-        if candidate.is_file():
+        if limits.is_file(candidate):
             return candidate
     searched = [_display(r) if r != LIBRARY_ROOT else "sedsl's block library" for r in roots]
     raise SpecError(f"cannot find `{use.path}`", use.span, "searched " + ", ".join(searched))
