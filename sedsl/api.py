@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from sedsl import passes
+from sedsl import limits, passes
 from sedsl.elaborate import elaborate
 from sedsl.errors import NOWHERE, Span, SpecError
 from sedsl.evaluate import to_value
@@ -48,11 +49,22 @@ class Network:
         return passes.run(self.graph, passes.LOWERING, after=pass_name) \
             if pass_name != "apply_se" else self.graph
 
-    def to_torch(self, fused: bool = True, se: bool = True) -> nn.Module:
-        """A torch.nn.Module mirroring the spec; `fused` runs each SE block as one op."""
+    def to_torch(self, fused: bool = True, se: bool = True, device: str | None = None,
+                 check_memory: bool = True) -> nn.Module:
+        """A torch.nn.Module mirroring the spec; `fused` runs each SE block as one op.
+
+        `device="meta"` builds any size without allocating. Otherwise the parameters' memory is
+        estimated first, and a network that would not fit is refused unless `check_memory` is
+        False."""
+        import torch
+
         from sedsl.lower import build_module
 
-        return build_module(self.graph if se else self.base, fused=fused)
+        cost = self.cost()
+        params = cost.se.params if se else cost.base.params
+        limits.check_parameter_memory(self.name, params, device, check_memory)
+        with torch.device(device) if device is not None else _no_device():
+            return build_module(self.graph if se else self.base, fused=fused)
 
     def source(self, fused: bool = False, se: bool = True) -> str:
         """Standalone PyTorch source defining `class Model(nn.Module)` (the build's model.py)."""
@@ -71,10 +83,7 @@ def load(path: str | Path, *, input: tuple[int, ...] | str | int | None = None,
          search_path: list[str | Path] | None = None, **overrides: Any) -> Network:
     """Compile the spec at `path`; keyword arguments override top-level parameters."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError(f"cannot read {path}: {err.strerror}", None) from None
+    text = limits.read_spec(path)  # a regular UTF-8 file of bounded size, or a SpecError
     return loads(text, path=str(path), input=input, search_path=search_path, **overrides)
 
 
@@ -95,6 +104,11 @@ def loads(text: str, *, path: str = "<string>", input: tuple[int, ...] | str | i
     return Network(graph, base, done.se, sources)
 
 
+@contextmanager
+def _no_device() -> Iterator[None]:
+    yield
+
+
 def input_override(value: Any) -> tuple[int, ...] | None:
     """`input=` as a shape: 224 (square), 320x240, 3x320x240, or a tuple of those numbers."""
     if value is None:
@@ -104,7 +118,7 @@ def input_override(value: Any) -> tuple[int, ...] | None:
     if isinstance(value, str):
         parts = value.strip().lower().split("x")
         if all(p.isdigit() for p in parts):
-            value = tuple(int(p) for p in parts)
+            value = tuple(limits.dimension(p, NOWHERE) for p in parts)
     if (isinstance(value, tuple) and 1 <= len(value) <= 3
             and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value)):
         return value

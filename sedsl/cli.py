@@ -6,8 +6,11 @@ import csv
 import io
 import json
 import os
+import shutil
+import signal
 import sys
 import tempfile
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,15 +19,66 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 import sedsl
-from sedsl import ir
+from sedsl import ir, limits
 from sedsl.api import Network
 from sedsl.cost import CONVENTIONS, Cost
-from sedsl.errors import NOWHERE, SpecError
+from sedsl.errors import NOWHERE, Span, SpecError
+
+# Exit statuses: 0 done, 1 a mistake in the spec or its values, 2 a usage error (click's),
+# 3 a bug in sedsl, 130 interrupted.
+SPEC_ERROR, USAGE_ERROR, INTERNAL_ERROR, INTERRUPTED = 1, 2, 3, 130
+BUG_REPORTS = "the sedsl issue tracker"
+
+
+class _Guarded(TyperGroup):
+    """Runs every command so that no user mistake ends in a traceback: a SpecError prints as
+    file:line:col and exits 1; anything unexpected is reported as a bug in sedsl and exits 3."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (vendored by typer or not)
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except SpecError as e:
+            sys.stderr.write(f"{e}\n")
+            raise typer.Exit(SPEC_ERROR) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("sedsl: interrupted\n")
+            raise typer.Exit(INTERRUPTED) from None
+        except BrokenPipeError:  # `sedsl graph spec | head`: the reader has gone
+            sys.stderr.close()
+            raise typer.Exit(SPEC_ERROR) from None
+        except Exception as e:
+            if type(e).__module__.startswith(("click.", "typer.")):
+                raise  # click's usage errors: it prints them and exits 2
+            _report_bug(e)
+            raise typer.Exit(INTERNAL_ERROR) from None
+
+
+def _report_bug(e: BaseException) -> None:
+    """What went wrong, that it is sedsl's fault, and where the details are for a report."""
+    details = "".join(traceback.format_exception(e))
+    where = ""
+    try:
+        fd, name = tempfile.mkstemp(prefix="sedsl-bug-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"sedsl {sedsl.__version__}, argv {sys.argv!r}\n{details}")
+        where = f"; the details are in {name}"
+    except OSError:
+        pass
+    sys.stderr.write(
+        f"sedsl: internal error: {type(e).__name__}: {e}\n"
+        f"This is a bug in sedsl, not a mistake in your spec. Please report it to {BUG_REPORTS} "
+        f"with the command, the spec{where}.\n")
+    if os.environ.get("SEDSL_DEBUG"):
+        sys.stderr.write(details)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="A compiler for Squeeze-and-Excitation networks.")
+                  cls=_Guarded, help="A compiler for Squeeze-and-Excitation networks.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -41,7 +95,7 @@ def _spec_errors() -> Iterator[None]:
         yield
     except SpecError as e:
         sys.stderr.write(f"{e}\n")
-        raise typer.Exit(1) from None
+        raise typer.Exit(SPEC_ERROR) from None
 
 
 def _overrides(sets: list[str] | None, input_size: str | None) -> dict[str, Any]:
@@ -51,10 +105,27 @@ def _overrides(sets: list[str] | None, input_size: str | None) -> dict[str, Any]
         if not eq or not name.strip().isidentifier():
             raise SpecError(f"--set takes NAME=VALUE, got `{item}`", NOWHERE,
                             "e.g. --set ratio=8")
+        _check_option_value("--set", item, len(name) + 1, value)
         values[name.strip()] = value
     if input_size is not None:
+        _check_option_value("--input", input_size, 0, input_size)
         values["input"] = input_size  # sedsl.load parses 224, 320x240 and 3x320x240
     return values
+
+
+def _check_option_value(option: str, text: str, start: int, value: str) -> None:
+    """Numbers in an option's value are read as a spec's are, with the same errors, pointing
+    into the option's text: `--set:1:7: error: the number `1e999` is too large`."""
+    span = Span(option, 1, start + 1, 1, start + len(value) + 1)
+    try:
+        parts = value.strip().lower().split("x")
+        if len(parts) > 1 and all(p.isdigit() for p in parts):
+            for part in parts:
+                limits.dimension(part, span)
+        else:
+            limits.number_value(value, span)
+    except SpecError as e:
+        raise e.attach({option: text}) from None
 
 
 def _load(spec: Path, sets: list[str] | None, input_size: str | None = None,
@@ -77,6 +148,8 @@ def build(
                                           "instead of the fused op.")] = False,
 ) -> None:
     """Compile SPEC: write model.py, graph.json and summary.json, print the summary."""
+    if output is not None:
+        _check_build_target(output)  # before the work, not after
     with _spec_errors(), err.status("compiling", spinner="dots"):
         net = _load(spec, sets, input_size)
         graph = net.base if no_se else net.graph
@@ -87,7 +160,7 @@ def build(
             "summary.json": json.dumps(_summary(net, cost, spec, no_se), indent=1) + "\n",
         }
         folder = output or Path("build") / net.name
-        _write_atomically(folder, files)
+        _write_build(folder, files)
     _print_summary(cost, no_se)
     out.print(f"wrote {', '.join(str(folder / f) for f in files)}")
 
@@ -98,23 +171,112 @@ def _summary(net: Network, cost: Cost, spec: Path, no_se: bool) -> dict[str, Any
             .number_of_nodes(), **doc}
 
 
-def _write_atomically(folder: Path, files: dict[str, str]) -> None:
-    """Every file appears whole or not at all: written beside, then renamed into place."""
-    folder.mkdir(parents=True, exist_ok=True)
-    staged = []
+# What a build folder may hold for a new build to replace it: an earlier build's files, and
+# the bytecode Python leaves beside a model.py it imported.
+BUILD_FILES = frozenset({"model.py", "graph.json", "summary.json", "__pycache__"})
+
+
+def _check_build_target(folder: Path) -> None:
+    """-o must be absent, empty, or an earlier build: sedsl never deletes anything else."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise typer.BadParameter(f"{folder} exists and is not a folder", param_hint="-o")
+    if folder.is_dir():
+        others = sorted(p.name for p in folder.iterdir() if p.name not in BUILD_FILES)
+        if others:
+            raise typer.BadParameter(
+                f"{folder} holds files that are not a sedsl build ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}); choose an empty or new folder",
+                param_hint="-o")
+
+
+def _write_build(folder: Path, files: dict[str, str]) -> None:
+    """The build folder appears whole, or not at all, and an earlier build stays whole until
+    the new one replaces it: the files are written into a temporary folder beside the target,
+    which is then renamed into place (under a lock, so concurrent builds take turns)."""
+    parent = folder.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise SpecError(f"cannot write {folder}: {e.strerror}") from None
     try:
         for name, text in files.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-            with os.fdopen(fd, "w") as f:
+            (staging / name).write_text(text, encoding="utf-8")
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp made it private
+        with _locked(parent), _uninterrupted():
+            _check_build_target(folder)  # again: another build may have run meanwhile
+            _rename_into_place(staging, folder)
+    except OSError as e:
+        raise SpecError(f"cannot write {folder}: {e.strerror}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when the build succeeded
+
+
+def _rename_into_place(staging: Path, folder: Path) -> None:
+    """Move `staging` to `folder`; an earlier build there is moved aside first, and back if
+    the new one cannot take its place."""
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    os.rename(folder, old)  # onto an empty folder: allowed, and atomic
+    try:
+        os.rename(staging, folder)
+    except OSError:
+        os.rename(old, folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` (POSIX flock on the directory itself: no lock file)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the renames alone
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Hold Ctrl-C (and SIGTERM) back across the renames; they are delivered afterwards."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # no sigmask here (Windows)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _write_file(path: Path, text: str) -> None:
+    """One file, whole or not at all: written beside it, then renamed over it."""
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder; -o names the file to write",
+                                 param_hint="-o")
+    folder = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
             os.chmod(tmp, 0o666 & ~_umask())
-            staged.append((tmp, folder / name))
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in staged:
+            os.replace(tmp, path)
+        finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    except OSError as e:
+        raise SpecError(f"cannot write {path}: {e.strerror}") from None
 
 
 def _umask() -> int:
@@ -158,9 +320,10 @@ def graph(
 
             text = "\n".join(nx.generate_graphml(ir.flat(g))) + "\n"
         else:
-            raise SpecError(f"unknown format `{fmt}`", NOWHERE, "json, graphml or dot")
+            raise typer.BadParameter(f"unknown format `{fmt}`; expected json, graphml or dot",
+                                     param_hint="--format")
     if output:
-        _write_atomically(output.parent if str(output.parent) else Path("."), {output.name: text})
+        _write_file(output, text)
     else:
         sys.stdout.write(text)
 
@@ -184,10 +347,11 @@ def cost(
     """Parameter and FLOP overhead of the SE blocks: base vs SE network, and where it comes from."""
     with _spec_errors():
         if convention not in CONVENTIONS:
-            raise SpecError(f"unknown convention `{convention}`", NOWHERE,
-                            f"one of {', '.join(CONVENTIONS)}")
+            raise typer.BadParameter(f"unknown convention `{convention}`; expected "
+                                     f"{', '.join(CONVENTIONS)}", param_hint="--convention")
         if by not in ("stage", "block", "op"):
-            raise SpecError(f"--by takes stage, block or op, not `{by}`", NOWHERE)
+            raise typer.BadParameter(f"expected stage, block or op, not `{by}`",
+                                     param_hint="--by")
         runs = [(spec, r, _load(spec, sets, input_size, **({"ratio": r} if r else {})))
                 for spec in specs for r in _ratios(ratio)]
         reports = [(spec, r, net, net.cost(convention)) for spec, r, net in runs]
@@ -214,6 +378,10 @@ def _ratios(text: str | None) -> list[str | None]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values:
         raise SpecError("--ratio takes a list like 2,4,8,16,32", NOWHERE)
+    start = 0
+    for value in text.split(","):  # each value checked as a spec's number, pointing into it
+        _check_option_value("--ratio", text, start, value)
+        start += len(value) + 1
     return list(values)
 
 

@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import networkx as nx
 
-from sedsl import ast
+from sedsl import ast, limits
 from sedsl.errors import NOWHERE, Span, SpecError
 from sedsl.evaluate import (
     LAYERS,
@@ -56,13 +56,15 @@ class Namespace:
     """The names taken under one path; auto names count per base name (conv1, conv2, ...)."""
 
     taken: dict[str, Span] = field(default_factory=dict)
+    next: dict[str, int] = field(default_factory=dict)  # per base: where auto names resume
 
     def claim(self, name: str | None, base: str, span: Span) -> str:
         if name is None:
-            k = 1
+            k = self.next.get(base, 1)  # names are never freed: resume, or this is quadratic
             while f"{base}{k}" in self.taken:
                 k += 1
             name = f"{base}{k}"
+            self.next[base] = k + 1
         elif name in self.taken:
             raise SpecError(f"`{name}` is already used here (line {self.taken[name].line})", span,
                             "names of layers must be unique inside a block")
@@ -119,6 +121,7 @@ class Elaborator:
         self.eval = self.evaluator.eval
         self.graph = nx.DiGraph()
         self.blocks: dict[str, str | None] = {}  # block instance path -> its block kind
+        self.budget = limits.Budget()  # nodes placed and nesting, against sedsl.limits
 
     # -- entry point --
 
@@ -174,6 +177,13 @@ class Elaborator:
     # -- placement: layers become nodes --
 
     def place(self, layer: Layer, x: Tensor, scope: Scope, name: str | None, span: Span) -> Tensor:
+        if not isinstance(layer, OpCall):  # an op counts as the node it adds
+            self.budget.step(span)
+        with self.budget.nested(span):
+            return self._place(layer, x, scope, name, span)
+
+    def _place(self, layer: Layer, x: Tensor, scope: Scope, name: str | None,
+               span: Span) -> Tensor:
         if isinstance(layer, OpCall):
             return self._place_op(layer, [x], scope, name)
         if isinstance(layer, Repeat):
@@ -192,6 +202,7 @@ class Elaborator:
         return self._place_closure(layer, x, scope)
 
     def _place_op(self, call: OpCall, xs: list[Tensor], scope: Scope, name: str | None) -> Tensor:
+        self.budget.step(call.span)
         in_shapes = [t.shape for t in xs]
         try:
             call.op.check(call.attrs, in_shapes)
@@ -211,7 +222,10 @@ class Elaborator:
             scope = scope.enter(scope.ns.claim(name, "", span), None, instance=False)
         for k in range(1, rep.count + 1):
             layer = rep.layer if k == 1 else first_copy_only(rep.layer)
+            before = self.budget.steps
             x = self.place(layer, x, scope, f"block{k}" if name else None, span)
+            if k == 2:  # repeats 2..n are alike: refuse now what the rest would exceed
+                self.budget.expect((self.budget.steps - before) * (rep.count - 2), span)
         return x
 
     def _place_block(self, call: BlockCall, x: Tensor, scope: Scope) -> Tensor:

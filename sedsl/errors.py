@@ -68,10 +68,10 @@ class SpecError(Exception):
 
 
 def _excerpt(text: str, span: Span) -> list[str]:
-    source_lines = text.splitlines() or [""]
+    source_lines = text.split("\n")  # as the lexer counts lines: not at \f, \x1c, U+2028...
     if not 1 <= span.line <= len(source_lines):
         return []
-    line = source_lines[span.line - 1].rstrip()
+    line = _printable(source_lines[span.line - 1].rstrip())
     end = span.end_col if span.end_line == span.line else len(line) + 1
     width = max(1, min(end, len(line) + 1) - span.col)
     gutter = " " * len(str(span.line))
@@ -79,6 +79,15 @@ def _excerpt(text: str, span: Span) -> list[str]:
         f"{span.line} | {line}",
         f"{gutter} | {' ' * (span.col - 1)}{'^' * width}",
     ]
+
+
+# Control characters (a NUL, an escape sequence) would corrupt the terminal or hide the caret:
+# each is shown as its one-character Unicode picture, so the caret stays under its column.
+_PICTURES = {c: chr(0x2400 + c) for c in range(32) if c != 9} | {127: "\u2421"}
+
+
+def _printable(line: str) -> str:
+    return line.translate(_PICTURES)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:

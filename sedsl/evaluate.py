@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, TypeAlias
 
-from sedsl import ast
+from sedsl import ast, limits
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
 from sedsl.library import Library
 from sedsl.ops import OPS, Attr, Op
@@ -95,12 +95,14 @@ def num(x: Fraction) -> str:
 def to_value(value: Any, name: str) -> Value:
     """A Python value as a spec value: numbers become exact; text stays text until the parameter
     it sets says what it must be (`coerce`)."""
-    if isinstance(value, bool | str | Fraction):
+    if isinstance(value, bool | str):
         return value
+    if isinstance(value, Fraction):
+        return limits.check_number(value, NOWHERE)
     if isinstance(value, int | float):
-        return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+        return limits.python_number(value, NOWHERE)
     if isinstance(value, tuple) and all(isinstance(d, int) for d in value):
-        return value
+        return tuple(limits.dimension(str(d), NOWHERE) for d in value)
     raise SpecError(f"cannot use {value!r} as the value of `{name}`", NOWHERE)
 
 
@@ -111,11 +113,9 @@ def parse_text(text: str) -> Value:
         return lowered == "true"
     parts = lowered.split("x")
     if len(parts) > 1 and all(p.isdigit() for p in parts):
-        return tuple(int(p) for p in parts)
-    try:
-        return Fraction(lowered)
-    except (ValueError, ZeroDivisionError):
-        return unquote(text)
+        return tuple(limits.dimension(p, NOWHERE) for p in parts)
+    number = limits.number_value(lowered, NOWHERE)
+    return unquote(text) if number is None else number
 
 
 def unquote(text: str) -> str:
@@ -388,14 +388,15 @@ def arithmetic(op: str, a: Fraction, b: Fraction, span: Span) -> Value:
         "//": lambda: Fraction(a // b), "%": lambda: a % b,
         "<": lambda: a < b, "<=": lambda: a <= b, ">": lambda: a > b, ">=": lambda: a >= b,
     }
-    return table[op]()
+    result = table[op]()
+    return limits.check_number(result, span) if isinstance(result, Fraction) else result
 
 
 def repeat_count(value: Value, span: Span) -> int:
     if not isinstance(value, Fraction) or value.denominator != 1 or value < 1:
         raise SpecError(f"a layer repeats a whole number of times (>= 1), not {describe(value)}",
                         span)
-    return int(value)
+    return limits.repeat_count(int(value), span)
 
 
 def first_copy_only(layer: Layer) -> Layer:

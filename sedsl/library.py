@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sedsl import ast
+from sedsl import ast, limits
 from sedsl.errors import SpecError
 from sedsl.parse import parse
 from sedsl.paths import LIBRARY_ROOT
@@ -40,7 +40,8 @@ def _blocks(module: ast.Module, roots: list[Path], sources: dict[str, str],
         name = _display(target)
         if name in sources:
             continue  # already loaded through another `use`
-        sources[name] = text = target.read_text()
+        limits.use_depth(len(stack), use.span)
+        sources[name] = text = limits.read_spec(target, use.span)
         imported = parse(text, name)
         if imported.networks or imported.se:
             raise SpecError(f"{use.path} is a spec, not a block library", use.span,
@@ -77,7 +78,7 @@ def _resolve(use: ast.Use, roots: list[Path]) -> Path:
         if not any(candidate.is_relative_to(r.resolve()) for r in roots):
             raise SpecError(f"`{use.path}` leaves the spec search path", use.span,
                             "imports may not reach outside the spec's folder and the library")
-        if candidate.is_file():
+        if limits.is_file(candidate):
             return candidate
     searched = [_display(r) if r != LIBRARY_ROOT else "sedsl's block library" for r in roots]
     raise SpecError(f"cannot find `{use.path}`", use.span, "searched " + ", ".join(searched))

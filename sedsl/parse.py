@@ -4,14 +4,19 @@ lark error into a SpecError with a span."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from fractions import Fraction
 from functools import cache
 from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
-from sedsl import ast
+from sedsl import ast, limits
 from sedsl.errors import Span, SpecError
 from sedsl.paths import GRAMMAR
 
@@ -68,7 +73,7 @@ def _parser(start: str, strict: bool = False) -> Lark:
 def parse(text: str, file: str = "<string>") -> ast.Module:
     """Parse one .se file."""
     tree = _run(text, file, "start")
-    items = _ToAst(file).transform(tree)
+    items = _to_ast(tree, file)
     return ast.Module(
         file=file,
         uses=tuple(i for i in items if isinstance(i, ast.Use)),
@@ -81,15 +86,46 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
 def parse_expr(text: str, file: str = "<command line>") -> ast.Expr:
     """Parse one expression, e.g. the value of `--set ratio=8`."""
     tree = _run(text, file, "expr")
-    result: ast.Expr = _ToAst(file).transform(tree)
+    result: ast.Expr = _to_ast(tree, file)
     return result
 
 
 def _run(text: str, file: str, start: str) -> Tree[Any]:
+    if len(text) > limits.current().spec_bytes:
+        raise limits.exceeded(f"{file} is too large for a spec", "spec_bytes",
+                              Span(file, 1, 1, 1, 2))
     try:
-        return _parser(start).parse(text)
+        tree = _parser(start).parse(text)
     except UnexpectedInput as err:
         raise _syntax_error(err, text, file) from None
+    _check_depth(tree, file)
+    return tree
+
+
+def _to_ast(tree: Tree[Any], file: str) -> Any:
+    """The AST; a SpecError raised while building it (a number too large) comes out as is."""
+    try:
+        return _ToAst(file).transform(tree)
+    except VisitError as err:
+        if isinstance(err.orig_exc, SpecError):
+            raise err.orig_exc from None
+        raise
+
+
+def _check_depth(tree: Tree[Any], file: str) -> None:
+    """Refuse a syntax tree nested past the depth limit before anything recurses over it
+    (`- - - - x`, `a + b + ... + z`, `{ { { ... } } }`); a stack instead of recursion here."""
+    limit = limits.current().depth
+    stack: list[tuple[Tree[Any], int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            meta = node.meta
+            line, col = getattr(meta, "line", 1), getattr(meta, "column", 1)
+            raise limits.exceeded("this is nested too deeply", "depth",
+                                  Span(file, line, col, line, col + 1),
+                                  "split it up: bind parts to names, or define a block")
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
 
 
 # --- lark errors -> SpecError ---------------------------------------------------------------
@@ -135,6 +171,7 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> SpecError:
     if isinstance(err, UnexpectedCharacters):
         pos = err.pos_in_stream or 0
         char = text[pos] if pos < len(text) else "?"
+        char = char if char.isprintable() else f"U+{ord(char):04X}"
         span = Span(file, line, col, line, col + 1)
         return SpecError(f"unexpected character `{char}`", span)
     if isinstance(err, UnexpectedToken):
@@ -145,8 +182,10 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> SpecError:
         hint = _hint_for(tok, err.expected) or _open_paren(text, tok, err.expected)
         return SpecError(f"unexpected {what}" + _expected(set(err.expected)), span, hint)
     if isinstance(err, UnexpectedEOF):
-        lines = text.splitlines() or [""]
-        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
+        # lines as the lexer counts them (\f is no line break); the last, without its newline
+        lines = (text[:-1] if text.endswith("\n") else text).split("\n")
+        end = len(lines[-1].rstrip("\r")) + 1
+        span = Span(file, len(lines), end, len(lines), end + 1)
         return SpecError("unexpected end of file" + _expected(set(err.expected)), span)
     return SpecError(str(err), Span(file, line, col, line, col + 1))
 
@@ -184,6 +223,19 @@ def _unquote(tok: Token) -> str:
     return str(tok)[1:-1]
 
 
+def _check_use_path(path: str, span: Span) -> None:
+    """A `use` path names a file: no control characters (a NUL cannot reach the OS), not empty,
+    not longer than any file system allows."""
+    bad = next((ch for ch in path if ord(ch) < 32 or ord(ch) == 127), None)
+    if bad is not None:
+        raise SpecError(f"a `use` path cannot hold the control character U+{ord(bad):04X}", span)
+    if not path.strip():
+        raise SpecError("a `use` path cannot be empty", span, 'e.g. use "lib/resnet.se"')
+    if len(path) > limits.MAX_PATH or any(len(p.encode()) > 255 for p in path.split("/")):
+        raise SpecError(f"this `use` path is too long (at most {limits.MAX_PATH} characters, "
+                        "255 bytes a name)", span)
+
+
 @v_args(meta=True)
 class _ToAst(Transformer[Token, Any]):
     def __init__(self, file: str):
@@ -204,7 +256,9 @@ class _ToAst(Transformer[Token, Any]):
         return items
 
     def use(self, meta: Any, c: list[Token]) -> ast.Use:
-        return ast.Use(_unquote(c[0]), self._span(meta))
+        path = _unquote(c[0])
+        _check_use_path(path, self._tok(c[0]))
+        return ast.Use(path, self._span(meta))
 
     def block(self, meta: Any, c: list[Any]) -> ast.BlockDef:
         return ast.BlockDef(str(c[0]), c[1], c[2], self._span(meta))
@@ -229,7 +283,7 @@ class _ToAst(Transformer[Token, Any]):
         return ast.Place(c[0], self._span(meta))
 
     def input(self, meta: Any, c: list[Token]) -> ast.Input:
-        return ast.Input(tuple(int(d) for d in str(c[0]).split("x")), self._span(meta))
+        return ast.Input(self._dims(c[0]), self._span(meta))
 
     def if_stmt(self, meta: Any, c: list[Any]) -> ast.If:
         orelse = c[2] if len(c) > 2 else ()
@@ -269,10 +323,13 @@ class _ToAst(Transformer[Token, Any]):
         return ast.BinOp(str(c[1]), c[0], c[2], self._span(meta))
 
     def number(self, meta: Any, c: list[Token]) -> ast.Number:
-        return ast.Number(Fraction(str(c[0])), self._tok(c[0]))
+        return ast.Number(limits.literal(str(c[0]), self._tok(c[0])), self._tok(c[0]))
 
     def shape(self, meta: Any, c: list[Token]) -> ast.ShapeLit:
-        return ast.ShapeLit(tuple(int(d) for d in str(c[0]).split("x")), self._tok(c[0]))
+        return ast.ShapeLit(self._dims(c[0]), self._tok(c[0]))
+
+    def _dims(self, tok: Token) -> tuple[int, ...]:
+        return tuple(limits.dimension(d, self._tok(tok)) for d in str(tok).split("x"))
 
     def string(self, meta: Any, c: list[Token]) -> ast.String:
         return ast.String(_unquote(c[0]), self._tok(c[0]))

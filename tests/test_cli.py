@@ -124,10 +124,14 @@ def test_cost_verify_agrees_with_fvcore() -> None:
     assert out.count("equal") == 2 and "DIFFERENT" not in out
 
 
-def test_bad_options_are_errors() -> None:
-    assert run("cost", R50, "--convention", "macs")[0] == 1
-    assert run("cost", R50, "--by", "layer")[0] == 1
-    assert run("graph", R50, "--format", "png")[0] == 1
+def test_bad_options_are_usage_errors() -> None:
+    """A bad option value that is not part of a spec is a usage error: status 2, no traceback."""
+    for args in (("cost", R50, "--convention", "macs"), ("cost", R50, "--by", "layer"),
+                 ("graph", R50, "--format", "svg")):
+        code, out, errors = run(*args)
+        assert code == 2, args
+        assert "Traceback" not in out + errors and errors.endswith("\n")
+        assert args[-1] in errors
 
 
 def test_graph_export(tmp_path: Path) -> None:
