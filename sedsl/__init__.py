@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from sedsl.api import Network, load, loads
 from sedsl.errors import Span, SpecError
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from sedsl.api import Network, load, loads
 
 
 def transfer_weights(src: Any, dst: nn.Module) -> nn.Module:
@@ -23,6 +24,15 @@ def transfer_weights(src: Any, dst: nn.Module) -> nn.Module:
     from sedsl.weights import transfer_weights as transfer
 
     return transfer(src, dst)
+
+
+def __getattr__(name: str) -> Any:
+    """`load`, `loads` and `Network` import the compiler (networkx, lark) on first use only."""
+    if name in ("Network", "load", "loads"):
+        from sedsl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sedsl' has no attribute {name!r}")
 
 
 __all__ = ["Network", "Span", "SpecError", "__version__", "load", "loads", "transfer_weights"]
