@@ -148,12 +148,15 @@ def check(spec: SpecArgument, sets: SetOption = None, input_size: InputOption = 
 def graph(
     spec: SpecArgument,
     fmt: Annotated[str, typer.Option("--format", metavar="FORMAT",
-                                     help="json, graphml or dot.")] = "json",
+                                     help="json, graphml, dot, svg or png.")] = "json",
     output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE")] = None,
     sets: SetOption = None,
     no_se: Annotated[bool, typer.Option("--no-se", metavar="", help="The base network.")] = False,
+    depth: Annotated[int | None, typer.Option(
+        metavar="N", help="svg/png: one box per module path of N parts (1 stage, 2 block).")
+    ] = None,
 ) -> None:
-    """Export the graph IR of SPEC (node-link JSON, GraphML or Graphviz DOT)."""
+    """Export the graph IR of SPEC (node-link JSON, GraphML, Graphviz DOT) or draw it (SVG, PNG)."""
     with _spec_errors():
         net = _load(spec, sets)
         g = net.base if no_se else net.graph
@@ -165,12 +168,37 @@ def graph(
             import networkx as nx
 
             text = "\n".join(nx.generate_graphml(ir.flat(g))) + "\n"
+        elif fmt in ("svg", "png"):
+            text = _draw(g, fmt, depth, output)
         else:
-            raise SpecError(f"unknown format `{fmt}`", NOWHERE, "json, graphml or dot")
+            raise SpecError(f"unknown format `{fmt}`", NOWHERE, "json, graphml, dot, svg or png")
+    if fmt == "png":
+        return
     if output:
         _write_atomically(output.parent if str(output.parent) else Path("."), {output.name: text})
     else:
         sys.stdout.write(text)
+
+
+def _draw(g: Any, fmt: str, depth: int | None, output: Path | None) -> str:
+    """The SVG picture; for png, also rendered and written to `output` (required)."""
+    from sedsl.draw import to_png, to_svg
+
+    if depth is not None and depth < 1:
+        raise SpecError("--depth takes a number of name parts, 1 or more", NOWHERE)
+    svg = to_svg(g, depth)
+    if fmt == "png":
+        if output is None:
+            raise SpecError("--format png needs -o FILE.png", NOWHERE)
+        try:
+            data = to_png(svg)
+        except ImportError:
+            raise SpecError("--format png needs resvg", NOWHERE, "pip install 'sedsl[png]'"
+                            " or draw --format svg") from None
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, output)
+    return svg
 
 
 # --- cost ---------------------------------------------------------------------------------------

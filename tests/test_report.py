@@ -79,7 +79,8 @@ def test_training_memory_matches_saved_tensors() -> None:
         weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
         saved: dict[int, int] = {}
 
-        def pack(t: torch.Tensor, saved: dict[int, int] = saved) -> torch.Tensor:
+        def pack(t: torch.Tensor, saved: dict[int, int] = saved,
+                 weights: set[int] = weights) -> torch.Tensor:
             if t.untyped_storage().data_ptr() not in weights:
                 saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
             return t
@@ -97,7 +98,8 @@ def test_layer_table_formats() -> None:
     table = _cli("cost", R50, "--by", "layer", "--depth", "1", "--batch", "1,64")
     assert "conv4" in table and "batch 64:" in table and "#activations" in table
     markdown = _cli("cost", R50, "--by", "layer", "--markdown")
-    assert markdown.startswith("| module | op | output |") and " conv2.block1 | bottleneck |" in markdown
+    assert markdown.startswith("| module | op | output |")
+    assert " conv2.block1 | bottleneck |" in markdown
     csv_text = _cli("cost", R50, "--by", "layer", "--csv", "--depth", "1")
     assert len(csv_text.strip().splitlines()) == 1 + 6
     assert CliRunner().invoke(app, ["cost", R50, "--by", "layer", "--batch", "x"]).exit_code == 1
