@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sedsl.api import Network, load, loads
 from sedsl.errors import CompilerError, Span, SpecError
 from sedsl.version import __version__
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from sedsl.api import Network, load, loads
 
 
 def transfer_weights(src: Any, dst: nn.Module) -> nn.Module:
@@ -22,6 +23,15 @@ def transfer_weights(src: Any, dst: nn.Module) -> nn.Module:
     from sedsl.weights import transfer_weights as transfer
 
     return transfer(src, dst)
+
+
+def __getattr__(name: str) -> Any:
+    """`load`, `loads` and `Network` import the compiler (networkx, lark) on first use only."""
+    if name in ("Network", "load", "loads"):
+        from sedsl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sedsl' has no attribute {name!r}")
 
 
 __all__ = ["CompilerError", "Network", "Span", "SpecError", "__version__", "load", "loads",

@@ -1,4 +1,5 @@
-"""The `sedsl` command. torch and fvcore are imported only by the options that need them."""
+"""The `sedsl` command. torch and fvcore are imported only by the options that need them;
+networkx, lark and rich only by the commands that use them (start-up time: docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,25 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from typer.core import TyperGroup
 
-import sedsl
-from sedsl import ir, limits
-from sedsl.api import Network
-from sedsl.cost import CONVENTIONS, Cost
+from sedsl import limits
+from sedsl._lazy import LazyConsole, lazy
 from sedsl.errors import NOWHERE, Span, SpecError
+
+if TYPE_CHECKING:
+    import sedsl
+    from sedsl import cost as cost_model
+    from sedsl import ir
+    from sedsl.api import Network
+    from sedsl.cost import Cost
+else:
+    sedsl = lazy("sedsl")
+    ir = lazy("sedsl.ir")
+    cost_model = lazy("sedsl.cost")
 
 # Exit statuses: 0 done, 1 a mistake in the spec or its values, 2 a usage error (click's),
 # 3 a bug in sedsl, 130 interrupted.
@@ -77,13 +85,15 @@ def _report_bug(e: BaseException) -> None:
         sys.stderr.write(details)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  cls=_Guarded, help="A compiler for Squeeze-and-Excitation networks.")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, cls=_Guarded,
+                  help="A compiler for Squeeze-and-Excitation networks.")
+T = TypeVar("T")
+out = LazyConsole()
+err = LazyConsole(stderr=True)
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", metavar="NAME=VALUE", help="Override a top-level parameter or SE setting.")]
+SpecArgument = Annotated[Path, typer.Argument(metavar="SPEC", help="The .se spec.")]
 InputOption = Annotated[str | None, typer.Option(
     "--input", metavar="SHAPE", help="Input size: 224, 320x320 or 3x320x320.")]
 
@@ -138,14 +148,16 @@ def _load(spec: Path, sets: list[str] | None, input_size: str | None = None,
 
 @app.command()
 def build(
-    spec: Annotated[Path, typer.Argument(help="The .se spec to compile.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output folder "
-                                                "(default: build/<network>).")] = None,
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="The .se spec to compile.")],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", metavar="DIR", help="Output folder (default: build/<network>).")] = None,
     sets: SetOption = None,
     input_size: InputOption = None,
-    no_se: Annotated[bool, typer.Option("--no-se", help="Build the base network.")] = False,
-    no_fuse: Annotated[bool, typer.Option("--no-fuse", help="Plain-torch SE blocks in model.py "
-                                          "instead of the fused op.")] = False,
+    no_se: Annotated[bool, typer.Option(
+        "--no-se", metavar="", help="Build the base network.")] = False,
+    no_fuse: Annotated[bool, typer.Option(
+        "--no-fuse", metavar="", help="Plain-torch SE blocks in model.py instead of the fused op.")
+    ] = False,
 ) -> None:
     """Compile SPEC: write model.py, graph.json and summary.json, print the summary."""
     if output is not None:
@@ -286,7 +298,7 @@ def _umask() -> int:
 
 
 @app.command()
-def check(spec: Path, sets: SetOption = None, input_size: InputOption = None) -> None:
+def check(spec: SpecArgument, sets: SetOption = None, input_size: InputOption = None) -> None:
     """Validate SPEC: parse, elaborate, infer every shape, apply the SE rules."""
     with _spec_errors():
         net = _load(spec, sets, input_size)
@@ -297,16 +309,20 @@ def check(spec: Path, sets: SetOption = None, input_size: InputOption = None) ->
 
 @app.command()
 def graph(
-    spec: Path,
-    fmt: Annotated[str, typer.Option("--format", help="json, graphml or dot.")] = "json",
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    spec: SpecArgument,
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT",
+                                     help="json, graphml, dot, svg or png.")] = "json",
+    output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE")] = None,
     sets: SetOption = None,
-    no_se: Annotated[bool, typer.Option("--no-se")] = False,
+    no_se: Annotated[bool, typer.Option("--no-se", metavar="", help="The base network.")] = False,
     after: Annotated[str | None, typer.Option(
         "--after", metavar="PASS",
         help="The graph as this pass left it: elaborate, apply_se or fuse_se.")] = None,
+    depth: Annotated[int | None, typer.Option(
+        metavar="N", help="svg/png: one box per module path of N parts (1 stage, 2 block).")
+    ] = None,
 ) -> None:
-    """Export the graph IR of SPEC (node-link JSON, GraphML or Graphviz DOT)."""
+    """Export the graph IR of SPEC (node-link JSON, GraphML, Graphviz DOT) or draw it (SVG, PNG)."""
     with _spec_errors():
         net = _load(spec, sets)
         g = net.after(after or "apply_se")
@@ -319,13 +335,38 @@ def graph(
             import networkx as nx
 
             text = "\n".join(nx.generate_graphml(ir.flat(g))) + "\n"
+        elif fmt in ("svg", "png"):
+            text = _draw(g, fmt, depth, output)
         else:
-            raise typer.BadParameter(f"unknown format `{fmt}`; expected json, graphml or dot",
-                                     param_hint="--format")
+            raise typer.BadParameter(f"unknown format `{fmt}`; expected json, graphml, dot, "
+                                     "svg or png", param_hint="--format")
+    if fmt == "png":
+        return
     if output:
         _write_file(output, text)
     else:
         sys.stdout.write(text)
+
+
+def _draw(g: Any, fmt: str, depth: int | None, output: Path | None) -> str:
+    """The SVG picture; for png, also rendered and written to `output` (required)."""
+    from sedsl.draw import to_png, to_svg
+
+    if depth is not None and depth < 1:
+        raise SpecError("--depth takes a number of name parts, 1 or more", NOWHERE)
+    svg = to_svg(g, depth)
+    if fmt == "png":
+        if output is None:
+            raise SpecError("--format png needs -o FILE.png", NOWHERE)
+        try:
+            data = to_png(svg)
+        except ImportError:
+            raise SpecError("--format png needs resvg", NOWHERE, "pip install 'sedsl[png]'"
+                            " or draw --format svg") from None
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, output)
+    return svg
 
 
 # --- cost ---------------------------------------------------------------------------------------
@@ -333,32 +374,51 @@ def graph(
 
 @app.command()
 def cost(
-    specs: Annotated[list[Path], typer.Argument(help="One or more .se specs, side by side.")],
-    convention: Annotated[str, typer.Option(help="fvcore, paper or flops.")] = "fvcore",
-    ratio: Annotated[str | None, typer.Option(help="A sweep of ratios: 2,4,8,16.")] = None,
+    specs: Annotated[list[Path], typer.Argument(metavar="SPEC",
+                                                help="One or more .se specs, side by side.")],
+    convention: Annotated[str, typer.Option(
+        metavar="NAME", help="fvcore, paper or flops.")] = "fvcore",
+    ratio: Annotated[str | None, typer.Option(metavar="R,R,...",
+                                              help="A sweep of ratios: 2,4,8,16.")] = None,
     input_size: InputOption = None,
     sets: SetOption = None,
-    by: Annotated[str, typer.Option(help="Group rows by stage, block or op.")] = "stage",
-    verify: Annotated[bool, typer.Option(help="Also run fvcore on the lowered module.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="CSV rows.")] = False,
-    as_markdown: Annotated[bool, typer.Option("--markdown", help="A Markdown table.")] = False,
+    by: Annotated[str, typer.Option(metavar="GROUP",
+                                    help="Group rows by stage, block or op.")] = "stage",
+    verify: Annotated[bool, typer.Option(
+        metavar="", help="Also run fvcore on the lowered module.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON document.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", metavar="", help="CSV rows.")] = False,
+    as_markdown: Annotated[bool, typer.Option(
+        "--markdown", metavar="", help="A Markdown table.")] = False,
+    depth: Annotated[int, typer.Option(
+        metavar="N", help="--by layer: module paths of at most N parts (1 stage, 2 block).")] = 2,
+    batch: Annotated[str, typer.Option(
+        metavar="N,N,...", help="--by layer: batch sizes for the training-memory estimate.")
+    ] = "1,32,256",
+    plot: Annotated[Path | None, typer.Option(
+        metavar="FILE.svg", help="Plot params and FLOPs per stage against the sweep "
+        "(needs matplotlib: pip install 'sedsl[plot]').")] = None,
 ) -> None:
     """Parameter and FLOP overhead of the SE blocks: base vs SE network, and where it comes from."""
     with _spec_errors():
-        if convention not in CONVENTIONS:
+        if convention not in cost_model.CONVENTIONS:
             raise typer.BadParameter(f"unknown convention `{convention}`; expected "
-                                     f"{', '.join(CONVENTIONS)}", param_hint="--convention")
-        if by not in ("stage", "block", "op"):
-            raise typer.BadParameter(f"expected stage, block or op, not `{by}`",
+                                     f"{', '.join(cost_model.CONVENTIONS)}",
+                                     param_hint="--convention")
+        if by not in ("stage", "block", "op", "layer"):
+            raise typer.BadParameter(f"expected stage, block, op or layer, not `{by}`",
                                      param_hint="--by")
+        batches = _batches(batch)
         runs = [(spec, r, _load(spec, sets, input_size, **({"ratio": r} if r else {})))
-                for spec in specs for r in _ratios(ratio)]
+                for spec, r in _progress([(s, r) for s in specs for r in _ratios(ratio)])]
         reports = [(spec, r, net, net.cost(convention)) for spec, r, net in runs]
     failed = verify and _verify(reports, quiet=as_json or as_csv or as_markdown)
-    docs = [{"spec": str(spec), **({"ratio": r} if r else {}), **c.to_json(by)}
+    docs = [{"spec": str(spec), **({"ratio": r} if r else {}),
+             **c.to_json("stage" if by == "layer" else by)}
             for spec, r, _, c in reports]
-    if as_json:
+    if by == "layer":
+        _print_layers(reports, depth, batches, as_json, as_csv, as_markdown)
+    elif as_json:
         sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n")
     elif as_csv:
         sys.stdout.write(_csv(docs))
@@ -368,8 +428,29 @@ def cost(
         _print_report(reports[0][3], by)
     else:
         _print_sweep(docs)
+    if plot is not None:
+        _plot(reports, plot)
     if failed:
         raise typer.Exit(1)
+
+
+def _progress(items: list[T]) -> Iterator[T]:
+    """`items`, with a rich progress bar on stderr for several of them when it is a terminal."""
+    if len(items) < 2 or not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.progress import track
+
+    yield from track(items, description="compiling", console=err._get(), transient=True)
+
+
+def _batches(text: str) -> list[int]:
+    from sedsl.report import parse_batches
+
+    try:
+        return parse_batches(text)
+    except ValueError as e:
+        raise SpecError(str(e), NOWHERE, "e.g. --batch 1,32,256") from None
 
 
 def _ratios(text: str | None) -> list[str | None]:
@@ -437,6 +518,8 @@ def _g(flops: int) -> str:
 
 
 def _print_report(c: Cost, by: str) -> None:
+    from rich.table import Table
+
     o, e = c.overhead, c.estimate
     head = Table(title=f"{c.network} — {'x'.join(map(str, c.input))}, convention {c.convention}")
     for col in ("", "params", "FLOPs"):
@@ -459,6 +542,8 @@ def _print_report(c: Cost, by: str) -> None:
 
 
 def _print_sweep(docs: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     t = Table(title=f"SE overhead, convention {docs[0]['convention']}")
     for col in ("spec", "ratio", "params", "+params", "FLOPs", "+FLOPs"):
         t.add_column(col, justify="left" if col == "spec" else "right")
@@ -479,6 +564,93 @@ def _print_summary(c: Cost, no_se: bool) -> None:
 
 def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.2f}%" if whole else "-"
+
+
+# --- per-layer tables and sweep plots (sedsl/report.py, sedsl/plot.py) ---------------------------
+
+
+def _layer_docs(reports: list[tuple[Path, str | None, Network, Cost]], depth: int,
+                batches: list[int]) -> list[dict[str, Any]]:
+    from dataclasses import asdict
+
+    from sedsl import report
+
+    docs = []
+    for spec, r, net, c in reports:
+        rows = report.layers(net.graph, c.convention, depth)
+        docs.append({
+            "spec": str(spec), **({"ratio": r} if r else {}), "network": c.network,
+            "input": list(c.input), "convention": c.convention, "depth": depth,
+            "total": {"params": c.se.params, "flops": c.se.flops,
+                      "activations": report.total_activations(net.graph)},
+            "training_memory_bytes": {
+                str(b): report.training_memory(net.graph, c.se.params, b) for b in batches},
+            "layers": [{**asdict(row), "shape": list(row.shape)} for row in rows],
+        })
+    return docs
+
+
+def _print_layers(reports: list[tuple[Path, str | None, Network, Cost]], depth: int,
+                  batches: list[int], as_json: bool, as_csv: bool, as_markdown: bool) -> None:
+    """`sedsl cost --by layer`: fvcore's flop_count_table / torchinfo's summary, per spec."""
+    from sedsl.report import gib, human, shape_text
+
+    docs = _layer_docs(reports, depth, batches)
+    if as_json:
+        sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n")
+        return
+    if as_csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["spec", "module", "depth", "op", "output", "params", "flops", "activations",
+                    "se"])
+        for d in docs:
+            for row in d["layers"]:
+                w.writerow([d["spec"], row["name"], row["depth"], row["op"],
+                            shape_text(row["shape"]), row["params"], row["flops"],
+                            row["activations"], row["se"]])
+        sys.stdout.write(buf.getvalue())
+        return
+    for d in docs:
+        t = d["total"]
+        head = ["module", "op", "output", "#params", "#flops", "#activations"]
+        body = [[d["network"], "", shape_text(d["input"]), human(t["params"]),
+                 human(t["flops"]), human(t["activations"])]]
+        body += [[" " * row["depth"] + row["name"], row["op"], shape_text(row["shape"]),
+                  human(row["params"]), human(row["flops"]) if row["flops"] else "",
+                  human(row["activations"]) if row["activations"] else ""]
+                 for row in d["layers"]]
+        memory = ", ".join(f"batch {b}: {gib(v)}" for b, v in d["training_memory_bytes"].items())
+        note = (f"training memory, estimated (fp32, Adam; weights, gradients, 2 states and "
+                f"saved outputs): {memory}\n"
+                f"{d['convention']} FLOPs; activations as fvcore's ActivationCountAnalysis "
+                "(conv and linear outputs)")
+        if as_markdown:
+            lines = ["| " + " | ".join(head) + " |", "|:---|:---|:---|---:|---:|---:|"]
+            lines += ["| " + " | ".join(cells) + " |" for cells in body]
+            sys.stdout.write("\n".join(lines) + "\n\n" + note + "\n")
+            continue
+        from rich.table import Table
+
+        table = Table(title=f"{d['spec']} by layer, depth {d['depth']}")
+        for col in head:
+            table.add_column(col, justify="right" if col.startswith("#") else "left")
+        for cells, row in zip(body, [None, *d["layers"]], strict=True):
+            table.add_row(*cells, style="dark_orange" if row and row["se"] else None)
+        out.print(table)
+        out.print(note)
+
+
+def _plot(reports: list[tuple[Path, str | None, Network, Cost]], target: Path) -> None:
+    """Params and FLOPs per stage against the swept setting, written to `target`."""
+    try:
+        from sedsl.plot import sweep_plot
+    except ImportError:
+        raise SpecError("--plot needs matplotlib", NOWHERE, "pip install 'sedsl[plot]'") from None
+    points = [(f"{spec.stem} r={r}" if len({s for s, *_ in reports}) > 1 else str(r or spec.stem),
+               c) for spec, r, _, c in reports]
+    sweep_plot(points, target, setting="ratio" if any(r for _, r, *_ in reports) else "spec")
+    err.print(f"wrote {target}")
 
 
 if __name__ == "__main__":

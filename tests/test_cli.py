@@ -126,8 +126,8 @@ def test_cost_verify_agrees_with_fvcore() -> None:
 
 def test_bad_options_are_usage_errors() -> None:
     """A bad option value that is not part of a spec is a usage error: status 2, no traceback."""
-    for args in (("cost", R50, "--convention", "macs"), ("cost", R50, "--by", "layer"),
-                 ("graph", R50, "--format", "svg")):
+    for args in (("cost", R50, "--convention", "macs"), ("cost", R50, "--by", "module"),
+                 ("graph", R50, "--format", "gif")):
         code, out, errors = run(*args)
         assert code == 2, args
         assert "Traceback" not in out + errors and errors.endswith("\n")

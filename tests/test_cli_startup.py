@@ -1,0 +1,89 @@
+"""The CLI starts light (no networkx, lark or rich for what does not need them), shows progress
+only on a terminal, honours NO_COLOR, prints clean metavars and completes in the shell."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from sedsl.cli import app
+from tests.conftest import SPECS
+
+R50 = str(SPECS / "se_resnet50.se")
+R101 = str(SPECS / "se_resnet101.se")
+COLOUR = re.compile(r"\x1b\[(3[0-7]|9[0-7]|38;)")  # a foreground colour escape
+
+
+def _modules_after(code: str) -> set[str]:
+    script = f"import sys\n{code}\nprint(' '.join(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_help_imports_no_compiler() -> None:
+    loaded = _modules_after("import sedsl.cli")
+    assert not {"networkx", "lark", "rich", "torch", "fvcore"} & loaded
+
+
+def test_cost_json_imports_no_rich() -> None:
+    code = ("import sedsl.cli\n"
+            f"sys.argv = ['sedsl', 'cost', {R50!r}, '--json']\n"
+            "try:\n    sedsl.cli.app()\nexcept SystemExit as e:\n    assert not e.code\n")
+    loaded = _modules_after(code)
+    assert "networkx" in loaded  # it did compile
+    assert not {"rich", "torch", "fvcore"} & loaded
+
+
+def _on_terminal(*args: str, env: dict[str, str]) -> tuple[str, str]:
+    """Run the CLI with stderr on a pseudo-terminal; (stdout, what the terminal showed)."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "sedsl.cli", *args], stdout=subprocess.PIPE,
+                            stderr=follower, text=True, env={**os.environ, **env})
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the follower side closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    stdout = proc.communicate()[0]
+    os.close(leader)
+    assert proc.returncode == 0
+    return stdout, shown.decode(errors="replace")
+
+
+def test_progress_on_terminal_only_and_no_color() -> None:
+    args = ("cost", R50, R101, "--json")
+    stdout, shown = _on_terminal(*args, env={"NO_COLOR": "", "TERM": "xterm-256color"})
+    assert "compiling" in shown and COLOUR.search(shown)
+    assert '"spec"' in stdout and "compiling" not in stdout
+    _, shown = _on_terminal(*args, env={"NO_COLOR": "1", "TERM": "xterm-256color"})
+    assert "compiling" in shown and not COLOUR.search(shown)
+    piped = subprocess.run([sys.executable, "-m", "sedsl.cli", *args], capture_output=True,
+                           text=True)
+    assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_clean_metavars() -> None:
+    for command in ("build", "cost", "graph"):
+        text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "120"}).output
+        assert "SPEC" in text and "{spec" not in text
+        options = [line for line in text.splitlines() if "--" in line and "--help" not in line]
+        assert options and not any("<bool>" in line or "<str>" in line for line in options)
+
+
+def test_shell_completion() -> None:
+    env = {**os.environ, "_SEDSL_COMPLETE": "complete_bash", "COMP_WORDS": "sedsl cost --con",
+           "COMP_CWORD": "2"}
+    code = "import sys; sys.argv[0] = 'sedsl'; from sedsl.cli import app; app(prog_name='sedsl')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "--convention" in done.stdout.split()
