@@ -101,23 +101,28 @@ def literal(text: str, span: Span | None) -> Fraction:
     match = _LITERAL.fullmatch(text.strip())
     if match is None or not (match[1] or match[2]):
         raise SpecError(f"`{text}` is not a number", span)
-    whole, frac, exp = match[1], match[2] or "", match[3] or "0"
+    whole, frac, exp_text = match[1], match[2] or "", match[3] or "0"
     digits = (whole + frac).lstrip("0")
     if not digits:
         return Fraction(0)
-    if len(exp.lstrip("+-").lstrip("0")) > 4:  # |exponent| >= 10^4: far outside either bound
-        magnitude = 10**5 if not exp.startswith("-") else -(10**5)
+    exp_digits = exp_text.lstrip("+-").lstrip("0")  # int() of 5000 leading zeros would fail
+    if len(exp_digits) > 4:  # |exponent| >= 10^4: far outside either bound
+        exp = 10**5 if not exp_text.startswith("-") else -(10**5)
     else:
-        magnitude = len(whole.lstrip("0")) - 1 + int(exp)  # the power of ten of its first digit
-        if not whole.lstrip("0"):
-            magnitude = int(exp) - (len(frac) - len(frac.lstrip("0"))) - 1
+        exp = int(exp_digits or "0") * (-1 if exp_text.startswith("-") else 1)
+    magnitude = len(digits) - len(frac) - 1 + exp  # the power of ten of its first digit
     if magnitude >= 15:
         raise SpecError(f"the number `{_short(text)}` is too large (numbers stay below 10^15)",
                         span)
-    if len(digits.rstrip("0")) > MAX_DIGITS or magnitude < -15:
+    significant = digits.rstrip("0")
+    if len(significant) > MAX_DIGITS or magnitude < -15:
         raise SpecError(f"the number `{_short(text)}` is too precise (at most {MAX_DIGITS} "
                         "digits, and no smaller than 10^-15)", span)
-    return Fraction(text.strip())
+    # digits x 10^power, built from the significant digits only (never from the whole text)
+    power = exp - len(frac) + (len(digits) - len(significant))
+    if power >= 0:
+        return Fraction(int(significant) * 10**power)
+    return Fraction(int(significant), 10**-power)
 
 
 _UNSIGNED = r"[0-9.]+(?:[eE][-+]?[0-9]+)?"
@@ -250,17 +255,16 @@ def read_spec(path: Path, span: Span | None = None) -> str:
 
 
 def decode(data: bytes, shown: str, span: Span | None = None) -> str:
-    """Spec bytes as text: UTF-8, with or without a BOM; binary files are refused."""
-    nul = data.find(b"\0")
-    if nul >= 0:
-        raise SpecError(f"cannot read {shown}: it is a binary file (a NUL byte at offset {nul})",
-                        span)
+    """Spec bytes as text: UTF-8, with or without a BOM. (A NUL byte decodes, and the lexer
+    then points at it: `unexpected character U+0000`.)"""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise SpecError(f"cannot read {shown}: not UTF-8 text (byte {err.start}, line {line})",
-                        span, "save the file as UTF-8") from None
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1  # in bytes
+        where = Span(shown, line, col, line, col + 1)
+        raise SpecError(f"cannot read {shown}: not UTF-8 text (byte 0x{data[err.start]:02x})",
+                        where, "save the file as UTF-8") from None
 
 
 def is_file(path: Path) -> bool:
