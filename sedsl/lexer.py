@@ -37,7 +37,7 @@ class SedslLexer(RegexLexer):  # type: ignore[misc]  # pygments ships no types
     """Lexer for sedsl specs (.se): blocks, networks, layers and the se section."""
 
     name = "sedsl"
-    aliases: ClassVar[list[str]] = ["sedsl"]
+    aliases: ClassVar[list[str]] = ["sedsl", "se"]  # docs fence specs as ```se
     filenames: ClassVar[list[str]] = ["*.se"]
     mimetypes: ClassVar[list[str]] = ["text/x-sedsl"]
     url = "https://github.com/sedsl/sedsl"
