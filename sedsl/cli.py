@@ -369,6 +369,44 @@ def _draw(g: Any, fmt: str, depth: int | None, output: Path | None) -> str:
     return svg
 
 
+@app.command("export")
+def export_model(
+    spec: SpecArgument,
+    fmt: Annotated[str, typer.Option(
+        "--format", metavar="FORMAT", help="onnx, torchscript or exported-program.")] = "onnx",
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", metavar="FILE", help="Default: build/<network>.onnx|.pt|.pt2.")] = None,
+    fused: Annotated[bool, typer.Option(
+        "--fused/--plain", help="SE blocks as the fused module (decomposed into ATen ops in "
+        "the file) or as plain modules; the state-dict keys follow.")] = True,
+    weights: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="A state dict (torch.save) to load first, e.g. from timm.")] = None,
+    sets: SetOption = None,
+    input_size: InputOption = None,
+    no_se: Annotated[bool, typer.Option("--no-se", metavar="", help="The base network.")] = False,
+) -> None:
+    """Export SPEC's model to ONNX, TorchScript or torch.export; the file runs without sedsl."""
+    with _spec_errors():
+        from sedsl.export import FORMATS
+
+        if fmt not in FORMATS:
+            raise SpecError(f"unknown format `{fmt}`", NOWHERE, ", ".join(FORMATS))
+        net = _load(spec, sets, input_size)
+    with err.status(f"exporting {net.name} ({fmt})", spinner="dots"):
+        import torch
+
+        from sedsl.export import export
+
+        model = net.to_torch(fused=fused, se=not no_se)
+        if weights is not None:
+            sedsl.transfer_weights(torch.load(weights, map_location="cpu"), model)
+        target = output or Path("build") / f"{net.name}{FORMATS[fmt]}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        example = torch.randn(1, *net.graph.graph["input"])
+        export(model, example, fmt, target)
+    out.print(f"wrote {target}")
+
+
 # --- cost ---------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,107 @@
+"""Export a built network (`sedsl export SPEC --format onnx|torchscript|exported-program`) to a
+file that runs without sedsl: wherever the fused SE op `torch.ops.sedsl.se_block` is traced, it is
+decomposed into plain ATen ops (`decompose_se_block`), the same computation as the plain-torch
+lowering. Export runs on the CPU, where the fused module already runs plain ops; the decomposition
+covers the op wherever it is traced (CUDA, TRITON_INTERPRET=1, or `trace_fused_op`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sedsl.kernels import op as se_op
+from sedsl.kernels import reference
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+
+
+def decompose_se_block(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+                       identity: Tensor | None, squeeze: str, excite: str, gate: str,
+                       act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """sedsl::se_block's outputs (out, z, s, idx) in plain torch ops (see sedsl/kernels/op.py)."""
+    z = reference.squeeze_hw(u, squeeze)  # (N, C), accumulate dtype
+    s = reference.excitation(z, w1, b1, w2, b2, excite, gate)  # (N, C)
+    out = reference.scale(u, s, identity, act).to(u.dtype)  # (N, C, H, W)
+    if squeeze == "max":
+        idx = u.flatten(2).argmax(2).to(torch.int32)
+    else:
+        idx = u.new_empty((0,), dtype=torch.int32)
+    return out, z, s, idx
+
+
+DECOMPOSITIONS: dict[Any, Any] = {torch.ops.sedsl.se_block.default: decompose_se_block}
+
+
+@contextmanager
+def trace_fused_op() -> Iterator[None]:
+    """Make SqueezeExcite call the fused op on every device while tracing (tests use this to
+    prove the decomposition; on CUDA it is what happens anyway). The op's CPU implementation
+    stays the plain-torch reference."""
+
+    def fused(self: se_op.SqueezeExcite, u: Tensor, identity: Tensor | None = None) -> Tensor:
+        return se_op.se_block(u, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+                              identity, squeeze=self.squeeze, excite=self.excite,
+                              gate=self.gate, act=self.act)
+
+    saved = se_op.SqueezeExcite.forward
+    se_op.SqueezeExcite.forward = fused  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        se_op.SqueezeExcite.forward = saved  # type: ignore[method-assign]
+
+
+@contextmanager
+def _plain_se() -> Iterator[None]:
+    """SqueezeExcite as plain torch ops on every device: TorchScript has no decompositions."""
+    saved = se_op.SqueezeExcite.forward
+    se_op.SqueezeExcite.forward = se_op.SqueezeExcite.plain  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        se_op.SqueezeExcite.forward = saved  # type: ignore[method-assign]
+
+
+def exported_program(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
+    """torch.export of the model in eval mode, the fused op decomposed into ATen ops."""
+    program = torch.export.export(model.eval(), (example,))
+    table = torch.export.default_decompositions()
+    for op, fn in DECOMPOSITIONS.items():
+        table[op] = fn
+    decomposed: torch.export.ExportedProgram = program.run_decompositions(table)
+    return decomposed
+
+
+def contains_sedsl_op(program: torch.export.ExportedProgram) -> bool:
+    return any(getattr(node.target, "namespace", None) == "sedsl"
+               for node in program.graph.nodes if node.op == "call_function")
+
+
+def export(model: nn.Module, example: Tensor, fmt: str, target: Path) -> Path:
+    """Write `model` to `target` as ONNX, TorchScript or a saved ExportedProgram."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    model = model.eval().cpu()
+    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")
+    if fmt == "torchscript":
+        with torch.no_grad(), _plain_se():
+            traced = torch.jit.trace(model, (example,))  # type: ignore[no-untyped-call]
+        if any(n.kind().startswith("sedsl::") for n in traced.inlined_graph.nodes()):
+            raise RuntimeError("the traced module calls sedsl's op; trace it on the CPU")
+        traced.save(str(tmp))
+    else:
+        program = exported_program(model, example)
+        assert not contains_sedsl_op(program)
+        if fmt == "exported-program":
+            torch.export.save(program, str(tmp))
+        else:
+            onnx = torch.onnx.export(program, (example,), dynamo=True, verbose=False)
+            assert onnx is not None
+            onnx.save(str(tmp))
+    tmp.replace(target)
+    return target

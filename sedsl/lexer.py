@@ -1,0 +1,68 @@
+"""A Pygments lexer for `.se` specs, registered as the `pygments.lexers` entry point `sedsl`, so
+rich, Sphinx and mkdocs highlight specs (```sedsl fences, `*.se` files). Imports only Pygments;
+tests/test_lexer.py keeps its word lists equal to the grammar's keywords and the op table."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pygments.lexer import RegexLexer, bygroups, words
+from pygments.token import (
+    Comment,
+    Keyword,
+    Name,
+    Number,
+    Operator,
+    Punctuation,
+    String,
+    Text,
+    Whitespace,
+)
+
+# The grammar's keywords (grammars/sedsl.lark); `se` is one only before its section's `{`.
+KEYWORDS = ("use", "block", "network", "input", "if", "then", "else", "residual", "shortcut",
+            "parallel", "at", "after", "in", "of")
+WORD_OPERATORS = ("and", "or", "not")
+CONSTANTS = ("true", "false")
+# The ops a spec may call (sedsl.ops.OPS with user=True), the numeric built-ins, and the merges
+# `parallel` takes.
+OPS = ("avgpool", "bn", "channel_shuffle", "conv", "dropout", "flatten", "global_avgpool",
+       "global_maxpool", "hardsigmoid", "hardswish", "linear", "maxpool", "relu", "relu6",
+       "scale", "sigmoid", "silu", "tanh")
+FUNCTIONS = ("abs", "ceil", "floor", "make_divisible", "max", "min", "round")
+MERGES = ("concat", "add")
+
+
+class SedslLexer(RegexLexer):  # type: ignore[misc]  # pygments ships no types
+    """Lexer for sedsl specs (.se): blocks, networks, layers and the se section."""
+
+    name = "sedsl"
+    aliases: ClassVar[list[str]] = ["sedsl", "se"]  # docs fence specs as ```se
+    filenames: ClassVar[list[str]] = ["*.se"]
+    mimetypes: ClassVar[list[str]] = ["text/x-sedsl"]
+    url = "https://github.com/sedsl/sedsl"
+
+    tokens: ClassVar[dict[str, list[object]]] = {
+        "root": [
+            (r"[\t \f]+", Whitespace),
+            (r"\r?\n", Whitespace),
+            (r"\\[\t \f]*\r?\n", Text),  # a backslash continues the line
+            (r"#[^\n]*", Comment.Single),
+            (r'"[^"\n]*"', String.Double),
+            (r"\b(block|network)(\s+)([A-Za-z_]\w*)",
+             bygroups(Keyword.Declaration, Whitespace, Name.Function)),
+            (r"\b(parallel)(\s+)(concat|add)\b", bygroups(Keyword, Whitespace, Name.Builtin)),
+            (r"\bse(?=\s*\{)", Keyword.Declaration),
+            (words(KEYWORDS, prefix=r"\b", suffix=r"\b"), Keyword),
+            (words(WORD_OPERATORS, prefix=r"\b", suffix=r"\b"), Operator.Word),
+            (words(CONSTANTS, prefix=r"\b", suffix=r"\b"), Keyword.Constant),
+            (words(OPS, prefix=r"\b", suffix=r"\b(?!\s*=[^=])"), Name.Builtin),  # not `relu = ..`
+            (words(FUNCTIONS, prefix=r"\b", suffix=r"(?=\()"), Name.Builtin),  # only when called
+            (r"[0-9]+(x[0-9]+)+\b", Number.Integer),  # a shape: 3x224x224
+            (r"[0-9]+\.[0-9]+([eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+", Number.Float),
+            (r"[0-9]+", Number.Integer),
+            (r"[A-Za-z_]\w*", Name),
+            (r"==|!=|<=|>=|//|\.\.|[<>+\-*/%=]", Operator),
+            (r"[(){},;.]", Punctuation),
+        ],
+    }
