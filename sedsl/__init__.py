@@ -18,11 +18,12 @@ if TYPE_CHECKING:
     from sedsl.api import Network, load, loads
 
 
-def transfer_weights(src: Any, dst: nn.Module) -> nn.Module:
-    """Copy the weights of `src` (a module or state dict of the same architecture) into `dst`."""
+def transfer_weights(src: Any, dst: nn.Module, input: Any = None) -> nn.Module:
+    """Copy the weights of `src` (a module or state dict of the same architecture) into `dst`,
+    pairing tensors in the order forward uses them (see sedsl.weights)."""
     from sedsl.weights import transfer_weights as transfer
 
-    return transfer(src, dst)
+    return transfer(src, dst, input)
 
 
 def __getattr__(name: str) -> Any:

@@ -418,6 +418,9 @@ def cost(
         metavar="NAME", help="fvcore, paper or flops.")] = "fvcore",
     ratio: Annotated[str | None, typer.Option(metavar="R,R,...",
                                               help="A sweep of ratios: 2,4,8,16.")] = None,
+    sweeps: Annotated[list[str] | None, typer.Option(
+        "--sweep", metavar="NAME=V1,V2,...", help="Sweep any parameter or SE setting, e.g. "
+        "where=pre,standard,post; several --sweep multiply.")] = None,
     input_size: InputOption = None,
     sets: SetOption = None,
     by: Annotated[str, typer.Option(metavar="GROUP",
@@ -447,13 +450,14 @@ def cost(
             raise typer.BadParameter(f"expected stage, block, op or layer, not `{by}`",
                                      param_hint="--by")
         batches = _batches(batch)
-        runs = [(spec, r, _load(spec, sets, input_size, **({"ratio": r} if r else {})))
-                for spec, r in _progress([(s, r) for s in specs for r in _ratios(ratio)])]
-        reports = [(spec, r, net, net.cost(convention)) for spec, r, net in runs]
+        points = _sweep_points(ratio, sweeps)
+        runs = [(spec, point, _load(spec, sets, input_size, **point))
+                for spec, point in _progress([(s, p) for s in specs for p in points])]
+        reports = [(spec, point, net, net.cost(convention)) for spec, point, net in runs]
     failed = verify and _verify(reports, quiet=as_json or as_csv or as_markdown)
-    docs = [{"spec": str(spec), **({"ratio": r} if r else {}),
-             **c.to_json("stage" if by == "layer" else by)}
-            for spec, r, _, c in reports]
+    docs = [{"spec": str(spec), **({"ratio": p["ratio"]} if "ratio" in p else {}),
+             **({"sweep": p} if p else {}), **c.to_json("stage" if by == "layer" else by)}
+            for spec, p, _, c in reports]
     if by == "layer":
         _print_layers(reports, depth, batches, as_json, as_csv, as_markdown)
     elif as_json:
@@ -491,9 +495,7 @@ def _batches(text: str) -> list[int]:
         raise SpecError(str(e), NOWHERE, "e.g. --batch 1,32,256") from None
 
 
-def _ratios(text: str | None) -> list[str | None]:
-    if text is None:
-        return [None]
+def _ratios(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values:
         raise SpecError("--ratio takes a list like 2,4,8,16,32", NOWHERE)
@@ -504,7 +506,41 @@ def _ratios(text: str | None) -> list[str | None]:
     return list(values)
 
 
-def _verify(reports: list[tuple[Path, str | None, Network, Cost]], quiet: bool) -> bool:
+def _sweep_points(ratio: str | None, sweeps: list[str] | None) -> list[dict[str, str]]:
+    """Every combination of the swept values, the first sweep varying slowest:
+    `--ratio 4,8 --sweep squeeze=avg,max` -> ratio=4 avg, 4 max, 8 avg, 8 max."""
+    axes: list[tuple[str, list[str]]] = []
+    if ratio is not None:
+        axes.append(("ratio", _ratios(ratio)))
+    for item in sweeps or []:
+        name, eq, text = item.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier():
+            raise SpecError(f"--sweep takes NAME=V1,V2,..., got `{item}`", NOWHERE,
+                            "e.g. --sweep where=pre,standard,post,identity")
+        if name in dict(axes):
+            raise SpecError(f"`{name}` is swept twice", NOWHERE, "give each name one --sweep")
+        axes.append((name, _values(f"--sweep {name}", text, "avg,max")))
+    points: list[dict[str, str]] = [{}]
+    for name, values in axes:
+        points = [{**p, name: v} for p in points for v in values]
+    return points
+
+
+def _values(option: str, text: str, example: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise SpecError(f"{option} takes a list like {example}", NOWHERE)
+    return values
+
+
+def _swept(docs: list[dict[str, Any]]) -> list[str]:
+    """The swept names other than ratio (which keeps its own column), in sweep order."""
+    names = dict.fromkeys(k for d in docs for k in d.get("sweep", {}) if k != "ratio")
+    return list(names)
+
+
+def _verify(reports: list[tuple[Path, dict[str, str], Network, Cost]], quiet: bool) -> bool:
     """Run fvcore on the plain-torch lowering of each network; True if any count disagrees."""
     from sedsl.crosscheck import fvcore_flops
 
@@ -525,8 +561,8 @@ def _verify(reports: list[tuple[Path, str | None, Network, Cost]], quiet: bool) 
 
 def _csv(docs: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    fields = ["spec", "ratio", "convention", "key", "base_params", "se_params", "base_flops",
-              "se_flops", "se_blocks"]
+    fields = ["spec", "ratio", *_swept(docs), "convention", "key", "base_params", "se_params",
+              "base_flops", "se_flops", "se_blocks"]
     w = csv.DictWriter(buf, fields, extrasaction="ignore")
     w.writeheader()
     for d in docs:
@@ -534,18 +570,21 @@ def _csv(docs: list[dict[str, Any]]) -> str:
                                   "se_params": d["overhead"]["params"],
                                   "base_flops": d["base"]["flops"],
                                   "se_flops": d["overhead"]["flops"]}]:
-            w.writerow({"spec": d["spec"], "ratio": d.get("ratio", ""),
+            w.writerow({"spec": d["spec"], "ratio": d.get("ratio", ""), **d.get("sweep", {}),
                         "convention": d["convention"], **row})
     return buf.getvalue()
 
 
 def _markdown(docs: list[dict[str, Any]]) -> str:
-    lines = ["| spec | ratio | params (base) | params (SE) | overhead | FLOPs (base) | FLOPs (SE) "
-             "| overhead |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    swept = _swept(docs)
+    lines = ["| spec | ratio | " + "".join(f"{n} | " for n in swept) + "params (base) | "
+             "params (SE) | overhead | FLOPs (base) | FLOPs (SE) | overhead |",
+             "|---|---|" + "---|" * len(swept) + "---:|---:|---:|---:|---:|---:|"]
     for d in docs:
         o = d["overhead"]
+        values = "".join(f"{d.get('sweep', {}).get(n, '')} | " for n in swept)
         lines.append(
-            f"| {d['spec']} | {d.get('ratio', '')} | {d['base']['params']:,} | "
+            f"| {d['spec']} | {d.get('ratio', '')} | {values}{d['base']['params']:,} | "
             f"{d['se']['params']:,} | +{o['params_pct']:.2f}% | {_g(d['base']['flops'])} | "
             f"{_g(d['se']['flops'])} | +{o['flops_pct']:.2f}% |")
     return "\n".join(lines) + "\n"
@@ -583,11 +622,13 @@ def _print_sweep(docs: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     t = Table(title=f"SE overhead, convention {docs[0]['convention']}")
-    for col in ("spec", "ratio", "params", "+params", "FLOPs", "+FLOPs"):
-        t.add_column(col, justify="left" if col == "spec" else "right")
+    swept = _swept(docs)
+    for col in ("spec", "ratio", *swept, "params", "+params", "FLOPs", "+FLOPs"):
+        t.add_column(col, justify="left" if col == "spec" or col in swept else "right")
     for d in docs:
         o = d["overhead"]
-        t.add_row(d["spec"], str(d.get("ratio", "")), f"{d['se']['params']:,}",
+        t.add_row(d["spec"], str(d.get("ratio", "")),
+                  *(str(d.get("sweep", {}).get(n, "")) for n in swept), f"{d['se']['params']:,}",
                   f"+{o['params_pct']:.2f}%", _g(d["se"]["flops"]), f"+{o['flops_pct']:.3f}%")
     out.print(t)
 
@@ -607,7 +648,7 @@ def _pct(part: int, whole: int) -> str:
 # --- per-layer tables and sweep plots (sedsl/report.py, sedsl/plot.py) ---------------------------
 
 
-def _layer_docs(reports: list[tuple[Path, str | None, Network, Cost]], depth: int,
+def _layer_docs(reports: list[tuple[Path, dict[str, str], Network, Cost]], depth: int,
                 batches: list[int]) -> list[dict[str, Any]]:
     from dataclasses import asdict
 
@@ -617,7 +658,7 @@ def _layer_docs(reports: list[tuple[Path, str | None, Network, Cost]], depth: in
     for spec, r, net, c in reports:
         rows = report.layers(net.graph, c.convention, depth)
         docs.append({
-            "spec": str(spec), **({"ratio": r} if r else {}), "network": c.network,
+            "spec": str(spec), **({"sweep": r} if r else {}), "network": c.network,
             "input": list(c.input), "convention": c.convention, "depth": depth,
             "total": {"params": c.se.params, "flops": c.se.flops,
                       "activations": report.total_activations(net.graph)},
@@ -628,7 +669,7 @@ def _layer_docs(reports: list[tuple[Path, str | None, Network, Cost]], depth: in
     return docs
 
 
-def _print_layers(reports: list[tuple[Path, str | None, Network, Cost]], depth: int,
+def _print_layers(reports: list[tuple[Path, dict[str, str], Network, Cost]], depth: int,
                   batches: list[int], as_json: bool, as_csv: bool, as_markdown: bool) -> None:
     """`sedsl cost --by layer`: fvcore's flop_count_table / torchinfo's summary, per spec."""
     from sedsl.report import gib, human, shape_text
@@ -679,15 +720,21 @@ def _print_layers(reports: list[tuple[Path, str | None, Network, Cost]], depth: 
         out.print(note)
 
 
-def _plot(reports: list[tuple[Path, str | None, Network, Cost]], target: Path) -> None:
+def _plot(reports: list[tuple[Path, dict[str, str], Network, Cost]], target: Path) -> None:
     """Params and FLOPs per stage against the swept setting, written to `target`."""
     try:
         from sedsl.plot import sweep_plot
     except ImportError:
         raise SpecError("--plot needs matplotlib", NOWHERE, "pip install 'sedsl[plot]'") from None
-    points = [(f"{spec.stem} r={r}" if len({s for s, *_ in reports}) > 1 else str(r or spec.stem),
-               c) for spec, r, _, c in reports]
-    sweep_plot(points, target, setting="ratio" if any(r for _, r, *_ in reports) else "spec")
+
+    def label(spec: Path, point: dict[str, str]) -> str:
+        swept = ", ".join(f"{k}={v}" for k, v in point.items())
+        several = len({s for s, *_ in reports}) > 1
+        return f"{spec.stem} {swept}".strip() if several or not swept else swept
+
+    points = [(label(spec, p), c) for spec, p, _, c in reports]
+    swept = sorted({k for _, p, *_ in reports for k in p})
+    sweep_plot(points, target, setting=", ".join(swept) or "spec")
     err.print(f"wrote {target}")
 
 

@@ -1,53 +1,252 @@
-"""Copy weights between two models of the same architecture, by structure."""
+"""Copy weights between two models of the same architecture, matched by structure.
+
+Python classes register their modules in whatever order their authors wrote `__init__`
+(torchvision's RegNet registers the shortcut before the residual branch), and two correct forward
+passes may run independent branches in different orders (timm's SE-ResNet runs the SE block before
+the shortcut; sedsl's fused op takes the shortcut as an input). So neither order is compared.
+Instead each model is run once on a dummy input while every torch operation is watched: each layer
+that holds tensors (a *unit*: a conv, a bn, a linear) is recorded with the units whose outputs
+reach its input. Units are then paired when they hold tensors of the same shapes, have the same
+stride, and are fed by units already paired with each other; among several such candidates the one
+the target runs first wins.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
 from sedsl.errors import SpecError
 
-
-def _tensors(model: Any) -> list[tuple[str, torch.Tensor]]:
-    state = model.state_dict() if isinstance(model, nn.Module) else model
-    if not isinstance(state, Mapping):
-        raise TypeError(f"expected a module or a state dict, got {type(model).__name__}")
-    return [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+Tensors = list[tuple[str, torch.Tensor]]
 
 
-def _same_shape(a: torch.Size, b: torch.Size) -> bool:
-    """Equal, or equal once trailing 1s are dropped (a linear layer as a 1x1 conv)."""
+@dataclass(frozen=True)
+class Unit:
+    """A module holding parameters or buffers, as one forward pass used it."""
 
-    def core(s: torch.Size) -> tuple[int, ...]:
-        dims = tuple(s)
-        while len(dims) > 2 and dims[-1] == 1:
-            dims = dims[:-1]
-        return dims
+    name: str
+    tensors: Tensors
+    stride: tuple[int, ...]
+    feeds: frozenset[int]  # the units whose outputs reach this unit's input (indices)
 
-    return tuple(a) == tuple(b) or core(a) == core(b)
+    @cached_property
+    def signature(self) -> tuple[object, ...]:
+        return (tuple(_core(t.shape) for _, t in self.tensors), self.stride)
+
+    def describe(self) -> str:
+        """`layer.name (weight 64x3x7x7, bias 64)`."""
+        return f"{self.name or '(root)'} (" + ", ".join(
+            f"{k.rsplit('.', 1)[-1]} {'x'.join(map(str, t.shape))}" for k, t in self.tensors) + ")"
 
 
-def transfer_weights(src: Any, dst: nn.Module) -> nn.Module:
-    """Copy `src`'s parameters and buffers into `dst`, pairing them in registration order.
+def _kept(key: str) -> bool:
+    return not key.endswith("num_batches_tracked")
 
-    Both models must hold the same tensors in the same order (as timm's ResNets and SENets do
-    for the matching sedsl specs). Shapes are checked pair by pair; the first mismatch is an
-    error naming both tensors. `dst` is returned."""
-    theirs, ours = _tensors(src), _tensors(dst)
+
+def _core(shape: torch.Size) -> tuple[int, ...]:
+    """The shape without trailing 1s past two dims: a linear layer equals a 1x1 conv."""
+    dims = tuple(shape)
+    while len(dims) > 2 and dims[-1] == 1:
+        dims = dims[:-1]
+    return dims
+
+
+def _own_tensors(module: nn.Module, prefix: str) -> Tensors:
+    """The parameters and buffers a module holds itself (not its children's)."""
+    own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+    return [(f"{prefix}.{k}" if prefix else k, v) for k, v in own if v is not None and _kept(k)]
+
+
+def _tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    return (t for t in tree_leaves(value) if isinstance(t, torch.Tensor))
+
+
+class _Tracer(TorchFunctionMode):
+    """Follows which units each tensor came from through every torch function."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.source: dict[int, frozenset[int]] = {}  # id(tensor) -> units it derives from
+        self.alive: list[torch.Tensor] = []  # keeps ids unique while tracing
+
+    def sources(self, value: Any) -> frozenset[int]:
+        return frozenset().union(*(self.source.get(id(t), frozenset())
+                                   for t in _tensors_in(value)))
+
+    def mark(self, value: Any, units: frozenset[int]) -> None:
+        for t in _tensors_in(value):
+            self.source[id(t)] = units
+            self.alive.append(t)
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.mark(out, self.sources((args, kwargs)))
+        return out
+
+
+def trace_units(model: nn.Module, input_shape: Sequence[int]) -> list[Unit]:
+    """The units of `model` in the order one eval-mode forward pass on zeros first uses them.
+
+    A unit forward never calls itself (a fused op reading a child's weights directly) counts as
+    used, fed by its parent's input, when its parent returns; units never reached come last."""
+    tracer = _Tracer()
+    units: list[Unit] = []
+    index: dict[str, int] = {}
+    owned = {name: _own_tensors(m, name) for name, m in model.named_modules()}
+    children = {name: [c for c in owned if c.startswith(f"{name}.") or (not name and c)]
+                for name in owned}
+    entered: list[frozenset[int]] = []
+
+    def add(name: str, feeds: frozenset[int]) -> int:
+        module = model.get_submodule(name)
+        stride = tuple(getattr(module, "stride", ())) if isinstance(module, nn.Conv2d) else ()
+        index[name] = len(units)
+        units.append(Unit(name, owned[name], stride, feeds))
+        return index[name]
+
+    def before(name: str, args: Any) -> None:
+        entered.append(tracer.sources(args))
+        if owned[name] and name not in index:
+            add(name, entered[-1])
+
+    def after(name: str, output: Any) -> None:
+        feeds = entered.pop()
+        if owned[name]:
+            tracer.mark(output, frozenset({index[name]}))
+            return
+        last = None
+        for child in children[name]:  # units the module used without calling them
+            if owned[child] and child not in index:
+                last = add(child, feeds if last is None else frozenset({last}))
+        if last is not None:
+            tracer.mark(output, tracer.sources(output) | {last})
+
+    hooks = []
+    for name, module in model.named_modules():
+        hooks.append(module.register_forward_pre_hook(
+            lambda m, args, name=name: before(name, args)))
+        hooks.append(module.register_forward_hook(
+            lambda m, args, out, name=name: after(name, out)))
+    was_training = model.training
+    try:
+        with torch.no_grad(), tracer:
+            model.eval()(torch.zeros(1, *input_shape))
+    except Exception as e:  # the model's own forward failed: say on what
+        raise SpecError(f"cannot run {type(model).__name__} on a {tuple(input_shape)} input to "
+                        f"see its structure: {e}", None,
+                        "pass input=(C, H, W) that both models accept") from None
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    for name, tensors in owned.items():
+        if tensors and name not in index:
+            add(name, frozenset())
+    return units
+
+
+def input_shape_of(model: nn.Module) -> tuple[int, ...] | None:
+    """The input shape a sedsl-generated model states in its docstring (`..., input 3x224x224.`)."""
+    found = re.search(r"\binput (\d+(?:x\d+)*)", type(model).__doc__ or "")
+    return tuple(int(d) for d in found.group(1).split("x")) if found else None
+
+
+def match_units(theirs: list[Unit], ours: list[Unit]) -> list[tuple[Unit, Unit]]:
+    """Pair every unit of `theirs` with one of `ours` by structure (see the module docstring)."""
+    partner: dict[int, int] = {}
+    free = list(range(len(ours)))
+    for i, unit in enumerate(theirs):
+        want = frozenset(partner[f] for f in unit.feeds if f in partner)
+        same = [j for j in free if ours[j].signature == unit.signature]
+        fits = [j for j in same if ours[j].feeds == want]
+        if not fits:
+            raise SpecError(_no_partner(i, unit, theirs, ours, same, free), None,
+                            "the two models differ in structure here; the units before it matched")
+        partner[i] = fits[0]
+        free.remove(fits[0])
+    if free:
+        raise SpecError(f"the source has {len(theirs)} layers with tensors and the target "
+                        f"{len(ours)}; the first without a partner is {ours[free[0]].describe()}")
+    return [(theirs[i], ours[j]) for i, j in partner.items()]
+
+
+def _no_partner(i: int, unit: Unit, theirs: list[Unit], ours: list[Unit], same: list[int],
+                free: list[int]) -> str:
+    def fed(u: Unit, units: list[Unit]) -> str:
+        return ", ".join(units[f].name for f in sorted(u.feeds)) or "the input"
+
+    what = f"layer {i} of the source, {unit.describe()}, fed by {fed(unit, theirs)},"
+    if not free:
+        return f"{what} has no partner: the target has only {len(ours)} layers with tensors"
+    if same:
+        other = ours[same[0]]
+        return (f"{what} matches {other.describe()} of the target in shape but not in what "
+                f"feeds it ({fed(other, ours)})")
+    return (f"{what} fits no layer of the target; the target's next unmatched layer is "
+            f"{ours[free[0]].describe()}")
+
+
+def transfer_weights(src: Any, dst: nn.Module,
+                     input: Sequence[int] | None = None) -> nn.Module:
+    """Copy `src`'s parameters and buffers into `dst`, matched by structure.
+
+    `src` is a module or a state dict. Two modules are run on zeros of `input` (default: the
+    input shape of the sedsl-generated model) and matched layer by layer as described above; a
+    state dict, which has no forward, is paired with `dst`'s tensors in registration order. The
+    first tensor without a partner is an error that names it. `dst` is returned."""
+    if isinstance(src, nn.Module):
+        shape = input or input_shape_of(dst) or input_shape_of(src)
+        if shape is None:
+            raise SpecError("transfer_weights needs the input shape to run the two models",
+                            None, "pass input=(C, H, W)")
+        pairs = [pair for a, b in match_units(*_trace_both(src, dst, shape))
+                 for pair in zip(a.tensors, b.tensors, strict=True)]
+    elif isinstance(src, Mapping):
+        pairs = _in_order(src, dst)
+    else:
+        raise TypeError(f"expected a module or a state dict, got {type(src).__name__}")
+    with torch.no_grad():
+        for (_, s), (_, d) in pairs:
+            d.copy_(s.reshape(d.shape))
+    return dst
+
+
+def _trace_both(src: nn.Module, dst: nn.Module,
+                shape: Sequence[int]) -> tuple[list[Unit], list[Unit]]:
+    """Trace both models, at 32x32 first: the structure is the same at any size the models
+    accept, and a small input is fast. Models with a fixed-size head get their own size."""
+    c, *spatial = shape
+    small = (c, *(min(s, 32) for s in spatial))
+    if small != tuple(shape):
+        try:
+            return trace_units(src, small), trace_units(dst, small)
+        except SpecError:
+            pass
+    return trace_units(src, shape), trace_units(dst, shape)
+
+
+def _in_order(state: Mapping[str, torch.Tensor], dst: nn.Module) -> list[tuple[Any, Any]]:
+    theirs = [(k, v) for k, v in state.items() if _kept(k)]
+    ours = [(k, v) for k, v in dst.state_dict(keep_vars=True).items() if _kept(k)]
     for i, ((src_key, s), (dst_key, d)) in enumerate(zip(theirs, ours, strict=False)):
-        if not _same_shape(s.shape, d.shape):
+        if _core(s.shape) != _core(d.shape):
             raise SpecError(
                 f"tensor {i}: {src_key} {tuple(s.shape)} does not fit {dst_key} {tuple(d.shape)}",
-                None, "the two models differ in structure at this point")
+                None, "the two models differ in structure at this point (a state dict is paired "
+                "in its own order; pass the module to match by structure)")
     if len(theirs) != len(ours):
         extra = theirs[len(ours)][0] if len(theirs) > len(ours) else ours[len(theirs)][0]
         raise SpecError(f"the source has {len(theirs)} tensors and the target {len(ours)}; "
                         f"the first without a partner is {extra}")
-    target = dict(dst.state_dict())
-    with torch.no_grad():
-        for (_, s), (dst_key, _) in zip(theirs, ours, strict=True):
-            target[dst_key].copy_(s.reshape(target[dst_key].shape))
-    return dst
+    return list(zip(theirs, ours, strict=True))

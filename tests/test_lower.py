@@ -98,9 +98,10 @@ def test_state_dict_keys_read_like_the_spec() -> None:
 def test_transfer_weights_names_the_first_mismatch() -> None:
     theirs = timm.create_model("legacy_seresnet50")
     ours = compiled("se_resnext50.se").to_torch()
-    with pytest.raises(sedsl.SpecError, match=r"tensor \d+: layer1\.0\.conv1\.weight "
-                       r"\(64, 64, 1, 1\) does not fit conv2\.block1\.conv1\.weight "
-                       r"\(128, 64, 1, 1\)"):
+    with pytest.raises(sedsl.SpecError, match=r"layer 2 of the source, layer1\.0\.conv1 "
+                       r"\(weight 64x64x1x1\), fed by layer0\.bn1, fits no layer of the target; "
+                       r"the target's next unmatched layer is conv2\.block1\.conv1 "
+                       r"\(weight 128x64x1x1\)"):
         sedsl.transfer_weights(theirs, ours)
 
 
