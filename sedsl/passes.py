@@ -341,8 +341,9 @@ def _verify_node(g: nx.DiGraph, name: str, rec: Node) -> None:
 
     if not isinstance(rec, Node):
         raise broken("carries no Node record under 'record'")
-    if not all(p.isidentifier() and not keyword.iskeyword(p) for p in name.split(".")):
-        raise broken("its name must be dotted Python identifiers")
+    if not all(p.isdigit() or (p.isidentifier() and not keyword.iskeyword(p))
+               for p in name.split(".")):
+        raise broken("its name must be dotted Python identifiers (or indices: `layer1.0.conv1`)")
     if rec.op not in OPS:
         raise broken(f"unknown op `{rec.op}`; ops are {', '.join(sorted(OPS))}")
     if rec.role not in ROLES:
