@@ -105,6 +105,7 @@ def _constructors(g: nx.DiGraph) -> list[str]:
         if rec.op == "relu" and _may_overwrite(g, name):
             source = "nn.ReLU(inplace=True)"
         lines.append(f"        {_attr(name)} = {source}")
+        made.add(name)  # a layer may hold others (timm's BatchNormAct2d holds its `act`)
     return lines or ["        pass"]
 
 
