@@ -167,6 +167,10 @@ class _Tracer(fx.Tracer):
         super().__init__()
         self.failed_in: tuple[str, str] | None = None
 
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        # timm's BatchNormAct2d (batch norm + activation) re-implements BatchNorm2d.forward
+        return isinstance(m, nn.BatchNorm2d) or super().is_leaf_module(m, module_qualified_name)
+
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
         try:
@@ -371,18 +375,20 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
         raise SpecError(f"{what}: {err.message}", None, err.hint) from None
     if not isinstance(mapped, Emit):
         return mapped  # a pass-through (identity, dropout off) or a plain value (x.size(0))
-    if node.op == "call_module":
-        target = str(node.target)
-        first = target not in b.module_names
-        if not first and any(True for _ in b.modules[target].parameters()):
-            raise SpecError(f"`{target}` ({type(b.modules[target]).__name__}) is called twice "
-                            "with the same weights", None,
-                            "weight sharing has no form in sedsl's graph")
-        name = b.node_name(target, None)
-        b.module_names.setdefault(target, name)
-    else:
-        name = b.node_name(where, mapped.op)
-    return b.emit(mapped.op, mapped.attrs, mapped.inputs, name, _block(node, b))
+    scope = _block(node, b)
+    if node.op != "call_module":
+        return b.emit(mapped.op, mapped.attrs, mapped.inputs, b.node_name(where, mapped.op), scope)
+    target = str(node.target)
+    if target in b.module_names and any(True for _ in b.modules[target].parameters()):
+        raise SpecError(f"`{target}` ({type(b.modules[target]).__name__}) is called twice "
+                        "with the same weights", None,
+                        "weight sharing has no form in sedsl's graph")
+    name = b.node_name(target, None)
+    b.module_names.setdefault(target, name)
+    y = b.emit(mapped.op, mapped.attrs, mapped.inputs, name, scope)
+    for child, op in mapped.then:  # layers a module runs after its own op, under their paths
+        y = b.emit(op, {}, [y], b.node_name(f"{target}.{child}", None), scope)
+    return y
 
 
 _HINT = ("sedsl maps conv, batch norm, activations, pooling, linear, dropout, flatten, add, "
@@ -394,9 +400,12 @@ _HINT = ("sedsl maps conv, batch norm, activations, pooling, linear, dropout, fl
 
 @dataclass(frozen=True)
 class Emit:
+    """An op to add; `then`: (child module, op) run after it, e.g. BatchNormAct2d's `act`."""
+
     op: str
     attrs: dict[str, Attr]
     inputs: list[T]
+    then: tuple[tuple[str, str], ...] = ()
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -427,7 +436,7 @@ def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
         return Emit(ACTIVATION_MODULES[type(m)], {}, [x])
     if isinstance(m, nn.Identity):
         return x
-    handler = _MODULES.get(type(m))
+    handler = _MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
     if handler is None:
         raise Unsupported(f"uses {type(m).__module__}.{type(m).__qualname__}, which sedsl has "
                           "no op for")
@@ -455,7 +464,14 @@ def _conv(m: nn.Conv2d, x: T) -> Emit:
 def _bn(m: nn.BatchNorm2d, x: T) -> Emit:
     if not (m.affine and m.track_running_stats):
         raise Unsupported("uses batch norm without affine weights or running statistics")
-    return Emit("bn", {"eps": float(m.eps)}, [x])
+    then: list[tuple[str, str]] = []
+    for child, sub in m.named_children():  # timm's BatchNormAct2d: `drop` and `act` after it
+        if isinstance(sub, nn.Identity):
+            continue
+        if child != "act" or type(sub) not in ACTIVATION_MODULES:
+            raise Unsupported(f"runs `{child}` ({type(sub).__name__}) inside its batch norm")
+        then.append((child, ACTIVATION_MODULES[type(sub)]))
+    return Emit("bn", {"eps": float(m.eps)}, [x], tuple(then))
 
 
 def _pool(m: nn.MaxPool2d | nn.AvgPool2d, x: T) -> Emit:
@@ -492,7 +508,8 @@ def _dropout(p: float, x: T) -> Any:
     return Emit("dropout", {"p": float(p)}, [x]) if p > 0 else x
 
 
-def _flatten(x: T, start: int = 1, end: int = -1) -> Emit:
+def _flatten(x: T, start_dim: int = 1, end_dim: int = -1) -> Emit:
+    start, end = start_dim, end_dim
     if start != 1 or end not in (-1, len(x.shape)):
         raise Unsupported(f"flattens dims {start}..{end}; sedsl flattens all but the batch")
     return Emit("flatten", {}, [x])
