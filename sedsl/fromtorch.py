@@ -566,6 +566,8 @@ def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str,
         return target(*args)
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", str(target))
     module = getattr(target, "__module__", None) or ""
+    if module.startswith("torch._C") and hasattr(F, name):
+        module = "torch.nn.functional"  # F.gelu is torch._C._nn.gelu
     raise Unsupported(f"calls `{module + '.' if module else ''}{name}`, which sedsl has no op "
                       "for")
 
