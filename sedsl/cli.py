@@ -309,5 +309,39 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.2f}%" if whole else "-"
 
 
+# --- import -------------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_model(
+    source: Annotated[str, typer.Argument(help="torchvision:NAME, timm:NAME or "
+                                          "module.path:factory.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="The .se file to write "
+                                                "(default: print it).")] = None,
+    input_size: InputOption = None,
+) -> None:
+    """Import a PyTorch model and write it back as a readable .se spec."""
+    from sedsl.fromtorch import from_torch, load_model
+    from sedsl.writeback import write_spec
+
+    with _spec_errors():
+        model, name = load_model(source)
+        shape = sedsl.api.to_value(input_size, "input") if input_size else (3, 224, 224)
+        if not isinstance(shape, tuple):
+            shape = (3, int(shape), int(shape))  # type: ignore[arg-type]
+        net = from_torch(model, input=shape, name=name)
+        written = write_spec(net.base)
+    for note in written.notes:
+        err.print(f"no spec form: {note}")
+    if output is None:
+        sys.stdout.write(written.text)
+        return
+    _write_atomically(output.parent if str(output.parent) else Path("."),
+                      {output.name: written.text})
+    c = net.cost()
+    out.print(f"wrote {output}: {name}, {len(written.text.splitlines())} lines, "
+              f"{c.base.params:,} params, {_g(c.base.flops)} FLOPs (fvcore)")
+
+
 if __name__ == "__main__":
     app()

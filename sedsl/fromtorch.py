@@ -23,7 +23,7 @@ from typing import Any
 import networkx as nx
 import torch
 from torch import fx, nn
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 from sedsl import passes
 from sedsl.errors import Span, SpecError
@@ -132,6 +132,34 @@ def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
         raise err.attach(sources) from None
     weights = _Weights(_renamed_state(model, module_names))
     return _network_class()(se_graph, base, config, sources, weights)
+
+
+def load_model(source: str) -> tuple[nn.Module, str]:
+    """`torchvision:resnet50`, `timm:resnext50_32x4d` or `module.path:factory`: the model (no
+    pretrained weights are downloaded) and a network name."""
+    import importlib
+
+    zoo, sep, name = source.partition(":")
+    if not sep or not zoo or not name:
+        raise SpecError(f"cannot read `{source}` as a model", None,
+                        "torchvision:resnet50, timm:resnext50_32x4d or package.module:factory")
+    try:
+        if zoo == "torchvision":
+            import torchvision  # type: ignore[import-untyped]
+
+            model = torchvision.models.get_model(name, weights=None)
+        elif zoo == "timm":
+            import timm
+
+            model = timm.create_model(name, pretrained=False)
+        else:
+            model = getattr(importlib.import_module(zoo), name)()
+    except (ImportError, AttributeError, ValueError, RuntimeError, TypeError) as err:
+        raise SpecError(f"cannot create `{source}`: {_first_line(err)}", None) from None
+    if not isinstance(model, nn.Module):
+        raise SpecError(f"`{source}` gave a {type(model).__name__}, not a torch.nn.Module")
+    clean = re.sub(r"\W", "_", name)
+    return model, clean if clean.isidentifier() else f"m_{clean}"
 
 
 def _input_shape(value: tuple[int, ...] | int) -> Shape:
@@ -566,7 +594,7 @@ def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str,
         return target(*args)
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", str(target))
     module = getattr(target, "__module__", None) or ""
-    if module.startswith("torch._C") and hasattr(F, name):
+    if module.startswith("torch._C") and hasattr(F, str(name)):
         module = "torch.nn.functional"  # F.gelu is torch._C._nn.gelu
     raise Unsupported(f"calls `{module + '.' if module else ''}{name}`, which sedsl has no op "
                       "for")

@@ -29,8 +29,13 @@ class Call:
     slots: tuple[Slot, ...]
 
 
+def _int(value: object) -> int:
+    assert isinstance(value, int), f"{value!r}: the elaborator and the importer store ints"
+    return value
+
+
 def _n(value: Attr) -> int:
-    return value[0] if isinstance(value, tuple) else int(value)  # type: ignore[arg-type]
+    return _int(value[0] if isinstance(value, tuple) else value)
 
 
 def _pair(value: Attr) -> str:
@@ -44,8 +49,9 @@ def render(rec: Node) -> Call | None:
     if rec.op == "conv":
         k = a["kernel"]
         assert isinstance(k, tuple) and isinstance(a["dilation"], tuple)
-        default_pad = tuple(d * (x - 1) // 2 for d, x in zip(a["dilation"], k, strict=True))
-        slots: list[Slot] = [("c", int(a["c_out"]))]  # type: ignore[arg-type]
+        default_pad = tuple(_int(d) * (_int(x) - 1) // 2
+                            for d, x in zip(a["dilation"], k, strict=True))
+        slots: list[Slot] = [("c", _int(a["c_out"]))]
         text = "conv({}, " + _pair(k)
         if isinstance(a["stride"], tuple) and a["stride"][0] == a["stride"][1]:
             text += ", stride = {}"  # a slot even at 1: units that differ in stride share a block
@@ -57,7 +63,7 @@ def render(rec: Node) -> Call | None:
         if a["dilation"] != (1, 1):
             text += f", dilation = {_pair(a['dilation'])}"
         text += ", groups = {}"
-        slots.append(("c", int(a["groups"])))  # type: ignore[arg-type]
+        slots.append(("c", _int(a["groups"])))
         if a["bias"]:
             text += ", bias = true"
         return Call(text + ")", tuple(slots))
@@ -76,7 +82,7 @@ def render(rec: Node) -> Call | None:
         return Call(text + ")", ())
     if rec.op == "linear":
         return Call("linear({}" + (")" if a["bias"] else ", bias = false)"),
-                    (("c", int(a["c_out"])),))  # type: ignore[arg-type]
+                    (("c", _int(a["c_out"])),))
     if rec.op == "dropout":
         return Call(f"dropout({a['p']!r})", ())
     if rec.op == "adaptive_avgpool":
@@ -140,6 +146,12 @@ def _chain(g: nx.DiGraph, names: Sequence[str], start: str) -> tuple[Call, ...]:
 
 def unit_body(g: nx.DiGraph, names: list[str], entry: str) -> Body:
     """The body of the unit made of `names` (declaration order), fed by `entry`."""
+    ops = {record(g, n).op for n in names}
+    if "concat" in ops:
+        raise NoSpecForm("it concatenates parallel branches, which sedsl does not write back yet")
+    if "mul" in ops:
+        raise NoSpecForm("it scales by a gate it computes (the model's own SE or attention "
+                         "block): write it as an `se` rule")
     adds = [n for n in names if record(g, n).attrs.get("branches") == ("residual", "shortcut")]
     if not adds:
         return Body(_chain(g, names, entry), None, (), ())
@@ -312,9 +324,7 @@ def write_spec(g: nx.DiGraph, se_text: str = "") -> Written:
         if rec.op == "input" or rec.role != "base":
             continue
         units = stages.setdefault(rec.stage or name, [])
-        if units and units[-1][0] == rec.block and rec.block is not None:
-            units[-1][1].append(name)
-        elif rec.block is None and units and units[-1][0] is None:
+        if units and units[-1][0] == rec.block:  # the same instance, or loose layers in a row
             units[-1][1].append(name)
         else:
             units.append((rec.block, [name]))
@@ -353,12 +363,12 @@ def write_spec(g: nx.DiGraph, se_text: str = "") -> Written:
              "", f"network {g.graph['name']} {{",
              f"  input {'x'.join(map(str, g.graph['input']))}"]
     for stage, items in placed.items():
-        calls = _runs(items)
-        if len(calls) == 1:
-            lines.append(f"  {stage} = {calls[0]}")
+        runs = _runs(items)
+        if len(runs) == 1:
+            lines.append(f"  {stage} = {runs[0]}")
         else:
             lines.append(f"  {stage} = {{")
-            lines += [f"    {c}" for c in calls]
+            lines += [f"    {c}" for c in runs]
             lines.append("  }")
     lines.append("}")
     for d in defs.values():

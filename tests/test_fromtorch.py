@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -9,9 +12,13 @@ from torch import nn
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 
+from typer.testing import CliRunner  # noqa: E402
+
 import sedsl  # noqa: E402
+from sedsl.cli import app  # noqa: E402
 from sedsl.crosscheck import fvcore_flops  # noqa: E402
 from sedsl.ir import record, records  # noqa: E402
+from sedsl.writeback import write_spec  # noqa: E402
 
 SE_RESNET = "se { ratio = 16; at residual.end of Bottleneck }"
 
@@ -22,7 +29,7 @@ def n_params(model: nn.Module) -> int:
 
 def assert_same_outputs(ours: nn.Module, theirs: nn.Module, size: int) -> None:
     torch.manual_seed(0)
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         expected, got = theirs.eval()(x), ours.eval()(x)
     assert got.shape == expected.shape
@@ -139,3 +146,41 @@ def test_unknown_constructs_are_named(model: nn.Module, message: str) -> None:
     with pytest.raises(sedsl.SpecError) as err:
         sedsl.from_torch(model, input=16)
     assert message in str(err.value)
+
+
+# --- the spec written back -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2"])
+def test_written_spec_builds_the_same_model(name: str) -> None:
+    theirs = create("torchvision", name)
+    written = write_spec(sedsl.from_torch(theirs, input=64, name=name).base)
+    assert written.notes == [] and len(written.text.splitlines()) < 40
+    back = sedsl.loads(written.text, path=f"{name}.se")
+    assert back.cost().base.params == n_params(theirs)
+    assert back.cost().base.flops == fvcore_flops(theirs, (3, 64, 64))
+    assert_same_outputs(sedsl.transfer_weights(theirs, back.to_torch()), theirs, 64)
+
+
+def test_the_documented_spec_is_what_import_writes() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "import.md").read_text()
+    documented = re.findall(r"```se\n(.*?)```", doc, re.S)[0]
+    net = sedsl.from_torch(create("torchvision", "resnet50"), input=64, name="resnet50")
+    assert write_spec(net.base).text == documented
+
+
+def test_what_has_no_spec_form_is_said() -> None:
+    net = sedsl.from_torch(create("torchvision", "efficientnet_b0"), input=32)
+    written = write_spec(net.base)
+    assert written.notes and "features.1.0: it scales by a gate it computes" in written.notes[0]
+    assert "# no spec form: features.1.0" in written.text
+
+
+def test_cli_import_writes_a_spec(tmp_path: Path) -> None:
+    out = tmp_path / "mobilenet_v2.se"
+    result = CliRunner().invoke(app, ["import", "torchvision:mobilenet_v2", "-o", str(out),
+                                      "--input", "64"])
+    assert result.exit_code == 0, result.output
+    assert sedsl.load(out).cost().base.params == n_params(create("torchvision", "mobilenet_v2"))
+    bad = CliRunner().invoke(app, ["import", "torchvision:no_such_model"])
+    assert bad.exit_code == 1 and "cannot create `torchvision:no_such_model`" in bad.stderr
