@@ -26,6 +26,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from sedsl import passes
+from sedsl.api import Network
 from sedsl.errors import Span, SpecError
 from sedsl.ir import Node, add_node, inputs, record, records
 from sedsl.ops import OPS, Attr, Shape
@@ -70,21 +71,16 @@ class _Weights:
     tensors: Mapping[str, torch.Tensor]  # node-named state dict -> the model's own tensors
 
 
-def _network_class() -> type:
-    from sedsl.api import Network
+@dataclass(frozen=True)
+class ImportedNetwork(Network):
+    """A Network whose lowered modules carry the imported model's weights."""
 
-    @dataclass(frozen=True)
-    class ImportedNetwork(Network):
-        """A Network whose modules carry the imported model's weights."""
+    weights: _Weights = field(default_factory=lambda: _Weights({}))
 
-        weights: _Weights = field(default_factory=lambda: _Weights({}))
-
-        def to_torch(self, fused: bool = True, se: bool = True) -> nn.Module:
-            model = super().to_torch(fused=fused, se=se)
-            load_weights(model, self.weights.tensors, self.graph if se else self.base)
-            return model
-
-    return ImportedNetwork
+    def to_torch(self, fused: bool = True, se: bool = True) -> nn.Module:
+        model = super().to_torch(fused=fused, se=se)
+        load_weights(model, self.weights.tensors, self.graph if se else self.base)
+        return model
 
 
 def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], g: nx.DiGraph) -> None:
@@ -117,7 +113,7 @@ def init_se(conv: nn.Conv2d) -> None:
 
 
 def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
-               se: str | None = None, name: str | None = None) -> Any:
+               se: str | None = None, name: str | None = None) -> ImportedNetwork:
     """Import `model` as a sedsl Network; `se` is the text of an `se { ... }` section."""
     shape = _input_shape(input)
     net_name = name or type(model).__name__
@@ -131,7 +127,7 @@ def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
     except SpecError as err:
         raise err.attach(sources) from None
     weights = _Weights(_renamed_state(model, module_names))
-    return _network_class()(se_graph, base, config, sources, weights)
+    return ImportedNetwork(se_graph, base, config, sources, weights)
 
 
 def load_model(source: str) -> tuple[nn.Module, str]:
@@ -262,6 +258,7 @@ class _Builder:
     modules: dict[str, nn.Module]
     span: Span
     taken: set[str] = field(default_factory=set)
+    reserved: set[str] = field(default_factory=set)  # module paths: function calls avoid them
     module_names: dict[str, str] = field(default_factory=dict)  # module path -> node name
 
     def node_name(self, path: str, base: str | None) -> str:
@@ -276,14 +273,6 @@ class _Builder:
             k += 1
         self.taken.add(name)
         return name
-
-    @property
-    def reserved(self) -> set[str]:
-        return self._reserved
-
-    def reserve(self) -> None:
-        self._reserved = {".".join(_identifier(p, i) for i, p in enumerate(n.split(".")))
-                          for n in self.modules if n}
 
     def emit(self, op: str, attrs: Mapping[str, Attr], xs: list[T], name: str,
              scope: tuple[str | None, str | None]) -> T:
@@ -313,7 +302,7 @@ def build_graph(model: nn.Module, shape: Shape, name: str) -> tuple[nx.DiGraph, 
     g = nx.DiGraph(name=name, input=shape, file=f"<torch {type(model).__module__}."
                    f"{type(model).__qualname__}>")
     b = _Builder(model, g, dict(model.named_modules()), span)
-    b.reserve()
+    b.reserved = {_path_name(n) for n in b.modules if n}
     b.taken.add("input")
     env: dict[fx.Node, Any] = {}
     output: Any = None
