@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from sedsl.api import Network, load, loads
 
 
+def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
+               se: str | None = None, name: str | None = None) -> Network:
+    """Import a torch.fx-traceable model; `se` is the text of an `se { ... }` section."""
+    from sedsl.fromtorch import from_torch as load_torch
+
+    net: Network = load_torch(model, input=input, se=se, name=name)
+    return net
+
+
 def transfer_weights(src: Any, dst: nn.Module, input: Any = None) -> nn.Module:
     """Copy the weights of `src` (a module or state dict of the same architecture) into `dst`,
     pairing tensors in the order forward uses them (see sedsl.weights)."""
@@ -35,5 +44,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sedsl' has no attribute {name!r}")
 
 
-__all__ = ["CompilerError", "Network", "Span", "SpecError", "__version__", "load", "loads",
-           "transfer_weights"]
+__all__ = ["CompilerError", "Network", "Span", "SpecError", "__version__", "from_torch", "load",
+           "loads", "transfer_weights"]

@@ -738,5 +738,38 @@ def _plot(reports: list[tuple[Path, dict[str, str], Network, Cost]], target: Pat
     err.print(f"wrote {target}")
 
 
+# --- import -------------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_model(
+    source: Annotated[str, typer.Argument(help="torchvision:NAME, timm:NAME or "
+                                          "module.path:factory.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="The .se file to write "
+                                                "(default: print it).")] = None,
+    input_size: InputOption = None,
+) -> None:
+    """Import a PyTorch model and write it back as a readable .se spec."""
+    from sedsl.api import input_override
+    from sedsl.fromtorch import from_torch, load_model
+    from sedsl.writeback import write_spec
+
+    with _spec_errors():
+        model, name = load_model(source)
+        size = input_override(input_size) or (224,)
+        shape = (3, *(size * 2 if len(size) == 1 else size))[-3:]
+        net = from_torch(model, input=shape, name=name)
+        written = write_spec(net.base)
+    for note in written.notes:
+        err.print(f"no spec form: {note}")
+    if output is None:
+        sys.stdout.write(written.text)
+        return
+    _write_file(output, written.text)
+    c = net.cost()
+    out.print(f"wrote {output}: {name}, {len(written.text.splitlines())} lines, "
+              f"{c.base.params:,} params, {_g(c.base.flops)} FLOPs (fvcore)")
+
+
 if __name__ == "__main__":
     app()

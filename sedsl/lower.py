@@ -85,8 +85,15 @@ def generate(g: nx.DiGraph, fused: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _attr(name: str) -> str:
+    """`self.layer1["0"].conv1`: an index-like part (an imported module path) is a dict key."""
+    return "self" + "".join(f'["{p}"]' if p.isdigit() else f".{p}" for p in name.split("."))
+
+
 def _constructors(g: nx.DiGraph) -> list[str]:
     lines, made = [], {""}
+    indexed = {".".join(n.split(".")[:i]) for n in g.nodes for i, p in
+               enumerate(n.split(".")) if p.isdigit()}  # containers with index-like children
     for name, rec in records(g):
         lowering = OPS[rec.op].torch(rec.attrs, input_shapes(g, name), rec.shape)
         if not isinstance(lowering, TorchModule):
@@ -95,13 +102,15 @@ def _constructors(g: nx.DiGraph) -> list[str]:
         for i in range(1, len(parts)):
             container = ".".join(parts[:i])
             if container not in made:
-                lines.append(f"        self.{container} = nn.Module()")
+                kind = "nn.ModuleDict()" if container in indexed else "nn.Module()"
+                lines.append(f"        {_attr(container)} = {kind}")
                 made.add(container)
         source = lowering.source
         inplace = OPS[rec.op].inplace
         if inplace is not None and _may_overwrite(g, name):  # a module: `nn.ReLU(inplace=True)`
             source = inplace
-        lines.append(f"        self.{name} = {source}")
+        lines.append(f"        {_attr(name)} = {source}")
+        made.add(name)  # a layer may hold others (timm's BatchNormAct2d holds its `act`)
     return lines or ["        pass"]
 
 
@@ -139,7 +148,7 @@ def _forward(g: nx.DiGraph) -> list[str]:
         if isinstance(lowering, TorchExpr):
             expr = lowering.template.format(*args)
         else:
-            expr = f"self.{name}({', '.join(args)})"
+            expr = f"{_attr(name)}({', '.join(args)})"
         for u in srcs:
             uses[u] -= 1
         if uses[in_x] > 0:  # keep the value in x alive under its own name
@@ -162,6 +171,8 @@ def _forward(g: nx.DiGraph) -> list[str]:
 
 
 def _fresh(base: str, taken: set[str]) -> str:
+    if not base.isidentifier():
+        base = f"t{base}"  # an index-like layer name: `0` -> `t0`
     name, k = base, 2
     while name in taken or name in ("x", "self", "torch", "nn"):
         name, k = f"{base}_{k}", k + 1

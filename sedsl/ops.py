@@ -296,6 +296,7 @@ ADAPTIVE_AVGPOOL = Op(
 GLOBAL_MAXPOOL = Op("global_maxpool", (), infer=_global,
                     torch=lambda a, ins, out: TorchModule("nn.AdaptiveMaxPool2d(1)"))
 
+
 # --- classifier pieces ----------------------------------------------------------------------------
 
 

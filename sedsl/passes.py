@@ -444,8 +444,9 @@ def _node_problem(g: nx.DiGraph, name: str, rec: Node) -> str | None:
     """What is wrong with one node, or None."""
     if not isinstance(rec, Node):
         return "carries no Node record under 'record'"
-    if not all(p.isidentifier() and not keyword.iskeyword(p) for p in name.split(".")):
-        return "its name must be dotted Python identifiers"
+    if not all(p.isdigit() or (p.isidentifier() and not keyword.iskeyword(p))
+               for p in name.split(".")):
+        return "its name must be dotted Python identifiers (or indices: `layer1.0.conv1`)"
     if rec.op not in OPS:
         return f"unknown op `{rec.op}`; ops are {', '.join(sorted(OPS))}"
     if rec.role not in ROLES:

@@ -18,6 +18,7 @@ from tests.references import (  # noqa: E402
     uninitialised_params,
 )
 
+
 def bn_eps(model: nn.Module) -> set[float]:
     return {m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
 

@@ -1,0 +1,720 @@
+"""Import a PyTorch model: trace it with torch.fx and map every call onto sedsl's op table.
+
+    net = sedsl.from_torch(torchvision.models.resnet50(), se="at residual.end of Bottleneck")
+
+Module paths become node names (`layer3.4.conv2`), module classes block kinds (`Bottleneck`), the
+model's top-level children its stages; residual units are recognised from the graph, so the SE
+rules of a spec select here as they do there. Shapes come from the op table's own rules: no
+tensor runs through the model. Documentation: docs/import.md.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+import operator
+import re
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import fx, nn
+from torch.nn import functional as F
+
+from sedsl import passes
+from sedsl.api import Network
+from sedsl.errors import Span, SpecError
+from sedsl.ir import Node, add_node, inputs, record, records
+from sedsl.ops import OPS, Attr, Shape
+from sedsl.se import SeConfig, evaluate_se
+
+# --- the coupling points with the core (re-point these when the core changes) ------------------
+
+SE_FILE = "<se>"
+
+
+def make_node(op: str, attrs: Mapping[str, Attr], shape: Shape, name: str, block: str | None,
+              kind: str | None, span: Span) -> Node:
+    """The IR record of an imported node (branches are filled in by `_mark_residuals`)."""
+    stage = name.split(".")[0] if op != "input" else None
+    return Node(op, dict(attrs), shape, stage, block, kind, None, "base", span)
+
+
+def parse_se(text: str) -> SeConfig:
+    """The text of an `se { ... }` section (or its body) as an SeConfig."""
+    from sedsl.evaluate import Env, Evaluator
+    from sedsl.library import Library
+    from sedsl.parse import parse
+
+    body = text.strip()
+    if not body.startswith("se"):
+        body = "se {\n" + body + "\n}"
+    body = body.replace(";", "\n")  # `se { ratio = 16; at residual.end }` on one line
+    module = parse(body + "\n", SE_FILE)
+    return evaluate_se(module.se, Evaluator(Library({})), Env({}), {})
+
+
+def apply_se(base: nx.DiGraph, config: SeConfig) -> nx.DiGraph:
+    """The SE network: the SE pass with `config` on the base graph (verified after it)."""
+    return passes.run(base, passes.pipeline(config))
+
+
+# --- the imported network ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Weights:
+    tensors: Mapping[str, torch.Tensor]  # node-named state dict -> the model's own tensors
+
+
+@dataclass(frozen=True)
+class ImportedNetwork(Network):
+    """A Network whose lowered modules carry the imported model's weights."""
+
+    weights: _Weights = field(default_factory=lambda: _Weights({}))
+
+    def to_torch(self, fused: bool = True, se: bool = True, device: str | None = None,
+                 check_memory: bool = True) -> nn.Module:
+        model = super().to_torch(fused=fused, se=se, device=device, check_memory=check_memory)
+        if device != "meta":  # a meta model has no storage to copy into
+            load_weights(model, self.weights.tensors, self.graph if se else self.base)
+        return model
+
+
+def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], g: nx.DiGraph) -> None:
+    """Copy the imported weights by name; SE parameters get the SE release's initialisation."""
+    se_modules = {n for n, r in records(g) if r.role == "se"}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and _is_se(name, se_modules):
+            init_se(module)
+    missing, unexpected = model.load_state_dict(dict(weights), strict=False)
+    not_se = [k for k in missing if not _is_se(k.rsplit(".", 1)[0], se_modules)]
+    if not_se or unexpected:
+        raise SpecError(f"the imported weights do not fit the lowered model: missing "
+                        f"{not_se[:3]}, unexpected {list(unexpected)[:3]}")
+
+
+def _is_se(module: str, se_nodes: set[str]) -> bool:
+    """A module of an SE block: one of its nodes, or inside a fused `se` node."""
+    return module in se_nodes or any(module.startswith(n + ".") for n in se_nodes)
+
+
+def init_se(conv: nn.Conv2d) -> None:
+    """Caffe's `msra` filler, N(0, 2 / fan_in), and zero biases: the Caffe ResNet family's
+    initialisation, which the SE authors' release trains from (docs/import.md)."""
+    nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+# --- from_torch -----------------------------------------------------------------------------------
+
+
+def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
+               se: str | None = None, name: str | None = None) -> ImportedNetwork:
+    """Import `model` as a sedsl Network; `se` is the text of an `se { ... }` section."""
+    shape = _input_shape(input)
+    net_name = name or type(model).__name__
+    graph, module_names = build_graph(model, shape, net_name)
+    sources = {SE_FILE: se or ""}
+    try:
+        config = parse_se(se or "")
+        base = passes.verify(graph, "from_torch")
+        se_graph = apply_se(base, config)
+    except SpecError as err:
+        raise err.attach(sources) from None
+    weights = _Weights(_renamed_state(model, module_names))
+    return ImportedNetwork(se_graph, base, config, sources, weights)
+
+
+def load_model(source: str) -> tuple[nn.Module, str]:
+    """`torchvision:resnet50`, `timm:resnext50_32x4d` or `module.path:factory`: the model (no
+    pretrained weights are downloaded) and a network name."""
+    import importlib
+
+    zoo, sep, name = source.partition(":")
+    if not sep or not zoo or not name:
+        raise SpecError(f"cannot read `{source}` as a model", None,
+                        "torchvision:resnet50, timm:resnext50_32x4d or package.module:factory")
+    try:
+        if zoo == "torchvision":
+            import torchvision  # type: ignore[import-untyped]
+
+            model = torchvision.models.get_model(name, weights=None)
+        elif zoo == "timm":
+            import timm
+
+            model = timm.create_model(name, pretrained=False)
+        else:
+            model = getattr(importlib.import_module(zoo), name)()
+    except (ImportError, AttributeError, ValueError, RuntimeError, TypeError) as err:
+        raise SpecError(f"cannot create `{source}`: {_first_line(err)}", None) from None
+    if not isinstance(model, nn.Module):
+        raise SpecError(f"`{source}` gave a {type(model).__name__}, not a torch.nn.Module")
+    clean = re.sub(r"\W", "_", name)
+    return model, clean if clean.isidentifier() else f"m_{clean}"
+
+
+def _input_shape(value: tuple[int, ...] | int) -> Shape:
+    dims = (value,) if isinstance(value, int) else tuple(value)
+    if len(dims) == 1:
+        dims = (3, dims[0], dims[0])
+    elif len(dims) == 2:
+        dims = (3, *dims)
+    if len(dims) != 3 or min(dims) < 1:
+        raise SpecError(f"input takes 224, (224, 224) or (3, 224, 224), not {value!r}")
+    return dims
+
+
+def _renamed_state(model: nn.Module, names: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """The model's state dict under node names (a module path -> the node it became)."""
+    state = {}
+    for key, tensor in model.state_dict(keep_vars=False).items():
+        path, leaf = key.rsplit(".", 1) if "." in key else ("", key)
+        if path not in names:
+            raise SpecError(f"`{key}` belongs to a module the traced forward never calls",
+                            None, "sedsl keeps the weights of the layers the model runs")
+        state[f"{names[path]}.{leaf}"] = tensor.detach()
+    return state
+
+
+# --- tracing -------------------------------------------------------------------------------------
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, remembering which module was being traced when tracing failed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed_in: tuple[str, str] | None = None
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        # timm's BatchNormAct2d (batch norm + activation) re-implements BatchNorm2d.forward
+        return isinstance(m, nn.BatchNorm2d) or super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = (self.path_of_module(m), type(m).__name__)
+            raise
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Trace the inference graph (no auxiliary heads, no training-only branches)."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+
+
+def trace(model: nn.Module) -> fx.Graph:
+    """The model's torch.fx graph, or a SpecError naming the module tracing failed in."""
+    tracer = _Tracer()
+    try:
+        with _eval_mode(model), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tracer.trace(model)
+    except Exception as err:
+        where, cls = tracer.failed_in or ("", type(model).__name__)
+        what = f"`{where}` ({cls})" if where else f"the model ({cls})"
+        raise SpecError(f"cannot trace {what}: {type(err).__name__}: {_first_line(err)}", None,
+                        "sedsl imports what torch.fx can trace: no control flow on tensor "
+                        "values, no calls it cannot record") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
+# --- the graph -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class T:
+    """A tensor while mapping: the IR node that produces it and its shape without the batch."""
+
+    node: str
+    shape: Shape
+
+
+class Unsupported(Exception):
+    """A call sedsl has no op for; `_Builder` adds the module path."""
+
+
+@dataclass
+class _Builder:
+    model: nn.Module
+    graph: nx.DiGraph
+    modules: dict[str, nn.Module]
+    span: Span
+    taken: set[str] = field(default_factory=set)
+    reserved: set[str] = field(default_factory=set)  # module paths: function calls avoid them
+    module_names: dict[str, str] = field(default_factory=dict)  # module path -> node name
+
+    def node_name(self, path: str, base: str | None) -> str:
+        """A unique node name: the module path, or `<scope>.<op>` for a function call."""
+        parts = [_identifier(p, i) for i, p in enumerate(path.split("."))] if path else []
+        if base is not None:
+            parts.append(base)
+        name = ".".join(parts)
+        k = 1
+        while name in self.taken or (base is not None and name in self.reserved):
+            name = f"{'.'.join(parts)}_{k}"
+            k += 1
+        self.taken.add(name)
+        return name
+
+    def emit(self, op: str, attrs: Mapping[str, Attr], xs: list[T], name: str,
+             scope: tuple[str | None, str | None]) -> T:
+        """Add a node: check and infer its shape with the op table's rules."""
+        shapes = [x.shape for x in xs]
+        OPS[op].check(attrs, shapes)
+        shape = OPS[op].infer(attrs, shapes)
+        rec = make_node(op, attrs, shape, name, scope[0], scope[1], self.span)
+        add_node(self.graph, name, rec, [x.node for x in xs])
+        return T(name, shape)
+
+
+def _identifier(part: str, depth: int) -> str:
+    """A path part as a node-name part: identifiers and indices stay, others are cleaned."""
+    if part.isdigit():
+        return part if depth > 0 else f"m{part}"  # the root of the generated module is no dict
+    if part.isidentifier() and not keyword.iskeyword(part) and not part.startswith("_"):
+        return part
+    clean = re.sub(r"\W", "_", part).strip("_") or "m"
+    return clean if clean.isidentifier() and not keyword.iskeyword(clean) else f"m_{clean}"
+
+
+def build_graph(model: nn.Module, shape: Shape, name: str) -> tuple[nx.DiGraph, dict[str, str]]:
+    """The base graph of `model` for an input `shape` (C, H, W), and module path -> node name."""
+    fx_graph = trace(model)
+    span = Span(f"<{name}>", 1, 1, 1, 1)
+    g = nx.DiGraph(name=name, input=shape, file=f"<torch {type(model).__module__}."
+                   f"{type(model).__qualname__}>")
+    b = _Builder(model, g, dict(model.named_modules()), span)
+    b.reserved = {_path_name(n) for n in b.modules if n}
+    b.taken.add("input")
+    env: dict[fx.Node, Any] = {}
+    output: Any = None
+    for node in fx_graph.nodes:
+        if node.op == "placeholder":
+            env[node] = _placeholder(node, b, shape)
+        elif node.op == "output":
+            output = _resolve(node.args[0], env)
+        elif node.op == "get_attr":
+            raise SpecError(f"`{_scope(node) or 'the model'}` reads the tensor `{node.target}` "
+                            "directly", None, "sedsl maps calls of layers and functions; a "
+                            "parameter used as a value has no op")
+        else:
+            env[node] = _map(node, env, b)
+    if not isinstance(output, T):
+        raise SpecError(f"the model returns {type(output).__name__}, not one tensor", None,
+                        "sedsl imports models with one input and one output tensor")
+    g.graph["output"] = output.node
+    _mark_residuals(g)
+    return g, b.module_names
+
+
+def _placeholder(node: fx.Node, b: _Builder, shape: Shape) -> Any:
+    if "input" in b.graph:  # a second forward argument: its default, if it has one
+        if node.args:
+            return node.args[0]
+        raise SpecError(f"the model's forward takes a second input `{node.target}`", None,
+                        "sedsl imports models with one input tensor")
+    rec = make_node("input", {"shape": shape}, shape, "input", None, None, b.span)
+    add_node(b.graph, "input", rec, [])
+    return T("input", shape)
+
+
+def _resolve(value: Any, env: Mapping[fx.Node, Any]) -> Any:
+    return fx.node.map_arg(value, lambda n: env[n])
+
+
+def _stack(node: fx.Node) -> list[tuple[str, type]]:
+    """(module path, class) from the outermost module to the innermost, for this call."""
+    return [(path, cls) for path, cls in node.meta.get("nn_module_stack", {}).values()]
+
+
+def _scope(node: fx.Node) -> str:
+    """The module whose forward makes this call (for a module call: the module itself)."""
+    stack = _stack(node)
+    return stack[-1][0] if stack else ""
+
+
+def _is_container(cls: type) -> bool:
+    """Sequential, ModuleList, ModuleDict and subclasses that only group: not block instances."""
+    if issubclass(cls, nn.ModuleList | nn.ModuleDict):
+        return True
+    return issubclass(cls, nn.Sequential) and cls.forward is nn.Sequential.forward
+
+
+def _block(node: fx.Node, b: _Builder) -> tuple[str | None, str | None]:
+    """The block instance of a call: its outermost enclosing module that is not a container
+    (so a Bottleneck's inner modules belong to it, as the layers of a spec's block do)."""
+    stack = _stack(node)
+    if node.op == "call_module":
+        stack = stack[:-1]
+    for path, cls in stack:
+        if not _is_container(cls):
+            return _path_name(path), cls.__name__
+    return None, None
+
+
+def _path_name(path: str) -> str:
+    return ".".join(_identifier(p, i) for i, p in enumerate(path.split(".")))
+
+
+def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
+    args, kwargs = _resolve(node.args, env), _resolve(node.kwargs, env)
+    where = _scope(node)
+    try:
+        if node.op == "call_module":
+            module = b.modules[str(node.target)]
+            mapped = map_module(module, args, kwargs)
+            what = f"`{node.target}` ({type(module).__name__})"
+        else:
+            mapped = map_call(node.op, node.target, args, kwargs)
+            what = f"`{where or 'the model'}`"
+    except Unsupported as err:
+        owner = f"`{where}` ({_stack(node)[-1][1].__name__})" if where else "the model"
+        raise SpecError(f"{owner}: {err}", None, _HINT) from None
+    except SpecError as err:
+        raise SpecError(f"{what}: {err.message}", None, err.hint) from None
+    if not isinstance(mapped, Emit):
+        return mapped  # a pass-through (identity, dropout off) or a plain value (x.size(0))
+    scope = _block(node, b)
+    if node.op != "call_module":
+        return b.emit(mapped.op, mapped.attrs, mapped.inputs, b.node_name(where, mapped.op), scope)
+    target = str(node.target)
+    if target in b.module_names and any(True for _ in b.modules[target].parameters()):
+        raise SpecError(f"`{target}` ({type(b.modules[target]).__name__}) is called twice "
+                        "with the same weights", None,
+                        "weight sharing has no form in sedsl's graph")
+    name = b.node_name(target, None)
+    b.module_names.setdefault(target, name)
+    y = b.emit(mapped.op, mapped.attrs, mapped.inputs, name, scope)
+    for child, op in mapped.then:  # layers a module runs after its own op, under their paths
+        y = b.emit(op, {}, [y], b.node_name(f"{target}.{child}", None), scope)
+    return y
+
+
+_HINT = ("sedsl maps conv, batch norm, activations, pooling, linear, dropout, flatten, add, "
+         "mul and cat; wrap other code in a layer sedsl knows, or tell the maintainers")
+
+
+# --- mapping calls onto ops ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Emit:
+    """An op to add; `then`: (child module, op) run after it, e.g. BatchNormAct2d's `act`."""
+
+    op: str
+    attrs: dict[str, Attr]
+    inputs: list[T]
+    then: tuple[tuple[str, str], ...] = ()
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    h, w = v
+    return (int(h), int(w))
+
+
+def _tensor(x: Any, what: str) -> T:
+    if not isinstance(x, T):
+        raise Unsupported(f"{what} on {type(x).__name__}, not a tensor")
+    return x
+
+
+ACTIVATION_MODULES: dict[type, str] = {
+    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu", nn.Hardswish: "hardswish",
+    nn.Sigmoid: "sigmoid", nn.Hardsigmoid: "hardsigmoid", nn.Tanh: "tanh",
+}
+
+
+def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """A leaf module call as an op (an Emit), or its pass-through value."""
+    if len(args) != 1 or kwargs:
+        raise Unsupported(f"calls {type(m).__name__} with {len(args)} arguments")
+    x = _tensor(args[0], type(m).__name__)
+    if type(m) in ACTIVATION_MODULES:
+        return Emit(ACTIVATION_MODULES[type(m)], {}, [x])
+    if isinstance(m, nn.Identity):
+        return x
+    handler = _MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
+    if handler is None:
+        raise Unsupported(f"uses {type(m).__module__}.{type(m).__qualname__}, which sedsl has "
+                          "no op for")
+    return handler(m, x)
+
+
+def _conv(m: nn.Conv2d, x: T) -> Emit:
+    if m.padding_mode != "zeros":
+        raise Unsupported(f"pads with `{m.padding_mode}`; sedsl's conv pads with zeros")
+    kernel, dilation = _pair(m.kernel_size), _pair(m.dilation)
+    padding: tuple[int, int]
+    if m.padding == "valid":
+        padding = (0, 0)
+    elif m.padding == "same":
+        if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
+            raise Unsupported("pads an even kernel `same` (unequal padding)")
+        padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
+    else:
+        padding = _pair(m.padding)
+    return Emit("conv", {"c_out": m.out_channels, "kernel": kernel, "stride": _pair(m.stride),
+                         "padding": padding, "dilation": dilation, "groups": m.groups,
+                         "bias": m.bias is not None}, [x])
+
+
+def _bn(m: nn.BatchNorm2d, x: T) -> Emit:
+    if not (m.affine and m.track_running_stats):
+        raise Unsupported("uses batch norm without affine weights or running statistics")
+    then: list[tuple[str, str]] = []
+    for child, sub in m.named_children():  # timm's BatchNormAct2d: `drop` and `act` after it
+        if isinstance(sub, nn.Identity):
+            continue
+        if child != "act" or type(sub) not in ACTIVATION_MODULES:
+            raise Unsupported(f"runs `{child}` ({type(sub).__name__}) inside its batch norm")
+        then.append((child, ACTIVATION_MODULES[type(sub)]))
+    return Emit("bn", {"eps": float(m.eps)}, [x], tuple(then))
+
+
+def _pool(m: nn.MaxPool2d | nn.AvgPool2d, x: T) -> Emit:
+    attrs: dict[str, Attr] = {"kernel": _pair(m.kernel_size),
+                              "stride": _pair(m.stride or m.kernel_size),
+                              "padding": _pair(m.padding), "ceil": bool(m.ceil_mode)}
+    if isinstance(m, nn.MaxPool2d):
+        if _pair(m.dilation) != (1, 1) or m.return_indices:
+            raise Unsupported("max-pools with dilation or indices")
+        return Emit("maxpool", attrs, [x])
+    if m.divisor_override is not None:
+        raise Unsupported("average-pools with a divisor override")
+    return Emit("avgpool", {**attrs, "count_pad": bool(m.count_include_pad)}, [x])
+
+
+def _adaptive(size: Any, x: T, mode: str) -> Emit:
+    if isinstance(size, int):
+        size = (size, size)
+    if None in tuple(size):
+        raise Unsupported("pools adaptively to a size with `None`")
+    h, w = _pair(size)
+    if (h, w) == (1, 1):
+        return Emit(f"global_{mode}pool", {}, [x])
+    if mode == "max":
+        raise Unsupported(f"max-pools adaptively to {h}x{w}")
+    return Emit("adaptive_avgpool", {"size": (h, w)}, [x])
+
+
+def _linear(m: nn.Linear, x: T) -> Emit:
+    return Emit("linear", {"c_out": m.out_features, "bias": m.bias is not None}, [x])
+
+
+def _dropout(p: float, x: T) -> Any:
+    return Emit("dropout", {"p": float(p)}, [x]) if p > 0 else x
+
+
+def _flatten(x: T, start_dim: int = 1, end_dim: int = -1) -> Emit:
+    start, end = start_dim, end_dim
+    if start != 1 or end not in (-1, len(x.shape)):
+        raise Unsupported(f"flattens dims {start}..{end}; sedsl flattens all but the batch")
+    return Emit("flatten", {}, [x])
+
+
+_MODULES: dict[type, Callable[[Any, T], Any]] = {
+    nn.Conv2d: _conv,
+    nn.BatchNorm2d: _bn,
+    nn.MaxPool2d: _pool,
+    nn.AvgPool2d: _pool,
+    nn.AdaptiveAvgPool2d: lambda m, x: _adaptive(m.output_size, x, "avg"),
+    nn.AdaptiveMaxPool2d: lambda m, x: _adaptive(m.output_size, x, "max"),
+    nn.Linear: _linear,
+    nn.Dropout: lambda m, x: _dropout(m.p, x),
+    nn.Flatten: lambda m, x: _flatten(x, m.start_dim, m.end_dim),
+    nn.ChannelShuffle: lambda m, x: Emit("channel_shuffle", {"groups": m.groups}, [x]),
+}
+
+_ACTIVATION_CALLS: dict[Any, str] = {
+    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.silu: "silu",
+    F.hardswish: "hardswish", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
+    F.hardsigmoid: "hardsigmoid", torch.tanh: "tanh", F.tanh: "tanh",
+}
+_ACTIVATION_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"}
+
+
+def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """A function or method call as an op (an Emit), a pass-through, or a plain value."""
+    if kind == "call_method":
+        return _method(str(target), args, kwargs)
+    if target in _ACTIVATION_CALLS:
+        return Emit(_ACTIVATION_CALLS[target], {}, [_tensor(args[0], target.__name__)])
+    if target in (operator.add, operator.iadd, torch.add):
+        return _add(args, kwargs)
+    if target in (operator.mul, operator.imul, torch.mul):
+        return _mul(args)
+    if target in (torch.cat, torch.concat):
+        return _cat(*args, **kwargs)
+    if target is torch.flatten:
+        return _flatten(_tensor(args[0], "flatten"), *args[1:], **kwargs)
+    if target is F.adaptive_avg_pool2d:
+        return _adaptive(_arg(args, kwargs, 1, "output_size"), _tensor(args[0], "pool"), "avg")
+    if target is F.adaptive_max_pool2d:
+        return _adaptive(_arg(args, kwargs, 1, "output_size"), _tensor(args[0], "pool"), "max")
+    if target is F.dropout:
+        return _dropout(_arg(args, kwargs, 1, "p", 0.5), _tensor(args[0], "dropout"))
+    if getattr(target, "__name__", "") == "stochastic_depth":
+        # torchvision's drop-path: the identity at inference, which is what sedsl imports.
+        return _tensor(args[0], "stochastic_depth")
+    if target is operator.getitem and not isinstance(args[0], T):
+        return args[0][args[1]]
+    if target in (operator.floordiv, operator.sub, operator.truediv) and \
+            not any(isinstance(a, T) for a in args):
+        return target(*args)
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", str(target))
+    module = getattr(target, "__module__", None) or ""
+    if module.startswith("torch._C") and hasattr(F, str(name)):
+        module = "torch.nn.functional"  # F.gelu is torch._C._nn.gelu
+    raise Unsupported(f"calls `{module + '.' if module else ''}{name}`, which sedsl has no op "
+                      "for")
+
+
+def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], i: int, name: str,
+         default: Any = None) -> Any:
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+def _method(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    x = args[0]
+    if not isinstance(x, T):
+        raise Unsupported(f"calls `.{name}()` on {type(x).__name__}")
+    if name == "size":
+        full = (1, *x.shape)  # the batch is 1 while mapping
+        dim = _arg(args, kwargs, 1, "dim")
+        return full if dim is None else full[dim]
+    if name == "dim":
+        return 1 + len(x.shape)
+    if name in ("contiguous",):
+        return x
+    if name in _ACTIVATION_METHODS:
+        return Emit(name.rstrip("_"), {}, [x])
+    if name in ("add", "add_"):
+        return _add(args, kwargs)
+    if name in ("mul", "mul_"):
+        return _mul(args)
+    if name == "flatten":
+        return _flatten(x, *args[1:], **kwargs)
+    if name in ("view", "reshape"):
+        dims = args[1] if len(args) == 2 and isinstance(args[1], tuple | list) else args[1:]
+        if len(dims) == 2 and dims[0] in (1, -1) and dims[1] in (-1, math.prod(x.shape)):
+            return _flatten(x)
+        raise Unsupported(f"reshapes to {tuple(dims)}; sedsl reshapes only by flattening")
+    if name == "mean":
+        dims = _arg(args, kwargs, 1, "dim")
+        keep = bool(_arg(args, kwargs, 2, "keepdim", False))
+        if len(x.shape) == 3 and dims is not None and \
+                sorted(d % 4 for d in (dims if isinstance(dims, tuple | list) else [dims])) \
+                == [2, 3] and keep:
+            return Emit("squeeze", {"mode": "avg"}, [x])
+        raise Unsupported(f"averages over {dims} (keepdim={keep}); sedsl averages over H x W "
+                          "keeping the dims")
+    raise Unsupported(f"calls the tensor method `.{name}()`, which sedsl has no op for")
+
+
+def _add(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
+    a, b = args[0], args[1]
+    if not (isinstance(a, T) and isinstance(b, T)) or kwargs.get("alpha", 1) != 1:
+        raise Unsupported("adds a constant to a tensor; sedsl adds tensors of one shape")
+    return Emit("add", {}, [a, b])
+
+
+def _mul(args: tuple[Any, ...]) -> Emit:
+    a, b = args[0], args[1]
+    if isinstance(b, T) and not isinstance(a, T):
+        a, b = b, a
+    if isinstance(a, T) and isinstance(b, int | float) and not isinstance(b, bool):
+        return Emit("scale", {"factor": float(b)}, [a])
+    if isinstance(a, T) and isinstance(b, T):
+        if len(a.shape) == 3 and a.shape[1:] == (1, 1) and b.shape[1:] != (1, 1):
+            a, b = b, a  # port 0 is the feature map, port 1 the per-channel gate
+        if len(a.shape) == 3 and b.shape == (a.shape[0], 1, 1):
+            return Emit("mul", {}, [a, b])
+    raise Unsupported("multiplies tensors of shapes sedsl cannot scale (a feature map times a "
+                      "per-channel gate, or a constant)")
+
+
+def _cat(tensors: Any, dim: int = 0) -> Emit:
+    xs = [_tensor(t, "cat") for t in tensors]
+    if dim not in (1, -3) or any(len(x.shape) != 3 for x in xs):
+        raise Unsupported(f"concatenates along dim {dim}; sedsl concatenates channels")
+    return Emit("concat", {}, xs)
+
+
+# --- residual units ------------------------------------------------------------------------------
+
+
+def _mark_residuals(g: nx.DiGraph) -> None:
+    """Label each block's residual add: ports (residual, shortcut), and its branches' nodes.
+
+    A residual add takes the block's input (or a projection of it: the shorter path) and a
+    branch from it; the two paths share no node."""
+    members: dict[str, set[str]] = {}
+    for name, rec in records(g):
+        if rec.block is not None:
+            members.setdefault(rec.block, set()).add(name)
+    for name, rec in list(records(g)):
+        if rec.op != "add" or rec.block is None or g.in_degree(name) != 2:
+            continue
+        inside = members[rec.block]
+        entry = {u for u, v in g.in_edges(inside) if u not in inside}
+        if len(entry) != 1:
+            continue
+        (x,) = entry
+        paths = [_path(g, u, inside, x) for u in inputs(g, name)]
+        if None in paths:
+            continue
+        p0, p1 = paths
+        assert p0 is not None and p1 is not None
+        if p0 & p1 or len(p0) == len(p1):
+            continue
+        short, long = (0, 1) if len(p0) < len(p1) else (1, 0)
+        srcs = inputs(g, name)
+        for n in paths[long] or ():
+            g.nodes[n]["record"] = replace(record(g, n), branch="residual")
+        for n in paths[short] or ():
+            g.nodes[n]["record"] = replace(record(g, n), branch="shortcut")
+        g.remove_edges_from([(s, name) for s in srcs])
+        g.add_edge(srcs[long], name, port=0)
+        g.add_edge(srcs[short], name, port=1)
+        g.nodes[name]["record"] = replace(rec, attrs={**rec.attrs,
+                                                      "branches": ("residual", "shortcut")})
+
+
+def _path(g: nx.DiGraph, u: str, inside: set[str], x: str) -> set[str] | None:
+    """The block's nodes that feed `u` (u included), if they all start from the input `x`."""
+    if u == x:
+        return set()
+    if u not in inside:
+        return None
+    seen, todo = {u}, [u]
+    while todo:
+        for p in g.predecessors(todo.pop()):
+            if p == x:
+                continue
+            if p not in inside:
+                return None
+            if p not in seen:
+                seen.add(p)
+                todo.append(p)
+    return seen
