@@ -174,10 +174,11 @@ def _transform(shape: tuple[int, ...], prep: Prep) -> Callable[[object], Tensor]
 
     def apply(im: object) -> Tensor:
         assert isinstance(im, Image.Image)
-        scale = side / min(im.size)
-        im = im.resize((max(w, round(im.width * scale)), max(h, round(im.height * scale))),
-                       Image.Resampling.BILINEAR)
-        left, top = (im.width - w) // 2, (im.height - h) // 2
+        # the shorter side to `side`, the longer in proportion, truncated (as torchvision does)
+        short, long = sorted(im.size)
+        size = (side, int(side * long / short))
+        im = im.resize(size if im.width <= im.height else size[::-1], Image.Resampling.BILINEAR)
+        top, left = round((im.height - h) / 2), round((im.width - w) / 2)
         im = im.crop((left, top, left + w, top + h))
         x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
         x = x.view(h, w, -1).permute(2, 0, 1).float() / 255

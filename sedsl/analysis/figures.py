@@ -54,7 +54,7 @@ def draw(doc: dict[str, Any], names: list[str], folder: Path) -> list[Path]:
 
 def _save(fig: Any, stem: Path) -> list[Path]:
     fig.tight_layout()
-    paths = [stem.with_suffix(".svg"), stem.with_suffix(".png")]
+    paths = [stem.with_name(stem.name + ".svg"), stem.with_name(stem.name + ".png")]
     for p in paths:
         fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
     return paths
