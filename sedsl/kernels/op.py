@@ -172,13 +172,19 @@ class SqueezeExcite(nn.Module):
         self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias)
         self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias)
         self.squeeze, self.excite, self.gate, self.act = squeeze, excite, gate, act
+        # Sees the gate s (N, C, 1, 1) that produced the output: a forward hook here records
+        # the excitation (sedsl excite). Parameterless, so no state-dict keys.
+        self.probe = nn.Identity()
 
     def forward(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
         if not use_triton(u):
             return self.plain(u, identity)
-        return se_block(u, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-                        identity, squeeze=self.squeeze, excite=self.excite, gate=self.gate,
-                        act=self.act)
+        out, _, s, _ = torch.ops.sedsl.se_block(
+            u, self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1),
+            self.fc2.bias, identity, self.squeeze, self.excite, self.gate, self.act)
+        self.probe(s[:, :, None, None])  # the op's own s, as a view
+        result: Tensor = out
+        return result
 
     def plain(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
         """The block as ordinary torch ops: where the kernels do not run (the CPU), eager mode,
@@ -187,7 +193,7 @@ class SqueezeExcite(nn.Module):
         the unfused lowering, bit for bit."""
         z = u.mean((2, 3), keepdim=True) if self.squeeze == "avg" else u.amax((2, 3), keepdim=True)
         h = reference.activate(self.excite, self.fc1(z))  # (N, R, 1, 1)
-        x = u * reference.activate(self.gate, self.fc2(h))  # (N, C, H, W), a fresh tensor
+        x = u * self.probe(reference.activate(self.gate, self.fc2(h)))  # (N, C, H, W), fresh
         if identity is not None:
             x += identity
         return reference.activate_(self.act, x)
