@@ -13,7 +13,7 @@ from pygments import lex
 from pygments.token import Error, Keyword, Name, Number, Operator, Token
 
 from sedsl import lexer
-from sedsl.elaborate import BUILTINS
+from sedsl.evaluate import BUILTINS
 from sedsl.ops import OPS
 from tests.conftest import ROOT, SPECS
 
