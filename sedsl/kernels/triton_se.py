@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+
 import torch
 import triton
 import triton.language as tl
@@ -58,14 +59,16 @@ KERNEL_ACTIVATIONS = frozenset(
     {"relu", "relu6", "silu", "hardswish", "sigmoid", "hardsigmoid", "tanh"})
 KERNEL_SQUEEZES = frozenset({"avg", "max"})
 
-_STREAM_BYTES = 16384  # bytes of U per program of the elementwise passes
+_STREAM_BYTES = 16384  # bytes of U per program of the elementwise passes...
+_STREAM_ELEMS = 4096  # ... at most this many elements (fp32 registers: 32 a thread at 4 warps)
 _REDUCE_BYTES = 8192  # bytes of U per loop step of a reducing program...
 _REDUCE_ELEMS = 2048  # ... at most this many elements (fp32 registers: 16 a thread at 4 warps)
 _REDUCE_PROGRAMS = 512  # split H*W until a reduction has this many programs (~4 per SM)...
-_SPLIT_STEPS = 4  # ... while each split still loops over at least this many tiles
+_SPLIT_STEPS = 8  # ... while each split still loops over at least this many tiles
 _EXCITE_PROGRAMS = 128  # split the excitation's output channels until this many programs
 _PRODUCT = 4096  # elements of the 3-D product tiles of the excitation kernels
 _INT32_MAX = 2**31 - 1
+_FLAT_MIN_HW = 32  # flat NCHW from this plane size (a program then touches <= 129 channels)
 # Integer arguments Triton should not specialise on (== 1, divisible by 16): grid bookkeeping
 # and the excitation's sizes, where it would multiply compiled variants for no vector access.
 _SMALL_ARGS = ["N", "C", "R", "HW", "SPLITS", "RB", "C_PER", "w1_sr", "w1_sc", "b1_s", "w2_sc",
@@ -82,7 +85,7 @@ def _configs(*warps: int) -> list[triton.Config]:
 # --- device functions ---------------------------------------------------------------------------
 
 
-@triton.jit  # type: ignore[untyped-decorator]
+@triton.jit
 def _tanh(x):  # type: ignore[no-untyped-def]
     """tanh(x) to a few ulps: odd series near 0 (where 2 sigmoid(2x) - 1 cancels), else
     (1 - e^-2|x|) / (1 + e^-2|x|) with x's sign."""
@@ -166,7 +169,7 @@ def _offsets(c, hw, W, sc, sh, sw, LAYOUT: tl.constexpr,  # type: ignore[no-unty
     return off
 
 
-@triton.jit  # type: ignore[untyped-decorator]
+@triton.jit
 def _max_step(acc, cnt, x, take):  # type: ignore[no-untyped-def]
     """Fold x (where `take`) into a running (maximum, count of elements equal to it) that
     keeps NaN once seen, as torch.amax does."""
@@ -176,13 +179,25 @@ def _max_step(acc, cnt, x, take):  # type: ignore[no-untyped-def]
     return tl.where(bigger, x, acc), cnt
 
 
-@triton.jit  # type: ignore[untyped-decorator]
+@triton.jit
 def _max_merge(acc, cnt, x, k):  # type: ignore[no-untyped-def]
     """Merge a partial (maximum x, count k) into (acc, cnt); NaN wins."""
     bigger = (x > acc) | ((x != x) & (acc == acc))
     same = x == acc
     cnt = tl.where(bigger, k, tl.where(same, cnt + k, cnt))
     return tl.where(bigger, x, acc), cnt
+
+
+@triton.jit
+def _per_channel(v_ptr, start, at, NUMEL, FLAT_HW: tl.constexpr,  # type: ignore[no-untyped-def]
+                 SPAN: tl.constexpr):
+    """v[at // FLAT_HW] for a flat NCHW block starting at `start`: the SPAN (N*C)-entries the
+    block touches are loaded once, then gathered per element (not one load per element)."""
+    first = start // FLAT_HW
+    rows = first + tl.arange(0, SPAN)
+    vals = tl.load(v_ptr + rows, mask=rows < NUMEL // FLAT_HW)
+    local = tl.minimum(at // FLAT_HW - first, SPAN - 1).to(tl.int32)
+    return tl.gather(vals, local, 0)
 
 
 # --- forward kernels ----------------------------------------------------------------------------
@@ -352,6 +367,7 @@ def _scale_kernel(  # type: ignore[no-untyped-def]
     HB, CB,  # hw blocks and channel blocks per sample (unused when FLAT)
     FLAT: tl.constexpr,  # every tensor is contiguous NCHW: one index over the whole tensor
     FLAT_HW: tl.constexpr,  # H * W when FLAT (a constant: the channel is index // FLAT_HW)
+    SPAN: tl.constexpr,  # >= channels one FLAT program touches, a power of 2
     U_LAYOUT: tl.constexpr,  # _offsets layout codes of U, identity, out
     I_LAYOUT: tl.constexpr,
     O_LAYOUT: tl.constexpr,
@@ -368,7 +384,7 @@ def _scale_kernel(  # type: ignore[no-untyped-def]
             pid = pid.to(tl.int64)
         at = pid * BLOCK_HW + tl.arange(0, BLOCK_HW)
         mask = at < NUMEL
-        s = tl.load(s_ptr + at // FLAT_HW, mask=mask, other=0.0)
+        s = _per_channel(s_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
         u_at, i_at, o_at = u_ptr + at, i_ptr + at, o_ptr + at
     else:
         n = (pid // (HB * CB)).to(tl.int64)
@@ -581,6 +597,7 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
     HB, CB,  # hw blocks and channel blocks per sample (unused when FLAT)
     FLAT: tl.constexpr,  # every tensor is contiguous NCHW: one index over the whole tensor
     FLAT_HW: tl.constexpr,  # H * W when FLAT
+    SPAN: tl.constexpr,  # >= channels one FLAT program touches, a power of 2
     G_LAYOUT: tl.constexpr,  # _offsets layout codes of g, U, identity, dU
     U_LAYOUT: tl.constexpr,
     I_LAYOUT: tl.constexpr,
@@ -600,10 +617,11 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
             pid = pid.to(tl.int64)
         at = pid * BLOCK_HW + tl.arange(0, BLOCK_HW)
         mask = at < NUMEL
-        nc = at // FLAT_HW
-        nc_ok = mask
-        s = tl.load(s_ptr + nc, mask=nc_ok, other=0.0)
-        dz = tl.load(dz_ptr + nc, mask=nc_ok, other=0.0)
+        s = _per_channel(s_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
+        dz = _per_channel(dz_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
+        if MAX:
+            z = _per_channel(z_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
+            ties = _per_channel(cnt_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
         g_at, u_at, i_at, d_at = g_ptr + at, u_ptr + at, i_ptr + at, du_ptr + at
     else:
         n = (pid // (HB * CB)).to(tl.int64)
@@ -612,9 +630,11 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
         c_ok = c < C
         mask = c_ok[:, None] & (hw < HW)[None, :]
         nc = (n * C + c)[:, None]
-        nc_ok = c_ok[:, None]
-        s = tl.load(s_ptr + nc, mask=nc_ok, other=0.0)  # (BLOCK_C, 1)
-        dz = tl.load(dz_ptr + nc, mask=nc_ok, other=0.0)
+        s = tl.load(s_ptr + nc, mask=c_ok[:, None], other=0.0)  # (BLOCK_C, 1)
+        dz = tl.load(dz_ptr + nc, mask=c_ok[:, None], other=0.0)
+        if MAX:
+            z = tl.load(z_ptr + nc, mask=c_ok[:, None], other=0.0)
+            ties = tl.load(cnt_ptr + nc, mask=c_ok[:, None], other=1)
         g_at = g_ptr + n * g_sn + _offsets(c, hw, W, g_sc, g_sh, g_sw, G_LAYOUT, WIDE)
         u_at = u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT, WIDE)
         i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
@@ -629,9 +649,7 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
         g = g * _act_grad(y, ACT)
     du = g * s
     if MAX:  # torch.amax's rule: dz / ties at each maximum; NaN everywhere when z is NaN
-        z = tl.load(z_ptr + nc, mask=nc_ok, other=0.0)
-        ties = tl.load(cnt_ptr + nc, mask=nc_ok, other=1).to(tl.float32)
-        du += tl.where(u == z, dz, 0.0) / ties
+        du += tl.where(u == z, dz, 0.0) / ties.to(tl.float32)
     else:
         du += dz / HW
     tl.store(d_at, du.to(du_ptr.dtype.element_ty), mask=mask)
@@ -639,10 +657,11 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
 
 # --- autotuned entry points (num_warps only; one config under the interpreter) ------------------
 
-_squeeze_tuned = triton.autotune(configs=_configs(4, 8), key=["C", "HW", "CB", "SPLITS"])(_squeeze_kernel)
-_scale_tuned = triton.autotune(configs=_configs(8, 4), key=["NUMEL", "C", "HW"])(_scale_kernel)
-_bwd_reduce_tuned = triton.autotune(configs=_configs(8, 4), key=["C", "HW", "CB", "SPLITS"])(_bwd_reduce_kernel)
-_bwd_input_tuned = triton.autotune(configs=_configs(8, 4), key=["NUMEL", "C", "HW"])(_bwd_input_kernel)
+_squeeze_tuned = triton.autotune(_configs(4, 8), key=["C", "HW", "CB", "SPLITS"])(_squeeze_kernel)
+_scale_tuned = triton.autotune(_configs(8, 4), key=["NUMEL", "C", "HW"])(_scale_kernel)
+_bwd_reduce_tuned = triton.autotune(_configs(8, 4), key=["C", "HW", "CB", "SPLITS"])(
+    _bwd_reduce_kernel)
+_bwd_input_tuned = triton.autotune(_configs(8, 4), key=["NUMEL", "C", "HW"])(_bwd_input_kernel)
 
 
 # --- launchers ----------------------------------------------------------------------------------
@@ -679,10 +698,11 @@ def _cdiv(a: int, b: int) -> int:
 
 def stream_tile(c: int, hw: int, c_contiguous: bool, itemsize: int) -> tuple[int, int]:
     """(BLOCK_C, BLOCK_HW) of the elementwise kernels on strided tensors: _STREAM_BYTES of U,
-    long along the unit-stride axis."""
-    elems = _STREAM_BYTES // itemsize
+    long along the unit-stride axis; channels_last rows of 128 bytes (one cache line), so a
+    program spans many positions and loads its per-channel values (s, dz) once for them."""
+    elems = min(_STREAM_BYTES // itemsize, _STREAM_ELEMS)
     if c_contiguous:
-        bc = min(_pow2(c), 256)
+        bc = min(_pow2(c), 128 // itemsize)
         return bc, min(_pow2(hw), max(1, elems // bc))
     bhw = min(_pow2(hw), 1024)
     return min(_pow2(c), max(1, elems // bhw)), bhw
@@ -781,24 +801,30 @@ def _stride(t: Tensor | None) -> int:
 
 
 def _flat(*tensors: Tensor) -> bool:
-    return all(t.is_contiguous() for t in tensors)
+    """Whether the elementwise kernels may index the tensors as one flat NCHW array: all
+    contiguous, and planes of at least _FLAT_MIN_HW (smaller ones would touch too many
+    channels per program)."""
+    return all(t.is_contiguous() for t in tensors) and \
+        tensors[0].shape[2] * tensors[0].shape[3] >= _FLAT_MIN_HW
 
 
 def _stream_grid(u: Tensor, flat: bool) -> tuple[tuple[int], dict[str, int]]:
     """(grid, tile arguments) of an elementwise launch over U's shape."""
     n, c, h, w = u.shape
     if flat:
-        block = min(_pow2(u.numel()), _STREAM_BYTES // u.element_size())
-        return (_cdiv(u.numel(), block),), {"HB": 1, "CB": 1, "FLAT_HW": h * w, "BLOCK_C": 1,
-                                            "BLOCK_HW": block}
+        block = min(_pow2(u.numel()), _STREAM_BYTES // u.element_size(), _STREAM_ELEMS)
+        span = _pow2(_cdiv(block, h * w) + 1)
+        return (_cdiv(u.numel(), block),), {"HB": 1, "CB": 1, "FLAT_HW": h * w, "SPAN": span,
+                                            "BLOCK_C": 1, "BLOCK_HW": block}
     bc, bhw = stream_tile(c, h * w, layout(u)[0] == 1, u.element_size())
     hb, cb = _cdiv(h * w, bhw), _cdiv(c, bc)
-    return (n * cb * hb,), {"HB": hb, "CB": cb, "FLAT_HW": 0, "BLOCK_C": bc, "BLOCK_HW": bhw}
+    return (n * cb * hb,), {"HB": hb, "CB": cb, "FLAT_HW": 0, "SPAN": 1, "BLOCK_C": bc,
+                            "BLOCK_HW": bhw}
 
 
 def scale(u: Tensor, s: Tensor, identity: Tensor | None, act: str) -> Tensor:
     """act(s[:, :, None, None] * U + identity) in U's dtype and layout."""
-    n, c, h, w = u.shape
+    _, c, h, w = u.shape
     out = torch.empty_like(u)
     ident = identity if identity is not None else u
     ucode, *ust = layout(u)
@@ -884,7 +910,7 @@ def excite_backward(z: Tensor, dsp: Tensor, w1: Tensor, b1: Tensor | None, w2: T
 def input_backward(g: Tensor, u: Tensor, identity: Tensor | None, s: Tensor, dz: Tensor,
                    z: Tensor, ties: Tensor, squeeze_mode: str, act: str) -> Tensor:
     """dU (U's dtype and layout) from g = dOut when act != "none" needs y, else g = dY."""
-    n, c, h, w = u.shape
+    _, c, h, w = u.shape
     du = torch.empty_like(u)
     ident = identity if identity is not None else u
     gcode, *gst = layout(g)
