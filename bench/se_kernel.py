@@ -6,10 +6,15 @@ Times are triton.testing.do_bench medians. GB/s counts the fused design's traffi
 candidate alike: forward 4|U| bytes (read U twice, read the identity, write the output);
 with --backward, forward + backward 10|U| (+ 6|U|: read dOut, U, identity, write dIdentity;
 read dIdentity, write dU). |U| = N*C*H*W*element size. Eager PyTorch moves about 8|U| forward.
+Next to the times, each candidate's kernel launches (counted by torch.profiler) and, for the
+fused op, the bytes each of its kernels moves (`plan`, from the launchers' own tile and split
+choices; tests/kernels_interpret_cases.py checks the same totals by counting the interpreter's
+loads and stores).
 
 Run: python bench/se_kernel.py [--batch 1 32 128] [--dtype fp32 bf16] [--layout nchw nhwc]
          [--stage 0 1 2 3] [--no-compile] [--backward] [--network specs/se_resnext101.se]
-         [--excitation triton|torch]
+         [--excitation triton|torch] [--plan]
+--plan prints the launches and bytes per kernel without timing anything (no GPU needed).
 """
 
 from __future__ import annotations
@@ -86,6 +91,69 @@ def relative_error(fn: Callable[..., Tensor], ref: Callable[..., Tensor],
         return float((fn(*args).float() - want).abs().max() / want.abs().max().clamp_min(1e-12))
 
 
+def plan(n: int, c: int, hw: int, itemsize: int, channels_last: bool,
+         backward: bool) -> dict[str, int]:
+    """Bytes each fused kernel moves for the SE-ResNet block (identity, ReLU, bias, weights in
+    U's dtype), from triton_se's tile and split choices; one entry per launch."""
+    from sedsl.kernels import triton_se as ts
+
+    r, u = c // 16, n * c * hw * hw * itemsize
+    bc, bhw = ts.reduce_tile(c, hw * hw, channels_last, itemsize)
+    splits, _ = ts.splits(n, -(-c // bc), hw * hw, bhw)
+    partials = splits * n * c * 4
+    bm, _, _, fc_c = ts.excite_tiles(n, c, r)
+    rows = -(-n // bm)
+    cols = max(1, min(-(-c // fc_c), ts._EXCITE_PROGRAMS // rows))
+    weights = 2 * c * r * itemsize + (r + c) * itemsize
+    nc = n * c * 4
+    if not backward:
+        return {"_squeeze_kernel": u + partials,
+                "_excite_kernel": cols * (partials + rows * c * r * itemsize) + rows * c * r
+                * itemsize + 2 * nc,
+                "_scale_kernel": 3 * u + nc}
+    nr = n * r * 4
+    return {"_bwd_reduce_kernel": 4 * u + nc + partials,  # dOut, U, identity; dIdentity
+            "_excite_bwd_kernel": nc + partials + rows * (3 * c * r * itemsize) + 2 * nc + 2 * nr,
+            "_excite_wgrad_kernel": 2 * nc + -(-c // max(1, min(ts._pow2(c), 2048 // ts._pow2(r))))
+            * 2 * nr + weights,
+            "_bwd_input_kernel": 2 * u + 2 * nc}  # dIdentity read back; dU
+
+
+def print_plan(args: argparse.Namespace) -> None:
+    """Launches and bytes per kernel of each SE-ResNeXt-101 stage, in |U| and bytes."""
+    print("fused SE-ResNet block (identity, ReLU): launches and bytes per kernel, "
+          "from the launchers' tiles and splits")
+    for dname in args.dtype:
+        itemsize = DTYPES[dname].itemsize
+        for fname in args.layout:
+            for n in args.batch:
+                for stage in args.stage:
+                    c, hw = STAGES[stage]
+                    u = n * c * hw * hw * itemsize
+                    for direction, bwd in (("fwd", False), ("bwd", True)):
+                        kernels = plan(n, c, hw, itemsize, fname == "nhwc", bwd)
+                        total = sum(kernels.values())
+                        detail = "  ".join(f"{k[1:-7]} {v / 1e6:.2f}MB" for k, v in kernels.items())
+                        print(f"{dname} {fname} N={n:<4} C={c:<5} {hw:>2}x{hw:<2} {direction}: "
+                              f"{len(kernels)} launches, {total / u:.3f}|U| ({total / 1e6:.1f} MB)"
+                              f"  [{detail}]")
+
+
+def launches(fn: Callable[..., Tensor], args: list[Tensor], backward: bool) -> int:
+    """CUDA kernels one call (and its backward) launches, by torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    grad = torch.randn_like(args[0]) if backward else None
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        if backward:
+            torch.autograd.grad(fn(*args), args, grad)
+        else:
+            with torch.no_grad():
+                fn(*args)
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type.name == "CUDA")
+
+
 def bench_blocks(args: argparse.Namespace) -> None:
     traffic = 10 if args.backward else 4
     print(f"SE blocks ({'forward + backward' if args.backward else 'forward'}); GB/s counts "
@@ -116,6 +184,14 @@ def bench_block(args: argparse.Namespace, n: int, c: int, hw: int, dname: str, f
     print(f"{label:>30} {ms['eager']:9.3f} {comp:10.3f} {ms['fused']:9.3f} "
           f"{gbs['eager']:10.0f} {gbs.get('compile', float('nan')):12.0f} {gbs['fused']:10.0f} "
           f"{ms['eager'] / ms['fused']:7.2f}x {comp / ms['fused']:9.2f}x {err:8.1e}")
+    counts = {"eager": launches(eager_se, inputs, args.backward),
+              "fused": launches(fused_se, inputs, args.backward)}
+    kernels = plan(n, c, hw, inputs[0].element_size(), fname == "nhwc", False)
+    if args.backward:
+        kernels.update(plan(n, c, hw, inputs[0].element_size(), fname == "nhwc", True))
+    u = inputs[0].numel() * inputs[0].element_size()
+    print(f"{'':>30} launches eager {counts['eager']}, fused {counts['fused']}; fused bytes "
+          + ", ".join(f"{k[1:-7]} {v / u:.2f}|U|" for k, v in kernels.items()))
     del inputs
 
 
@@ -195,12 +271,17 @@ def main() -> int:
     parser.add_argument("--network", help="also time a whole network built from this spec")
     parser.add_argument("--excitation", choices=["triton", "torch"], default="triton",
                         help="how the fused op computes the two FCs (triton_se.EXCITATION)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print launches and bytes per kernel only (no GPU needed)")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))  # sedsl from this checkout
+    if args.plan:
+        print_plan(args)
+        return 0
     if not torch.cuda.is_available():
         print("bench/se_kernel.py needs a CUDA GPU (torch.cuda.is_available() is False); "
               "nothing to do.")
         return 0
-    sys.path.insert(0, str(ROOT))  # sedsl from this checkout
     from sedsl.kernels import triton_se
 
     triton_se.EXCITATION = args.excitation

@@ -100,7 +100,8 @@ def test_squeeze_outputs(squeeze: str) -> None:
     flat = u.detach().double().flatten(2)
     assert_close(z, flat.mean(2) if squeeze == "avg" else flat.amax(2), torch.float32)
     if squeeze == "max":
-        assert torch.equal(idx.long(), flat.argmax(2))
+        # idx counts the positions equal to the maximum (torch.amax's gradient rule)
+        assert torch.equal(idx.long(), (flat == flat.amax(2, keepdim=True)).sum(2))
 
 
 # --- bytes moved ---------------------------------------------------------------------------------
@@ -218,3 +219,150 @@ def test_whole_fused_network_runs_the_kernels() -> None:
     out_p.square().sum().backward()
     for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+# --- edge cases a GPU would hit (each failed before the fix it tests) ----------------------------
+
+
+def _plain(case: Case, t: dict[str, Any]) -> torch.Tensor:
+    """The block as the plain (unfused) modules compute it: torch.amax / mean, nn layers."""
+    from sedsl.kernels import SqueezeExcite
+
+    u, w1, b1, w2, b2, ident = (t[k] for k in NAMES)
+    m = SqueezeExcite(u.shape[1], w1.shape[0], squeeze=case.squeeze, excite=case.excite,
+                      gate=case.gate, act=case.act)
+    with torch.no_grad():
+        m.fc1.weight.copy_(w1.view_as(m.fc1.weight))
+        m.fc1.bias.copy_(b1)
+        m.fc2.weight.copy_(w2.view_as(m.fc2.weight))
+        m.fc2.bias.copy_(b2)
+    return m.plain(u, ident)
+
+
+def _fused(case: Case, t: dict[str, Any]) -> torch.Tensor:
+    return se_block(*(t[k] for k in NAMES), squeeze=case.squeeze, excite=case.excite,
+                    gate=case.gate, act=case.act)
+
+
+def _grads(out: torch.Tensor, t: dict[str, Any], grad: torch.Tensor) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(out, [t[k] for k in NAMES if t[k] is not None], grad))
+
+
+def test_max_squeeze_propagates_nan() -> None:
+    """A NaN in a plane makes z NaN (torch.amax), so the sample's outputs are NaN as the plain
+    module's are; the other sample is unaffected."""
+    case = CASES[2]  # max squeeze, identity
+    for channels_last in (False, True):
+        t = make_inputs((2, 8, 5, 5), 4, case, channels_last=channels_last)
+        u = t["u"].detach().clone()
+        u[0, 3, 2, 1] = float("nan")
+        t["u"] = u.requires_grad_()
+        got, want = _fused(case, t), _plain(case, t)
+        assert got[0].isnan().any() and not got[1].isnan().any()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, equal_nan=True)
+        z = torch.ops.sedsl.se_block(*(t[k] for k in NAMES), "max", case.excite, case.gate,
+                                     case.act)[1]
+        assert z[0, 3].isnan() and not z[1].isnan().any()
+
+
+def test_max_squeeze_ties_follow_amax() -> None:
+    """Tied maxima (a channel all zero after ReLU, repeated values): fused gradients equal the
+    plain module's (torch.amax splits dz evenly between the ties)."""
+    case = Case("max", "relu", "sigmoid", "relu", True)
+    for channels_last in (False, True):
+        t = make_inputs((2, 8, 5, 5), 4, case, channels_last=channels_last, seed=3)
+        u = torch.relu(t["u"].detach() - 0.3)
+        u[0, 2] = 0.0  # every position ties
+        u[1, 5, 1:3, 2:4] = 7.0  # four ties above the rest
+        t["u"] = u.contiguous(memory_format=torch.channels_last if channels_last
+                              else torch.contiguous_format).requires_grad_()
+        grad = torch.randn(u.shape, generator=torch.Generator().manual_seed(5))
+        got, want = _fused(case, t), _plain(case, t)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for name, a, b in zip(NAMES, _grads(got, t, grad), _grads(want, t, grad), strict=False):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_tanh_is_accurate_near_zero() -> None:
+    """tanh of tiny arguments keeps its relative accuracy (2 sigmoid(2x) - 1 cancels)."""
+    u = torch.logspace(-7, 1, 64).view(1, 1, 8, 8) * torch.tensor([1.0, -1.0]).view(1, 2, 1, 1)
+    s = torch.ones(1, 2)
+    got = triton_se.scale(u.contiguous(), s, None, "tanh").double()
+    want = torch.tanh(u.double())
+    assert ((got - want).abs() / want.abs()).max() < 1e-6
+
+
+def test_grids_fit_any_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grid axes 1 and 2 take at most 65535 programs: batch 70000 must not land there."""
+    from triton.runtime import interpreter
+
+    grids: list[tuple[int, ...]] = []
+
+    def record(self: Any, *args: Any, **kwargs: Any) -> None:
+        grids.append(tuple(self.grid))  # skip running the 70000 programs
+
+    monkeypatch.setattr(interpreter.GridExecutor, "__call__", record)
+    for channels_last in (False, True):
+        t = make_inputs((70000, 2, 1, 2), 1, SE_RESNET, channels_last=channels_last)
+        out = _fused(SE_RESNET, t)
+        _grads(out, t, torch.ones_like(out))
+    assert grids and all(all(g <= 65535 for g in grid[1:]) for grid in grids), grids
+
+
+def test_int64_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensors spanning 2^31 elements switch every kernel to int64 offsets (WIDE); the WIDE
+    kernels compute the same block (forced here on small tensors)."""
+    assert triton_se.wide(torch.empty((1, 2048, 1024, 1025), device="meta"))
+    assert not triton_se.wide(torch.empty((128, 2048, 7, 7), device="meta"))
+    monkeypatch.setattr(triton_se, "_INT32_MAX", 100)
+    for case in (SE_RESNET, CASES[2]):
+        for channels_last in (False, True):
+            check_block(make_inputs(SHAPE, 4, case, channels_last=channels_last), case)
+
+
+def test_launch_counts() -> None:
+    """Per block: 3 forward launches and 4 backward, whatever is unused (no zero grads)."""
+    from triton.runtime import interpreter
+
+    launches: list[str] = []
+    call = interpreter.GridExecutor.__call__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        launches.append(self.fn.__name__)
+        return call(self, *args, **kwargs)
+
+    interpreter.GridExecutor.__call__ = counted
+    try:
+        for case in (SE_RESNET, CASES[2], CASES[1]):
+            t = make_inputs(SHAPE, 4, case)
+            launches.clear()
+            out = _fused(case, t)
+            assert launches == ["_squeeze_kernel", "_excite_kernel", "_scale_kernel"], launches
+            launches.clear()
+            _grads(out, t, torch.ones_like(out))
+            assert launches == ["_bwd_reduce_kernel", "_excite_bwd_kernel",
+                                "_excite_wgrad_kernel", "_bwd_input_kernel"], launches
+    finally:
+        interpreter.GridExecutor.__call__ = call
+
+
+def test_split_reductions_are_deterministic_and_right() -> None:
+    """Batch 1 channels_last at 64x64 splits H*W; results match torch_se and repeat bit for bit."""
+    for case in (SE_RESNET, CASES[2]):
+        t = make_inputs((1, 16, 64, 64), 4, case, channels_last=True)
+        _, bhw = triton_se.reduce_tile(16, 64 * 64, True, 4)
+        assert triton_se.splits(1, 1, 64 * 64, bhw)[0] > 1
+        check_block(t, case)
+        a = _fused(case, t)
+        assert torch.equal(a, _fused(case, t))
+
+
+def test_autocast_keeps_s_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under autocast the excitation in torch (EXCITATION = "torch") still returns fp32 s, as the
+    fake implementation promises."""
+    monkeypatch.setattr(triton_se, "EXCITATION", "torch")
+    t = make_inputs(SHAPE, 4, SE_RESNET)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, z, s, _ = torch.ops.sedsl.se_block(*(t[k] for k in NAMES), "avg", "relu", "sigmoid",
+                                              "relu")
+    assert z.dtype == s.dtype == torch.float32

@@ -339,3 +339,68 @@ def test_torch_export() -> None:
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
     assert "sedsl.se_block.default" in targets
     torch.testing.assert_close(ep.module()(x), model(x))
+
+
+# --- edge cases (the op's CPU path; the Triton kernels get the same in kernels_interpret_cases) ---
+
+
+def test_max_ties_follow_amax_on_cpu() -> None:
+    """Tied maxima: the op's gradients equal the plain module's (torch.amax splits dz evenly)."""
+    m = SqueezeExcite(8, 2, squeeze="max", act="relu")
+    u = torch.relu(torch.randn(2, 8, 5, 5, generator=torch.Generator().manual_seed(0)) - 0.3)
+    u[0, 2] = 0.0
+    u[1, 5, 1:3, 2:4] = 7.0
+    i = torch.randn(2, 8, 5, 5)
+    grad = torch.randn(2, 8, 5, 5)
+    results = []
+    for fused in (True, False):
+        x, y = u.clone().requires_grad_(), i.clone().requires_grad_()
+        out = se_block(x, m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias, y, squeeze="max",
+                       act="relu") if fused else m.plain(x, y)
+        results.append(torch.autograd.grad(out, [x, y, *m.parameters()], grad))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_max_nan_matches_amax_on_cpu() -> None:
+    m = SqueezeExcite(8, 2, squeeze="max")
+    u = torch.randn(2, 8, 5, 5)
+    u[0, 1, 2, 2] = float("nan")
+    x = u.clone().requires_grad_()
+    out = se_block(x, m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias, squeeze="max")
+    torch.testing.assert_close(out, m.plain(u), equal_nan=True)
+    (gx,) = torch.autograd.grad(out.sum(), [x])
+    xp = u.clone().requires_grad_()
+    (gp,) = torch.autograd.grad(m.plain(xp).sum(), [xp])
+    torch.testing.assert_close(gx, gp, equal_nan=True)
+
+
+def test_empty_planes() -> None:
+    """H*W = 0: max has no value to take (a clear ValueError, not an IndexError); avg follows
+    torch's mean of nothing."""
+    t = make_inputs((2, 8, 4, 4), 2, SE_RESNET)
+    _, w1, b1, w2, b2, _ = (t[k] for k in NAMES)
+    u = torch.empty(2, 8, 0, 4)
+    with pytest.raises(ValueError, match="H\\*W"):
+        se_block(u, w1, b1, w2, b2, squeeze="max")
+    out = se_block(u, w1, b1, w2, b2)
+    assert out.shape == u.shape
+
+
+def test_autocast_keeps_s_in_fp32() -> None:
+    """s and z come back in fp32 under autocast, as the fake implementation says."""
+    t = make_inputs((2, 8, 4, 4), 2, SE_RESNET)
+    args = (*(t[k] for k in NAMES), "avg", "relu", "sigmoid", "relu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, z, s, _ = torch.ops.sedsl.se_block(*args)
+        fake = se_op._se_block_fake(*(a.detach() if isinstance(a, Tensor) else a for a in args))
+    assert z.dtype == s.dtype == fake[2].dtype == torch.float32
+
+
+def test_kernel_vocabulary() -> None:
+    """The Triton kernels implement exactly the reference's activations and squeezes."""
+    pytest.importorskip("triton")
+    from sedsl.kernels import reference, triton_se
+
+    assert set(reference.ACTIVATIONS) == triton_se.KERNEL_ACTIVATIONS
+    assert set(reference.SQUEEZES) == triton_se.KERNEL_SQUEEZES

@@ -4,9 +4,11 @@
                     str squeeze, str excite, str gate, str act) -> (Tensor, Tensor, Tensor, Tensor)
 
 returns (out, z, s, idx): the block's output in U's dtype and layout, the squeezed z (N, C) and
-the gate s (N, C) in the accumulate dtype (float32; float64 for float64 U), and for "max" the
-int32 (N, C) argmax over H*W (else an empty tensor). z and s are what backward needs; they are
-outputs so that autograd can save them, and they are differentiable like `out`.
+the gate s (N, C) in the accumulate dtype (float32; float64 for float64 U) whatever autocast
+says, and for "max" the int32 (N, C) count of the positions equal to the maximum (else an empty
+tensor): max squeeze's gradient follows torch.amax, split evenly between tied maxima. z and s
+are what backward needs; they are outputs so that autograd can save them, and they are
+differentiable like `out`.
 `sedsl::se_block_backward` is the backward, an op of its own so that torch.compile and
 torch.export trace through both directions with the fake implementations below.
 
@@ -65,6 +67,8 @@ def check(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | Non
             raise ValueError(f"{name} is on {t.device}, u on {u.device}")
     if identity is not None and identity.dtype != u.dtype:
         raise ValueError(f"identity must have u's dtype {u.dtype}; got {identity.dtype}")
+    if squeeze == "max" and u.shape[2] * u.shape[3] == 0 and u.shape[0] * u.shape[1] > 0:
+        raise ValueError(f"max squeeze needs H*W > 0; got u of shape {tuple(u.shape)}")
 
 
 @torch.library.custom_op("sedsl::se_block", mutates_args=())
@@ -73,11 +77,12 @@ def se_block_op(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor
                 act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(out, z, s, idx) of the SE block; see the module docstring."""
     check(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
-    if use_triton(u):
-        from sedsl.kernels import triton_se  # imports triton: only when kernels run
+    with torch.autocast(u.device.type, enabled=False):  # s in fp32, as the fake promises
+        if use_triton(u):
+            from sedsl.kernels import triton_se  # imports triton: only when kernels run
 
-        return triton_se.forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
-    return reference.forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+            return triton_se.forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+        return reference.forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
 
 
 @se_block_op.register_fake
@@ -100,12 +105,13 @@ def se_block_backward_op(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None,
     """(dU, dIdentity, dW1, db1, dW2, db2); absent inputs get empty tensors."""
     args = (grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z, grad_s,
             squeeze, excite, gate, act)
-    if use_triton(u):
-        from sedsl.kernels import triton_se
+    with torch.autocast(u.device.type, enabled=False):
+        if use_triton(u):
+            from sedsl.kernels import triton_se
 
-        grads = triton_se.backward(*args)
-    else:
-        grads = reference.backward(*args)
+            grads = triton_se.backward(*args)
+        else:
+            grads = reference.backward(*args)
     du, di, dw1, db1, dw2, db2 = grads
     return du, _or_empty(di, u), dw1, _or_empty(db1, u), dw2, _or_empty(db2, u)
 
@@ -132,12 +138,15 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]
     # y = s * U + identity is recomputed in backward; identity is only needed for act'(y)
     ctx.save_for_backward(u, w1, b1, w2, b2, identity if act != "none" else None, z, s, idx)
     ctx.config = (squeeze, excite, gate, act)
+    ctx.set_materialize_grads(False)  # unused z and s get None, not (N, C) zeros to add
     ctx.has = (b1 is not None, b2 is not None, identity is not None)
 
 
 def _backward(ctx: Any, grad: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
               _grad_idx: Tensor | None) -> tuple[Tensor | None, ...]:
     u, w1, b1, w2, b2, identity, z, s, idx = ctx.saved_tensors
+    if grad is None:  # only z or s was used
+        grad = torch.zeros_like(u)
     du, di, dw1, db1, dw2, db2 = torch.ops.sedsl.se_block_backward(
         grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z, grad_s, *ctx.config)
     has_b1, has_b2, has_identity = ctx.has

@@ -110,7 +110,7 @@ def se_block_reference(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
 def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
             identity: Tensor | None, squeeze: str, excite: str, gate: str,
             act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The op's outputs (out, z, s, idx); idx: int32 (N, C) argmax for "max", else empty."""
+    """The op's outputs (out, z, s, idx); idx: int32 (N, C) tie count for "max" (`ties`)."""
     z = squeeze_hw(u, squeeze)  # (N, C)
     s = excitation(z, w1, b1, w2, b2, excite, gate)  # (N, C)
     out = torch.empty_like(u)  # the layout of U, as the kernels and the fake impl have it
@@ -121,11 +121,15 @@ def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | N
         out = activate_(act, out)
     else:
         out.copy_(scale(u, s, identity, act))
-    if squeeze == "max":
-        idx = u.flatten(2).argmax(2).to(torch.int32)  # first maximum, as the kernel picks
-    else:
-        idx = u.new_empty((0,), dtype=torch.int32)
-    return out, z, s, idx
+    return out, z, s, ties(u, z, squeeze)
+
+
+def ties(u: Tensor, z: Tensor, squeeze: str) -> Tensor:
+    """For "max": int32 (N, C) count of the positions equal to the maximum z (0 when z is NaN);
+    else an empty tensor."""
+    if squeeze != "max":
+        return u.new_empty((0,), dtype=torch.int32)
+    return (u.to(z.dtype) == z[:, :, None, None]).sum((2, 3), dtype=torch.int32)
 
 
 def excite_backward(z: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
@@ -144,14 +148,15 @@ def excite_backward(z: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Te
     return dpre1 @ w1a, (dpre1.T @ z).to(w1.dtype), db1, (dpre2.T @ h).to(w2.dtype), db2
 
 
-def squeeze_grad(dz: Tensor, idx: Tensor, u: Tensor, squeeze: str) -> Tensor:
-    """(N, C) dL/dz -> its (N, C, H, W) contribution to dL/dU (avg: spread; max: to the argmax)."""
+def squeeze_grad(dz: Tensor, z: Tensor, idx: Tensor, u: Tensor, squeeze: str) -> Tensor:
+    """(N, C) dL/dz -> its (N, C, H, W) contribution to dL/dU. avg: spread evenly; max:
+    torch.amax's rule, dz split between the `idx` positions equal to the maximum z (NaN
+    everywhere when z is NaN, as 0 / 0)."""
     n, c, hh, ww = u.shape
     if squeeze == "avg":
         return (dz / (hh * ww))[:, :, None, None].expand(n, c, hh, ww)
-    flat = dz.new_zeros((n, c, hh * ww))
-    flat.scatter_(2, idx.long()[:, :, None], dz[:, :, None])
-    return flat.view(n, c, hh, ww)
+    hit = u.to(z.dtype) == z[:, :, None, None]  # (N, C, H, W)
+    return torch.where(hit, dz[:, :, None, None], 0.0) / idx.to(dz.dtype)[:, :, None, None]
 
 
 def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
@@ -171,7 +176,7 @@ def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
     if grad_z is not None:
         dz = dz + grad_z
     du = torch.empty_like(u)
-    du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, idx, u, squeeze))
+    du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, z, idx, u, squeeze))
     di = None
     if identity is not None:
         di = torch.empty_like(identity)

@@ -1,34 +1,45 @@
 """Triton kernels of the fused SE block, and their launchers.
 
-Forward, four launches:
-  1. `_squeeze_kernel`    reads U once -> z (N, C) fp32 (and the int32 argmax for "max");
-  2. `_linear_act_kernel` h = excite(z W1^T + b1)  (N, R) fp32;
-  3. `_linear_act_kernel` s = gate(h W2^T + b2)    (N, C) fp32;
-  4. `_scale_kernel`      reads U (and identity), writes out = act(s * U + identity).
-U-sized traffic: |U| + 3|U| with an identity (2|U| without), the two-pass floor of the design.
+Forward, three launches:
+  1. `_squeeze_kernel` reads U once -> partial squeezes (S, N, C) fp32 over S splits of H*W
+     (S = 1 unless the grid would be too small to fill the GPU); for "max" also the partial
+     count of elements equal to the partial maximum;
+  2. `_excite_kernel`  combines the partials into z (N, C) (and the tie count for "max"), then
+     s = gate(excite(z W1^T + b1) W2^T + b2) (N, C) fp32, both FCs in one program per row block;
+  3. `_scale_kernel`   reads U (and identity), writes out = act(s * U + identity).
+U-sized traffic: |U| + 3|U| with an identity (|U| + 2|U| = 3|U| without), the two-pass floor.
 
-The excitation runs as a small Triton kernel between the passes rather than as torch matmuls:
-one launch per FC with bias and activation fused (torch needs addmm + activation + dtype casts,
-about six launches for the pair), fp32 math whatever the weights' dtype without materialising
-fp32 copies of them, and the same code runs under TRITON_INTERPRET, so CI checks it. Its work,
-O(N*C*R), is small next to the O(N*C*H*W) passes. It was not measured (written without a GPU):
-`EXCITATION = "torch"` swaps in torch matmuls (reference.excitation) and
-`bench/se_kernel.py --excitation torch` times that alternative. Fusing the excitation into
-pass 2 was rejected: every (c, hw) tile would redo fc1's C x R product.
-
-Backward (`backward`), three launches plus small torch ops:
-  1. `_bwd_reduce_kernel` reads dOut, U (and identity when act != "none") and sums
-     ds = sum_hw(dY * U) (N, C), dY = dOut * act'(y), y = s * U + identity recomputed;
+Backward (`backward`), four launches:
+  1. `_bwd_reduce_kernel`   reads dOut, U (and identity when act != "none"), sums partial
+     ds = sum_hw(dY * U) (S, N, C), dY = dOut * act'(y), y = s * U + identity recomputed;
      with an identity it also writes dIdentity = dY;
-  2. torch: the excitation's backward on (N, C) / (N, R) tensors (reference.excite_backward);
-  3. `_bwd_input_kernel` writes dU = dY * s + (dz / HW, or dz at the argmax), reading dY back
-     from dIdentity when there is one, else dOut (and U to recompute y when act != "none").
+  2. `_excite_bwd_kernel`   per row block: combines ds, recomputes the two FCs and writes
+     dz (N, C) and the pre-activation gradients dpre1 (N, R), dpre2 (N, C) and h (N, R);
+  3. `_excite_wgrad_kernel` per channel block: dW1, dW2, db1, db2 summed over the batch in a
+     fixed order (deterministic, no atomics), stored in the weights' dtype;
+  4. `_bwd_input_kernel`    writes dU = dY * s + squeeze'(dz), reading dY back from dIdentity
+     when there is one, else dOut (and U to recompute y when act != "none", or for "max").
 U-sized traffic: 6|U| with an identity and an activation, 5|U| with an activation alone,
-4|U| for act == "none" (dIdentity is then dOut itself, no kernel touches it).
+4|U| for act == "none" (dIdentity is then dOut itself, no kernel touches it); "max" reads U
+once more in pass 4 when dY is stored.
+
+Max squeeze follows torch.amax exactly: z is NaN when the plane holds a NaN, and dz is split
+evenly between the positions equal to the maximum (NaN everywhere when z is NaN), which is what
+the plain modules (`x.amax((2, 3))`) do under autograd. The "idx" the op returns is that tie
+count (N, C) int32.
+
+The excitation is Triton rather than torch matmuls: torch needs addmm + activation twice, plus
+dtype casts of bf16 weights and a combine of the split partials (6-10 launches forward, ~15
+backward) where these kernels need one forward and two backward; fp32 math whatever the
+weights' dtype, and the same code runs under TRITON_INTERPRET, so CI checks it. Its work,
+O(N*C*R), is small next to the O(N*C*H*W) passes. `EXCITATION = "torch"` swaps in torch for the
+forward FCs (reference.excitation) so `bench/se_kernel.py --excitation torch` can compare.
 
 All kernels load, upcast to fp32, compute, and round once on store. Tensors are addressed by
-their strides (NCHW, channels_last, or anything else, without copies). `LAYOUT` codes tell a
-kernel what the strides allow it to assume (see `_offsets` and `layout`).
+their strides (NCHW, channels_last, or anything else, without copies); contiguous NCHW runs
+the elementwise kernels over the flattened tensor (FLAT), so loads are 16-byte vectors even at
+7x7 and 14x14. Every grid is 1-D (axis 0 takes 2^31 - 1 programs; axes 1 and 2 only 65535),
+and offsets are int64 when a tensor spans 2^31 elements or more (WIDE).
 """
 
 from __future__ import annotations
@@ -49,16 +60,50 @@ KERNEL_ACTIVATIONS = frozenset({"relu", "relu6", "silu", "hardswish", "sigmoid",
                                 "tanh"})
 KERNEL_SQUEEZES = frozenset({"avg", "max"})
 EXCITATION = "triton"  # or "torch": how `forward` computes s from z (see the module docstring)
-_REDUCE_PROGRAMS = 1024  # fewer channels per reduce program until there are this many programs
-_REDUCE_MIN_TILE = 512  # ... or until a program's tile is this small
+
+_STREAM_BYTES = 16384  # bytes of U per program of the elementwise passes...
+_STREAM_ELEMS = 4096  # ... at most this many elements (fp32 registers: 32 a thread at 4 warps)
+_REDUCE_BYTES = 8192  # bytes of U per loop step of a reducing program...
+_REDUCE_ELEMS = 2048  # ... at most this many elements (fp32 registers: 16 a thread at 4 warps)
+_REDUCE_PROGRAMS = 512  # split H*W until a reduction has this many programs (~4 per SM)...
+_SPLIT_STEPS = 8  # ... while each split still loops over at least this many tiles
+_EXCITE_PROGRAMS = 128  # split the excitation's output channels until this many programs
+_PRODUCT = 4096  # elements of the 3-D product tiles of the excitation kernels
+_INT32_MAX = 2**31 - 1
+_FLAT_MIN_HW = 32  # flat NCHW from this plane size (a program then touches <= 129 channels)
+# Integer arguments Triton should not specialise on (== 1, divisible by 16): grid bookkeeping
+# and the excitation's sizes, where it would multiply compiled variants for no vector access.
+_SMALL_ARGS = ["N", "C", "R", "HW", "SPLITS", "RB", "C_PER", "w1_sr", "w1_sc", "b1_s", "w2_sc",
+               "w2_sr", "b2_s"]
+
+
+def _configs(*warps: int) -> list[triton.Config]:
+    """Autotune space (num_warps) on a GPU; a single config under the interpreter."""
+    from sedsl.kernels.op import interpreting
+
+    return [triton.Config({}, num_warps=w) for w in (warps[:1] if interpreting() else warps)]
 
 
 # --- device functions ---------------------------------------------------------------------------
 
 
+@triton.jit
+def _tanh(x):  # type: ignore[no-untyped-def]
+    """tanh(x) to a few ulps: odd series near 0 (where 2 sigmoid(2x) - 1 cancels), else
+    (1 - e^-2|x|) / (1 + e^-2|x|) with x's sign."""
+    a = tl.abs(x)
+    e = tl.exp(-2.0 * a)
+    big = (1.0 - e) / (1.0 + e)
+    x2 = x * x
+    small = a * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0
+                                                                  + x2 * (62.0 / 2835.0)))))
+    t = tl.where(a < 0.25, small, big)
+    return tl.where(x < 0.0, -t, t)
+
+
 @triton.jit  # type: ignore[untyped-decorator]
 def _act(x, ACT: tl.constexpr):  # type: ignore[no-untyped-def]
-    """ACT(x) for an fp32 tensor; ACT is a reference.ACTS name."""
+    """ACT(x) for an fp32 tensor; ACT is one of KERNEL_ACTIVATIONS or "none"."""
     if ACT == "relu":
         y = tl.maximum(x, 0.0)
     elif ACT == "relu6":
@@ -72,7 +117,7 @@ def _act(x, ACT: tl.constexpr):  # type: ignore[no-untyped-def]
     elif ACT == "hardsigmoid":
         y = tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0
     elif ACT == "tanh":
-        y = 2.0 * tl.sigmoid(2.0 * x) - 1.0
+        y = _tanh(x)
     else:
         y = x
     return y
@@ -96,7 +141,7 @@ def _act_grad(x, ACT: tl.constexpr):  # type: ignore[no-untyped-def]
     elif ACT == "hardsigmoid":
         d = tl.where((x > -3.0) & (x < 3.0), 1.0 / 6.0, 0.0)
     elif ACT == "tanh":
-        t = 2.0 * tl.sigmoid(2.0 * x) - 1.0
+        t = _tanh(x)
         d = 1.0 - t * t
     else:
         d = tl.full(x.shape, 1.0, tl.float32)
@@ -104,12 +149,17 @@ def _act_grad(x, ACT: tl.constexpr):  # type: ignore[no-untyped-def]
 
 
 @triton.jit  # type: ignore[untyped-decorator]
-def _offsets(c, hw, W, sc, sh, sw, LAYOUT: tl.constexpr):  # type: ignore[no-untyped-def]
+def _offsets(c, hw, W, sc, sh, sw, LAYOUT: tl.constexpr,  # type: ignore[no-untyped-def]
+             WIDE: tl.constexpr):
     """Element offsets of the (c[:, None], hw[None, :]) tile within one sample.
 
     LAYOUT 0: hw is unit-stride (NCHW); 1: c is unit-stride, hw has stride sw (channels_last);
     2: hw has stride sw; 3: h and w do not flatten, hw is split into hw // W and hw % W.
+    WIDE: the offsets need int64.
     """
+    if WIDE:
+        c = c.to(tl.int64)
+        hw = hw.to(tl.int64)
     if LAYOUT == 0:
         off = c[:, None] * sc + hw[None, :]
     elif LAYOUT == 1:
@@ -121,141 +171,251 @@ def _offsets(c, hw, W, sc, sh, sw, LAYOUT: tl.constexpr):  # type: ignore[no-unt
     return off
 
 
+@triton.jit
+def _max_step(acc, cnt, x, take):  # type: ignore[no-untyped-def]
+    """Fold x (where `take`) into a running (maximum, count of elements equal to it) that
+    keeps NaN once seen, as torch.amax does."""
+    bigger = take & ((x > acc) | ((x != x) & (acc == acc)))
+    same = take & (x == acc)
+    cnt = tl.where(bigger, 1, tl.where(same, cnt + 1, cnt))
+    return tl.where(bigger, x, acc), cnt
+
+
+@triton.jit
+def _max_merge(acc, cnt, x, k):  # type: ignore[no-untyped-def]
+    """Merge a partial (maximum x, count k) into (acc, cnt); NaN wins."""
+    bigger = (x > acc) | ((x != x) & (acc == acc))
+    same = x == acc
+    cnt = tl.where(bigger, k, tl.where(same, cnt + k, cnt))
+    return tl.where(bigger, x, acc), cnt
+
+
+@triton.jit
+def _per_channel(v_ptr, start, at, NUMEL, FLAT_HW: tl.constexpr,  # type: ignore[no-untyped-def]
+                 SPAN: tl.constexpr):
+    """v[at // FLAT_HW] for a flat NCHW block starting at `start`: the SPAN (N*C)-entries the
+    block touches are loaded once, then gathered per element (not one load per element)."""
+    first = start // FLAT_HW
+    rows = first + tl.arange(0, SPAN)
+    vals = tl.load(v_ptr + rows, mask=rows < NUMEL // FLAT_HW)
+    local = tl.minimum(at // FLAT_HW - first, SPAN - 1).to(tl.int32)
+    return tl.gather(vals, local, 0)
+
+
 # --- forward kernels ----------------------------------------------------------------------------
 
 
-@triton.jit  # type: ignore[untyped-decorator]
+@triton.jit(do_not_specialize=["N", "W", "CB", "SPLITS", "SPLIT_LEN"])  # type: ignore[untyped-decorator]
 def _squeeze_kernel(  # type: ignore[no-untyped-def]
     u_ptr,  # U (N, C, H, W), any float dtype and strides
-    z_ptr,  # out: z (N, C) fp32, contiguous
-    idx_ptr,  # out: argmax over hw (N, C) int32, contiguous (written only when MAX)
+    zp_ptr,  # out: partial sums (avg) or maxima (max) (SPLITS, N, C) fp32, contiguous
+    cp_ptr,  # out: partial tie counts (SPLITS, N, C) int32 (written only when MAX)
+    N,  # batch
     C,  # channels
     HW,  # H * W
     W,  # width (LAYOUT 3 only)
     u_sn, u_sc, u_sh, u_sw,  # U's strides in elements (see _offsets for u_sw)
+    CB,  # channel blocks
+    SPLITS,  # splits of H*W
+    SPLIT_LEN,  # hw positions per split, a multiple of BLOCK_HW
     U_LAYOUT: tl.constexpr,  # _offsets layout code of U
-    MAX: tl.constexpr,  # max squeeze (else mean)
+    MAX: tl.constexpr,  # max squeeze (else sum; the mean's division is the combine's)
+    WIDE: tl.constexpr,  # int64 offsets
     BLOCK_C: tl.constexpr,  # channels per program
     BLOCK_HW: tl.constexpr,  # hw positions per loop step
 ):
-    """One program per (channel block, sample): reduce U over hw."""
-    pid_c = tl.program_id(0)
-    n = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    """One program per (split, channel block, sample): reduce U over the split's hw range."""
+    pid = tl.program_id(0)
+    sp = pid % SPLITS
+    rest = pid // SPLITS
+    n = (rest // CB).to(tl.int64)
+    c = (rest % CB) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
-    base = u_ptr + n.to(tl.int64) * u_sn
+    base = u_ptr + n * u_sn
+    lo = sp * SPLIT_LEN
     lanes = tl.arange(0, BLOCK_HW)
     if MAX:
         acc = tl.full((BLOCK_C, BLOCK_HW), float("-inf"), tl.float32)
-        arg = tl.zeros((BLOCK_C, BLOCK_HW), tl.int32) + lanes[None, :]
+        cnt = tl.zeros((BLOCK_C, BLOCK_HW), tl.int32)
     else:
         acc = tl.zeros((BLOCK_C, BLOCK_HW), tl.float32)
-    for start in range(0, HW, BLOCK_HW):
-        hw = start + lanes
+    for step in range(0, SPLIT_LEN, BLOCK_HW):
+        hw = lo + step + lanes
         mask = c_ok[:, None] & (hw < HW)[None, :]
-        x = tl.load(base + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT), mask=mask, other=0.0)
-        x = x.to(tl.float32)
+        x = tl.load(base + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT, WIDE), mask=mask,
+                    other=0.0).to(tl.float32)
         if MAX:
-            take = mask & (x > acc)  # strict: each lane keeps its first maximum
-            acc = tl.where(take, x, acc)
-            arg = tl.where(take, hw[None, :], arg)
+            acc, cnt = _max_step(acc, cnt, x, mask)
         else:
             acc += x
+    at = (sp * N + n) * C + c
     if MAX:
-        z = tl.max(acc, axis=1)
-        first = tl.min(tl.where(acc == z[:, None], arg, HW), axis=1)  # first maximum overall
-        tl.store(idx_ptr + n * C + c, first, mask=c_ok)
+        has_nan = tl.max((acc != acc).to(tl.int32), axis=1) > 0
+        z = tl.where(has_nan, float("nan"), tl.max(acc, axis=1))
+        tl.store(cp_ptr + at, tl.sum(tl.where(acc == z[:, None], cnt, 0), axis=1), mask=c_ok)
     else:
-        z = tl.sum(acc, axis=1) / HW
-    tl.store(z_ptr + n * C + c, z, mask=c_ok)
+        z = tl.sum(acc, axis=1)
+    tl.store(zp_ptr + at, z, mask=c_ok)
 
 
 @triton.jit  # type: ignore[untyped-decorator]
-def _linear_act_kernel(  # type: ignore[no-untyped-def]
-    x_ptr,  # X (M, K) fp32, contiguous
-    w_ptr,  # weight (O, K), any float dtype and strides
-    b_ptr,  # bias (O,), any float dtype (read only when HAS_BIAS)
-    y_ptr,  # out: Y = ACT(X W^T + b) (M, O) fp32, contiguous
-    M,  # rows (batch)
-    K,  # input features
-    O,  # output features
-    w_so, w_sk,  # weight strides in elements
-    b_s,  # bias stride in elements
-    HAS_BIAS: tl.constexpr,  # add b
-    ACT: tl.constexpr,  # activation name (reference.ACTS)
-    BLOCK_M: tl.constexpr,  # rows per program (>= 16 for tl.dot)
-    BLOCK_O: tl.constexpr,  # output features per program (>= 16)
-    BLOCK_K: tl.constexpr,  # reduction step (>= 16)
-):
-    """One program per (row block, output block): a small fp32 GEMM with bias and activation."""
-    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
-    m_ok, o_ok = m < M, o < O
-    acc = tl.zeros((BLOCK_M, BLOCK_O), tl.float32)
-    for start in range(0, K, BLOCK_K):
+def _combine(zp_ptr, cp_ptr, m, k, ok, N, C, HW, SPLITS,  # type: ignore[no-untyped-def]
+             MAX: tl.constexpr):
+    """z (and the tie count for MAX) of the (m[:, None], k[None, :]) tile from the partials."""
+    at = m[:, None] * C + k[None, :]
+    if MAX:
+        z = tl.full(at.shape, float("-inf"), tl.float32)
+        cnt = tl.zeros(at.shape, tl.int32)
+        for sp in range(0, SPLITS):
+            x = tl.load(zp_ptr + sp * N * C + at, mask=ok, other=float("-inf"))
+            z, cnt = _max_merge(z, cnt, x, tl.load(cp_ptr + sp * N * C + at, mask=ok, other=0))
+    else:
+        z = tl.zeros(at.shape, tl.float32)
+        for sp in range(0, SPLITS):
+            z += tl.load(zp_ptr + sp * N * C + at, mask=ok, other=0.0)
+        z = z / HW
+        cnt = tl.zeros(at.shape, tl.int32)
+    return z, cnt
+
+
+@triton.jit  # type: ignore[untyped-decorator]
+def _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, HW,  # type: ignore[no-untyped-def]
+         SPLITS, w1_sr, w1_sc, b1_s, STORE_Z, FROM_PARTIALS: tl.constexpr, MAX: tl.constexpr,
+         HAS_B1: tl.constexpr, BLOCK_K: tl.constexpr):
+    """pre1 = z W1^T + b1 (BLOCK_M, BLOCK_R) fp32 for rows m; z from the partials (stored
+    when STORE_Z) or from z_ptr."""
+    m_ok = m < N
+    r_ok = r < R
+    acc = tl.zeros((m.shape[0], r.shape[0]), tl.float32)
+    for start in range(0, C, BLOCK_K):
         k = start + tl.arange(0, BLOCK_K)
-        k_ok = k < K
-        x = tl.load(x_ptr + m[:, None] * K + k[None, :], mask=m_ok[:, None] & k_ok[None, :],
-                    other=0.0)  # (BLOCK_M, BLOCK_K)
-        w = tl.load(w_ptr + k[:, None] * w_sk + o[None, :] * w_so,
-                    mask=k_ok[:, None] & o_ok[None, :], other=0.0)  # (BLOCK_K, BLOCK_O)
-        acc = tl.dot(x.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + o * b_s, mask=o_ok, other=0.0).to(tl.float32)[None, :]
-    y = _act(acc, ACT)
-    tl.store(y_ptr + m[:, None] * O + o[None, :], y, mask=m_ok[:, None] & o_ok[None, :])
+        ok = m_ok[:, None] & (k < C)[None, :]
+        if FROM_PARTIALS:
+            z, cnt = _combine(zp_ptr, cp_ptr, m, k, ok, N, C, HW, SPLITS, MAX)
+            at = m[:, None] * C + k[None, :]
+            tl.store(z_ptr + at, z, mask=ok & STORE_Z)
+            if MAX:
+                tl.store(cnt_ptr + at, cnt, mask=ok & STORE_Z)
+            z = tl.where(ok, z, 0.0)  # padding: -inf * 0 would be NaN
+        else:
+            z = tl.load(z_ptr + m[:, None] * C + k[None, :], mask=ok, other=0.0)
+        w = tl.load(w1_ptr + r[:, None] * w1_sr + k[None, :] * w1_sc,
+                    mask=r_ok[:, None] & (k < C)[None, :], other=0.0).to(tl.float32)
+        acc += tl.sum(z[:, None, :] * w[None, :, :], axis=2)  # (BLOCK_M, BLOCK_R)
+    if HAS_B1:
+        acc += tl.load(b1_ptr + r * b1_s, mask=r_ok, other=0.0).to(tl.float32)[None, :]
+    return acc
 
 
-@triton.jit  # type: ignore[untyped-decorator]
+@triton.jit(do_not_specialize=_SMALL_ARGS)  # type: ignore[untyped-decorator]
+def _excite_kernel(  # type: ignore[no-untyped-def]
+    zp_ptr,  # partial squeezes (SPLITS, N, C) fp32
+    cp_ptr,  # partial tie counts (SPLITS, N, C) int32 (read only when MAX)
+    z_ptr,  # out: z (N, C) fp32
+    cnt_ptr,  # out: tie counts (N, C) int32 (written only when MAX)
+    w1_ptr, b1_ptr,  # W1 (R, C), b1 (R,), any float dtype and strides
+    w2_ptr, b2_ptr,  # W2 (C, R), b2 (C,)
+    s_ptr,  # out: gate s (N, C) fp32
+    N, C, R, HW,
+    SPLITS,
+    w1_sr, w1_sc, b1_s, w2_sc, w2_sr, b2_s,  # strides in elements
+    RB,  # row blocks
+    C_PER,  # output channels per program, a multiple of BLOCK_C
+    MAX: tl.constexpr,
+    HAS_B1: tl.constexpr,
+    HAS_B2: tl.constexpr,
+    EXCITE: tl.constexpr,  # activation names
+    GATE: tl.constexpr,
+    BLOCK_M: tl.constexpr,  # rows per program
+    BLOCK_R: tl.constexpr,  # >= R: h stays in registers
+    BLOCK_K: tl.constexpr,  # channels per fc1 step
+    BLOCK_C: tl.constexpr,  # channels per fc2 step
+):
+    """One program per (row block, channel range): z, h = excite(fc1(z)) over all channels
+    (each channel range recomputes it: O(C*R) next to its O(C_PER*R)), s = gate(fc2(h))."""
+    pid = tl.program_id(0)
+    m = (pid % RB) * BLOCK_M + tl.arange(0, BLOCK_M)
+    pc = pid // RB
+    r = tl.arange(0, BLOCK_R)
+    m_ok, r_ok = m < N, r < R
+    pre1 = _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, HW, SPLITS,
+                w1_sr, w1_sc, b1_s, pc == 0, True, MAX, HAS_B1, BLOCK_K)
+    h = _act(pre1, EXCITE)  # (BLOCK_M, BLOCK_R); padded r lanes meet zero W2 columns
+    for step in range(0, C_PER, BLOCK_C):
+        c = pc * C_PER + step + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        w = tl.load(w2_ptr + c[:, None] * w2_sc + r[None, :] * w2_sr,
+                    mask=c_ok[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
+        pre2 = tl.sum(h[:, None, :] * w[None, :, :], axis=2)  # (BLOCK_M, BLOCK_C)
+        if HAS_B2:
+            pre2 += tl.load(b2_ptr + c * b2_s, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(s_ptr + m[:, None] * C + c[None, :], _act(pre2, GATE),
+                 mask=m_ok[:, None] & c_ok[None, :])
+
+
+@triton.jit(do_not_specialize=["W", "HB", "CB"])  # type: ignore[untyped-decorator]
 def _scale_kernel(  # type: ignore[no-untyped-def]
     u_ptr,  # U (N, C, H, W), any float dtype and strides
     i_ptr,  # identity, U's shape and dtype, any strides (read only when HAS_IDENTITY)
     s_ptr,  # gate s (N, C) fp32, contiguous
     o_ptr,  # out: ACT(s * U + identity), U's shape and dtype
+    NUMEL,  # N * C * H * W
     C,  # channels
     HW,  # H * W
     W,  # width (LAYOUT 3 only)
-    u_sn, u_sc, u_sh, u_sw,  # U's strides in elements
+    u_sn, u_sc, u_sh, u_sw,  # U's strides in elements (unused when FLAT)
     i_sn, i_sc, i_sh, i_sw,  # identity's strides
     o_sn, o_sc, o_sh, o_sw,  # out's strides
+    HB, CB,  # hw blocks and channel blocks per sample (unused when FLAT)
+    FLAT: tl.constexpr,  # every tensor is contiguous NCHW: one index over the whole tensor
+    FLAT_HW: tl.constexpr,  # H * W when FLAT (a constant: the channel is index // FLAT_HW)
+    SPAN: tl.constexpr,  # >= channels one FLAT program touches, a power of 2
     U_LAYOUT: tl.constexpr,  # _offsets layout codes of U, identity, out
     I_LAYOUT: tl.constexpr,
     O_LAYOUT: tl.constexpr,
     HAS_IDENTITY: tl.constexpr,  # add identity
-    ACT: tl.constexpr,  # final activation name (reference.ACTS)
-    BLOCK_C: tl.constexpr,  # channels per program
-    BLOCK_HW: tl.constexpr,  # hw positions per program
+    ACT: tl.constexpr,  # final activation name
+    WIDE: tl.constexpr,  # int64 offsets
+    BLOCK_C: tl.constexpr,  # channels per program (1 when FLAT)
+    BLOCK_HW: tl.constexpr,  # hw positions per program (elements per program when FLAT)
 ):
-    """One program per (hw block, channel block, sample): out = ACT(s * U + identity)."""
-    n = tl.program_id(2).to(tl.int64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c_ok = c < C
-    mask = c_ok[:, None] & (hw < HW)[None, :]
-    s = tl.load(s_ptr + n * C + c, mask=c_ok, other=0.0)  # (BLOCK_C,)
-    u = tl.load(u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT), mask=mask,
-                other=0.0)
-    y = s[:, None] * u.to(tl.float32)
+    """One program per tile: out = ACT(s * U + identity)."""
+    pid = tl.program_id(0)
+    if FLAT:
+        if WIDE:
+            pid = pid.to(tl.int64)
+        at = pid * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        mask = at < NUMEL
+        s = _per_channel(s_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
+        u_at, i_at, o_at = u_ptr + at, i_ptr + at, o_ptr + at
+    else:
+        n = (pid // (HB * CB)).to(tl.int64)
+        c = (pid // HB % CB) * BLOCK_C + tl.arange(0, BLOCK_C)
+        hw = pid % HB * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        c_ok = c < C
+        mask = c_ok[:, None] & (hw < HW)[None, :]
+        s = tl.load(s_ptr + n * C + c, mask=c_ok, other=0.0)[:, None]  # (BLOCK_C, 1)
+        u_at = u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT, WIDE)
+        i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
+        o_at = o_ptr + n * o_sn + _offsets(c, hw, W, o_sc, o_sh, o_sw, O_LAYOUT, WIDE)
+    y = s * tl.load(u_at, mask=mask, other=0.0).to(tl.float32)
     if HAS_IDENTITY:
-        i = tl.load(i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT),
-                    mask=mask, other=0.0)
-        y += i.to(tl.float32)
-    y = _act(y, ACT)
-    o_at = o_ptr + n * o_sn + _offsets(c, hw, W, o_sc, o_sh, o_sw, O_LAYOUT)
-    tl.store(o_at, y.to(o_ptr.dtype.element_ty), mask=mask)
+        y += tl.load(i_at, mask=mask, other=0.0).to(tl.float32)
+    tl.store(o_at, _act(y, ACT).to(o_ptr.dtype.element_ty), mask=mask)
 
 
 # --- backward kernels ---------------------------------------------------------------------------
 
 
-@triton.jit  # type: ignore[untyped-decorator]
+@triton.jit(do_not_specialize=["N", "W", "CB", "SPLITS", "SPLIT_LEN"])  # type: ignore[untyped-decorator]
 def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
     g_ptr,  # dOut (N, C, H, W), U's dtype, any strides (expanded grads have stride 0)
     u_ptr,  # U
     i_ptr,  # identity (read only when HAS_IDENTITY and ACT != "none")
     s_ptr,  # gate s (N, C) fp32, contiguous
-    ds_ptr,  # out: ds = sum_hw(dY * U) (N, C) fp32, contiguous
+    dsp_ptr,  # out: partial ds = sum_hw(dY * U) (SPLITS, N, C) fp32, contiguous
     gy_ptr,  # out: dY = dOut * ACT'(y) in the identity's dtype (written only when STORE_GY)
+    N,  # batch
     C,  # channels
     HW,  # H * W
     W,  # width (LAYOUT 3 only)
@@ -263,95 +423,247 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
     u_sn, u_sc, u_sh, u_sw,  # U's strides
     i_sn, i_sc, i_sh, i_sw,  # identity's strides
     y_sn, y_sc, y_sh, y_sw,  # dY's strides
+    CB,  # channel blocks
+    SPLITS,  # splits of H*W
+    SPLIT_LEN,  # hw positions per split, a multiple of BLOCK_HW
     G_LAYOUT: tl.constexpr,  # _offsets layout codes of dOut, U, identity, dY
     U_LAYOUT: tl.constexpr,
     I_LAYOUT: tl.constexpr,
     Y_LAYOUT: tl.constexpr,
     HAS_IDENTITY: tl.constexpr,  # y = s * U + identity (else s * U)
-    ACT: tl.constexpr,  # final activation name (reference.ACTS)
+    ACT: tl.constexpr,  # final activation name
     STORE_GY: tl.constexpr,  # write dY (the identity's gradient)
+    WIDE: tl.constexpr,  # int64 offsets
     BLOCK_C: tl.constexpr,  # channels per program
     BLOCK_HW: tl.constexpr,  # hw positions per loop step
 ):
-    """One program per (channel block, sample): ds and, with an identity, dIdentity."""
-    pid_c = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    """One program per (split, channel block, sample): partial ds and, with an identity,
+    dIdentity."""
+    pid = tl.program_id(0)
+    sp = pid % SPLITS
+    rest = pid // SPLITS
+    n = (rest // CB).to(tl.int64)
+    c = (rest % CB) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
     s = tl.load(s_ptr + n * C + c, mask=c_ok, other=0.0)[:, None]  # (BLOCK_C, 1)
     acc = tl.zeros((BLOCK_C, BLOCK_HW), tl.float32)
-    for start in range(0, HW, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
+    for step in range(0, SPLIT_LEN, BLOCK_HW):
+        hw = sp * SPLIT_LEN + step + tl.arange(0, BLOCK_HW)
         mask = c_ok[:, None] & (hw < HW)[None, :]
-        g = tl.load(g_ptr + n * g_sn + _offsets(c, hw, W, g_sc, g_sh, g_sw, G_LAYOUT),
+        g = tl.load(g_ptr + n * g_sn + _offsets(c, hw, W, g_sc, g_sh, g_sw, G_LAYOUT, WIDE),
                     mask=mask, other=0.0).to(tl.float32)
-        u = tl.load(u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT),
+        u = tl.load(u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT, WIDE),
                     mask=mask, other=0.0).to(tl.float32)
         if ACT != "none":
             y = s * u
             if HAS_IDENTITY:
-                y += tl.load(i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT),
-                             mask=mask, other=0.0).to(tl.float32)
+                i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
+                y += tl.load(i_at, mask=mask, other=0.0).to(tl.float32)
             g = g * _act_grad(y, ACT)
         if STORE_GY:
-            y_at = gy_ptr + n * y_sn + _offsets(c, hw, W, y_sc, y_sh, y_sw, Y_LAYOUT)
+            y_at = gy_ptr + n * y_sn + _offsets(c, hw, W, y_sc, y_sh, y_sw, Y_LAYOUT, WIDE)
             tl.store(y_at, g.to(gy_ptr.dtype.element_ty), mask=mask)
         acc += g * u
-    tl.store(ds_ptr + n * C + c, tl.sum(acc, axis=1), mask=c_ok)
+    tl.store(dsp_ptr + (sp * N + n) * C + c, tl.sum(acc, axis=1), mask=c_ok)
 
 
-@triton.jit  # type: ignore[untyped-decorator]
+@triton.jit(do_not_specialize=_SMALL_ARGS)  # type: ignore[untyped-decorator]
+def _excite_bwd_kernel(  # type: ignore[no-untyped-def]
+    z_ptr,  # z (N, C) fp32
+    dsp_ptr,  # partial ds (SPLITS, N, C) fp32
+    w1_ptr, b1_ptr,  # W1 (R, C), b1 (R,), any float dtype and strides
+    w2_ptr, b2_ptr,  # W2 (C, R), b2 (C,)
+    dz_ptr,  # out: dL/dz (N, C) fp32
+    h_ptr,  # out: h (N, R) fp32
+    d1_ptr,  # out: dL/dpre1 (N, R) fp32
+    d2_ptr,  # out: dL/dpre2 (N, C) fp32
+    N, C, R,
+    SPLITS,
+    w1_sr, w1_sc, b1_s, w2_sc, w2_sr, b2_s,  # strides in elements
+    HAS_B1: tl.constexpr,
+    HAS_B2: tl.constexpr,
+    EXCITE: tl.constexpr,  # activation names
+    GATE: tl.constexpr,
+    BLOCK_M: tl.constexpr,  # rows per program
+    BLOCK_R: tl.constexpr,  # >= R
+    BLOCK_K: tl.constexpr,  # channels per fc1 step
+    BLOCK_C: tl.constexpr,  # channels per fc2 / dz step
+):
+    """One program per row block: the excitation's backward from ds to dz, keeping what the
+    weight gradients need (h, dpre1, dpre2)."""
+    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    r = tl.arange(0, BLOCK_R)
+    m_ok, r_ok = m < N, r < R
+    pre1 = _fc1(z_ptr, z_ptr, z_ptr, z_ptr, w1_ptr, b1_ptr, m, r, N, C, R, 1, 1,
+                w1_sr, w1_sc, b1_s, False, False, False, HAS_B1, BLOCK_K)
+    h = _act(pre1, EXCITE)
+    mr_ok = m_ok[:, None] & r_ok[None, :]
+    tl.store(h_ptr + m[:, None] * R + r[None, :], h, mask=mr_ok)
+    dh = tl.zeros((BLOCK_M, BLOCK_R), tl.float32)
+    for start in range(0, C, BLOCK_C):
+        c = start + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        mc_ok = m_ok[:, None] & c_ok[None, :]
+        w = tl.load(w2_ptr + c[:, None] * w2_sc + r[None, :] * w2_sr,
+                    mask=c_ok[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
+        pre2 = tl.sum(h[:, None, :] * w[None, :, :], axis=2)  # (BLOCK_M, BLOCK_C)
+        if HAS_B2:
+            pre2 += tl.load(b2_ptr + c * b2_s, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+        ds = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
+        for sp in range(0, SPLITS):
+            ds += tl.load(dsp_ptr + sp * N * C + m[:, None] * C + c[None, :], mask=mc_ok,
+                          other=0.0)
+        d2 = ds * _act_grad(pre2, GATE)
+        tl.store(d2_ptr + m[:, None] * C + c[None, :], d2, mask=mc_ok)
+        dh += tl.sum(d2[:, :, None] * w[None, :, :], axis=1)  # (BLOCK_M, BLOCK_R)
+    d1 = tl.where(mr_ok, dh * _act_grad(pre1, EXCITE), 0.0)
+    tl.store(d1_ptr + m[:, None] * R + r[None, :], d1, mask=mr_ok)
+    for start in range(0, C, BLOCK_C):
+        c = start + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        w = tl.load(w1_ptr + r[None, :] * w1_sr + c[:, None] * w1_sc,
+                    mask=c_ok[:, None] & r_ok[None, :], other=0.0).to(tl.float32)  # W1^T tile
+        dz = tl.sum(d1[:, None, :] * w[None, :, :], axis=2)  # (BLOCK_M, BLOCK_C)
+        tl.store(dz_ptr + m[:, None] * C + c[None, :], dz, mask=m_ok[:, None] & c_ok[None, :])
+
+
+@triton.jit(do_not_specialize=_SMALL_ARGS)  # type: ignore[untyped-decorator]
+def _excite_wgrad_kernel(  # type: ignore[no-untyped-def]
+    z_ptr,  # z (N, C) fp32
+    h_ptr,  # h (N, R) fp32
+    d1_ptr,  # dL/dpre1 (N, R) fp32
+    d2_ptr,  # dL/dpre2 (N, C) fp32
+    dw1_ptr, db1_ptr,  # out: dW1 (R, C), db1 (R,), contiguous, the weights' dtype
+    dw2_ptr, db2_ptr,  # out: dW2 (C, R), db2 (C,)
+    N, C, R,
+    HAS_B1: tl.constexpr,
+    HAS_B2: tl.constexpr,
+    BLOCK_N: tl.constexpr,  # rows per step
+    BLOCK_R: tl.constexpr,  # >= R
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    """One program per channel block: the weight and bias gradients, summed over the batch in
+    order (deterministic)."""
+    pid = tl.program_id(0)
+    c = pid * BLOCK_C + tl.arange(0, BLOCK_C)
+    r = tl.arange(0, BLOCK_R)
+    c_ok, r_ok = c < C, r < R
+    acc1 = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
+    acc2 = tl.zeros((BLOCK_C, BLOCK_R), tl.float32)
+    db1 = tl.zeros((BLOCK_R,), tl.float32)
+    db2 = tl.zeros((BLOCK_C,), tl.float32)
+    for start in range(0, N, BLOCK_N):
+        nn = start + tl.arange(0, BLOCK_N)
+        n_ok = nn < N
+        d1 = tl.load(d1_ptr + nn[:, None] * R + r[None, :], mask=n_ok[:, None] & r_ok[None, :],
+                     other=0.0)  # (BLOCK_N, BLOCK_R)
+        h = tl.load(h_ptr + nn[:, None] * R + r[None, :], mask=n_ok[:, None] & r_ok[None, :],
+                    other=0.0)
+        nc_ok = n_ok[:, None] & c_ok[None, :]
+        z = tl.load(z_ptr + nn[:, None] * C + c[None, :], mask=nc_ok, other=0.0)
+        z = tl.where(nc_ok, z, 0.0)
+        d2 = tl.load(d2_ptr + nn[:, None] * C + c[None, :], mask=nc_ok, other=0.0)
+        acc1 += tl.sum(d1[:, :, None] * z[:, None, :], axis=0)
+        acc2 += tl.sum(d2[:, :, None] * h[:, None, :], axis=0)
+        db1 += tl.sum(d1, axis=0)
+        db2 += tl.sum(d2, axis=0)
+    rc_ok = r_ok[:, None] & c_ok[None, :]
+    tl.store(dw1_ptr + r[:, None] * C + c[None, :], acc1.to(dw1_ptr.dtype.element_ty),
+             mask=rc_ok)
+    tl.store(dw2_ptr + c[:, None] * R + r[None, :], acc2.to(dw2_ptr.dtype.element_ty),
+             mask=c_ok[:, None] & r_ok[None, :])
+    if HAS_B1:
+        tl.store(db1_ptr + r, db1.to(db1_ptr.dtype.element_ty), mask=r_ok & (pid == 0))
+    if HAS_B2:
+        tl.store(db2_ptr + c, db2.to(db2_ptr.dtype.element_ty), mask=c_ok)
+
+
+@triton.jit(do_not_specialize=["W", "HB", "CB"])  # type: ignore[untyped-decorator]
 def _bwd_input_kernel(  # type: ignore[no-untyped-def]
     g_ptr,  # dOut, or dY when not NEED_Y; (N, C, H, W), any strides
-    u_ptr,  # U (read only when NEED_Y)
+    u_ptr,  # U (read only when NEED_Y or MAX)
     i_ptr,  # identity (read only when NEED_Y and HAS_IDENTITY)
     s_ptr,  # gate s (N, C) fp32, contiguous
     dz_ptr,  # dL/dz (N, C) fp32, contiguous
-    idx_ptr,  # argmax over hw (N, C) int32 (read only when MAX)
+    z_ptr,  # z (N, C) fp32 (read only when MAX)
+    cnt_ptr,  # ties of the maximum (N, C) int32 (read only when MAX)
     du_ptr,  # out: dU, U's shape and dtype
+    NUMEL,  # N * C * H * W
     C,  # channels
     HW,  # H * W
     W,  # width (LAYOUT 3 only)
-    g_sn, g_sc, g_sh, g_sw,  # g's strides in elements
+    g_sn, g_sc, g_sh, g_sw,  # g's strides in elements (unused when FLAT)
     u_sn, u_sc, u_sh, u_sw,  # U's strides
     i_sn, i_sc, i_sh, i_sw,  # identity's strides
     d_sn, d_sc, d_sh, d_sw,  # dU's strides
+    HB, CB,  # hw blocks and channel blocks per sample (unused when FLAT)
+    FLAT: tl.constexpr,  # every tensor is contiguous NCHW: one index over the whole tensor
+    FLAT_HW: tl.constexpr,  # H * W when FLAT
+    SPAN: tl.constexpr,  # >= channels one FLAT program touches, a power of 2
     G_LAYOUT: tl.constexpr,  # _offsets layout codes of g, U, identity, dU
     U_LAYOUT: tl.constexpr,
     I_LAYOUT: tl.constexpr,
     D_LAYOUT: tl.constexpr,
     NEED_Y: tl.constexpr,  # g is dOut: recompute y to apply ACT' (else g is dY already)
     HAS_IDENTITY: tl.constexpr,  # y = s * U + identity (else s * U)
-    ACT: tl.constexpr,  # final activation name (reference.ACTS)
-    MAX: tl.constexpr,  # max squeeze: dz goes to the argmax (else dz / HW everywhere)
-    BLOCK_C: tl.constexpr,  # channels per program
-    BLOCK_HW: tl.constexpr,  # hw positions per program
+    ACT: tl.constexpr,  # final activation name
+    MAX: tl.constexpr,  # max squeeze: dz split between the maxima (else dz / HW everywhere)
+    WIDE: tl.constexpr,  # int64 offsets
+    BLOCK_C: tl.constexpr,  # channels per program (1 when FLAT)
+    BLOCK_HW: tl.constexpr,  # hw positions per program (elements per program when FLAT)
 ):
-    """One program per (hw block, channel block, sample): dU = dY * s + squeeze'(dz)."""
-    n = tl.program_id(2).to(tl.int64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    hw = tl.program_id(0) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c_ok = c < C
-    mask = c_ok[:, None] & (hw < HW)[None, :]
-    s = tl.load(s_ptr + n * C + c, mask=c_ok, other=0.0)[:, None]  # (BLOCK_C, 1)
-    dz = tl.load(dz_ptr + n * C + c, mask=c_ok, other=0.0)[:, None]
-    g = tl.load(g_ptr + n * g_sn + _offsets(c, hw, W, g_sc, g_sh, g_sw, G_LAYOUT), mask=mask,
-                other=0.0).to(tl.float32)
+    """One program per tile: dU = dY * s + squeeze'(dz)."""
+    pid = tl.program_id(0)
+    if FLAT:
+        if WIDE:
+            pid = pid.to(tl.int64)
+        at = pid * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        mask = at < NUMEL
+        s = _per_channel(s_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
+        dz = _per_channel(dz_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
+        if MAX:
+            z = _per_channel(z_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
+            ties = _per_channel(cnt_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
+        g_at, u_at, i_at, d_at = g_ptr + at, u_ptr + at, i_ptr + at, du_ptr + at
+    else:
+        n = (pid // (HB * CB)).to(tl.int64)
+        c = (pid // HB % CB) * BLOCK_C + tl.arange(0, BLOCK_C)
+        hw = pid % HB * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        c_ok = c < C
+        mask = c_ok[:, None] & (hw < HW)[None, :]
+        nc = (n * C + c)[:, None]
+        s = tl.load(s_ptr + nc, mask=c_ok[:, None], other=0.0)  # (BLOCK_C, 1)
+        dz = tl.load(dz_ptr + nc, mask=c_ok[:, None], other=0.0)
+        if MAX:
+            z = tl.load(z_ptr + nc, mask=c_ok[:, None], other=0.0)
+            ties = tl.load(cnt_ptr + nc, mask=c_ok[:, None], other=1)
+        g_at = g_ptr + n * g_sn + _offsets(c, hw, W, g_sc, g_sh, g_sw, G_LAYOUT, WIDE)
+        u_at = u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT, WIDE)
+        i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
+        d_at = du_ptr + n * d_sn + _offsets(c, hw, W, d_sc, d_sh, d_sw, D_LAYOUT, WIDE)
+    g = tl.load(g_at, mask=mask, other=0.0).to(tl.float32)
+    if NEED_Y or MAX:
+        u = tl.load(u_at, mask=mask, other=0.0).to(tl.float32)
     if NEED_Y:
-        y = s * tl.load(u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT),
-                        mask=mask, other=0.0).to(tl.float32)
+        y = s * u
         if HAS_IDENTITY:
-            y += tl.load(i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT),
-                         mask=mask, other=0.0).to(tl.float32)
+            y += tl.load(i_at, mask=mask, other=0.0).to(tl.float32)
         g = g * _act_grad(y, ACT)
     du = g * s
-    if MAX:
-        idx = tl.load(idx_ptr + n * C + c, mask=c_ok, other=-1)[:, None]
-        du += tl.where(hw[None, :] == idx, dz, 0.0)
+    if MAX:  # torch.amax's rule: dz / ties at each maximum; NaN everywhere when z is NaN
+        du += tl.where(u == z, dz, 0.0) / ties.to(tl.float32)
     else:
         du += dz / HW
-    d_at = du_ptr + n * d_sn + _offsets(c, hw, W, d_sc, d_sh, d_sw, D_LAYOUT)
     tl.store(d_at, du.to(du_ptr.dtype.element_ty), mask=mask)
+
+
+# --- autotuned entry points (num_warps only; one config under the interpreter) ------------------
+
+_squeeze_tuned = triton.autotune(_configs(4, 8), key=["C", "HW", "CB", "SPLITS"])(_squeeze_kernel)
+_scale_tuned = triton.autotune(_configs(8, 4), key=["NUMEL", "C", "HW"])(_scale_kernel)
+_bwd_reduce_tuned = triton.autotune(_configs(8, 4), key=["C", "HW", "CB", "SPLITS"])(
+    _bwd_reduce_kernel)
+_bwd_input_tuned = triton.autotune(_configs(8, 4), key=["NUMEL", "C", "HW"])(_bwd_input_kernel)
 
 
 # --- launchers ----------------------------------------------------------------------------------
@@ -372,6 +684,12 @@ def layout(t: Tensor) -> tuple[int, int, int, int, int]:
     return 3, sn, sc, sh, sw
 
 
+def wide(*tensors: Tensor) -> bool:
+    """True when an element offset of one of the tensors does not fit in int32."""
+    return any(sum((d - 1) * abs(st) for d, st in zip(t.shape, t.stride(), strict=True))
+               > _INT32_MAX or t.numel() > _INT32_MAX for t in tensors)
+
+
 def _pow2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
@@ -380,30 +698,46 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def stream_tile(c: int, hw: int, c_contiguous: bool) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_HW) of the elementwise kernels: ~4K elements, long along the
-    unit-stride axis."""
+def stream_tile(c: int, hw: int, c_contiguous: bool, itemsize: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_HW) of the elementwise kernels on strided tensors: _STREAM_BYTES of U,
+    long along the unit-stride axis; channels_last rows of 128 bytes (one cache line), so a
+    program spans many positions and loads its per-channel values (s, dz) once for them."""
+    elems = min(_STREAM_BYTES // itemsize, _STREAM_ELEMS)
     if c_contiguous:
-        bc = min(_pow2(c), 256)
-        return bc, min(_pow2(hw), max(1, 4096 // bc))
+        bc = min(_pow2(c), 128 // itemsize)
+        return bc, min(_pow2(hw), max(1, elems // bc))
     bhw = min(_pow2(hw), 1024)
-    return min(_pow2(c), max(1, 4096 // bhw)), bhw
+    return min(_pow2(c), max(1, elems // bhw)), bhw
 
 
-def reduce_tile(n: int, c: int, hw: int, c_contiguous: bool) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_HW) of the reducing kernels (one program per channel block and
-    sample): narrower channel blocks until the grid has enough programs, keeping at least
-    _REDUCE_MIN_TILE elements per loop step."""
+def reduce_tile(c: int, hw: int, c_contiguous: bool, itemsize: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_HW) of the reducing kernels: _REDUCE_BYTES of U per loop step, at most
+    _REDUCE_ELEMS elements."""
+    elems = min(_REDUCE_BYTES // itemsize, _REDUCE_ELEMS)
     if c_contiguous:
-        bc, floor = min(_pow2(c), 64), 16
-        bhw = min(_pow2(hw), max(1, 2048 // bc))
-    else:
-        bhw, floor = min(_pow2(hw), 512), 1
-        bc = min(_pow2(c), max(1, 2048 // bhw))
-    while (bc > floor and n * _cdiv(c, bc) < _REDUCE_PROGRAMS
-           and bc * bhw > _REDUCE_MIN_TILE):
-        bc //= 2
-    return bc, bhw
+        bc = min(_pow2(c), 64)
+        return bc, min(_pow2(hw), max(1, elems // bc))
+    bhw = min(_pow2(hw), 256)
+    return min(_pow2(c), max(1, elems // bhw)), bhw
+
+
+def splits(n: int, cb: int, hw: int, bhw: int) -> tuple[int, int]:
+    """(SPLITS, SPLIT_LEN): split H*W until the reduction has _REDUCE_PROGRAMS programs, each
+    split looping over at least _SPLIT_STEPS tiles; partial results are summed in order by the
+    next kernel (deterministic, no atomics)."""
+    steps = _cdiv(hw, bhw)
+    want = min(_cdiv(_REDUCE_PROGRAMS, n * cb), max(1, steps // _SPLIT_STEPS))
+    split_len = _cdiv(steps, max(want, 1)) * bhw
+    return _cdiv(hw, split_len), split_len
+
+
+def excite_tiles(n: int, c: int, r: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_R, BLOCK_K, BLOCK_C) of the excitation kernels: h (BLOCK_M, BLOCK_R)
+    stays in registers, the product tiles hold about _PRODUCT elements."""
+    br = _pow2(r)
+    bm = max(1, min(_pow2(n), 8, _PRODUCT // (br * 16)))
+    bk = max(1, min(_pow2(c), _PRODUCT // (bm * br)))
+    return bm, br, bk, bk
 
 
 @contextlib.contextmanager
@@ -415,118 +749,206 @@ def _device(t: Tensor) -> Iterator[None]:
         yield
 
 
-def squeeze(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
-    """(z (N, C) fp32, idx (N, C) int32 argmax for "max", else empty) of U (N, C, H, W)."""
+def _squeeze_partials(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """Partial squeezes (S, N, C) fp32 and, for "max", partial tie counts (S, N, C) int32."""
     n, c, h, w = u.shape
-    z = u.new_empty((n, c), dtype=torch.float32)
-    idx = u.new_empty((n, c) if mode == "max" else (0,), dtype=torch.int32)
     code, sn, sc, sh, sw = layout(u)
-    bc, bhw = reduce_tile(n, c, h * w, code == 1)
+    bc, bhw = reduce_tile(c, h * w, code == 1, u.element_size())
+    cb = _cdiv(c, bc)
+    s, split_len = splits(n, cb, h * w, bhw)
+    zp = u.new_empty((s, n, c), dtype=torch.float32)
+    cp = u.new_empty((s, n, c) if mode == "max" else (0,), dtype=torch.int32)
     with _device(u):
-        _squeeze_kernel[(_cdiv(c, bc), n)](
-            u, z, idx, c, h * w, w, sn, sc, sh, sw, U_LAYOUT=code, MAX=mode == "max",
-            BLOCK_C=bc, BLOCK_HW=bhw)
-    return z, idx
+        _squeeze_tuned[(s * cb * n,)](
+            u, zp, cp, n, c, h * w, w, sn, sc, sh, sw, cb, s, split_len, U_LAYOUT=code,
+            MAX=mode == "max", WIDE=wide(u), BLOCK_C=bc, BLOCK_HW=bhw)
+    return zp, cp
 
 
-def linear_act(x: Tensor, w: Tensor, b: Tensor | None, act: str) -> Tensor:
-    """act(x @ w.T + b) in fp32: x (M, K) fp32 contiguous, w (O, K), b (O,) or None."""
-    m, k = x.shape
-    o = w.shape[0]
-    y = x.new_empty((m, o), dtype=torch.float32)
-    bm, bo, bk = (16 if m <= 16 else 32), 32, 64
-    with _device(x):
-        _linear_act_kernel[(_cdiv(m, bm), _cdiv(o, bo))](
-            x, w, w if b is None else b, y, m, k, o, w.stride(0), w.stride(1),
-            0 if b is None else b.stride(0), HAS_BIAS=b is not None, ACT=act,
-            BLOCK_M=bm, BLOCK_O=bo, BLOCK_K=bk)
-    return y
+def squeeze(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """(z (N, C) fp32, ties (N, C) int32 for "max", else empty) of U (N, C, H, W): the squeeze
+    kernel, then the partials combined in torch (the forward combines them in _excite_kernel)."""
+    zp, cp = _squeeze_partials(u, mode)
+    if mode == "avg":
+        return zp.sum(0) / (u.shape[2] * u.shape[3]), cp
+    z = torch.where(zp.isnan().any(0), float("nan"), zp.amax(0))
+    return z, torch.where(zp == z, cp, 0).sum(0, dtype=torch.int32)
+
+
+def excite(zp: Tensor, cp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
+           b2: Tensor | None, hw: int, squeeze_mode: str, excite_act: str,
+           gate: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(z, ties, s) from the squeeze partials: one launch for both FCs."""
+    _, n, c = zp.shape
+    r = w1.shape[0]
+    z = zp.new_empty((n, c))
+    cnt = zp.new_empty((n, c) if squeeze_mode == "max" else (0,), dtype=torch.int32)
+    s = zp.new_empty((n, c))
+    bm, br, bk, bc = excite_tiles(n, c, r)
+    rb = _cdiv(n, bm)
+    pc = max(1, min(_cdiv(c, bc), _EXCITE_PROGRAMS // rb))
+    c_per = _cdiv(_cdiv(c, pc), bc) * bc
+    with _device(zp):
+        _excite_kernel[(rb * _cdiv(c, c_per),)](
+            zp, cp, z, cnt, w1, w1 if b1 is None else b1, w2, w2 if b2 is None else b2, s,
+            n, c, r, hw, zp.shape[0], w1.stride(0), w1.stride(1), _stride(b1), w2.stride(0),
+            w2.stride(1), _stride(b2), rb, c_per, MAX=squeeze_mode == "max",
+            HAS_B1=b1 is not None, HAS_B2=b2 is not None, EXCITE=excite_act, GATE=gate,
+            BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk, BLOCK_C=bc)
+    return z, cnt, s
+
+
+def _stride(t: Tensor | None) -> int:
+    return 0 if t is None else t.stride(0)
+
+
+def _flat(*tensors: Tensor) -> bool:
+    """Whether the elementwise kernels may index the tensors as one flat NCHW array: all
+    contiguous, and planes of at least _FLAT_MIN_HW (smaller ones would touch too many
+    channels per program)."""
+    return all(t.is_contiguous() for t in tensors) and \
+        tensors[0].shape[2] * tensors[0].shape[3] >= _FLAT_MIN_HW
+
+
+def _stream_grid(u: Tensor, flat: bool) -> tuple[tuple[int], dict[str, int]]:
+    """(grid, tile arguments) of an elementwise launch over U's shape."""
+    n, c, h, w = u.shape
+    if flat:
+        block = min(_pow2(u.numel()), _STREAM_BYTES // u.element_size(), _STREAM_ELEMS)
+        span = _pow2(_cdiv(block, h * w) + 1)
+        return (_cdiv(u.numel(), block),), {"HB": 1, "CB": 1, "FLAT_HW": h * w, "SPAN": span,
+                                            "BLOCK_C": 1, "BLOCK_HW": block}
+    bc, bhw = stream_tile(c, h * w, layout(u)[0] == 1, u.element_size())
+    hb, cb = _cdiv(h * w, bhw), _cdiv(c, bc)
+    return (n * cb * hb,), {"HB": hb, "CB": cb, "FLAT_HW": 0, "SPAN": 1, "BLOCK_C": bc,
+                            "BLOCK_HW": bhw}
 
 
 def scale(u: Tensor, s: Tensor, identity: Tensor | None, act: str) -> Tensor:
     """act(s[:, :, None, None] * U + identity) in U's dtype and layout."""
-    n, c, h, w = u.shape
+    _, c, h, w = u.shape
     out = torch.empty_like(u)
+    ident = identity if identity is not None else u
     ucode, *ust = layout(u)
-    icode, *ist = layout(identity if identity is not None else u)
+    icode, *ist = layout(ident)
     ocode, *ost = layout(out)
-    bc, bhw = stream_tile(c, h * w, ucode == 1)
+    flat = _flat(u, ident, out)
+    grid, tiles = _stream_grid(u, flat)
+    hb, cb = tiles.pop("HB"), tiles.pop("CB")
     with _device(u):
-        _scale_kernel[(_cdiv(h * w, bhw), _cdiv(c, bc), n)](
-            u, u if identity is None else identity, s, out, c, h * w, w, *ust, *ist, *ost,
+        _scale_tuned[grid](
+            u, ident, s, out, u.numel(), c, h * w, w, *ust, *ist, *ost, hb, cb, FLAT=flat,
             U_LAYOUT=ucode, I_LAYOUT=icode, O_LAYOUT=ocode, HAS_IDENTITY=identity is not None,
-            ACT=act, BLOCK_C=bc, BLOCK_HW=bhw)
+            ACT=act, WIDE=wide(u, ident, out), **tiles)
     return out
 
 
 def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
-            identity: Tensor | None, squeeze_mode: str, excite: str, gate: str,
+            identity: Tensor | None, squeeze_mode: str, excite_act: str, gate: str,
             act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The op's outputs (out, z, s, idx) by the four forward launches."""
-    z, idx = squeeze(u, squeeze_mode)  # (N, C)
+    """The op's outputs (out, z, s, ties) by the three forward launches."""
     if EXCITATION == "torch":
-        s = reference.excitation(z, w1, b1, w2, b2, excite, gate)
+        z, cnt = squeeze(u, squeeze_mode)
+        s = reference.excitation(z, w1, b1, w2, b2, excite_act, gate)
     else:
-        h = linear_act(z, w1, b1, excite)  # (N, R)
-        s = linear_act(h, w2, b2, gate)  # (N, C)
-    return scale(u, s, identity, act), z, s, idx
+        zp, cp = _squeeze_partials(u, squeeze_mode)
+        z, cnt, s = excite(zp, cp, w1, b1, w2, b2, u.shape[2] * u.shape[3], squeeze_mode,
+                           excite_act, gate)
+    return scale(u, s, identity, act), z, s, cnt
 
 
 def reduce_backward(grad: Tensor, u: Tensor, identity: Tensor | None, s: Tensor,
                     act: str, store_gy: bool) -> tuple[Tensor, Tensor | None]:
-    """(ds (N, C) fp32, dY in the identity's layout when `store_gy`)."""
+    """(partial ds (S, N, C) fp32, dY in the identity's layout when `store_gy`)."""
     n, c, h, w = u.shape
-    ds = u.new_empty((n, c), dtype=torch.float32)
     gy = torch.empty_like(identity if identity is not None else u) if store_gy else None
+    ident = identity if identity is not None else u
     gcode, *gst = layout(grad)
     ucode, *ust = layout(u)
-    icode, *ist = layout(identity if identity is not None else u)
+    icode, *ist = layout(ident)
     ycode, *yst = layout(gy if gy is not None else u)
-    bc, bhw = reduce_tile(n, c, h * w, ucode == 1)
+    bc, bhw = reduce_tile(c, h * w, ucode == 1, u.element_size())
+    cb = _cdiv(c, bc)
+    sp, split_len = splits(n, cb, h * w, bhw)
+    dsp = u.new_empty((sp, n, c), dtype=torch.float32)
+    big = wide(grad, u, ident, *([gy] if gy is not None else []))
     with _device(u):
-        _bwd_reduce_kernel[(_cdiv(c, bc), n)](
-            grad, u, u if identity is None else identity, s, ds, u if gy is None else gy,
-            c, h * w, w, *gst, *ust, *ist, *yst, G_LAYOUT=gcode, U_LAYOUT=ucode,
-            I_LAYOUT=icode, Y_LAYOUT=ycode, HAS_IDENTITY=identity is not None, ACT=act,
-            STORE_GY=store_gy, BLOCK_C=bc, BLOCK_HW=bhw)
-    return ds, gy
+        _bwd_reduce_tuned[(sp * cb * n,)](
+            grad, u, ident, s, dsp, u if gy is None else gy, n, c, h * w, w, *gst, *ust, *ist,
+            *yst, cb, sp, split_len, G_LAYOUT=gcode, U_LAYOUT=ucode, I_LAYOUT=icode,
+            Y_LAYOUT=ycode, HAS_IDENTITY=identity is not None, ACT=act, STORE_GY=store_gy,
+            WIDE=big, BLOCK_C=bc, BLOCK_HW=bhw)
+    return dsp, gy
+
+
+def excite_backward(z: Tensor, dsp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
+                    b2: Tensor | None, excite_act: str,
+                    gate: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
+    """(dz, dW1, db1, dW2, db2) from the partial ds: two launches."""
+    n, c = z.shape
+    r = w1.shape[0]
+    dz, d2 = z.new_empty((n, c)), z.new_empty((n, c))
+    h, d1 = z.new_empty((n, r)), z.new_empty((n, r))
+    bm, br, bk, bc = excite_tiles(n, c, r)
+    strides = (w1.stride(0), w1.stride(1), _stride(b1), w2.stride(0), w2.stride(1), _stride(b2))
+    flags = {"HAS_B1": b1 is not None, "HAS_B2": b2 is not None}
+    dw1 = w1.new_empty((r, c))
+    dw2 = w2.new_empty((c, r))
+    db1 = None if b1 is None else b1.new_empty((r,))
+    db2 = None if b2 is None else b2.new_empty((c,))
+    wc = max(1, min(_pow2(c), 2048 // br))  # channels per weight-gradient program
+    wn = max(1, min(_pow2(n), _PRODUCT // (br * wc)))
+    with _device(z):
+        _excite_bwd_kernel[(_cdiv(n, bm),)](
+            z, dsp, w1, w1 if b1 is None else b1, w2, w2 if b2 is None else b2, dz, h, d1, d2,
+            n, c, r, dsp.shape[0], *strides, **flags, EXCITE=excite_act, GATE=gate,
+            BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk, BLOCK_C=bc)
+        _excite_wgrad_kernel[(_cdiv(c, wc),)](
+            z, h, d1, d2, dw1, dw1 if db1 is None else db1, dw2, dw2 if db2 is None else db2,
+            n, c, r, **flags, BLOCK_N=wn, BLOCK_R=br, BLOCK_C=wc)
+    return dz, dw1, db1, dw2, db2
 
 
 def input_backward(g: Tensor, u: Tensor, identity: Tensor | None, s: Tensor, dz: Tensor,
-                   idx: Tensor, squeeze_mode: str, act: str) -> Tensor:
+                   z: Tensor, ties: Tensor, squeeze_mode: str, act: str) -> Tensor:
     """dU (U's dtype and layout) from g = dOut when act != "none" needs y, else g = dY."""
-    n, c, h, w = u.shape
+    _, c, h, w = u.shape
     du = torch.empty_like(u)
+    ident = identity if identity is not None else u
     gcode, *gst = layout(g)
     ucode, *ust = layout(u)
-    icode, *ist = layout(identity if identity is not None else u)
+    icode, *ist = layout(ident)
     dcode, *dst = layout(du)
-    bc, bhw = stream_tile(c, h * w, ucode == 1)
+    flat = _flat(g, u, ident, du)
+    grid, tiles = _stream_grid(u, flat)
+    hb, cb = tiles.pop("HB"), tiles.pop("CB")
+    is_max = squeeze_mode == "max"
     with _device(u):
-        _bwd_input_kernel[(_cdiv(h * w, bhw), _cdiv(c, bc), n)](
-            g, u, u if identity is None else identity, s, dz,
-            idx if squeeze_mode == "max" else dz, du, c, h * w, w, *gst, *ust, *ist, *dst,
-            G_LAYOUT=gcode, U_LAYOUT=ucode, I_LAYOUT=icode, D_LAYOUT=dcode,
-            NEED_Y=act != "none", HAS_IDENTITY=identity is not None, ACT=act,
-            MAX=squeeze_mode == "max", BLOCK_C=bc, BLOCK_HW=bhw)
+        _bwd_input_tuned[grid](
+            g, u, ident, s, dz, z, ties if is_max else dz, du, u.numel(), c, h * w, w, *gst,
+            *ust, *ist, *dst, hb, cb, FLAT=flat, G_LAYOUT=gcode, U_LAYOUT=ucode,
+            I_LAYOUT=icode, D_LAYOUT=dcode, NEED_Y=act != "none",
+            HAS_IDENTITY=identity is not None, ACT=act, MAX=is_max,
+            WIDE=wide(g, u, ident, du), **tiles)
     return du
 
 
 def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
              b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor, idx: Tensor,
-             grad_z: Tensor | None, grad_s: Tensor | None, squeeze_mode: str, excite: str,
+             grad_z: Tensor | None, grad_s: Tensor | None, squeeze_mode: str, excite_act: str,
              gate: str, act: str) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None,
                                            Tensor, Tensor | None]:
-    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity only when identity is given."""
+    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity only when identity is given; `idx` is
+    the tie count of the max squeeze."""
     has_id = identity is not None
-    ds, gy = reduce_backward(grad, u, identity, s, act, store_gy=has_id)
-    if grad_s is not None:
-        ds += grad_s
-    dz, dw1, db1, dw2, db2 = reference.excite_backward(z, w1, b1, w2, b2, ds, excite, gate)
+    dsp, gy = reduce_backward(grad, u, identity, s, act, store_gy=has_id)
+    if grad_s is not None:  # only when s itself is used: autograd passes None otherwise
+        dsp[0] += grad_s
+    dz, dw1, db1, dw2, db2 = excite_backward(z, dsp, w1, b1, w2, b2, excite_act, gate)
     if grad_z is not None:
         dz += grad_z
-    if gy is not None:  # dY is stored: the input pass needs neither U nor the identity
-        du = input_backward(gy, u, None, s, dz, idx, squeeze_mode, "none")
+    if gy is not None:  # dY is stored: the input pass needs neither the identity nor act'
+        du = input_backward(gy, u, None, s, dz, z, idx, squeeze_mode, "none")
     else:
-        du = input_backward(grad, u, identity, s, dz, idx, squeeze_mode, act)
+        du = input_backward(grad, u, identity, s, dz, z, idx, squeeze_mode, act)
     return du, gy, dw1, db1, dw2, db2
