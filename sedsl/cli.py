@@ -13,7 +13,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -57,7 +57,8 @@ class _Guarded(TyperGroup):
             sys.stderr.write("sedsl: interrupted\n")
             raise typer.Exit(INTERRUPTED) from None
         except BrokenPipeError:  # `sedsl graph spec | head`: the reader has gone
-            sys.stderr.close()
+            with suppress(OSError, ValueError):  # and Python's final flush must not complain
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(SPEC_ERROR) from None
         except Exception as e:
             if type(e).__module__.startswith(("click.", "typer.")):
@@ -80,7 +81,7 @@ def _report_bug(e: BaseException) -> None:
     sys.stderr.write(
         f"sedsl: internal error: {type(e).__name__}: {e}\n"
         f"This is a bug in sedsl, not a mistake in your spec. Please report it to {BUG_REPORTS} "
-        f"with the command, the spec{where}.\n")
+        f"with the command and the spec{where}.\n")
     if os.environ.get("SEDSL_DEBUG"):
         sys.stderr.write(details)
 
