@@ -249,6 +249,19 @@ GLOBAL_AVGPOOL = Op(
     torch=lambda a, ins, out: TorchModule("nn.AdaptiveAvgPool2d(1)"),
     fvcore=lambda a, ins, out: numel(ins[0]),  # adaptive_avg_pool2d: one per input element
 )
+
+
+def _adaptive_infer(a: Attrs, ins: Shapes) -> Shape:
+    c = _spatial("adaptive_avgpool", ins[0])[0]
+    return (c, *_pair(a["size"]))
+
+
+# Average pooling to a fixed output size (VGG's 7x7 before its classifier, at any input size).
+ADAPTIVE_AVGPOOL = Op(
+    "adaptive_avgpool", (Arg("size", "pair"),), infer=_adaptive_infer,
+    torch=lambda a, ins, out: TorchModule(f"nn.AdaptiveAvgPool2d({_src(a['size'])})"),
+    fvcore=lambda a, ins, out: numel(ins[0]),  # adaptive_avg_pool2d: one per input element
+)
 GLOBAL_MAXPOOL = Op("global_maxpool", (), infer=_global,
                     torch=lambda a, ins, out: TorchModule("nn.AdaptiveMaxPool2d(1)"))
 
@@ -378,8 +391,8 @@ OPS: dict[str, Op] = {
     op.name: op
     for op in (
         CONV, BN, *(_activation(n, s) for n, s in ACTIVATIONS.items()), MAXPOOL, AVGPOOL,
-        GLOBAL_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, FLATTEN, CHANNEL_SHUFFLE, SCALE,
-        ADD, CONCAT, SQUEEZE, MUL, SE, INPUT,
+        GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, FLATTEN,
+        CHANNEL_SHUFFLE, SCALE, ADD, CONCAT, SQUEEZE, MUL, SE, INPUT,
     )
 }
 
