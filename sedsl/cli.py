@@ -169,6 +169,9 @@ def cost(
     specs: Annotated[list[Path], typer.Argument(help="One or more .se specs, side by side.")],
     convention: Annotated[str, typer.Option(help="fvcore, paper or flops.")] = "fvcore",
     ratio: Annotated[str | None, typer.Option(help="A sweep of ratios: 2,4,8,16.")] = None,
+    sweeps: Annotated[list[str] | None, typer.Option(
+        "--sweep", metavar="NAME=V1,V2,...", help="Sweep any parameter or SE setting, e.g. "
+        "where=pre,standard,post; several --sweep multiply.")] = None,
     input_size: InputOption = None,
     sets: SetOption = None,
     by: Annotated[str, typer.Option(help="Group rows by stage, block or op.")] = "stage",
@@ -184,12 +187,13 @@ def cost(
                             f"one of {', '.join(CONVENTIONS)}")
         if by not in ("stage", "block", "op"):
             raise SpecError(f"--by takes stage, block or op, not `{by}`", NOWHERE)
-        runs = [(spec, r, _load(spec, sets, input_size, **({"ratio": r} if r else {})))
-                for spec in specs for r in _ratios(ratio)]
-        reports = [(spec, r, net, net.cost(convention)) for spec, r, net in runs]
+        points = _sweep_points(ratio, sweeps)
+        runs = [(spec, point, _load(spec, sets, input_size, **point))
+                for spec in specs for point in points]
+        reports = [(spec, point, net, net.cost(convention)) for spec, point, net in runs]
     failed = verify and _verify(reports, quiet=as_json or as_csv or as_markdown)
-    docs = [{"spec": str(spec), **({"ratio": r} if r else {}), **c.to_json(by)}
-            for spec, r, _, c in reports]
+    docs = [{"spec": str(spec), **({"ratio": p["ratio"]} if "ratio" in p else {}),
+             **({"sweep": p} if p else {}), **c.to_json(by)} for spec, p, _, c in reports]
     if as_json:
         sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n")
     elif as_csv:
@@ -204,16 +208,41 @@ def cost(
         raise typer.Exit(1)
 
 
-def _ratios(text: str | None) -> list[str | None]:
-    if text is None:
-        return [None]
+def _sweep_points(ratio: str | None, sweeps: list[str] | None) -> list[dict[str, str]]:
+    """Every combination of the swept values, the first sweep varying slowest:
+    `--ratio 4,8 --sweep squeeze=avg,max` -> ratio=4 avg, 4 max, 8 avg, 8 max."""
+    axes: list[tuple[str, list[str]]] = []
+    if ratio is not None:
+        axes.append(("ratio", _values("--ratio", ratio, "2,4,8,16,32")))
+    for item in sweeps or []:
+        name, eq, text = item.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier():
+            raise SpecError(f"--sweep takes NAME=V1,V2,..., got `{item}`", NOWHERE,
+                            "e.g. --sweep where=pre,standard,post,identity")
+        if name in dict(axes):
+            raise SpecError(f"`{name}` is swept twice", NOWHERE, "give each name one --sweep")
+        axes.append((name, _values(f"--sweep {name}", text, "avg,max")))
+    points: list[dict[str, str]] = [{}]
+    for name, values in axes:
+        points = [{**p, name: v} for p in points for v in values]
+    return points
+
+
+def _values(option: str, text: str, example: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values:
-        raise SpecError("--ratio takes a list like 2,4,8,16,32", NOWHERE)
-    return list(values)
+        raise SpecError(f"{option} takes a list like {example}", NOWHERE)
+    return values
 
 
-def _verify(reports: list[tuple[Path, str | None, Network, Cost]], quiet: bool) -> bool:
+def _swept(docs: list[dict[str, Any]]) -> list[str]:
+    """The swept names other than ratio (which keeps its own column), in sweep order."""
+    names = dict.fromkeys(k for d in docs for k in d.get("sweep", {}) if k != "ratio")
+    return list(names)
+
+
+def _verify(reports: list[tuple[Path, dict[str, str], Network, Cost]], quiet: bool) -> bool:
     """Run fvcore on the plain-torch lowering of each network; True if any count disagrees."""
     from sedsl.crosscheck import fvcore_flops
 
@@ -234,8 +263,8 @@ def _verify(reports: list[tuple[Path, str | None, Network, Cost]], quiet: bool) 
 
 def _csv(docs: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    fields = ["spec", "ratio", "convention", "key", "base_params", "se_params", "base_flops",
-              "se_flops", "se_blocks"]
+    fields = ["spec", "ratio", *_swept(docs), "convention", "key", "base_params", "se_params",
+              "base_flops", "se_flops", "se_blocks"]
     w = csv.DictWriter(buf, fields, extrasaction="ignore")
     w.writeheader()
     for d in docs:
@@ -243,18 +272,21 @@ def _csv(docs: list[dict[str, Any]]) -> str:
                                   "se_params": d["overhead"]["params"],
                                   "base_flops": d["base"]["flops"],
                                   "se_flops": d["overhead"]["flops"]}]:
-            w.writerow({"spec": d["spec"], "ratio": d.get("ratio", ""),
+            w.writerow({"spec": d["spec"], "ratio": d.get("ratio", ""), **d.get("sweep", {}),
                         "convention": d["convention"], **row})
     return buf.getvalue()
 
 
 def _markdown(docs: list[dict[str, Any]]) -> str:
-    lines = ["| spec | ratio | params (base) | params (SE) | overhead | FLOPs (base) | FLOPs (SE) "
-             "| overhead |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    swept = _swept(docs)
+    lines = ["| spec | ratio | " + "".join(f"{n} | " for n in swept) + "params (base) | "
+             "params (SE) | overhead | FLOPs (base) | FLOPs (SE) | overhead |",
+             "|---|---|" + "---|" * len(swept) + "---:|---:|---:|---:|---:|---:|"]
     for d in docs:
         o = d["overhead"]
+        values = "".join(f"{d.get('sweep', {}).get(n, '')} | " for n in swept)
         lines.append(
-            f"| {d['spec']} | {d.get('ratio', '')} | {d['base']['params']:,} | "
+            f"| {d['spec']} | {d.get('ratio', '')} | {values}{d['base']['params']:,} | "
             f"{d['se']['params']:,} | +{o['params_pct']:.2f}% | {_g(d['base']['flops'])} | "
             f"{_g(d['se']['flops'])} | +{o['flops_pct']:.2f}% |")
     return "\n".join(lines) + "\n"
@@ -288,11 +320,13 @@ def _print_report(c: Cost, by: str) -> None:
 
 def _print_sweep(docs: list[dict[str, Any]]) -> None:
     t = Table(title=f"SE overhead, convention {docs[0]['convention']}")
-    for col in ("spec", "ratio", "params", "+params", "FLOPs", "+FLOPs"):
-        t.add_column(col, justify="left" if col == "spec" else "right")
+    swept = _swept(docs)
+    for col in ("spec", "ratio", *swept, "params", "+params", "FLOPs", "+FLOPs"):
+        t.add_column(col, justify="left" if col == "spec" or col in swept else "right")
     for d in docs:
         o = d["overhead"]
-        t.add_row(d["spec"], str(d.get("ratio", "")), f"{d['se']['params']:,}",
+        t.add_row(d["spec"], str(d.get("ratio", "")),
+                  *(str(d.get("sweep", {}).get(n, "")) for n in swept), f"{d['se']['params']:,}",
                   f"+{o['params_pct']:.2f}%", _g(d["se"]["flops"]), f"+{o['flops_pct']:.3f}%")
     out.print(t)
 
