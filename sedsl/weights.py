@@ -224,10 +224,10 @@ def transfer_weights(src: Any, dst: nn.Module,
 
 def _trace_both(src: nn.Module, dst: nn.Module,
                 shape: Sequence[int]) -> tuple[list[Unit], list[Unit]]:
-    """Trace both models, at 64x64 first: the structure is the same at any size the models
+    """Trace both models, at 32x32 first: the structure is the same at any size the models
     accept, and a small input is fast. Models with a fixed-size head get their own size."""
     c, *spatial = shape
-    small = (c, *(min(s, 64) for s in spatial))
+    small = (c, *(min(s, 32) for s in spatial))
     if small != tuple(shape):
         try:
             return trace_units(src, small), trace_units(dst, small)
