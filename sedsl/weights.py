@@ -104,7 +104,7 @@ def trace_units(model: nn.Module, input_shape: Sequence[int]) -> list[Unit]:
     units: list[Unit] = []
     index: dict[str, int] = {}
     owned = {name: _own_tensors(m, name) for name, m in model.named_modules()}
-    children = {name: [c for c in owned if c.startswith(f"{name}.") or not name and c]
+    children = {name: [c for c in owned if c.startswith(f"{name}.") or (not name and c)]
                 for name in owned}
     entered: list[frozenset[int]] = []
 
@@ -198,7 +198,7 @@ def _no_partner(i: int, unit: Unit, theirs: list[Unit], ours: list[Unit], same: 
 
 
 def transfer_weights(src: Any, dst: nn.Module,
-                     input: Sequence[int] | None = None) -> nn.Module:  # noqa: A002
+                     input: Sequence[int] | None = None) -> nn.Module:
     """Copy `src`'s parameters and buffers into `dst`, matched by structure.
 
     `src` is a module or a state dict. Two modules are run on zeros of `input` (default: the

@@ -15,9 +15,9 @@ tvm = pytest.importorskip("torchvision.models")
 from tests.conftest import compiled  # noqa: E402
 from tests.references import (  # noqa: E402
     assert_same_outputs,
-    uninitialised_params,
     randomise_bn,
     transferred,
+    uninitialised_params,
 )
 
 SIZES = ["400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf", "128gf"]
