@@ -29,7 +29,7 @@ def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
 
 def transfer_weights(src: Any, dst: nn.Module, input: Any = None) -> nn.Module:
     """Copy the weights of `src` (a module or state dict of the same architecture) into `dst`,
-    pairing tensors in the order forward uses them (see sedsl.weights)."""
+    layer by layer by structure (see sedsl.weights)."""
     from sedsl.weights import transfer_weights as transfer
 
     return transfer(src, dst, input)

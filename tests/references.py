@@ -54,7 +54,7 @@ def assert_same_outputs(ours: nn.Module, theirs: nn.Module, shape: tuple[int, ..
     assert (got - expected).abs().max().item() <= tol * expected.abs().max().item()
 
 
-def transferred(theirs: nn.Module, net: sedsl.Network, fused: bool,
+def transferred(theirs: nn.Module, net: sedsl.Network, fused: bool, se: bool = True,
                 input: tuple[int, ...] | None = None) -> nn.Module:
     """The spec's module with the reference's weights."""
-    return sedsl.transfer_weights(theirs, net.to_torch(fused=fused), input)
+    return sedsl.transfer_weights(theirs, net.to_torch(fused=fused, se=se), input)
