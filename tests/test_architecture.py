@@ -179,7 +179,7 @@ DOC = (ROOT / "docs" / "architecture.md").read_text()
 
 def recipe(title: str, language: str) -> str:
     section = DOC.split(f"### {title}", 1)[1].split("\n### ", 1)[0]
-    blocks = re.findall(rf"```{language}\n(.*?)```", section, re.S)
+    blocks = re.findall(rf"```{language}(?: recipe)?\n(.*?)```", section, re.S)
     assert blocks, f"no {language} block in the recipe {title!r}"
     return str(blocks[0])
 

@@ -17,7 +17,6 @@ Which code runs is decided by `use_triton`, the one switch.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -25,13 +24,9 @@ from torch import Tensor, nn
 
 from sedsl import vocab
 from sedsl.kernels import reference
+from sedsl.kernels.interpret import interpreting
 
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def interpreting() -> bool:
-    """True when TRITON_INTERPRET asks for Triton's interpreter (read the way triton reads it)."""
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on", "y")
 
 
 def use_triton(u: Tensor) -> bool:

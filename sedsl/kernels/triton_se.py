@@ -53,6 +53,7 @@ import triton.language as tl
 from torch import Tensor
 
 from sedsl.kernels import reference
+from sedsl.kernels.interpret import interpreting
 
 # What `_act` / `_act_grad` and the squeeze kernel implement; sedsl.vocab's `kernel` flags must
 # name exactly these (tests/test_vocab.py checks), so the fusion pass fuses nothing else.
@@ -79,8 +80,6 @@ _SMALL_ARGS = ["N", "C", "R", "HW", "SPLITS", "RB", "C_PER", "w1_sr", "w1_sc", "
 
 def _configs(*warps: int) -> list[triton.Config]:
     """Autotune space (num_warps) on a GPU; a single config under the interpreter."""
-    from sedsl.kernels.op import interpreting
-
     return [triton.Config({}, num_warps=w) for w in (warps[:1] if interpreting() else warps)]
 
 
