@@ -49,7 +49,7 @@ def se_section(text: str) -> str:
     body = text.strip()
     if not body.startswith("se"):
         body = "se {\n" + body + "\n}"
-    return body.replace(";", "\n") + "\n"
+    return re.sub(r";[ \t]*", "\n", body) + "\n"
 
 
 def parse_se(section: str) -> SeConfig:
