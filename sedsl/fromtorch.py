@@ -44,17 +44,21 @@ def make_node(op: str, attrs: Mapping[str, Attr], shape: Shape, name: str, block
     return Node(op, dict(attrs), shape, stage, block, kind, None, "base", span)
 
 
-def parse_se(text: str) -> SeConfig:
-    """The text of an `se { ... }` section (or its body) as an SeConfig."""
+def se_section(text: str) -> str:
+    """`se { ... }` as a spec writes it, from a section or its body (`;` ends a statement)."""
+    body = text.strip()
+    if not body.startswith("se"):
+        body = "se {\n" + body + "\n}"
+    return re.sub(r";[ \t]*", "\n", body) + "\n"
+
+
+def parse_se(section: str) -> SeConfig:
+    """The text of an `se { ... }` section as an SeConfig."""
     from sedsl.evaluate import Env, Evaluator
     from sedsl.library import Library
     from sedsl.parse import parse
 
-    body = text.strip()
-    if not body.startswith("se"):
-        body = "se {\n" + body + "\n}"
-    body = body.replace(";", "\n")  # `se { ratio = 16; at residual.end }` on one line
-    module = parse(body + "\n", SE_FILE)
+    module = parse(section, SE_FILE)
     return evaluate_se(module.se, Evaluator(Library({})), Env({}), {})
 
 
@@ -120,9 +124,10 @@ def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
     shape = _input_shape(input)
     net_name = name or type(model).__name__
     graph, module_names = build_graph(model, shape, net_name)
-    sources = {SE_FILE: se or ""}
+    section = se_section(se or "")
+    sources = {SE_FILE: section}  # errors in the rules point into this text
     try:
-        config = parse_se(se or "")
+        config = parse_se(section)
         base = passes.verify(graph, "from_torch")
         se_graph = apply_se(base, config)
     except SpecError as err:

@@ -184,3 +184,12 @@ def test_cli_import_writes_a_spec(tmp_path: Path) -> None:
     assert sedsl.load(out).cost().base.params == n_params(create("torchvision", "mobilenet_v2"))
     bad = CliRunner().invoke(app, ["import", "torchvision:no_such_model"])
     assert bad.exit_code == 1 and "cannot create `torchvision:no_such_model`" in bad.stderr
+
+
+def test_a_bad_se_rule_points_into_the_rule_text() -> None:
+    with pytest.raises(sedsl.SpecError) as err:
+        sedsl.from_torch(create("torchvision", "resnet18"), input=32,
+                         se="ratio = 8; at residual.end of Bottleneck")
+    lines = str(err.value).splitlines()
+    assert lines[:2] == ["<se>:3:1: error: no block of kind `Bottleneck` in this network",
+                         "3 | at residual.end of Bottleneck"]
