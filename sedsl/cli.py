@@ -511,8 +511,9 @@ def _plot(reports: list[tuple[Path, str | None, Network, Cost]], target: Path) -
         from sedsl.plot import sweep_plot
     except ImportError:
         raise SpecError("--plot needs matplotlib", NOWHERE, "pip install 'sedsl[plot]'") from None
-    points = [(f"{spec.stem} r={r}" if len({s for s, *_ in reports}) > 1 else str(r or spec.stem),
-               c) for spec, r, _, c in reports]
+    several_specs = len({spec for spec, *_ in reports}) > 1
+    points = [(f"{spec.stem} r={r}" if several_specs else str(r or spec.stem), c)
+              for spec, r, _, c in reports]
     sweep_plot(points, target, setting="ratio" if any(r for _, r, *_ in reports) else "spec")
     err.print(f"wrote {target}")
 

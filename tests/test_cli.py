@@ -126,7 +126,7 @@ def test_cost_verify_agrees_with_fvcore() -> None:
 
 def test_bad_options_are_errors() -> None:
     assert run("cost", R50, "--convention", "macs")[0] == 1
-    assert run("cost", R50, "--by", "layer")[0] == 1
+    assert run("cost", R50, "--by", "module")[0] == 1  # (`layer` is a per-layer table)
     assert run("graph", R50, "--format", "png")[0] == 1
 
 
