@@ -1,6 +1,7 @@
 """A Pygments lexer for `.se` specs, registered as the `pygments.lexers` entry point `sedsl`, so
-rich, Sphinx and mkdocs highlight specs (```sedsl fences, `*.se` files). Imports only Pygments;
-tests/test_lexer.py keeps its word lists equal to the grammar's keywords and the op table."""
+rich, Sphinx and mkdocs highlight specs (```sedsl fences, `*.se` files). Imports Pygments and
+the op table (no torch, no lark); tests/test_lexer.py keeps its word lists equal to the grammar's
+keywords and the built-ins."""
 
 from __future__ import annotations
 
@@ -19,16 +20,17 @@ from pygments.token import (
     Whitespace,
 )
 
+from sedsl.ops import OPS as _OPS
+
 # The grammar's keywords (grammars/sedsl.lark); `se` is one only before its section's `{`.
 KEYWORDS = ("use", "block", "network", "input", "if", "then", "else", "residual", "shortcut",
             "parallel", "at", "after", "in", "of")
 WORD_OPERATORS = ("and", "or", "not")
 CONSTANTS = ("true", "false")
-# The ops a spec may call (sedsl.ops.OPS with user=True), the numeric built-ins, and the merges
-# `parallel` takes.
-OPS = ("avgpool", "bn", "channel_shuffle", "conv", "dropout", "flatten", "global_avgpool",
-       "global_maxpool", "hardsigmoid", "hardswish", "linear", "maxpool", "relu", "relu6",
-       "scale", "sigmoid", "silu", "tanh")
+# The ops a spec may call, from the op table (torch-free and light: a new op or activation of the
+# vocabulary is highlighted without an edit here); the numeric built-ins (tests/test_lexer.py
+# keeps them equal to sedsl.evaluate's); the merges `parallel` takes.
+OPS = tuple(sorted(name for name, op in _OPS.items() if op.user))
 FUNCTIONS = ("abs", "ceil", "floor", "make_divisible", "max", "min", "round")
 MERGES = ("concat", "add")
 
