@@ -188,7 +188,7 @@ def _max_merge(acc, cnt, x, k):  # type: ignore[no-untyped-def]
     return tl.where(bigger, x, acc), cnt
 
 
-@triton.jit
+@triton.jit  # type: ignore[untyped-decorator]
 def _per_channel(v_ptr, start, at, NUMEL, FLAT_HW: tl.constexpr,  # type: ignore[no-untyped-def]
                  SPAN: tl.constexpr):
     """v[at // FLAT_HW] for a flat NCHW block starting at `start`: the SPAN (N*C)-entries the
