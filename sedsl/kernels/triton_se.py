@@ -785,7 +785,7 @@ def excite(zp: Tensor, cp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
     s = zp.new_empty((n, c))
     bm, br, bk, bc = excite_tiles(n, c, r)
     rb = _cdiv(n, bm)
-    pc = max(1, min(_cdiv(c, bc), _EXCITE_PROGRAMS // rb))
+    pc = max(1, min(_cdiv(c, bc), _excite_programs() // rb))
     c_per = _cdiv(_cdiv(c, pc), bc) * bc
     with _device(zp):
         _excite_kernel[(rb * _cdiv(c, c_per),)](
@@ -795,6 +795,14 @@ def excite(zp: Tensor, cp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
             HAS_B1=b1 is not None, HAS_B2=b2 is not None, EXCITE=excite_act, GATE=gate,
             BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk, BLOCK_C=bc)
     return z, cnt, s
+
+
+def _excite_programs() -> int:
+    """_EXCITE_PROGRAMS, or 4 under the interpreter (which runs programs one after another, and
+    each column range recomputes fc1)."""
+    from sedsl.kernels.op import interpreting
+
+    return 4 if interpreting() else _EXCITE_PROGRAMS
 
 
 def _stride(t: Tensor | None) -> int:
