@@ -398,9 +398,11 @@ def test_autocast_keeps_s_in_fp32() -> None:
 
 
 def test_kernel_vocabulary() -> None:
-    """The Triton kernels implement exactly the reference's activations and squeezes."""
+    """The Triton kernels implement exactly what the vocabulary says they do (a subset of the
+    reference's names: the rest stay plain ops)."""
     pytest.importorskip("triton")
+    from sedsl import vocab
     from sedsl.kernels import reference, triton_se
 
-    assert set(reference.ACTIVATIONS) == triton_se.KERNEL_ACTIVATIONS
-    assert set(reference.SQUEEZES) == triton_se.KERNEL_SQUEEZES
+    assert triton_se.KERNEL_ACTIVATIONS == vocab.KERNEL_ACTIVATIONS <= set(reference.ACTIVATIONS)
+    assert triton_se.KERNEL_SQUEEZES == vocab.KERNEL_SQUEEZES <= set(reference.SQUEEZES)
