@@ -224,8 +224,9 @@ def test_whole_fused_network_runs_the_kernels() -> None:
 # --- edge cases a GPU would hit (each failed before the fix it tests) ----------------------------
 
 
-def _plain(case: Case, t: dict[str, Any]) -> torch.Tensor:
-    """The block as the plain (unfused) modules compute it: torch.amax / mean, nn layers."""
+def _plain(case: Case, t: dict[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The block as the plain (unfused) module computes it (torch.amax / mean, nn layers), and
+    the tensors to differentiate it by, in NAMES order."""
     from sedsl.kernels import SqueezeExcite
 
     u, w1, b1, w2, b2, ident = (t[k] for k in NAMES)
@@ -236,7 +237,8 @@ def _plain(case: Case, t: dict[str, Any]) -> torch.Tensor:
         m.fc1.bias.copy_(b1)
         m.fc2.weight.copy_(w2.view_as(m.fc2.weight))
         m.fc2.bias.copy_(b2)
-    return m.plain(u, ident)
+    leaves = [u, m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias, ident]
+    return m.plain(u, ident), [x for x in leaves if x is not None]
 
 
 def _fused(case: Case, t: dict[str, Any]) -> torch.Tensor:
@@ -257,7 +259,7 @@ def test_max_squeeze_propagates_nan() -> None:
         u = t["u"].detach().clone()
         u[0, 3, 2, 1] = float("nan")
         t["u"] = u.requires_grad_()
-        got, want = _fused(case, t), _plain(case, t)
+        got, (want, _) = _fused(case, t), _plain(case, t)
         assert got[0].isnan().any() and not got[1].isnan().any()
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, equal_nan=True)
         z = torch.ops.sedsl.se_block(*(t[k] for k in NAMES), "max", case.excite, case.gate,
@@ -277,10 +279,11 @@ def test_max_squeeze_ties_follow_amax() -> None:
         t["u"] = u.contiguous(memory_format=torch.channels_last if channels_last
                               else torch.contiguous_format).requires_grad_()
         grad = torch.randn(u.shape, generator=torch.Generator().manual_seed(5))
-        got, want = _fused(case, t), _plain(case, t)
+        got, (want, leaves) = _fused(case, t), _plain(case, t)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-        for name, a, b in zip(NAMES, _grads(got, t, grad), _grads(want, t, grad), strict=False):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        theirs = torch.autograd.grad(want, leaves, grad)
+        for name, a, b in zip(NAMES, _grads(got, t, grad), theirs, strict=True):
+            torch.testing.assert_close(a, b.view_as(a), rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_tanh_is_accurate_near_zero() -> None:

@@ -101,20 +101,27 @@ def _tanh(x):  # type: ignore[no-untyped-def]
 
 
 @triton.jit  # type: ignore[untyped-decorator]
+def _clamp(x, lo: tl.constexpr, hi: tl.constexpr):  # type: ignore[no-untyped-def]
+    """min(max(x, lo), hi) keeping NaN, as torch's clamp does (Triton's max/min drop it)."""
+    x = tl.maximum(x, lo, propagate_nan=tl.PropagateNan.ALL)
+    return tl.minimum(x, hi, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit  # type: ignore[untyped-decorator]
 def _act(x, ACT: tl.constexpr):  # type: ignore[no-untyped-def]
-    """ACT(x) for an fp32 tensor; ACT is one of KERNEL_ACTIVATIONS or "none"."""
+    """ACT(x) for an fp32 tensor; ACT is one of KERNEL_ACTIVATIONS or "none"; NaN stays NaN."""
     if ACT == "relu":
-        y = tl.maximum(x, 0.0)
+        y = _clamp(x, 0.0, float("inf"))
     elif ACT == "relu6":
-        y = tl.minimum(tl.maximum(x, 0.0), 6.0)
+        y = _clamp(x, 0.0, 6.0)
     elif ACT == "silu":
         y = x * tl.sigmoid(x)
     elif ACT == "hardswish":
-        y = x * (tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0)
+        y = x * (_clamp(x + 3.0, 0.0, 6.0) / 6.0)
     elif ACT == "sigmoid":
         y = tl.sigmoid(x)
     elif ACT == "hardsigmoid":
-        y = tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0
+        y = _clamp(x + 3.0, 0.0, 6.0) / 6.0
     elif ACT == "tanh":
         y = _tanh(x)
     else:
