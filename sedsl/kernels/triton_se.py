@@ -807,8 +807,6 @@ def excite(zp: Tensor, cp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
 def _excite_programs() -> int:
     """_EXCITE_PROGRAMS, or 4 under the interpreter (which runs programs one after another, and
     each column range recomputes fc1)."""
-    from sedsl.kernels.op import interpreting
-
     return 4 if interpreting() else _EXCITE_PROGRAMS
 
 
