@@ -213,15 +213,17 @@ def _same(a: Attrs, ins: Shapes) -> Shape:
 def _bn_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
     kind = "nn.BatchNorm2d" if len(ins[0]) == 3 else "nn.BatchNorm1d"
     eps = "" if a["eps"] == 1e-5 else f", eps={a['eps']!r}"
-    return TorchModule(f"{kind}({ins[0][0]}{eps})")
+    momentum = "" if a.get("momentum", 0.1) == 0.1 else f", momentum={a['momentum']!r}"
+    return TorchModule(f"{kind}({ins[0][0]}{eps}{momentum})")
 
 
 BN = Op(
-    "bn", (Arg("eps", "float", 1e-5),),
+    "bn", (Arg("eps", "float", 1e-5), Arg("momentum", "prob", 0.1)),  # momentum: training only
     infer=_same, torch=_bn_torch, fresh=True,
     params=lambda a, ins, out: 2 * ins[0][0],
     fvcore=lambda a, ins, out: 2 * numel(ins[0]),  # eval-mode batch_norm with affine: 2 per element
 )
+
 
 def _activation(act: Activation) -> Op:
     """An op for each activation of the vocabulary."""
@@ -321,6 +323,21 @@ LINEAR = Op(
 )
 DROPOUT = Op("dropout", (Arg("p", "prob", 0.5),), infer=_same,
              torch=lambda a, ins, out: TorchModule(f"nn.Dropout({a['p']!r})"))
+
+
+def _drop_path_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    """Stochastic depth: in training, each sample's tensor is zeroed with probability p, else
+    divided by 1 - p (torchvision.ops.stochastic_depth, mode "row", in the same RNG order)."""
+    q = 1.0 - float(a["p"])  # type: ignore[arg-type]
+    if q == 1.0:
+        return TorchExpr("{0}")
+    mask = "{0}.new_empty(({0}.shape[0],) + (1,) * ({0}.dim() - 1))"
+    return TorchExpr(f"({{0}} * {mask}.bernoulli_({q!r}).div_({q!r}) if self.training else {{0}})")
+
+
+# Drop path (stochastic depth) on a residual branch: a training-time op, free at inference.
+DROP_PATH = Op("drop_path", (Arg("p", "prob", 0.0),), infer=_same, torch=_drop_path_torch,
+               example="drop_path(0.2)")
 FLATTEN = Op("flatten", (), infer=lambda a, ins: (numel(ins[0]),),
              torch=lambda a, ins, out: TorchExpr("torch.flatten({0}, 1)"))
 
@@ -432,7 +449,7 @@ OPS: dict[str, Op] = {
     op.name: op
     for op in (
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
-        GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, FLATTEN,
+        GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
         CHANNEL_SHUFFLE, SCALE,
         ADD, CONCAT, SQUEEZE, MUL, SE, INPUT,
     )

@@ -132,3 +132,38 @@ def test_the_closed_form_measures_the_reduction_as_the_rule_does() -> None:
     # per block: FCs 144 -> 6 -> 144 (C_in = 24, r = 4); exact: no rounding at all
     assert e.rounding == 0 and float(e.params) == 3 * 2 * 144 * 6
     assert cost.overhead.params == round(float(e.params)) + e.bias + e.rounding
+
+
+TRAINING_ATTRS = """
+network t {
+  input 8x6x6
+  b = residual {
+    conv(8, 3) bn(1e-3, momentum = 0.01) relu
+    conv(8, 3) bn drop_path(0.25)
+  }
+}
+"""
+
+
+def test_bn_momentum_and_drop_path_reach_the_module_at_no_cost() -> None:
+    import torch
+    from torchvision.ops import stochastic_depth
+
+    net = sedsl.loads(TRAINING_ATTRS)
+    plain = sedsl.loads(TRAINING_ATTRS.replace(", momentum = 0.01", "").replace(
+        " drop_path(0.25)", ""))
+    assert net.cost().se == plain.cost().se  # training-time attributes cost nothing
+    model = net.to_torch(fused=False)
+    assert model.b.bn1.momentum == 0.01 and model.b.bn1.eps == 1e-3
+    x = torch.randn(16, 8, 6, 6)
+    model.eval()
+    with torch.no_grad():  # inference: drop_path is the identity
+        branch = model.b.bn2(model.b.conv2(model.b.relu1(model.b.bn1(model.b.conv1(x)))))
+        torch.testing.assert_close(model(x), branch + x)
+    model.train()
+    with torch.no_grad():  # training: torchvision's stochastic depth, in the same RNG order
+        torch.manual_seed(0)
+        out = model(x)
+        branch = model.b.bn2(model.b.conv2(model.b.relu1(model.b.bn1(model.b.conv1(x)))))
+        torch.manual_seed(0)
+        torch.testing.assert_close(out, stochastic_depth(branch, 0.25, "row", True) + x)
