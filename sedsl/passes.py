@@ -8,7 +8,7 @@ the IR's invariants after each one (a failure there is a bug in the pass: `Compi
 from __future__ import annotations
 
 import keyword
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 
@@ -377,9 +377,9 @@ def fuse_se(g: nx.DiGraph) -> nx.DiGraph:
     return out
 
 
-def kernel_supports(settings: SeSettings | dict[str, object]) -> bool:
-    """Whether the fused kernels compute this SE block: its variant, squeeze and activations."""
-    s = asdict(settings) if isinstance(settings, SeSettings) else settings
+def kernel_supports(s: Mapping[str, object]) -> bool:
+    """Whether the fused kernels compute an SE block with these settings (an SeTag's): its
+    variant, squeeze and activations."""
     return (VARIANTS[str(s["variant"])].kernel and s["squeeze"] in KERNEL_SQUEEZES
             and s["excite"] in KERNEL_ACTIVATIONS and s["gate"] in KERNEL_ACTIVATIONS)
 
@@ -391,7 +391,7 @@ def _match_se(g: nx.DiGraph,
     assert squeeze.se is not None
     tag = squeeze.se
     variant = VARIANTS[str(tag.settings["variant"])]
-    if not kernel_supports(dict(tag.settings)) or set(steps) != {s.name for s in variant.steps}:
+    if not kernel_supports(tag.settings) or set(steps) != {s.name for s in variant.steps}:
         return None
     members = [steps[s.name] for s in variant.steps]
     scale = members[-1]
@@ -474,7 +474,7 @@ def pipeline(se: SeConfig) -> tuple[Pass, ...]:
 
 
 LOWERING: tuple[Pass, ...] = (Pass("fuse_se", fuse_se),)
-PASSES = ("apply_se", "fuse_se")  # every pass name, in order
+PASSES = ("apply_se", *(p.name for p in LOWERING))  # every pass name, in order
 
 
 __all__ = ["LOWERING", "PASSES", "Pass", "apply_se", "fuse_se", "pipeline", "plan_se", "run",

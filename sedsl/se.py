@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 from typing import Any
 
@@ -115,30 +115,6 @@ class SeRule:
 class SeConfig:
     settings: SeSettings
     rules: tuple[SeRule, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "settings": asdict(self.settings),
-            "rules": [
-                {"where": r.where, "target": r.target,
-                 "ranges": [[a, b, s.to_json()] for a, b, s in r.ranges],
-                 "kinds": list(r.kinds), "settings": asdict(r.settings), "span": r.span.to_json()}
-                for r in self.rules
-            ],
-        }
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> SeConfig:
-        rules = tuple(
-            SeRule(r["where"], r["target"],
-                   tuple((a, b, Span.from_json(s)) for a, b, s in r["ranges"]),
-                   tuple(r["kinds"]), SeSettings(**r["settings"]), Span.from_json(r["span"]))
-            for r in doc["rules"]
-        )
-        return cls(SeSettings(**doc["settings"]), rules)
-
-
-NO_SE = SeConfig(SeSettings(), ())
 
 
 def evaluate_se(sections: tuple[ast.SeSection, ...], ev: Evaluator, env: Env,
