@@ -131,3 +131,24 @@ def test_fused_model_py_stands_alone_for_every_entry(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", "\n".join(script)], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(vocab.ACTIVATIONS))
+def test_every_activation_matches_timms_se_module(name: str, tmp_path: Path) -> None:
+    """The judge is timm: the same unit with timm's SEModule (act_layer / gate_layer set to the
+    entry's nn module) at the end of the residual branch gives the same outputs."""
+    layers = pytest.importorskip("timm.layers.squeeze_excite")
+    spec = tmp_path / f"{name}.se"
+    spec.write_text(spec_for(name))
+    ours = randomise_bn(sedsl.load(spec).to_torch(fused=False))
+    act = getattr(nn, vocab.ACTIVATIONS[name].module)
+    gate = act if vocab.ACTIVATIONS[name].gate else nn.Sigmoid
+    se = layers.SEModule(8, rd_channels=2, act_layer=act, gate_layer=gate).eval()
+    se.load_state_dict({k: v for k, v in ours.b.se.state_dict().items()})
+    b = ours.b
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        branch = b.bn2(b.conv2(getattr(b, f"{name}1")(b.bn1(b.conv1(x)))))
+        unit = getattr(b, f"{name}2")(se(branch) + b.shortcut.bn1(b.shortcut.conv1(x)))
+        head = ours.head.linear1(torch.flatten(ours.head.global_avgpool1(unit), 1))
+        torch.testing.assert_close(ours(x), head)
