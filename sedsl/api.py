@@ -5,21 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import networkx as nx
 
 from sedsl import limits, passes
 from sedsl.elaborate import elaborate
 from sedsl.errors import NOWHERE, Span, SpecError
 from sedsl.evaluate import to_value
+from sedsl.graph import Graph
 from sedsl.library import load_library
 from sedsl.library import search_path as search_path_of
 from sedsl.parse import parse
 from sedsl.se import SeConfig
 
 if TYPE_CHECKING:
+    import networkx as nx
     from torch import nn
 
     from sedsl.cost import Cost
@@ -27,27 +28,41 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Network:
-    """A compiled spec: the SE network's graph, the base network's graph, and the sources."""
+    """A compiled spec: the SE network's graph, the base network's graph, and the sources.
 
-    graph: nx.DiGraph  # the SE network: what the spec describes
-    base: nx.DiGraph  # the same spec with SE switched off
+    `ir` and `base_ir` are sedsl's own `Graph`s, which the passes take; `graph` and `base` are
+    the same graphs as networkx.DiGraphs (sharing their storage; networkx is imported on first
+    use)."""
+
+    ir: Graph  # the SE network: what the spec describes
+    base_ir: Graph  # the same spec with SE switched off
     se: SeConfig
     sources: Mapping[str, str]  # file -> text of every file the spec read
 
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        """The SE network as a networkx.DiGraph."""
+        return self.ir.to_networkx()
+
+    @cached_property
+    def base(self) -> nx.DiGraph:
+        """The base network (SE switched off) as a networkx.DiGraph."""
+        return self.base_ir.to_networkx()
+
     @property
     def name(self) -> str:
-        return str(self.graph.graph["name"])
+        return str(self.ir.graph["name"])
 
-    def after(self, pass_name: str) -> nx.DiGraph:
+    def after(self, pass_name: str) -> Graph:
         """The graph as the named stage left it: elaborate, apply_se, or a lowering pass."""
         stages = ("elaborate", *passes.PASSES)
         if pass_name not in stages:
             raise SpecError(f"no pass is called `{pass_name}`", NOWHERE,
                             f"passes, in order: {', '.join(stages)}")
         if pass_name == "elaborate":
-            return self.base
-        return passes.run(self.graph, passes.LOWERING, after=pass_name) \
-            if pass_name != "apply_se" else self.graph
+            return self.base_ir
+        return passes.run(self.ir, passes.LOWERING, after=pass_name) \
+            if pass_name != "apply_se" else self.ir
 
     def to_torch(self, fused: bool = True, se: bool = True, device: str | None = None,
                  check_memory: bool = True) -> nn.Module:
@@ -64,19 +79,19 @@ class Network:
         params = cost.se.params if se else cost.base.params
         limits.check_parameter_memory(self.name, params, device, check_memory)
         with torch.device(device) if device is not None else _no_device():
-            return build_module(self.graph if se else self.base, fused=fused)
+            return build_module(self.ir if se else self.base_ir, fused=fused)
 
     def source(self, fused: bool = False, se: bool = True) -> str:
         """Standalone PyTorch source defining `class Model(nn.Module)` (the build's model.py)."""
         from sedsl.lower import generate
 
-        return generate(self.graph if se else self.base, fused=fused)
+        return generate(self.ir if se else self.base_ir, fused=fused)
 
     def cost(self, convention: str = "fvcore") -> Cost:
         """Parameters and FLOPs of the base and SE networks, per node (see docs/cost_model.md)."""
         from sedsl.cost import analyse
 
-        return analyse(self.base, self.graph, convention)
+        return analyse(self.base_ir, self.ir, convention)
 
 
 def load(path: str | Path, *, input: tuple[int, ...] | str | int | None = None,

@@ -165,7 +165,7 @@ def build(
         _check_build_target(output)  # before the work, not after
     with _spec_errors(), err.status("compiling", spinner="dots"):
         net = _load(spec, sets, input_size)
-        graph = net.base if no_se else net.graph
+        graph = net.base_ir if no_se else net.ir
         cost = net.cost()
         files = {
             "model.py": net.source(fused=not no_fuse, se=not no_se),
@@ -180,7 +180,7 @@ def build(
 
 def _summary(net: Network, cost: Cost, spec: Path, no_se: bool) -> dict[str, Any]:
     doc = cost.to_json("stage")
-    return {"spec": str(spec), "se": not no_se, "nodes": (net.base if no_se else net.graph)
+    return {"spec": str(spec), "se": not no_se, "nodes": (net.base_ir if no_se else net.ir)
             .number_of_nodes(), **doc}
 
 
@@ -303,9 +303,9 @@ def check(spec: SpecArgument, sets: SetOption = None, input_size: InputOption = 
     """Validate SPEC: parse, elaborate, infer every shape, apply the SE rules."""
     with _spec_errors():
         net = _load(spec, sets, input_size)
-    blocks = {r.block for _, r in ir.records(net.graph) if r.role == "se"}
-    out.print(f"ok: {net.name}, {net.graph.number_of_nodes()} nodes, {len(blocks)} SE blocks, "
-              f"output {'x'.join(map(str, ir.record(net.graph, net.graph.graph['output']).shape))}")
+    blocks = {r.block for _, r in ir.records(net.ir) if r.role == "se"}
+    out.print(f"ok: {net.name}, {net.ir.number_of_nodes()} nodes, {len(blocks)} SE blocks, "
+              f"output {'x'.join(map(str, ir.record(net.ir, net.ir.graph['output']).shape))}")
 
 
 @app.command()
@@ -327,7 +327,7 @@ def graph(
     with _spec_errors():
         net = _load(spec, sets)
         g = net.after(after or "apply_se")
-        g = net.base if no_se else g  # no SE blocks: every pass leaves the base graph as it is
+        g = net.base_ir if no_se else g  # no SE blocks: every pass leaves the base graph as it is
         if fmt == "json":
             text = ir.dumps(g) + "\n"
         elif fmt == "dot":
@@ -403,7 +403,7 @@ def export_model(
             sedsl.transfer_weights(torch.load(weights, map_location="cpu"), model)
         target = output or Path("build") / f"{net.name}{FORMATS[fmt]}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        example = torch.randn(1, *net.graph.graph["input"])
+        example = torch.randn(1, *net.ir.graph["input"])
         export(model, example, fmt, target)
     out.print(f"wrote {target}")
 
@@ -551,7 +551,7 @@ def _verify(reports: list[tuple[Path, dict[str, str], Network, Cost]], quiet: bo
         for label, se, total in (("base", False, analytic.base.flops),
                                  ("se", True, analytic.se.flops)):
             with err.status(f"fvcore: tracing {net.name} ({label})", spinner="dots"):
-                measured = fvcore_flops(net.to_torch(fused=False, se=se), net.graph.graph["input"])
+                measured = fvcore_flops(net.to_torch(fused=False, se=se), net.ir.graph["input"])
             same = measured == total
             failed |= not same
             line = (f"{spec} {label}: analytic {total:,}  fvcore {measured:,}  "
@@ -657,14 +657,14 @@ def _layer_docs(reports: list[tuple[Path, dict[str, str], Network, Cost]], depth
 
     docs = []
     for spec, r, net, c in reports:
-        rows = report.layers(net.graph, c.convention, depth)
+        rows = report.layers(net.ir, c.convention, depth)
         docs.append({
             "spec": str(spec), **({"sweep": r} if r else {}), "network": c.network,
             "input": list(c.input), "convention": c.convention, "depth": depth,
             "total": {"params": c.se.params, "flops": c.se.flops,
-                      "activations": report.total_activations(net.graph)},
+                      "activations": report.total_activations(net.ir)},
             "training_memory_bytes": {
-                str(b): report.training_memory(net.graph, c.se.params, b) for b in batches},
+                str(b): report.training_memory(net.ir, c.se.params, b) for b in batches},
             "layers": [{**asdict(row), "shape": list(row.shape)} for row in rows],
         })
     return docs
@@ -760,7 +760,7 @@ def import_model(
         size = input_override(input_size) or (224,)
         shape = (3, *(size * 2 if len(size) == 1 else size))[-3:]
         net = from_torch(model, input=shape, name=name)
-        written = write_spec(net.base)
+        written = write_spec(net.base_ir)
     for note in written.notes:
         err.print(f"no spec form: {note}")
     if output is None:

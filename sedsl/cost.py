@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-import networkx as nx
-
+from sedsl.graph import Graph
 from sedsl.ir import Node, input_shapes, records
 from sedsl.ops import OPS, Shape
 from sedsl.se import VARIANTS
@@ -73,7 +72,7 @@ class Row:
     se_blocks: int
 
 
-def node_costs(g: nx.DiGraph, convention: str) -> list[NodeCost]:
+def node_costs(g: Graph, convention: str) -> list[NodeCost]:
     """Parameters and FLOPs of every node, in declaration order."""
     count = CONVENTIONS[convention]
     out = []
@@ -148,7 +147,7 @@ def _pct(part: int, whole: int) -> float:
     return round(100 * part / whole, 4) if whole else 0.0
 
 
-def _estimate(se: nx.DiGraph) -> Estimate:
+def _estimate(se: Graph) -> Estimate:
     """The closed form over the SE blocks of the graph, read from their tags: each FC of C_in
     inputs and C_out outputs costs C_in * C_out, with the reduced width taken as C_b / r unrounded
     (C_b: the channels the reduction is measured against, the block's input for base = block_in).
@@ -171,7 +170,7 @@ def _estimate(se: nx.DiGraph) -> Estimate:
     return Estimate(est, bias, round(rounding), len(units))
 
 
-def analyse(base: nx.DiGraph, se: nx.DiGraph, convention: str = "fvcore") -> Cost:
+def analyse(base: Graph, se: Graph, convention: str = "fvcore") -> Cost:
     """Cost of the base network and the SE network under one convention."""
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; one of {', '.join(CONVENTIONS)}")

@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from html import escape
 
-import networkx as nx
-
+from sedsl.graph import Graph
 from sedsl.ir import records
 
 NODE_H = 34
@@ -58,7 +57,7 @@ class Box:
     blocks: dict[str, str] = field(default_factory=dict)  # block instances inside -> kind
 
 
-def collapse(g: nx.DiGraph, depth: int | None) -> tuple[dict[str, Box], list[tuple[str, str]]]:
+def collapse(g: Graph, depth: int | None) -> tuple[dict[str, Box], list[tuple[str, str]]]:
     """Boxes and edges of the graph drawn to `depth` name parts (None: every node)."""
     boxes: dict[str, Box] = {}
     member: dict[str, str] = {}
@@ -149,7 +148,7 @@ def _row_tops(boxes: list[Box], top: float) -> list[float]:
     return tops
 
 
-def to_svg(g: nx.DiGraph, depth: int | None = None, title: str | None = None) -> str:
+def to_svg(g: Graph, depth: int | None = None, title: str | None = None) -> str:
     """The network as a standalone SVG document."""
     boxes, edges = collapse(g, depth)
     layout(boxes)

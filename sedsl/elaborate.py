@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-import networkx as nx
-
 from sedsl import ast, limits
 from sedsl.errors import NOWHERE, Span, SpecError
 from sedsl.evaluate import (
@@ -28,6 +26,7 @@ from sedsl.evaluate import (
     first_copy_only,
     item_span,
 )
+from sedsl.graph import Graph
 from sedsl.ir import Node, add_node
 from sedsl.library import Library
 from sedsl.ops import OPS, Shape
@@ -119,14 +118,14 @@ class Elaborator:
     def __init__(self, library: Library):
         self.evaluator = Evaluator(library)
         self.eval = self.evaluator.eval
-        self.graph = nx.DiGraph()
+        self.graph = Graph()
         self.blocks: dict[str, str | None] = {}  # block instance path -> its block kind
         self.budget = limits.Budget()  # nodes placed and nesting, against sedsl.limits
 
     # -- entry point --
 
     def network(self, net: ast.BlockDef, overrides: Mapping[str, Value],
-                input_shape: tuple[int, ...] | None) -> tuple[nx.DiGraph, Env]:
+                input_shape: tuple[int, ...] | None) -> tuple[Graph, Env]:
         """The network's graph, and its parameters (the scope of the se section)."""
         env = self.evaluator.parameters(net, overrides)
         shape, span = _input_shape(net, input_shape)
@@ -333,7 +332,7 @@ def _input_shape(net: ast.BlockDef,
 
 @dataclass(frozen=True)
 class Elaborated:
-    graph: nx.DiGraph  # the base network
+    graph: Graph  # the base network
     se: SeConfig  # where its SE blocks go, and what they are
 
 

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import networkx as nx
 import torch
 from torch import fx, nn
 from torch.nn import functional as F
@@ -28,6 +27,7 @@ from torch.nn import functional as F
 from sedsl import passes
 from sedsl.api import Network
 from sedsl.errors import Span, SpecError
+from sedsl.graph import Graph
 from sedsl.ir import Node, add_node, inputs, record, records
 from sedsl.ops import OPS, Attr, Shape
 from sedsl.se import SeConfig, evaluate_se
@@ -62,7 +62,7 @@ def parse_se(section: str) -> SeConfig:
     return evaluate_se(module.se, Evaluator(Library({})), Env({}), {})
 
 
-def apply_se(base: nx.DiGraph, config: SeConfig) -> nx.DiGraph:
+def apply_se(base: Graph, config: SeConfig) -> Graph:
     """The SE network: the SE pass with `config` on the base graph (verified after it)."""
     return passes.run(base, passes.pipeline(config))
 
@@ -85,11 +85,11 @@ class ImportedNetwork(Network):
                  check_memory: bool = True) -> nn.Module:
         model = super().to_torch(fused=fused, se=se, device=device, check_memory=check_memory)
         if device != "meta":  # a meta model has no storage to copy into
-            load_weights(model, self.weights.tensors, self.graph if se else self.base)
+            load_weights(model, self.weights.tensors, self.ir if se else self.base_ir)
         return model
 
 
-def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], g: nx.DiGraph) -> None:
+def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], g: Graph) -> None:
     """Copy the imported weights by name; SE parameters get the SE release's initialisation."""
     se_modules = {n for n, r in records(g) if r.role == "se"}
     for name, module in model.named_modules():
@@ -260,7 +260,7 @@ class Unsupported(Exception):
 @dataclass
 class _Builder:
     model: nn.Module
-    graph: nx.DiGraph
+    graph: Graph
     modules: dict[str, nn.Module]
     span: Span
     taken: set[str] = field(default_factory=set)
@@ -301,11 +301,11 @@ def _identifier(part: str, depth: int) -> str:
     return clean if clean.isidentifier() and not keyword.iskeyword(clean) else f"m_{clean}"
 
 
-def build_graph(model: nn.Module, shape: Shape, name: str) -> tuple[nx.DiGraph, dict[str, str]]:
+def build_graph(model: nn.Module, shape: Shape, name: str) -> tuple[Graph, dict[str, str]]:
     """The base graph of `model` for an input `shape` (C, H, W), and module path -> node name."""
     fx_graph = trace(model)
     span = Span(f"<{name}>", 1, 1, 1, 1)
-    g = nx.DiGraph(name=name, input=shape, file=f"<torch {type(model).__module__}."
+    g = Graph(name=name, input=shape, file=f"<torch {type(model).__module__}."
                    f"{type(model).__qualname__}>")
     b = _Builder(model, g, dict(model.named_modules()), span)
     b.reserved = {_path_name(n) for n in b.modules if n}
@@ -669,7 +669,7 @@ def _cat(tensors: Any, dim: int = 0) -> Emit:
 # --- residual units ------------------------------------------------------------------------------
 
 
-def _mark_residuals(g: nx.DiGraph) -> None:
+def _mark_residuals(g: Graph) -> None:
     """Label each block's residual add: ports (residual, shortcut), and its branches' nodes.
 
     A residual add takes the block's input (or a projection of it: the shorter path) and a
@@ -706,7 +706,7 @@ def _mark_residuals(g: nx.DiGraph) -> None:
                                                       "branches": ("residual", "shortcut")})
 
 
-def _path(g: nx.DiGraph, u: str, inside: set[str], x: str) -> set[str] | None:
+def _path(g: Graph, u: str, inside: set[str], x: str) -> set[str] | None:
     """The block's nodes that feed `u` (u included), if they all start from the input `x`."""
     if u == x:
         return set()

@@ -1,17 +1,20 @@
-"""The graph IR: a networkx.DiGraph whose node ids are hierarchical names and whose nodes each
-carry one frozen `Node` record; edges carry the input `port`. Schema: docs/ir.md."""
+"""The graph IR: a `sedsl.graph.Graph` (networkx.DiGraph's layout, without networkx) whose node
+ids are hierarchical names and whose nodes each carry one frozen `Node` record; edges carry the
+input `port`. Schema: docs/ir.md."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from sedsl.errors import Span
+from sedsl.graph import Graph, topological_order
 from sedsl.ops import Attr, Shape
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 FORMAT = "sedsl.graph/2"
 ROLES = ("base", "se")
@@ -49,34 +52,34 @@ class Node:
     se: SeTag | None = None  # for SE nodes: their SE block
 
 
-def record(g: nx.DiGraph, name: str) -> Node:
+def record(g: Graph, name: str) -> Node:
     """The record of node `name`."""
     rec: Node = g.nodes[name]["record"]
     return rec
 
 
-def records(g: nx.DiGraph) -> Iterator[tuple[str, Node]]:
+def records(g: Graph) -> Iterator[tuple[str, Node]]:
     """(name, record) in declaration order."""
     for name, data in g.nodes(data=True):
         yield name, data["record"]
 
 
-def inputs(g: nx.DiGraph, name: str) -> list[str]:
+def inputs(g: Graph, name: str) -> list[str]:
     """The producers of `name`'s inputs, in port order."""
     return [u for u, _, _ in sorted(g.in_edges(name, data="port"), key=lambda e: e[2])]
 
 
-def input_shapes(g: nx.DiGraph, name: str) -> list[Shape]:
+def input_shapes(g: Graph, name: str) -> list[Shape]:
     return [record(g, u).shape for u in inputs(g, name)]
 
 
-def execution_order(g: nx.DiGraph) -> list[str]:
+def execution_order(g: Graph) -> list[str]:
     """A topological order that keeps declaration order wherever the data flow allows."""
     index = {name: i for i, name in enumerate(g.nodes)}
-    return list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
+    return topological_order(g, key=index.__getitem__)
 
 
-def add_node(g: nx.DiGraph, name: str, rec: Node, sources: list[str]) -> None:
+def add_node(g: Graph, name: str, rec: Node, sources: list[str]) -> None:
     """Add `name` with its inputs wired to ports 0, 1, ... in order."""
     g.add_node(name, record=rec)
     for port, src in enumerate(sources):
@@ -90,7 +93,7 @@ def _attr_from_json(value: Any) -> Attr:
     return tuple(value) if isinstance(value, list) else value
 
 
-def to_json(g: nx.DiGraph) -> dict[str, Any]:
+def to_json(g: Graph) -> dict[str, Any]:
     """The graph as a JSON-ready node-link document."""
     nodes = []
     for name, rec in records(g):
@@ -105,11 +108,11 @@ def to_json(g: nx.DiGraph) -> dict[str, Any]:
             "graph": dict(g.graph), "nodes": nodes, "edges": edges}
 
 
-def from_json(doc: Mapping[str, Any]) -> nx.DiGraph:
+def from_json(doc: Mapping[str, Any]) -> Graph:
     """Rebuild the graph `to_json` wrote."""
     if doc.get("format") != FORMAT:
         raise ValueError(f"not a sedsl graph (format {doc.get('format')!r}, expected {FORMAT!r})")
-    g = nx.DiGraph(**doc["graph"])
+    g = Graph(**doc["graph"])
     g.graph["input"] = tuple(g.graph["input"])
     g.graph["blocks"] = dict(g.graph.get("blocks", {}))
     for n in doc["nodes"]:
@@ -125,16 +128,18 @@ def from_json(doc: Mapping[str, Any]) -> nx.DiGraph:
     return g
 
 
-def dumps(g: nx.DiGraph) -> str:
+def dumps(g: Graph) -> str:
     return json.dumps(to_json(g), indent=1)
 
 
-def loads(text: str) -> nx.DiGraph:
+def loads(text: str) -> Graph:
     return from_json(json.loads(text))
 
 
-def flat(g: nx.DiGraph) -> nx.DiGraph:
-    """A copy with scalar node attributes only, for GraphML and other tools."""
+def flat(g: Graph) -> nx.DiGraph:
+    """A networkx copy with scalar node attributes only, for GraphML and other tools."""
+    import networkx as nx
+
     out = nx.DiGraph(name=g.graph.get("name", ""))
     for name, rec in records(g):
         out.add_node(name, op=rec.op, shape="x".join(map(str, rec.shape)),
@@ -146,7 +151,7 @@ def flat(g: nx.DiGraph) -> nx.DiGraph:
     return out
 
 
-def to_dot(g: nx.DiGraph) -> str:
+def to_dot(g: Graph) -> str:
     """Graphviz source: one box per node, SE nodes filled, clustered by stage."""
     lines = [f'digraph "{g.graph.get("name", "sedsl")}" {{', "  node [shape=box fontsize=10];"]
     for name, rec in records(g):

@@ -9,9 +9,8 @@ import linecache
 import types
 from typing import TYPE_CHECKING
 
-import networkx as nx
-
 from sedsl import passes
+from sedsl.graph import Graph
 from sedsl.ir import execution_order, input_shapes, inputs, record, records
 from sedsl.ops import OPS, TorchExpr, TorchModule
 from sedsl.version import __version__
@@ -56,7 +55,7 @@ def _fused_se_source() -> str:
     return _FUSED_SE.replace("{ACTS}", "{" + acts + "}").replace("{REDUCE}", "{" + reduce + "}")
 
 
-def generate(g: nx.DiGraph, fused: bool = False) -> str:
+def generate(g: Graph, fused: bool = False) -> str:
     """Standalone source of the network; `fused` uses sedsl's SE op (and imports sedsl)."""
     if fused:
         g = passes.run(g, passes.LOWERING)
@@ -90,7 +89,7 @@ def _attr(name: str) -> str:
     return "self" + "".join(f'["{p}"]' if p.isdigit() else f".{p}" for p in name.split("."))
 
 
-def _constructors(g: nx.DiGraph) -> list[str]:
+def _constructors(g: Graph) -> list[str]:
     lines, made = [], {""}
     indexed = {".".join(n.split(".")[:i]) for n in g.nodes for i, p in
                enumerate(n.split(".")) if p.isdigit()}  # containers with index-like children
@@ -114,18 +113,18 @@ def _constructors(g: nx.DiGraph) -> list[str]:
     return lines or ["        pass"]
 
 
-def _may_overwrite(g: nx.DiGraph, node: str) -> bool:
+def _may_overwrite(g: Graph, node: str) -> bool:
     """Whether `node` may compute in place: its input is fresh and read by nobody else."""
     (u,) = g.predecessors(node)
     return _fresh_value(g, u) and g.out_degree(u) == 1
 
 
-def _fresh_value(g: nx.DiGraph, node: str) -> bool:
+def _fresh_value(g: Graph, node: str) -> bool:
     """A tensor of its own (no view of another), that autograd does not keep for backward."""
     return OPS[record(g, node).op].fresh
 
 
-def _forward(g: nx.DiGraph) -> list[str]:
+def _forward(g: Graph) -> list[str]:
     """Straight-line code: the running value lives in `x`; a value still needed later is kept
     in a variable named after its layer before `x` moves on."""
     uses = {n: g.out_degree(n) for n in g.nodes}
@@ -179,7 +178,7 @@ def _fresh(base: str, taken: set[str]) -> str:
     return name
 
 
-def build_module(g: nx.DiGraph, fused: bool = True) -> nn.Module:
+def build_module(g: Graph, fused: bool = True) -> nn.Module:
     """Instantiate the generated source: a torch module with the spec's names as attributes."""
     source = generate(g, fused=fused)
     filename = f"<sedsl {g.graph['name']}{' fused' if fused else ''}>"

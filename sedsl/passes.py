@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 
-import networkx as nx
-
 from sedsl.errors import CompilerError, Span, SpecError, did_you_mean
+from sedsl.graph import Graph, find_cycle
 from sedsl.ir import ROLES, Node, SeTag, input_shapes, inputs, record, records
 from sedsl.ops import OPS, Attr, Shape
 from sedsl.se import VARIANTS, SeConfig, SeRule, SeSettings, Step
@@ -28,10 +27,10 @@ class Pass:
     """A named rewrite of the graph."""
 
     name: str
-    run: Callable[[nx.DiGraph], nx.DiGraph]
+    run: Callable[[Graph], Graph]
 
 
-def run(g: nx.DiGraph, passes: Iterable[Pass], after: str | None = None) -> nx.DiGraph:
+def run(g: Graph, passes: Iterable[Pass], after: str | None = None) -> Graph:
     """Run `passes` in order, verifying the graph after each; stop after the pass `after`."""
     for p in passes:
         g = verify(p.run(g), p.name)
@@ -52,7 +51,7 @@ class Point:
     branch: str | None
 
 
-def instances(g: nx.DiGraph) -> dict[str, str | None]:
+def instances(g: Graph) -> dict[str, str | None]:
     """Block instance path -> its block kind, in network order: every instance the elaborator
     placed (g.graph["blocks"]), also those whose layers all sit in named sub-blocks."""
     found: dict[str, str | None] = dict(g.graph.get("blocks", {}))
@@ -62,7 +61,7 @@ def instances(g: nx.DiGraph) -> dict[str, str | None]:
     return found
 
 
-def scopes(g: nx.DiGraph) -> dict[str, list[str]]:
+def scopes(g: Graph) -> dict[str, list[str]]:
     """Scope path -> its child scopes in network order ("" is the root)."""
     children: dict[str, list[str]] = {}
     for name in g.nodes:
@@ -75,17 +74,17 @@ def scopes(g: nx.DiGraph) -> dict[str, list[str]]:
     return children
 
 
-def _subtree(g: nx.DiGraph, block: str) -> set[str]:
+def _subtree(g: Graph, block: str) -> set[str]:
     prefix = block + "."
     return {n for n, r in records(g) if r.block == block or (r.block or "").startswith(prefix)}
 
 
-def _consumers(g: nx.DiGraph, node: str) -> tuple[tuple[str, int], ...]:
+def _consumers(g: Graph, node: str) -> tuple[tuple[str, int], ...]:
     out = tuple((v, p) for _, v, p in g.out_edges(node, data="port"))
     return out + ((OUTPUT,) if g.graph.get("output") == node else ())
 
 
-def find_point(g: nx.DiGraph, block: str, rule: SeRule) -> Point | None:
+def find_point(g: Graph, block: str, rule: SeRule) -> Point | None:
     """Where `rule` puts an SE block in `block`, or None if the block has no such point."""
     inside = _subtree(g, block)
     if rule.where == "after":
@@ -109,7 +108,7 @@ def find_point(g: nx.DiGraph, block: str, rule: SeRule) -> Point | None:
     return Point(inputs(g, merge)[port], ((merge, port),), branch)  # the end, or an empty branch
 
 
-def _entry(g: nx.DiGraph, members: set[str], branch: str | None) -> Point | None:
+def _entry(g: Graph, members: set[str], branch: str | None) -> Point | None:
     """The tensor flowing into a set of nodes, and the edges that carry it in."""
     edges = [(u, v, p) for u, v, p in g.in_edges(members, data="port") if u not in members]
     producers = {u for u, _, _ in edges}
@@ -118,13 +117,13 @@ def _entry(g: nx.DiGraph, members: set[str], branch: str | None) -> Point | None
     return Point(producers.pop(), tuple((v, p) for _, v, p in edges), branch)
 
 
-def _exit(g: nx.DiGraph, members: set[str]) -> Point | None:
+def _exit(g: Graph, members: set[str]) -> Point | None:
     """The tensor leaving a set of nodes, and all its consumers."""
     last = [n for n in members if any(c[0] not in members for c in _consumers(g, n))]
     return Point(last[0], _consumers(g, last[0]), None) if len(last) == 1 else None
 
 
-def _select(g: nx.DiGraph, rule: SeRule, tree: dict[str, list[str]],
+def _select(g: Graph, rule: SeRule, tree: dict[str, list[str]],
             found: dict[str, str | None]) -> list[str]:
     """The block instances a rule's `in` and `of` clauses pick, in network order."""
     chosen: list[str] = []
@@ -164,7 +163,7 @@ class Insertion:
     span: Span
 
 
-def plan_se(g: nx.DiGraph, se: SeConfig) -> list[Insertion]:
+def plan_se(g: Graph, se: SeConfig) -> list[Insertion]:
     """Resolve the SE rules against a base graph: one insertion per point, the last rule wins."""
     tree, found = scopes(g), instances(g)
     plan: dict[tuple[str, tuple[tuple[str, int], ...]], tuple[int, Insertion]] = {}
@@ -187,7 +186,7 @@ def plan_se(g: nx.DiGraph, se: SeConfig) -> list[Insertion]:
     return [ins for _, ins in plan.values() if ins.settings.enabled]
 
 
-def _rule_hint(g: nx.DiGraph, rule: SeRule) -> str:
+def _rule_hint(g: Graph, rule: SeRule) -> str:
     found = instances(g)
     kinds = sorted({k for k in found.values() if k})
     if rule.where == "after":
@@ -196,14 +195,14 @@ def _rule_hint(g: nx.DiGraph, rule: SeRule) -> str:
             f"block.start/.end; block kinds here: {', '.join(kinds) or 'none'}")
 
 
-def apply_se(g: nx.DiGraph, se: SeConfig) -> nx.DiGraph:
+def apply_se(g: Graph, se: SeConfig) -> Graph:
     """The graph with the SE blocks `se` asks for, and no others: SE blocks already in `g` are
     removed first, so applying the same configuration twice gives the same graph."""
     base = strip_se(g)
     return insert_se(base, plan_se(base, se))
 
 
-def strip_se(g: nx.DiGraph) -> nx.DiGraph:
+def strip_se(g: Graph) -> Graph:
     """The graph without its (unfused) SE blocks: each block's consumers read its input again."""
     units = se_units(g)
     if not units:
@@ -221,7 +220,7 @@ def strip_se(g: nx.DiGraph) -> nx.DiGraph:
             node = source[node]
         return node
 
-    out = nx.DiGraph(**{**g.graph, "output": origin(g.graph["output"])})
+    out = Graph(**{**g.graph, "output": origin(g.graph["output"])})
     for name, rec in records(g):
         if name not in drop:
             out.add_node(name, record=rec)
@@ -231,7 +230,7 @@ def strip_se(g: nx.DiGraph) -> nx.DiGraph:
     return out
 
 
-def se_units(g: nx.DiGraph) -> dict[str, dict[str, str]]:
+def se_units(g: Graph) -> dict[str, dict[str, str]]:
     """SE block -> its steps (step name -> node), in network order, from the nodes' SE tags."""
     units: dict[str, dict[str, str]] = {}
     for name, rec in records(g):
@@ -240,14 +239,14 @@ def se_units(g: nx.DiGraph) -> dict[str, dict[str, str]]:
     return units
 
 
-def _last_step(g: nx.DiGraph, steps: dict[str, str]) -> str:
+def _last_step(g: Graph, steps: dict[str, str]) -> str:
     """The step whose output leaves the SE block (its scale)."""
     tag = record(g, next(iter(steps.values()))).se
     assert tag is not None
     return VARIANTS[str(tag.settings["variant"])].steps[-1].name
 
 
-def insert_se(g: nx.DiGraph, plan: Iterable[Insertion]) -> nx.DiGraph:
+def insert_se(g: Graph, plan: Iterable[Insertion]) -> Graph:
     """Add one SE block per insertion, right after the tensor it scales."""
     source = {(v, p): u for u, v, p in g.edges(data="port")}
     source[OUTPUT] = g.graph["output"]
@@ -259,7 +258,7 @@ def insert_se(g: nx.DiGraph, plan: Iterable[Insertion]) -> nx.DiGraph:
         follows.setdefault(u, []).extend(nodes)
         for consumer in ins.point.consumers:
             source[consumer] = nodes[-1][0]
-    out = nx.DiGraph(**{**g.graph, "output": source[OUTPUT]})
+    out = Graph(**{**g.graph, "output": source[OUTPUT]})
 
     def emit(name: str) -> None:
         for se_name, rec, _ in follows.get(name, []):
@@ -279,7 +278,7 @@ def insert_se(g: nx.DiGraph, plan: Iterable[Insertion]) -> nx.DiGraph:
     return out
 
 
-def _se_nodes(g: nx.DiGraph, ins: Insertion, u: str,
+def _se_nodes(g: Graph, ins: Insertion, u: str,
               taken: set[str]) -> list[tuple[str, Node, list[str]]]:
     """The steps of the block's variant as nodes named <block>.se[k].<step>, scaling `u`."""
     s, shape = ins.settings, record(g, u).shape
@@ -340,7 +339,7 @@ def _step(step: Step, s: SeSettings, rd: int, u: str, u_shape: Shape, prev: str,
     return "mul", {}, u_shape, [u, prev]
 
 
-def block_input_channels(g: nx.DiGraph, block: str) -> int:
+def block_input_channels(g: Graph, block: str) -> int:
     """Channels of the tensor entering a block instance."""
     entry = _entry(g, _subtree(g, block), None)
     assert entry is not None, "a block instance has one input"
@@ -350,7 +349,7 @@ def block_input_channels(g: nx.DiGraph, block: str) -> int:
 # --- fuse_se ------------------------------------------------------------------------------------
 
 
-def fuse_se(g: nx.DiGraph) -> nx.DiGraph:
+def fuse_se(g: Graph) -> Graph:
     """SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for every
     SE block the kernels implement (`kernel_supports`); the others stay plain ops."""
     fusions = [f for f in (_match_se(g, steps) for steps in se_units(g).values())
@@ -359,7 +358,7 @@ def fuse_se(g: nx.DiGraph) -> nx.DiGraph:
         return g
     drop = {n for f in fusions for n in f[1]}
     first = {f[1][0]: f for f in fusions}
-    out = nx.DiGraph(**g.graph)
+    out = Graph(**g.graph)
     rename = {n: f[0] for f in fusions for n in f[1]}
     for name, rec in records(g):
         if name in first:
@@ -384,7 +383,7 @@ def kernel_supports(s: Mapping[str, object]) -> bool:
             and s["excite"] in KERNEL_ACTIVATIONS and s["gate"] in KERNEL_ACTIVATIONS)
 
 
-def _match_se(g: nx.DiGraph,
+def _match_se(g: Graph,
               steps: dict[str, str]) -> tuple[str, list[str], Node, list[str]] | None:
     """(unit, the nodes it replaces, the fused record, its inputs) or None: not fusable."""
     squeeze = record(g, steps["squeeze"])
@@ -415,7 +414,7 @@ def _match_se(g: nx.DiGraph,
     return tag.unit, members, fused, srcs
 
 
-def _sole_consumer(g: nx.DiGraph, node: str) -> str | None:
+def _sole_consumer(g: Graph, node: str) -> str | None:
     succ = list(g.successors(node))
     if len(succ) != 1 or g.graph.get("output") == node:
         return None
@@ -425,14 +424,14 @@ def _sole_consumer(g: nx.DiGraph, node: str) -> str | None:
 # --- verify -------------------------------------------------------------------------------------
 
 
-def verify(g: nx.DiGraph, pass_name: str = "verify") -> nx.DiGraph:
+def verify(g: Graph, pass_name: str = "verify") -> Graph:
     """Check the IR's invariants; a violation is a bug of the pass that ran (CompilerError)."""
     if "input" not in g or g.graph.get("output") not in g:
         raise CompilerError("the graph needs an `input` node and an existing `output` node",
                             pass_name)
-    if not nx.is_directed_acyclic_graph(g):
-        cycle = " -> ".join(u for u, _ in nx.find_cycle(g))
-        raise CompilerError(f"the graph has a cycle: {cycle}", pass_name)
+    cycle = find_cycle(g)
+    if cycle:
+        raise CompilerError(f"the graph has a cycle: {' -> '.join(cycle)}", pass_name)
     for name, rec in records(g):
         problem = _node_problem(g, name, rec)
         if problem:
@@ -440,7 +439,7 @@ def verify(g: nx.DiGraph, pass_name: str = "verify") -> nx.DiGraph:
     return g
 
 
-def _node_problem(g: nx.DiGraph, name: str, rec: Node) -> str | None:
+def _node_problem(g: Graph, name: str, rec: Node) -> str | None:
     """What is wrong with one node, or None."""
     if not isinstance(rec, Node):
         return "carries no Node record under 'record'"

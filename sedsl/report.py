@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import networkx as nx
-
 from sedsl.cost import node_costs
+from sedsl.graph import Graph
 from sedsl.ir import Node, records
 from sedsl.ops import Shape, numel
 
@@ -44,7 +43,7 @@ class Layer:
     se: bool  # every node below is an SE node
 
 
-def layers(g: nx.DiGraph, convention: str = "fvcore", depth: int = 2) -> list[Layer]:
+def layers(g: Graph, convention: str = "fvcore", depth: int = 2) -> list[Layer]:
     """Rows for every module path of at most `depth` components, in network order."""
     recs = dict(records(g))
     acc: dict[str, list[int]] = {}  # path -> [params, flops, activations]
@@ -78,7 +77,7 @@ def _group_op(rec: Node, path: str) -> str:
     return "se" if path.endswith(".se") else path.rsplit(".", 1)[-1]
 
 
-def total_activations(g: nx.DiGraph) -> int:
+def total_activations(g: Graph) -> int:
     """The network's activations in fvcore's convention (batch 1)."""
     return sum(activations(rec) for _, rec in records(g))
 
@@ -87,7 +86,7 @@ def total_activations(g: nx.DiGraph) -> int:
 _FRESH = {"conv", "bn", "add", "concat", "mul", "linear", "scale"}
 
 
-def stored_elements(g: nx.DiGraph) -> int:
+def stored_elements(g: Graph) -> int:
     """Elements of the layer outputs autograd keeps for backward (batch 1), input included: every
     node's, except ReLUs and adds that overwrite their input in place (as timm and the lowering
     run them)."""
@@ -107,7 +106,7 @@ def stored_elements(g: nx.DiGraph) -> int:
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2}
 
 
-def training_memory(g: nx.DiGraph, params: int, batch: int, optimizer: str = "adam",
+def training_memory(g: Graph, params: int, batch: int, optimizer: str = "adam",
                     bytes_per_element: int = 4) -> int:
     """Bytes to train at `batch` in fp32: weights, gradients and optimizer states, plus the layer
     outputs kept for the backward pass (workspace and allocator slack not included)."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import networkx as nx
-
+from sedsl.graph import Graph
 from sedsl.ir import Node, inputs, record, records
 from sedsl.ops import Attr
 
@@ -129,7 +128,7 @@ class NoSpecForm(Exception):
     """A structure the language cannot state."""
 
 
-def _chain(g: nx.DiGraph, names: Sequence[str], start: str) -> tuple[Call, ...]:
+def _chain(g: Graph, names: Sequence[str], start: str) -> tuple[Call, ...]:
     """Calls of a linear chain of nodes fed by `start`, or NoSpecForm."""
     calls, prev = [], start
     for n in names:
@@ -144,7 +143,7 @@ def _chain(g: nx.DiGraph, names: Sequence[str], start: str) -> tuple[Call, ...]:
     return tuple(calls)
 
 
-def unit_body(g: nx.DiGraph, names: list[str], entry: str) -> Body:
+def unit_body(g: Graph, names: list[str], entry: str) -> Body:
     """The body of the unit made of `names` (declaration order), fed by `entry`."""
     ops = {record(g, n).op for n in names}
     if "concat" in ops:
@@ -316,7 +315,7 @@ class Written:
     notes: list[str]  # structures with no spec form
 
 
-def write_spec(g: nx.DiGraph, se_text: str = "") -> Written:
+def write_spec(g: Graph, se_text: str = "") -> Written:
     """A `.se` spec for the base graph `g` (declaration order), and what it could not write."""
     notes: list[str] = []
     stages: dict[str, list[tuple[str | None, list[str]]]] = {}  # stage -> units
@@ -380,7 +379,7 @@ def write_spec(g: nx.DiGraph, se_text: str = "") -> Written:
     return Written("\n".join(lines) + "\n", notes)
 
 
-def _entry(g: nx.DiGraph, names: list[str]) -> str:
+def _entry(g: Graph, names: list[str]) -> str:
     inside = set(names)
     outside = [u for n in names for u in inputs(g, n) if u not in inside]
     return outside[0] if outside else "input"

@@ -39,7 +39,7 @@ def variant_text(net: Network, spec: Path, stage: str, stage_units: list[Unit]) 
     text = net.sources[next(iter(net.sources))]
     config = net.se
     names = {u.block for u in stage_units}
-    spans = {ins.span for ins in plan_se(net.base, config) if ins.block in names}
+    spans = {ins.span for ins in plan_se(net.base_ir, config) if ins.block in names}
     rules = [r for r in config.rules if r.span in spans]
     lines = list(dict.fromkeys(f"{'at ' if r.where == 'at' else 'after '}{r.target} in {stage} "
                                "{ enabled = false }" for r in rules))
@@ -100,7 +100,7 @@ def fold(net: Network, state: dict[str, Tensor], stage_units: list[Unit],
          gates: dict[str, Tensor]) -> tuple[dict[str, Tensor] | None, str]:
     """The variant's weights: the SE blocks' tensors dropped, each mean gate folded into the
     BN or conv that produces the U it scales. (None, why) when a block cannot be folded."""
-    g = net.graph
+    g = net.ir
     out = {k: v for k, v in state.items()
            if not any(k.startswith(u.name + ".") for u in stage_units)}
     for u in stage_units:

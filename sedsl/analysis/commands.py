@@ -25,7 +25,7 @@ def run_train(net: Network, data: str, folder: Path, cfg: TrainConfig, prep: Pre
     """Train (and with compare_base, train the base network too); print the comparison.
     Returns the final val top-1 per network trained."""
     rank, _ = dist.setup()
-    source = open_source(data, tuple(net.graph.graph["input"]), prep)
+    source = open_source(data, tuple(net.ir.graph["input"]), prep)
     show = _printer(rank)
     runs = [("SE", True, folder / "se"), ("base", False, folder / "base")] if compare_base \
         else [("SE" if se else "base", se, folder)]
@@ -79,10 +79,10 @@ def run_excite(net: Network, spec: Path, weights: Path, data: str, folder: Path,
     from sedsl.analysis import excite, figures
 
     rank, world = dist.setup()
-    source = open_source(data, tuple(net.graph.graph["input"]), prep)
+    source = open_source(data, tuple(net.ir.graph["input"]), prep)
     samples = source.split(split)
     indices = excite.pick(samples, classes, per_class)
-    every = excite.units(net.graph)
+    every = excite.units(net.ir)
     chosen = excite.select(every, blocks)
     model = net.to_torch(fused=fused)
     excite.load_weights(model, weights, net.name)

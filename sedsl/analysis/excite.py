@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 import torch
 from torch import Tensor, nn
 
 from sedsl.analysis import dist
 from sedsl.analysis.data import Split
 from sedsl.errors import SpecError
+from sedsl.graph import Graph
 from sedsl.ir import inputs, record
 from sedsl.passes import se_units
 
@@ -48,7 +48,7 @@ class Unit:
     scale: str  # the node computing U * s
 
 
-def units(g: nx.DiGraph) -> list[Unit]:
+def units(g: Graph) -> list[Unit]:
     """The SE blocks of an (unfused) graph in network order."""
     found: list[Unit] = []
     for unit, steps in se_units(g).items():  # from the nodes' SE tags
