@@ -1,5 +1,11 @@
 """Text -> AST. Lark builds the tree; this module maps it 1:1 onto `sedsl.ast` and turns every
-lark error into a SpecError with a span."""
+lark error into a SpecError with a span.
+
+The parser is lark's stand-alone LALR(1) parser for grammars/sedsl.lark, generated into
+`sedsl/_lalr.py` (its tables and lark's run-time, no grammar compilation at start-up: a command
+line run starts ~80 ms sooner). After editing the grammar, regenerate it with
+`python -m lark.tools.standalone -s start -s expr -l basic --propagate_positions
+-o sedsl/_lalr.py grammars/sedsl.lark`; tests/test_parse.py fails until it is current."""
 
 from __future__ import annotations
 
@@ -7,18 +13,21 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
-from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import (
+from sedsl import ast, limits
+from sedsl._lalr import (
+    Lark,
+    Lark_StandAlone,
+    Token,
+    Transformer,
+    Tree,
     UnexpectedCharacters,
     UnexpectedEOF,
     UnexpectedInput,
     UnexpectedToken,
     VisitError,
+    v_args,
 )
-
-from sedsl import ast, limits
 from sedsl.errors import Span, SpecError
-from sedsl.paths import GRAMMAR
 
 # Words a line may start with to continue the statement on the line before.
 _CONTINUATIONS = {"ELSE", "SHORTCUT"}
@@ -55,19 +64,10 @@ class _Layout:
 
 
 @cache
-def _parser(start: str, strict: bool = False) -> Lark:
-    """The LALR parser; tests build it with strict=True to prove the grammar conflict-free."""
-    return Lark(
-        GRAMMAR.read_text(),
-        parser="lalr",
-        lexer="basic",  # the post-lexer looks ahead, which a contextual lexer cannot follow
-        postlex=_Layout(final_newline=start == "start"),
-        strict=strict,
-        start=start,
-        propagate_positions=True,
-        maybe_placeholders=False,
-        cache=True,
-    )
+def _parser(start: str) -> Lark:
+    """The LALR parser (lexer "basic": the post-lexer looks ahead, which a contextual lexer
+    cannot follow); one per start symbol, whose post-lexer ends the last line or not."""
+    return Lark_StandAlone(postlex=_Layout(final_newline=start == "start"))
 
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
@@ -95,7 +95,7 @@ def _run(text: str, file: str, start: str) -> Tree[Any]:
         raise limits.exceeded(f"{file} is too large for a spec", "spec_bytes",
                               Span(file, 1, 1, 1, 2))
     try:
-        tree = _parser(start).parse(text)
+        tree = _parser(start).parse(text, start=start)
     except UnexpectedInput as err:
         raise _syntax_error(err, text, file) from None
     _check_depth(tree, file)
@@ -237,7 +237,7 @@ def _check_use_path(path: str, span: Span) -> None:
 
 
 @v_args(meta=True)
-class _ToAst(Transformer[Token, Any]):
+class _ToAst(Transformer[Token, Any]):  # type: ignore[misc]  # lark's, generated
     def __init__(self, file: str):
         super().__init__()
         self.file = file

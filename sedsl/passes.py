@@ -74,9 +74,16 @@ def scopes(g: Graph) -> dict[str, list[str]]:
     return children
 
 
-def _subtree(g: Graph, block: str) -> set[str]:
-    prefix = block + "."
-    return {n for n, r in records(g) if r.block == block or (r.block or "").startswith(prefix)}
+def subtrees(g: Graph) -> dict[str, set[str]]:
+    """Block instance -> its nodes, nested instances' included; one pass over the graph, so that
+    placing SE blocks stays linear in its size."""
+    out: dict[str, set[str]] = {}
+    for n, r in records(g):
+        if r.block is not None:
+            parts = r.block.split(".")
+            for i in range(1, len(parts) + 1):
+                out.setdefault(".".join(parts[:i]), set()).add(n)
+    return out
 
 
 def _consumers(g: Graph, node: str) -> tuple[tuple[str, int], ...]:
@@ -84,9 +91,9 @@ def _consumers(g: Graph, node: str) -> tuple[tuple[str, int], ...]:
     return out + ((OUTPUT,) if g.graph.get("output") == node else ())
 
 
-def find_point(g: Graph, block: str, rule: SeRule) -> Point | None:
-    """Where `rule` puts an SE block in `block`, or None if the block has no such point."""
-    inside = _subtree(g, block)
+def find_point(g: Graph, block: str, rule: SeRule, inside: set[str]) -> Point | None:
+    """Where `rule` puts an SE block in `block` (whose nodes are `inside`), or None if the block
+    has no such point."""
     if rule.where == "after":
         node = f"{block}.{rule.target}"
         return Point(node, _consumers(g, node), record(g, node).branch) if node in inside else None
@@ -161,22 +168,26 @@ class Insertion:
     point: Point
     settings: SeSettings
     span: Span
+    in_channels: int | None  # channels entering the block instance, where `base` asks for them
 
 
 def plan_se(g: Graph, se: SeConfig) -> list[Insertion]:
     """Resolve the SE rules against a base graph: one insertion per point, the last rule wins."""
-    tree, found = scopes(g), instances(g)
+    tree, found, members = scopes(g), instances(g), subtrees(g)
     plan: dict[tuple[str, tuple[tuple[str, int], ...]], tuple[int, Insertion]] = {}
     for i, rule in enumerate(se.rules):
         matched = 0
         for block in _select(g, rule, tree, found):
-            point = find_point(g, block, rule)
+            point = find_point(g, block, rule, members.get(block, set()))
             if point is None:
                 continue
             matched += 1
             key = (point.producer, point.consumers)
             if key not in plan or plan[key][0] != i:  # nested blocks share points: first wins
-                plan[key] = (i, Insertion(block, found[block], point, rule.settings, rule.span))
+                entering = None if rule.settings.base == "channels" \
+                    else block_input_channels(g, members[block])
+                plan[key] = (i, Insertion(block, found[block], point, rule.settings, rule.span,
+                                          entering))
         if not matched:
             where = " in " + ", ".join(a + (f"..{b}" if b else "") for a, b, _ in rule.ranges) \
                 if rule.ranges else ""
@@ -251,7 +262,7 @@ def insert_se(g: Graph, plan: Iterable[Insertion]) -> Graph:
     source = {(v, p): u for u, v, p in g.edges(data="port")}
     source[OUTPUT] = g.graph["output"]
     follows: dict[str, list[tuple[str, Node, list[str]]]] = {}  # node -> SE nodes after it
-    taken = set(g.nodes)
+    taken = {name.rsplit(".", i)[0] for name in g.nodes for i in range(name.count(".") + 1)}
     for ins in plan:
         u = source[ins.point.consumers[0]] if ins.point.consumers else ins.point.producer
         nodes = _se_nodes(g, ins, u, taken)
@@ -287,7 +298,7 @@ def _se_nodes(g: Graph, ins: Insertion, u: str,
                         ins.span)
     c = shape[0]
     steps = VARIANTS[s.variant].steps
-    base = c if s.base == "channels" else block_input_channels(g, ins.block)
+    base = c if ins.in_channels is None else ins.in_channels
     rd = s.reduced(base)
     if rd < 1 and any(step.width == "rd" for step in steps):
         raise SpecError(f"ratio {s.ratio} leaves no channels in the SE block of {ins.block} "
@@ -309,9 +320,10 @@ def _se_nodes(g: Graph, ins: Insertion, u: str,
 
 
 def _unit_name(block: str, taken: set[str]) -> str:
-    """`<block>.se`, or `.se2`, `.se3` ... when the block has several SE blocks."""
+    """`<block>.se`, or `.se2`, `.se3` ... when the block has several SE blocks; `taken` holds
+    every node name and every prefix of one."""
     scope, k = f"{block}.se", 1
-    while any(n == scope or n.startswith(scope + ".") for n in taken):
+    while scope in taken:
         k += 1
         scope = f"{block}.se{k}"
     taken.add(scope)
@@ -339,9 +351,9 @@ def _step(step: Step, s: SeSettings, rd: int, u: str, u_shape: Shape, prev: str,
     return "mul", {}, u_shape, [u, prev]
 
 
-def block_input_channels(g: Graph, block: str) -> int:
-    """Channels of the tensor entering a block instance."""
-    entry = _entry(g, _subtree(g, block), None)
+def block_input_channels(g: Graph, inside: set[str]) -> int:
+    """Channels of the tensor entering a block instance (whose nodes are `inside`)."""
+    entry = _entry(g, inside, None)
     assert entry is not None, "a block instance has one input"
     return record(g, entry.producer).shape[0]
 
