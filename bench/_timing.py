@@ -25,9 +25,18 @@ def interleaved(candidates: dict[str, Callable[[], object]], repeat: int) -> dic
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def environment() -> dict[str, str]:
+    """The environment of a user's shell: the repository importable, and bytecode caching on
+    (as after `pip install`; some CI and sandbox shells set PYTHONDONTWRITEBYTECODE, which makes
+    every run recompile the package from source)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def command(argv: Sequence[str]) -> Callable[[], object]:
     """A fresh-process run of argv from the repository root (startup and imports included)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = environment()
 
     def run() -> object:
         return subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True)

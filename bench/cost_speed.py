@@ -7,13 +7,12 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import re
 import subprocess
 import sys
 import time
 
-from _timing import ROOT, command, interleaved, machine, python, table
+from _timing import ROOT, command, environment, interleaved, machine, python, table
 
 SPEC = "specs/se_resnext101.se"
 FVCORE = """
@@ -32,7 +31,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     sedsl = [sys.executable, "-m", "sedsl.cli", "cost", SPEC, "--json"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = environment()
     ours = json.loads(subprocess.run(sedsl, cwd=ROOT, env=env, check=True, capture_output=True,
                                      text=True).stdout)
     flops, params = map(int, subprocess.run([sys.executable, "-c", FVCORE], cwd=ROOT, env=env,

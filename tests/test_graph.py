@@ -3,6 +3,7 @@ the same topological order, and `to_networkx()` / `from_networkx()` share one st
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import networkx as nx
@@ -74,9 +75,9 @@ def test_execution_order_of_a_real_network_is_networkx_s() -> None:
 def test_a_cycle_is_found_where_networkx_finds_one() -> None:
     ours, theirs = _random_dag(7)
     assert find_cycle(ours) == [] and nx.is_directed_acyclic_graph(theirs)
-    a, b = list(theirs.edges)[0]  # close a cycle: b -> ... -> a -> b
+    a, b = next(iter(theirs.edges))  # close a cycle: b -> ... -> a -> b
     path = [b, "x1", "x2", a]
-    for u, v in zip(path, path[1:], strict=False):
+    for u, v in itertools.pairwise(path):
         ours.add_edge(u, v)
         theirs.add_edge(u, v)
     cycle = find_cycle(ours)
