@@ -88,3 +88,25 @@ def test_shell_completion() -> None:
     code = "import sys; sys.argv[0] = 'sedsl'; from sedsl.cli import app; app(prog_name='sedsl')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "--convention" in done.stdout.split()
+
+
+def test_the_console_script_builds_only_the_command_it_runs() -> None:
+    """`sedsl NAME ...` (cli.main) gives what the full app gives, for a command, its help and
+    its errors; other argv (no command, --help, a typo) go to the full app."""
+    def main(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sedsl.cli", *args], capture_output=True,
+                              text=True, env={**os.environ, "COLUMNS": "100", "NO_COLOR": "1"})
+
+    runner = CliRunner()
+    for args in (["cost", R50, "--json"], ["check", R50], ["cost", "--help"],
+                 ["cost", "no-such.se"], ["cost", R50, "--by", "nothing"]):
+        done, full = main(*args), runner.invoke(app, args, env={"COLUMNS": "100",
+                                                                "NO_COLOR": "1"})
+        assert done.returncode == full.exit_code, args
+        if args[-1] == "--help":
+            words = done.stdout.replace("python -m sedsl.cli", "root").split()
+            assert words == full.output.split()
+        elif done.returncode == 0:
+            assert done.stdout == full.output
+    assert "No such command" in main("nosuch").stderr
+    assert "Commands" in main("--help").stdout
