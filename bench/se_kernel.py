@@ -8,13 +8,15 @@ with --backward, forward + backward 10|U| (+ 6|U|: read dOut, U, identity, write
 read dIdentity, write dU). |U| = N*C*H*W*element size. Eager PyTorch moves about 8|U| forward.
 Next to the times, each candidate's kernel launches (counted by torch.profiler) and, for the
 fused op, the bytes each of its kernels moves (`plan`, from the launchers' own tile and split
-choices; tests/kernels_interpret_cases.py checks the same totals by counting the interpreter's
-loads and stores).
+choices and triton_se.excite_bytes; tests/kernels_interpret_cases.py checks the U-sized totals
+and every excitation launch's bytes exactly by counting the interpreter's loads and stores).
 
 Run: python bench/se_kernel.py [--batch 1 32 128] [--dtype fp32 bf16] [--layout nchw nhwc]
          [--stage 0 1 2 3] [--no-compile] [--backward] [--network specs/se_resnext101.se]
          [--excitation triton|torch] [--plan]
---plan prints the launches and bytes per kernel without timing anything (no GPU needed).
+--plan prints the launches and bytes per kernel without timing anything (no GPU needed):
+activations (U-sized and O(N*C)) in |U|, and the weights separately (O(C*C/16): at batch 1 on
+the 7x7 stage W1 + W2 alone are 5|U|), with how many times over they are read.
 """
 
 from __future__ import annotations
@@ -92,37 +94,33 @@ def relative_error(fn: Callable[..., Tensor], ref: Callable[..., Tensor],
 
 
 def plan(n: int, c: int, hw: int, itemsize: int, channels_last: bool,
-         backward: bool) -> dict[str, int]:
+         backward: bool) -> dict[str, tuple[int, int]]:
     """Bytes each fused kernel moves for the SE-ResNet block (identity, ReLU, bias, weights in
-    U's dtype), from triton_se's tile and split choices; one entry per launch."""
+    U's dtype), as (activations, weights and biases), from triton_se's tile and split choices;
+    one entry per launch."""
     from sedsl.kernels import triton_se as ts
 
     r, u = c // 16, n * c * hw * hw * itemsize
     bc, bhw = ts.reduce_tile(c, hw * hw, channels_last, itemsize)
     splits, _ = ts.splits(n, -(-c // bc), hw * hw, bhw)
-    partials = splits * n * c * 4
-    bm, _, _, fc_c = ts.excite_tiles(n, c, r)
-    rows = -(-n // bm)
-    cols = max(1, min(-(-c // fc_c), ts._EXCITE_PROGRAMS // rows))
-    weights = 2 * c * r * itemsize + (r + c) * itemsize
-    nc = n * c * 4
+    partials, nc = splits * n * c * 4, n * c * 4
+    fc = ts.excite_bytes(n, c, r, splits, itemsize, True, False, backward)
     if not backward:
-        return {"_squeeze_kernel": u + partials,
-                "_excite_kernel": cols * (partials + rows * c * r * itemsize) + rows * c * r
-                * itemsize + 2 * nc,
-                "_scale_kernel": 3 * u + nc}
-    nr = n * r * 4
-    return {"_bwd_reduce_kernel": 4 * u + nc + partials,  # dOut, U, identity; dIdentity
-            "_excite_bwd_kernel": nc + partials + rows * (3 * c * r * itemsize) + 2 * nc + 2 * nr,
-            "_excite_wgrad_kernel": 2 * nc + -(-c // max(1, min(ts._pow2(c), 2048 // ts._pow2(r))))
-            * 2 * nr + weights,
-            "_bwd_input_kernel": 2 * u + 2 * nc}  # dIdentity read back; dU
+        return {"_squeeze_kernel": (u + partials, 0), **fc, "_scale_kernel": (3 * u + nc, 0)}
+    return {"_bwd_reduce_kernel": (4 * u + nc + partials, 0),  # dOut, U, identity; dIdentity
+            **fc, "_bwd_input_kernel": (2 * u + 2 * nc, 0)}  # dIdentity read back; dU
+
+
+def _mb(x: int) -> str:
+    return f"{x / 1e6:.2f}MB"
 
 
 def print_plan(args: argparse.Namespace) -> None:
-    """Launches and bytes per kernel of each SE-ResNeXt-101 stage, in |U| and bytes."""
+    """Launches and bytes per kernel of each SE-ResNeXt-101 stage: activations (U-sized and
+    O(N*C)) in |U|, weights (O(C*C/16), read ceil(N / BLOCK_M) times) in MB and as multiples
+    of W1 + W2 + biases read once."""
     print("fused SE-ResNet block (identity, ReLU): launches and bytes per kernel, "
-          "from the launchers' tiles and splits")
+          "from the launchers' tiles and splits; act = activations, w = weights and biases")
     for dname in args.dtype:
         itemsize = DTYPES[dname].itemsize
         for fname in args.layout:
@@ -130,13 +128,17 @@ def print_plan(args: argparse.Namespace) -> None:
                 for stage in args.stage:
                     c, hw = STAGES[stage]
                     u = n * c * hw * hw * itemsize
+                    once = (2 * c * (c // 16) + c + c // 16) * itemsize  # W1, W2, b1, b2
                     for direction, bwd in (("fwd", False), ("bwd", True)):
                         kernels = plan(n, c, hw, itemsize, fname == "nhwc", bwd)
-                        total = sum(kernels.values())
-                        detail = "  ".join(f"{k[1:-7]} {v / 1e6:.2f}MB" for k, v in kernels.items())
+                        act = sum(a for a, _ in kernels.values())
+                        wts = sum(w for _, w in kernels.values())
+                        detail = "  ".join(f"{k[1:-7]} {_mb(a)}" + (f"+w {_mb(w)}" if w else "")
+                                           for k, (a, w) in kernels.items())
                         print(f"{dname} {fname} N={n:<4} C={c:<5} {hw:>2}x{hw:<2} {direction}: "
-                              f"{len(kernels)} launches, {total / u:.3f}|U| ({total / 1e6:.1f} MB)"
-                              f"  [{detail}]")
+                              f"{len(kernels)} launches, act {act / u:.3f}|U| + w {_mb(wts)} "
+                              f"({wts / once:.1f}x W) = {(act + wts) / u:.3f}|U| "
+                              f"({(act + wts) / 1e6:.1f} MB)  [{detail}]")
 
 
 def launches(fn: Callable[..., Tensor], args: list[Tensor], backward: bool) -> int:
@@ -191,7 +193,7 @@ def bench_block(args: argparse.Namespace, n: int, c: int, hw: int, dname: str, f
         kernels.update(plan(n, c, hw, inputs[0].element_size(), fname == "nhwc", True))
     u = inputs[0].numel() * inputs[0].element_size()
     print(f"{'':>30} launches eager {counts['eager']}, fused {counts['fused']}; fused bytes "
-          + ", ".join(f"{k[1:-7]} {v / u:.2f}|U|" for k, v in kernels.items()))
+          + ", ".join(f"{k[1:-7]} {(a + w) / u:.2f}|U|" for k, (a, w) in kernels.items()))
     del inputs
 
 

@@ -185,6 +185,37 @@ def test_backward_bytes(channels_last: bool) -> None:
         assert bound * u_bytes <= total <= bound * u_bytes + small
 
 
+@pytest.mark.parametrize(("shape", "rd", "case", "channels_last"), [
+    ((33, 40, 2, 2), 40, CASES[2], False),  # 3 fc1 row blocks x 2 output blocks, 2 fc2 row blocks
+    ((1, 16, 64, 64), 4, SE_RESNET, True),  # split reductions: the partials are read
+    ((3, 5, 1, 1), 1, CASES[1], False),
+], ids=["rows", "splits", "tiny"])
+def test_excitation_bytes_match_the_plan(shape: tuple[int, int, int, int], rd: int, case: Case,
+                                         channels_last: bool) -> None:
+    """Every excitation launch moves exactly the bytes `triton_se.excite_bytes` (the plan that
+    bench/se_kernel.py --plan prints) says, and its weights ceil(N / BLOCK_M) times: not once
+    per sample or per program. The block is checked against torch_se on the same tiles."""
+    n, c, h, w = shape
+    t = make_inputs(shape, rd, case, channels_last=channels_last, bias=case.squeeze == "avg")
+    check_block(t, case)
+    bc, bhw = triton_se.reduce_tile(c, h * w, channels_last, 4)
+    splits = triton_se.splits(n, -(-c // bc), h * w, bhw)[0]  # as the squeeze and reduce do
+    assert (splits > 1) == (h * w == 64 * 64)
+    for backward in (False, True):
+        out = _fused(case, t)
+        with count_bytes() as counts:
+            if backward:
+                _grads(out, t, torch.ones_like(out))
+            else:
+                _fused(case, t)
+        plan = triton_se.excite_bytes(n, c, rd, splits, 4, t["b1"] is not None,
+                                      case.squeeze == "max", backward)
+        assert {k: counts[k] for k in plan} == {k: a + b for k, (a, b) in plan.items()}
+    weights = 2 * c * rd * 4
+    fwd = triton_se.excite_bytes(n, c, rd, splits, 4, False, False, False)
+    assert sum(b for _, b in fwd.values()) <= -(-n // 16) * weights  # W1 and W2, per 16 rows
+
+
 def test_whole_fused_network_runs_the_kernels() -> None:
     """A small SE-ResNet lowered with fusion: under the interpreter its SE blocks run the Triton
     kernels, and outputs and gradients equal the plain-torch lowering's."""
@@ -324,7 +355,7 @@ def test_int64_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_launch_counts() -> None:
-    """Per block: 3 forward launches and 4 backward, whatever is unused (no zero grads)."""
+    """Per block: 4 forward launches and 4 backward, whatever is unused (no zero grads)."""
     from triton.runtime import interpreter
 
     launches: list[str] = []
@@ -340,7 +371,8 @@ def test_launch_counts() -> None:
             t = make_inputs(SHAPE, 4, case)
             launches.clear()
             out = _fused(case, t)
-            assert launches == ["_squeeze_kernel", "_excite_kernel", "_scale_kernel"], launches
+            assert launches == ["_squeeze_kernel", "_excite_fc1_kernel", "_excite_fc2_kernel",
+                                "_scale_kernel"], launches
             launches.clear()
             _grads(out, t, torch.ones_like(out))
             assert launches == ["_bwd_reduce_kernel", "_excite_bwd_kernel",

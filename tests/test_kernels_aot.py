@@ -33,8 +33,8 @@ STAGES = [(256, 56), (512, 28), (1024, 14), (2048, 7)]  # SE-ResNeXt-101's SE bl
 # kernels are memory-bound, where a spill is extra traffic on the critical path; the excitation
 # kernels keep h (BLOCK_M x BLOCK_R) and ~_PRODUCT-element tiles in registers by design.
 SPILL_BUDGET = {"_squeeze_kernel": 0, "_scale_kernel": 0, "_bwd_reduce_kernel": 0,
-                "_bwd_input_kernel": 0, "_excite_kernel": 0, "_excite_bwd_kernel": 0,
-                "_excite_wgrad_kernel": 0}
+                "_bwd_input_kernel": 0, "_excite_fc1_kernel": 0, "_excite_fc2_kernel": 0,
+                "_excite_bwd_kernel": 0, "_excite_wgrad_kernel": 0}
 
 
 def _cuda_backend_missing() -> str | None:
@@ -220,10 +220,20 @@ def _hunger(spec: tuple[Any, dict[str, Any]]) -> tuple[float, int]:
     return tile / comp["num_warps"], work + (cx.get("ACT", "none") != "none")
 
 
+def _width(spec: tuple[Any, dict[str, Any]]) -> tuple[int, int, bool]:
+    """An excitation kernel's R tile, then its row tile (bf16 preferred on ties)."""
+    fn, comp = spec
+    cx = _constexprs(fn, comp)
+    return (cx["BLOCK_R"], cx.get("BLOCK_M", cx.get("BLOCK_N", 0)),
+            "*bf16" in set(comp["signature"].values()))
+
+
 def _representatives(specs: list[tuple[Any, dict[str, Any]]]) -> list[tuple[int, Any, Any]]:
     """The CI selection, as (arch, kernel, compile arguments). For sm_90 and sm_80: the most
     register-hungry specialisation of every kernel per element size (4 or 2 bytes, bf16
-    preferred) and layout (NCHW, flat or not; channels_last). For sm_90 also: each activation
+    preferred) and layout (NCHW, flat or not; channels_last), and of every excitation kernel the
+    tile with the widest R per element size (SE-ResNeXt's 2048-channel stage, whose (rows, R)
+    tiles are the excitation's largest register arrays). For sm_90 also: each activation
     through `_act` (scale kernel) and `_act_grad` (reduce-backward kernel), strides that do not
     flatten, int64 offsets, and the flat NCHW elementwise kernels at 7x7 and 14x14 whose vector
     loads are checked."""
@@ -241,6 +251,10 @@ def _representatives(specs: list[tuple[Any, dict[str, Any]]]) -> list[tuple[int,
             k = (name, half, layout)
             rank = (_hunger((fn, comp)), "*bf16" in sig(comp))
             if k not in best or rank > (_hunger(best[k]), "*bf16" in sig(best[k][1])):
+                best[k] = (fn, comp)
+        if name.startswith("_excite"):
+            k = (name, half, "widest R")
+            if k not in best or _width((fn, comp)) > _width(best[k]):
                 best[k] = (fn, comp)
         if name in ("_scale_kernel", "_bwd_reduce_kernel"):
             extra.setdefault((name, cx["ACT"]), (fn, comp))

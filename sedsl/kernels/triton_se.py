@@ -1,22 +1,28 @@
 """Triton kernels of the fused SE block, and their launchers.
 
-Forward, three launches:
+Forward, four launches:
   1. `_squeeze_kernel` reads U once -> partial squeezes (S, N, C) fp32 over S splits of H*W
      (S = 1 unless the grid would be too small to fill the GPU); for "max" also the partial
      count of elements equal to the partial maximum;
-  2. `_excite_kernel`  combines the partials into z (N, C) (and the tie count for "max"), then
-     s = gate(excite(z W1^T + b1) W2^T + b2) (N, C) fp32, both FCs in one program per row block;
-  3. `_scale_kernel`   reads U (and identity), writes out = act(s * U + identity).
+  2. `_excite_fc1_kernel` combines the partials into z (N, C) (and the tie count for "max"),
+     then h = excite(z W1^T + b1) (N, R) fp32: a GEMM tiled by (sample block, fc1-output block);
+  3. `_excite_fc2_kernel` s = gate(h W2^T + b2) (N, C) fp32: tiled by (sample block, channel
+     range);
+  4. `_scale_kernel`   reads U (and identity), writes out = act(s * U + identity).
 U-sized traffic: |U| + 3|U| with an identity (|U| + 2|U| = 3|U| without), the two-pass floor.
+The weights are read ceil(N / BLOCK_M) times each (once for N <= 16 at SE-ResNeXt's widths),
+not once per sample or per program (`excite_bytes` gives every launch's bytes).
 
 Backward (`backward`), four launches:
   1. `_bwd_reduce_kernel`   reads dOut, U (and identity when act != "none"), sums partial
      ds = sum_hw(dY * U) (S, N, C), dY = dOut * act'(y), y = s * U + identity recomputed;
      with an identity it also writes dIdentity = dY;
-  2. `_excite_bwd_kernel`   per row block: combines ds, recomputes the two FCs and writes
-     dz (N, C) and the pre-activation gradients dpre1 (N, R), dpre2 (N, C) and h (N, R);
-  3. `_excite_wgrad_kernel` per channel block: dW1, dW2, db1, db2 summed over the batch in a
-     fixed order (deterministic, no atomics), stored in the weights' dtype;
+  2. `_excite_bwd_kernel`   per row block: combines ds, recomputes fc1 and fc2, and writes the
+     pre-activation gradients dpre1 (N, R), dpre2 (N, C) and h (N, R); W1 and W2 read once per
+     row block (fc2 and its transpose share each W2 tile);
+  3. `_excite_wgrad_kernel` per channel block: dz = dpre1 W1 (its W1 columns read once, kept
+     for every sample), dW1, dW2, db1, db2 summed over the batch in a fixed order
+     (deterministic, no atomics), stored in the weights' dtype;
   4. `_bwd_input_kernel`    writes dU = dY * s + squeeze'(dz), reading dY back from dIdentity
      when there is one, else dOut (and U to recompute y when act != "none", or for "max").
 U-sized traffic: 6|U| with an identity and an activation, 5|U| with an activation alone,
@@ -30,9 +36,10 @@ count (N, C) int32.
 
 The excitation is Triton rather than torch matmuls: torch needs addmm + activation twice, plus
 dtype casts of bf16 weights and a combine of the split partials (6-10 launches forward, ~15
-backward) where these kernels need one forward and two backward; fp32 math whatever the
+backward) where these kernels need two forward and two backward; fp32 math whatever the
 weights' dtype, and the same code runs under TRITON_INTERPRET, so CI checks it. Its work,
-O(N*C*R), is small next to the O(N*C*H*W) passes. `EXCITATION = "torch"` swaps in torch for the
+O(N*C*R), is small next to the O(N*C*H*W) passes; its bytes are the weights, O(C*R), which at
+batch 1 on the 7x7 stage outweigh U itself. `EXCITATION = "torch"` swaps in torch for the
 forward FCs (reference.excitation) so `bench/se_kernel.py --excitation torch` can compare.
 
 All kernels load, upcast to fp32, compute, and round once on store. Tensors are addressed by
@@ -68,8 +75,12 @@ _REDUCE_BYTES = 8192  # bytes of U per loop step of a reducing program...
 _REDUCE_ELEMS = 2048  # ... at most this many elements (fp32 registers: 16 a thread at 4 warps)
 _REDUCE_PROGRAMS = 512  # split H*W until a reduction has this many programs (~4 per SM)...
 _SPLIT_STEPS = 8  # ... while each split still loops over at least this many tiles
-_EXCITE_PROGRAMS = 128  # split the excitation's output channels until this many programs
-_PRODUCT = 4096  # elements of the 3-D product tiles of the excitation kernels
+_EXCITE_PROGRAMS = 128  # split fc2's output channels until this many programs
+_PRODUCT = 4096  # elements of the 3-D product tiles of the excitation kernels...
+_FC_ROWS = 2048  # ... and of the (BLOCK_M, all of R) row tiles they keep in registers
+_BWD_WARPS = 8  # the backward excitation kernels keep three row or weight tiles of up to 4096
+# elements each (pre1, h, dh; W1, dW1, dW2): at 4 warps row tiles of 1024 elements and more reach
+# 168 registers and spill (sm_90); smaller row tiles stay at 4 warps
 _INT32_MAX = 2**31 - 1
 _FLAT_MIN_HW = 32  # flat NCHW from this plane size (a program then touches <= 129 channels)
 # Integer arguments Triton should not specialise on (== 1, divisible by 16): grid bookkeeping
@@ -314,39 +325,60 @@ def _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, HW,  # t
 
 
 @triton.jit(do_not_specialize=_SMALL_ARGS)  # type: ignore[untyped-decorator]
-def _excite_kernel(  # type: ignore[no-untyped-def]
+def _excite_fc1_kernel(  # type: ignore[no-untyped-def]
     zp_ptr,  # partial squeezes (SPLITS, N, C) fp32
     cp_ptr,  # partial tie counts (SPLITS, N, C) int32 (read only when MAX)
     z_ptr,  # out: z (N, C) fp32
     cnt_ptr,  # out: tie counts (N, C) int32 (written only when MAX)
     w1_ptr, b1_ptr,  # W1 (R, C), b1 (R,), any float dtype and strides
-    w2_ptr, b2_ptr,  # W2 (C, R), b2 (C,)
-    s_ptr,  # out: gate s (N, C) fp32
+    h_ptr,  # out: h = EXCITE(z W1^T + b1) (N, R) fp32
     N, C, R, HW,
     SPLITS,
-    w1_sr, w1_sc, b1_s, w2_sc, w2_sr, b2_s,  # strides in elements
+    w1_sr, w1_sc, b1_s,  # strides in elements
     RB,  # row blocks
-    C_PER,  # output channels per program, a multiple of BLOCK_C
     MAX: tl.constexpr,
     HAS_B1: tl.constexpr,
-    HAS_B2: tl.constexpr,
-    EXCITE: tl.constexpr,  # activation names
-    GATE: tl.constexpr,
-    BLOCK_M: tl.constexpr,  # rows per program
-    BLOCK_R: tl.constexpr,  # >= R: h stays in registers
-    BLOCK_K: tl.constexpr,  # channels per fc1 step
-    BLOCK_C: tl.constexpr,  # channels per fc2 step
+    EXCITE: tl.constexpr,  # activation name
+    BLOCK_M: tl.constexpr,  # rows (samples) per program
+    BLOCK_R: tl.constexpr,  # fc1 outputs per program
+    BLOCK_K: tl.constexpr,  # channels per step
 ):
-    """One program per (row block, channel range): z, h = excite(fc1(z)) over all channels
-    (each channel range recomputes it: O(C*R) next to its O(C_PER*R)), s = gate(fc2(h))."""
+    """One program per (row block, block of fc1 outputs): a GEMM tile over all C, so W1 is read
+    once per row block; programs of the first output block also store z (and the ties)."""
     pid = tl.program_id(0)
     m = (pid % RB) * BLOCK_M + tl.arange(0, BLOCK_M)
-    pc = pid // RB
+    rb = pid // RB  # neighbouring programs share the W1 rows they read
+    r = rb * BLOCK_R + tl.arange(0, BLOCK_R)
+    pre1 = _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, HW, SPLITS,
+                w1_sr, w1_sc, b1_s, rb == 0, True, MAX, HAS_B1, BLOCK_K)
+    tl.store(h_ptr + m[:, None] * R + r[None, :], _act(pre1, EXCITE),
+             mask=(m < N)[:, None] & (r < R)[None, :])
+
+
+@triton.jit(do_not_specialize=_SMALL_ARGS)  # type: ignore[untyped-decorator]
+def _excite_fc2_kernel(  # type: ignore[no-untyped-def]
+    h_ptr,  # h (N, R) fp32
+    w2_ptr, b2_ptr,  # W2 (C, R), b2 (C,), any float dtype and strides
+    s_ptr,  # out: gate s (N, C) fp32
+    N, C, R,
+    w2_sc, w2_sr, b2_s,  # strides in elements
+    RB,  # row blocks
+    C_PER,  # output channels per program, a multiple of BLOCK_C
+    HAS_B2: tl.constexpr,
+    GATE: tl.constexpr,  # activation name
+    BLOCK_M: tl.constexpr,  # rows (samples) per program
+    BLOCK_R: tl.constexpr,  # >= R: the program's h rows stay in registers
+    BLOCK_C: tl.constexpr,  # channels per step
+):
+    """One program per (row block, channel range): s = GATE(h W2^T + b2), so W2 is read once
+    per row block and h once per program."""
+    pid = tl.program_id(0)
+    m = (pid % RB) * BLOCK_M + tl.arange(0, BLOCK_M)
+    pc = pid // RB  # neighbouring programs share the W2 rows they read
     r = tl.arange(0, BLOCK_R)
     m_ok, r_ok = m < N, r < R
-    pre1 = _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, HW, SPLITS,
-                w1_sr, w1_sc, b1_s, pc == 0, True, MAX, HAS_B1, BLOCK_K)
-    h = _act(pre1, EXCITE)  # (BLOCK_M, BLOCK_R); padded r lanes meet zero W2 columns
+    h = tl.load(h_ptr + m[:, None] * R + r[None, :], mask=m_ok[:, None] & r_ok[None, :],
+                other=0.0)  # (BLOCK_M, BLOCK_R)
     for step in range(0, C_PER, BLOCK_C):
         c = pc * C_PER + step + tl.arange(0, BLOCK_C)
         c_ok = c < C
@@ -479,7 +511,6 @@ def _excite_bwd_kernel(  # type: ignore[no-untyped-def]
     dsp_ptr,  # partial ds (SPLITS, N, C) fp32
     w1_ptr, b1_ptr,  # W1 (R, C), b1 (R,), any float dtype and strides
     w2_ptr, b2_ptr,  # W2 (C, R), b2 (C,)
-    dz_ptr,  # out: dL/dz (N, C) fp32
     h_ptr,  # out: h (N, R) fp32
     d1_ptr,  # out: dL/dpre1 (N, R) fp32
     d2_ptr,  # out: dL/dpre2 (N, C) fp32
@@ -495,8 +526,9 @@ def _excite_bwd_kernel(  # type: ignore[no-untyped-def]
     BLOCK_K: tl.constexpr,  # channels per fc1 step
     BLOCK_C: tl.constexpr,  # channels per fc2 / dz step
 ):
-    """One program per row block: the excitation's backward from ds to dz, keeping what the
-    weight gradients need (h, dpre1, dpre2)."""
+    """One program per row block: the excitation's backward from ds to dpre1 (fc1 recomputed,
+    fc2 and its transpose from the same W2 tile), storing what the channel-block kernel needs
+    (h, dpre1, dpre2); W1 and W2 are read once per row block."""
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     r = tl.arange(0, BLOCK_R)
     m_ok, r_ok = m < N, r < R
@@ -524,13 +556,6 @@ def _excite_bwd_kernel(  # type: ignore[no-untyped-def]
         dh += tl.sum(d2[:, :, None] * w[None, :, :], axis=1)  # (BLOCK_M, BLOCK_R)
     d1 = tl.where(mr_ok, dh * _act_grad(pre1, EXCITE), 0.0)
     tl.store(d1_ptr + m[:, None] * R + r[None, :], d1, mask=mr_ok)
-    for start in range(0, C, BLOCK_C):
-        c = start + tl.arange(0, BLOCK_C)
-        c_ok = c < C
-        w = tl.load(w1_ptr + r[None, :] * w1_sr + c[:, None] * w1_sc,
-                    mask=c_ok[:, None] & r_ok[None, :], other=0.0).to(tl.float32)  # W1^T tile
-        dz = tl.sum(d1[:, None, :] * w[None, :, :], axis=2)  # (BLOCK_M, BLOCK_C)
-        tl.store(dz_ptr + m[:, None] * C + c[None, :], dz, mask=m_ok[:, None] & c_ok[None, :])
 
 
 @triton.jit(do_not_specialize=_SMALL_ARGS)  # type: ignore[untyped-decorator]
@@ -539,21 +564,27 @@ def _excite_wgrad_kernel(  # type: ignore[no-untyped-def]
     h_ptr,  # h (N, R) fp32
     d1_ptr,  # dL/dpre1 (N, R) fp32
     d2_ptr,  # dL/dpre2 (N, C) fp32
+    w1_ptr,  # W1 (R, C), any float dtype and strides
+    dz_ptr,  # out: dL/dz = dpre1 W1 (N, C) fp32
     dw1_ptr, db1_ptr,  # out: dW1 (R, C), db1 (R,), contiguous, the weights' dtype
     dw2_ptr, db2_ptr,  # out: dW2 (C, R), db2 (C,)
     N, C, R,
+    w1_sr, w1_sc,  # W1's strides in elements
     HAS_B1: tl.constexpr,
     HAS_B2: tl.constexpr,
     BLOCK_N: tl.constexpr,  # rows per step
     BLOCK_R: tl.constexpr,  # >= R
     BLOCK_C: tl.constexpr,  # channels per program
 ):
-    """One program per channel block: the weight and bias gradients, summed over the batch in
-    order (deterministic)."""
+    """One program per channel block: dz for its channels, and the weight and bias gradients
+    summed over the batch in order (deterministic); W1 is read once in all."""
     pid = tl.program_id(0)
     c = pid * BLOCK_C + tl.arange(0, BLOCK_C)
     r = tl.arange(0, BLOCK_R)
     c_ok, r_ok = c < C, r < R
+    rc_ok = r_ok[:, None] & c_ok[None, :]
+    w1 = tl.load(w1_ptr + r[:, None] * w1_sr + c[None, :] * w1_sc, mask=rc_ok,
+                 other=0.0).to(tl.float32)  # (BLOCK_R, BLOCK_C), kept for every row
     acc1 = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
     acc2 = tl.zeros((BLOCK_C, BLOCK_R), tl.float32)
     db1 = tl.zeros((BLOCK_R,), tl.float32)
@@ -569,11 +600,12 @@ def _excite_wgrad_kernel(  # type: ignore[no-untyped-def]
         z = tl.load(z_ptr + nn[:, None] * C + c[None, :], mask=nc_ok, other=0.0)
         z = tl.where(nc_ok, z, 0.0)
         d2 = tl.load(d2_ptr + nn[:, None] * C + c[None, :], mask=nc_ok, other=0.0)
+        dz = tl.sum(d1[:, :, None] * w1[None, :, :], axis=1)  # (BLOCK_N, BLOCK_C)
+        tl.store(dz_ptr + nn[:, None] * C + c[None, :], dz, mask=nc_ok)
         acc1 += tl.sum(d1[:, :, None] * z[:, None, :], axis=0)
         acc2 += tl.sum(d2[:, :, None] * h[:, None, :], axis=0)
         db1 += tl.sum(d1, axis=0)
         db2 += tl.sum(d2, axis=0)
-    rc_ok = r_ok[:, None] & c_ok[None, :]
     tl.store(dw1_ptr + r[:, None] * C + c[None, :], acc1.to(dw1_ptr.dtype.element_ty),
              mask=rc_ok)
     tl.store(dw2_ptr + c[:, None] * R + r[None, :], acc2.to(dw2_ptr.dtype.element_ty),
@@ -737,13 +769,70 @@ def splits(n: int, cb: int, hw: int, bhw: int) -> tuple[int, int]:
     return _cdiv(hw, split_len), split_len
 
 
-def excite_tiles(n: int, c: int, r: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_R, BLOCK_K, BLOCK_C) of the excitation kernels: h (BLOCK_M, BLOCK_R)
-    stays in registers, the product tiles hold about _PRODUCT elements."""
+def fc1_tiles(n: int, c: int, r: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_R, BLOCK_K) of the fc1 GEMM (`_excite_fc1_kernel`): up to 16 samples by
+    32 fc1 outputs per program, so W1 is read ceil(N / 16) times and z ceil(R / 32) times (an
+    fp32 row of z costs what two bf16 rows of W1 do; 16 x 32 balances them), and BLOCK_K >= 8
+    at _PRODUCT."""
+    bm, br = min(_pow2(n), 16), min(_pow2(r), 32)
+    return bm, br, max(1, min(_pow2(c), _PRODUCT // (bm * br)))
+
+
+def fc2_tiles(n: int, c: int, r: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_R, BLOCK_C, C_PER) of the fc2 GEMM (`_excite_fc2_kernel`): BLOCK_M rows
+    of h (all R of them, _FC_ROWS elements at most) stay in registers while the program walks
+    C_PER channels; W2 is read ceil(N / BLOCK_M) times. Channel ranges split the launch into up
+    to _EXCITE_PROGRAMS programs, each at least 8 * BLOCK_M channels long so that its W2 rows
+    outweigh the h rows it loads."""
     br = _pow2(r)
-    bm = max(1, min(_pow2(n), 8, _PRODUCT // (br * 16)))
-    bk = max(1, min(_pow2(c), _PRODUCT // (bm * br)))
-    return bm, br, bk, bk
+    bm = max(1, min(_pow2(n), _FC_ROWS // br))
+    bc = max(1, min(_pow2(c), _PRODUCT // (bm * br)))
+    pc = max(1, min(_cdiv(c, bc), _excite_programs() // _cdiv(n, bm), _cdiv(c, 8 * bm)))
+    return bm, br, bc, _cdiv(_cdiv(c, pc), bc) * bc
+
+
+def bwd_tiles(n: int, c: int, r: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_R, BLOCK_K = BLOCK_C) of `_excite_bwd_kernel`: BLOCK_M rows of pre1, h
+    and dh (all R, _FC_ROWS elements at most each) stay in registers; W1 and W2 are read
+    ceil(N / BLOCK_M) times."""
+    br = _pow2(r)
+    bm = max(1, min(_pow2(n), _FC_ROWS // br))
+    return bm, br, max(1, min(_pow2(c), _PRODUCT // (bm * br)))
+
+
+def wgrad_tiles(n: int, c: int, r: int) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_R, BLOCK_C) of `_excite_wgrad_kernel`: BLOCK_C channels of W1, dW1 and
+    dW2 (all R, 4096 elements each, at _BWD_WARPS warps) per program, at least 8 programs
+    where C allows; every program reads all of h and dpre1, so wider blocks read them fewer
+    times. BLOCK_N rows per step."""
+    br = _pow2(r)
+    bc = max(1, min(_pow2(c), 4096 // br, max(16, _pow2(c) // 8)))
+    return max(1, min(_pow2(n), _PRODUCT // (br * bc))), br, bc
+
+
+def excite_bytes(n: int, c: int, r: int, splits: int, wsize: int, bias: bool,
+                 squeeze_max: bool, backward: bool) -> dict[str, tuple[int, int]]:
+    """Bytes each excitation launch loads and stores, as (activations, weights and biases),
+    from the tiles above; `wsize` is the weights' element size, `splits` the squeeze's (or the
+    backward reduce's) partials. tests/kernels_interpret_cases.py checks these against the
+    interpreter's count of every load and store."""
+    bsize = wsize if bias else 0
+    nc, nr = n * c * 4, n * r * 4  # an (N, C) and an (N, R) fp32 tensor
+    if not backward:
+        bm, br, _ = fc1_tiles(n, c, r)
+        per_z = 2 if squeeze_max else 1  # z and the ties (int32)
+        fc1 = (_cdiv(r, br) * splits * nc * per_z + nc * per_z + nr,
+               _cdiv(n, bm) * (r * c * wsize + r * bsize))
+        bm, _, _, c_per = fc2_tiles(n, c, r)
+        fc2 = (_cdiv(c, c_per) * nr + nc, _cdiv(n, bm) * (c * r * wsize + c * bsize))
+        return {"_excite_fc1_kernel": fc1, "_excite_fc2_kernel": fc2}
+    bm, _, _ = bwd_tiles(n, c, r)
+    bwd = (nc + splits * nc + nc + 2 * nr,  # z, partial ds; dpre2, h, dpre1
+           _cdiv(n, bm) * (2 * r * c * wsize + r * bsize + c * bsize))
+    _, _, bc = wgrad_tiles(n, c, r)
+    wgrad = (_cdiv(c, bc) * 2 * nr + 3 * nc,  # h and dpre1 per program; z, dpre2; dz
+             3 * r * c * wsize + r * bsize + c * bsize)  # W1; dW1, dW2, db1, db2
+    return {"_excite_bwd_kernel": bwd, "_excite_wgrad_kernel": wgrad}
 
 
 @contextlib.contextmanager
@@ -773,7 +862,8 @@ def _squeeze_partials(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
 
 def squeeze(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     """(z (N, C) fp32, ties (N, C) int32 for "max", else empty) of U (N, C, H, W): the squeeze
-    kernel, then the partials combined in torch (the forward combines them in _excite_kernel)."""
+    kernel, then the partials combined in torch (the forward combines them in
+    _excite_fc1_kernel)."""
     zp, cp = _squeeze_partials(u, mode)
     if mode == "avg":
         return zp.sum(0) / (u.shape[2] * u.shape[3]), cp
@@ -784,29 +874,31 @@ def squeeze(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
 def excite(zp: Tensor, cp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
            b2: Tensor | None, hw: int, squeeze_mode: str, excite_act: str,
            gate: str) -> tuple[Tensor, Tensor, Tensor]:
-    """(z, ties, s) from the squeeze partials: one launch for both FCs."""
+    """(z, ties, s) from the squeeze partials: two GEMM-tiled launches, fc1 (with the combine
+    and the excite activation) and fc2 (with the gate)."""
     _, n, c = zp.shape
     r = w1.shape[0]
     z = zp.new_empty((n, c))
     cnt = zp.new_empty((n, c) if squeeze_mode == "max" else (0,), dtype=torch.int32)
-    s = zp.new_empty((n, c))
-    bm, br, bk, bc = excite_tiles(n, c, r)
+    h, s = zp.new_empty((n, r)), zp.new_empty((n, c))
+    bm, br, bk = fc1_tiles(n, c, r)
     rb = _cdiv(n, bm)
-    pc = max(1, min(_cdiv(c, bc), _excite_programs() // rb))
-    c_per = _cdiv(_cdiv(c, pc), bc) * bc
     with _device(zp):
-        _excite_kernel[(rb * _cdiv(c, c_per),)](
-            zp, cp, z, cnt, w1, w1 if b1 is None else b1, w2, w2 if b2 is None else b2, s,
-            n, c, r, hw, zp.shape[0], w1.stride(0), w1.stride(1), _stride(b1), w2.stride(0),
-            w2.stride(1), _stride(b2), rb, c_per, MAX=squeeze_mode == "max",
-            HAS_B1=b1 is not None, HAS_B2=b2 is not None, EXCITE=excite_act, GATE=gate,
-            BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk, BLOCK_C=bc)
+        _excite_fc1_kernel[(rb * _cdiv(r, br),)](
+            zp, cp, z, cnt, w1, w1 if b1 is None else b1, h, n, c, r, hw, zp.shape[0],
+            w1.stride(0), w1.stride(1), _stride(b1), rb, MAX=squeeze_mode == "max",
+            HAS_B1=b1 is not None, EXCITE=excite_act, BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk)
+        bm, br, bc, c_per = fc2_tiles(n, c, r)
+        rb = _cdiv(n, bm)
+        _excite_fc2_kernel[(rb * _cdiv(c, c_per),)](
+            h, w2, w2 if b2 is None else b2, s, n, c, r, w2.stride(0), w2.stride(1),
+            _stride(b2), rb, c_per, HAS_B2=b2 is not None, GATE=gate, BLOCK_M=bm, BLOCK_R=br,
+            BLOCK_C=bc)
     return z, cnt, s
 
 
 def _excite_programs() -> int:
-    """_EXCITE_PROGRAMS, or 4 under the interpreter (which runs programs one after another, and
-    each column range recomputes fc1)."""
+    """_EXCITE_PROGRAMS, or 4 under the interpreter (which runs programs one after another)."""
     return 4 if interpreting() else _EXCITE_PROGRAMS
 
 
@@ -858,7 +950,7 @@ def scale(u: Tensor, s: Tensor, identity: Tensor | None, act: str) -> Tensor:
 def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
             identity: Tensor | None, squeeze_mode: str, excite_act: str, gate: str,
             act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The op's outputs (out, z, s, ties) by the three forward launches."""
+    """The op's outputs (out, z, s, ties) by the four forward launches."""
     if EXCITATION == "torch":
         z, cnt = squeeze(u, squeeze_mode)
         s = reference.excitation(z, w1, b1, w2, b2, excite_act, gate)
@@ -896,28 +988,30 @@ def reduce_backward(grad: Tensor, u: Tensor, identity: Tensor | None, s: Tensor,
 def excite_backward(z: Tensor, dsp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
                     b2: Tensor | None, excite_act: str,
                     gate: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
-    """(dz, dW1, db1, dW2, db2) from the partial ds: two launches."""
+    """(dz, dW1, db1, dW2, db2) from the partial ds: two launches, per row block (fc1
+    recomputed, then through fc2 to dpre1) and per channel block (dz and the weight
+    gradients)."""
     n, c = z.shape
     r = w1.shape[0]
     dz, d2 = z.new_empty((n, c)), z.new_empty((n, c))
     h, d1 = z.new_empty((n, r)), z.new_empty((n, r))
-    bm, br, bk, bc = excite_tiles(n, c, r)
-    strides = (w1.stride(0), w1.stride(1), _stride(b1), w2.stride(0), w2.stride(1), _stride(b2))
     flags = {"HAS_B1": b1 is not None, "HAS_B2": b2 is not None}
     dw1 = w1.new_empty((r, c))
     dw2 = w2.new_empty((c, r))
     db1 = None if b1 is None else b1.new_empty((r,))
     db2 = None if b2 is None else b2.new_empty((c,))
-    wc = max(1, min(_pow2(c), 2048 // br))  # channels per weight-gradient program
-    wn = max(1, min(_pow2(n), _PRODUCT // (br * wc)))
+    bm, br, bk = bwd_tiles(n, c, r)
+    bn, _, wc = wgrad_tiles(n, c, r)
     with _device(z):
         _excite_bwd_kernel[(_cdiv(n, bm),)](
-            z, dsp, w1, w1 if b1 is None else b1, w2, w2 if b2 is None else b2, dz, h, d1, d2,
-            n, c, r, dsp.shape[0], *strides, **flags, EXCITE=excite_act, GATE=gate,
-            BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk, BLOCK_C=bc)
+            z, dsp, w1, w1 if b1 is None else b1, w2, w2 if b2 is None else b2, h, d1, d2,
+            n, c, r, dsp.shape[0], w1.stride(0), w1.stride(1), _stride(b1), w2.stride(0),
+            w2.stride(1), _stride(b2), **flags, EXCITE=excite_act, GATE=gate, BLOCK_M=bm,
+            BLOCK_R=br, BLOCK_K=bk, BLOCK_C=bk, num_warps=_BWD_WARPS if bm * br >= 1024 else 4)
         _excite_wgrad_kernel[(_cdiv(c, wc),)](
-            z, h, d1, d2, dw1, dw1 if db1 is None else db1, dw2, dw2 if db2 is None else db2,
-            n, c, r, **flags, BLOCK_N=wn, BLOCK_R=br, BLOCK_C=wc)
+            z, h, d1, d2, w1, dz, dw1, dw1 if db1 is None else db1, dw2,
+            dw2 if db2 is None else db2, n, c, r, w1.stride(0), w1.stride(1), **flags,
+            BLOCK_N=bn, BLOCK_R=br, BLOCK_C=wc, num_warps=_BWD_WARPS)
     return dz, dw1, db1, dw2, db2
 
 
