@@ -3,15 +3,10 @@ networkx, lark and rich only by the commands that use them (start-up time: docs/
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -69,6 +64,9 @@ class _Guarded(TyperGroup):
 
 def _report_bug(e: BaseException) -> None:
     """What went wrong, that it is sedsl's fault, and where the details are for a report."""
+    import tempfile  # this module imports what only some commands use where they use it:
+    import traceback  # start-up time (docs/benchmarks.md)
+
     details = "".join(traceback.format_exception(e))
     where = ""
     try:
@@ -210,6 +208,9 @@ def _write_build(folder: Path, files: dict[str, str]) -> None:
     """The build folder appears whole, or not at all, and an earlier build stays whole until
     the new one replaces it: the files are written into a temporary folder beside the target,
     which is then renamed into place (under a lock, so concurrent builds take turns)."""
+    import shutil
+    import tempfile
+
     parent = folder.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +233,9 @@ def _write_build(folder: Path, files: dict[str, str]) -> None:
 def _rename_into_place(staging: Path, folder: Path) -> None:
     """Move `staging` to `folder`; an earlier build there is moved aside first, and back if
     the new one cannot take its place."""
+    import shutil
+    import tempfile
+
     if not folder.exists():
         os.rename(staging, folder)
         return
@@ -264,6 +268,8 @@ def _locked(folder: Path) -> Iterator[None]:
 @contextmanager
 def _uninterrupted() -> Iterator[None]:
     """Hold Ctrl-C (and SIGTERM) back across the renames; they are delivered afterwards."""
+    import signal
+
     held = {signal.SIGINT, signal.SIGTERM}
     try:
         before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
@@ -278,6 +284,8 @@ def _uninterrupted() -> Iterator[None]:
 
 def _write_file(path: Path, text: str) -> None:
     """One file, whole or not at all: written beside it, then renamed over it."""
+    import tempfile
+
     if path.is_dir():
         raise typer.BadParameter(f"{path} is a folder; -o names the file to write",
                                  param_hint="-o")
@@ -565,6 +573,8 @@ def _verify(reports: list[tuple[Path, dict[str, str], Network, Cost]], quiet: bo
 
 
 def _csv(docs: list[dict[str, Any]]) -> str:
+    import csv
+
     buf = io.StringIO()
     fields = ["spec", "ratio", *_swept(docs), "convention", "key", "base_params", "se_params",
               "base_flops", "se_flops", "se_blocks"]
@@ -684,6 +694,8 @@ def _print_layers(reports: list[tuple[Path, dict[str, str], Network, Cost]], dep
         sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n")
         return
     if as_csv:
+        import csv
+
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["spec", "module", "depth", "op", "output", "params", "flops", "activations",

@@ -14,7 +14,7 @@ from functools import partial
 
 from sedsl.errors import CompilerError, Span, SpecError, did_you_mean
 from sedsl.graph import Graph, find_cycle
-from sedsl.ir import ROLES, Node, SeTag, input_shapes, inputs, record, records
+from sedsl.ir import ROLES, Node, SeTag, inputs, record, records
 from sedsl.ops import OPS, Attr, Shape
 from sedsl.se import VARIANTS, SeConfig, SeRule, SeSettings, Step
 from sedsl.vocab import KERNEL_ACTIVATIONS, KERNEL_SQUEEZES
@@ -464,14 +464,15 @@ def _node_problem(g: Graph, name: str, rec: Node) -> str | None:
         return f"role must be one of {ROLES}, not {rec.role!r}"
     if (rec.role == "se") != (rec.se is not None):
         return f"a node of role {rec.role!r} {'needs' if rec.role == 'se' else 'has'} an SE tag"
-    ports = sorted(p for _, _, p in g.in_edges(name, data="port"))
+    wired = sorted((p, u) for u, _, p in g.in_edges(name, data="port"))
+    ports = [p for p, _ in wired]
     if ports != list(range(len(ports))):
         return f"input ports must be 0..{len(ports) - 1}, got {ports}"
     arity = OPS[rec.op].arity
     if (arity is not None and len(ports) != arity) or (arity is None and len(ports) < 1):
         return f"`{rec.op}` takes {arity or 'several'} inputs, it has {len(ports)}"
     try:
-        shape = OPS[rec.op].infer(rec.attrs, input_shapes(g, name))
+        shape = OPS[rec.op].infer(rec.attrs, [record(g, u).shape for _, u in wired])
     except SpecError as err:
         return err.message
     if shape != rec.shape:

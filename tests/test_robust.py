@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -209,7 +210,7 @@ def test_exit_statuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError("an invariant broke")
 
     monkeypatch.setattr(cli, "_load", broken)
-    monkeypatch.setattr(cli.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     code, out = run("check", R50)
     assert code == 3 and "Traceback" not in out
     assert "internal error: RuntimeError: an invariant broke" in out and "bug in sedsl" in out
