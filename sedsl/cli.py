@@ -46,7 +46,7 @@ class _Guarded(TyperGroup):
         except (typer.Exit, typer.Abort):
             raise
         except SpecError as e:
-            sys.stderr.write(f"{e}\n")
+            _show(e)
             raise typer.Exit(SPEC_ERROR) from None
         except KeyboardInterrupt:
             sys.stderr.write("sedsl: interrupted\n")
@@ -107,8 +107,19 @@ def _spec_errors() -> Iterator[None]:
     try:
         yield
     except SpecError as e:
-        sys.stderr.write(f"{e}\n")
+        _show(e)
         raise typer.Exit(SPEC_ERROR) from None
+
+
+def _show(e: SpecError) -> None:
+    """The error on stderr; on a terminal (unless NO_COLOR is set) with the spec line
+    highlighted."""
+    text = str(e)
+    if sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
+        from sedsl.lexer import highlight_error
+
+        text = highlight_error(text)
+    sys.stderr.write(f"{text}\n")
 
 
 def _overrides(sets: list[str] | None, input_size: str | None) -> dict[str, Any]:

@@ -68,3 +68,31 @@ class SedslLexer(RegexLexer):  # type: ignore[misc]  # pygments ships no types
             (r"[(){},;.]", Punctuation),
         ],
     }
+
+
+# --- errors on a terminal -----------------------------------------------------------------------
+
+_RED, _BOLD, _CYAN, _RESET = "\x1b[31m", "\x1b[1m", "\x1b[36m", "\x1b[0m"
+
+
+def highlight_error(rendered: str) -> str:
+    """A rendered SpecError for a terminal: the header in bold, the spec line highlighted as
+    sedsl, the caret in red, the hint in cyan. Without the escapes it is `rendered` exactly."""
+    from pygments import highlight
+    from pygments.formatters import TerminalFormatter
+
+    out = []
+    for i, line in enumerate(rendered.split("\n")):
+        gutter, bar, code = line.partition(" | ")
+        if i == 0:
+            out.append(f"{_BOLD}{line}{_RESET}")
+        elif bar and gutter.strip().isdigit():
+            code = highlight(code, SedslLexer(), TerminalFormatter()).rstrip("\n")
+            out.append(f"{gutter}{bar}{code}")
+        elif bar and not gutter.strip() and set(code.strip()) == {"^"}:
+            out.append(f"{gutter}{bar}{_RED}{code}{_RESET}")
+        elif line.startswith("hint: "):
+            out.append(f"{_CYAN}{line}{_RESET}")
+        else:
+            out.append(line)
+    return "\n".join(out)

@@ -9,6 +9,7 @@ import pty
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -41,7 +42,7 @@ def test_cost_json_imports_no_rich() -> None:
     assert not {"networkx", "lark", "rich", "torch", "fvcore"} & loaded
 
 
-def _on_terminal(*args: str, env: dict[str, str]) -> tuple[str, str]:
+def _on_terminal(*args: str, env: dict[str, str], status: int = 0) -> tuple[str, str]:
     """Run the CLI with stderr on a pseudo-terminal; (stdout, what the terminal showed)."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "sedsl.cli", *args], stdout=subprocess.PIPE,
@@ -58,7 +59,7 @@ def _on_terminal(*args: str, env: dict[str, str]) -> tuple[str, str]:
         shown += chunk
     stdout = proc.communicate()[0]
     os.close(leader)
-    assert proc.returncode == 0
+    assert proc.returncode == status
     return stdout, shown.decode(errors="replace")
 
 
@@ -72,6 +73,19 @@ def test_progress_on_terminal_only_and_no_color() -> None:
     piped = subprocess.run([sys.executable, "-m", "sedsl.cli", *args], capture_output=True,
                            text=True)
     assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_errors_on_a_terminal_are_highlighted(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.se"
+    spec.write_text("network n {\n  input 3x8x8\n  conv(8, 3) bogus\n}\n")
+    for no_color in ("", "1"):
+        _, shown = _on_terminal("check", str(spec), status=1,
+                                env={"NO_COLOR": no_color, "TERM": "xterm-256color"})
+        assert "unknown name `bogus`" in shown and "^^^^^" in shown
+        assert bool(COLOUR.search(shown)) == (not no_color)
+    piped = subprocess.run([sys.executable, "-m", "sedsl.cli", "check", str(spec)],
+                           capture_output=True, text=True)
+    assert piped.returncode == 1 and "\x1b[" not in piped.stderr
 
 
 def test_clean_metavars() -> None:

@@ -91,3 +91,20 @@ def test_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert isinstance(get_lexer_for_filename("specs/se_resnet50.se"), lexer.SedslLexer)
     assert isinstance(get_lexer_by_name("sedsl"), lexer.SedslLexer)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_errors_are_highlighted_without_changing_their_text() -> None:
+    """On a terminal the CLI shows errors through highlight_error: every error of the corpus
+    keeps its text exactly once the escapes are gone, and its spec line is coloured."""
+    rendered = [p.read_text().rstrip("\n") for p in sorted((ROOT / "tests/errors").glob("*.err"))]
+    assert len(rendered) > 30
+    coloured = 0
+    for text in rendered:
+        shown = lexer.highlight_error(text)
+        assert ANSI.sub("", shown) == text
+        source = [line for line in shown.split("\n")[1:] if re.match(r"\d+ \| ", line)]
+        coloured += bool(source and ANSI.search(source[0]))
+    assert coloured > len(rendered) // 2
