@@ -279,8 +279,9 @@ def is_file(path: Path) -> bool:
 
 
 def check_parameter_memory(network: str, params: int, device: str | None, check: bool) -> None:
-    """Refuse to build a module whose parameters alone would not fit in the device's free
-    memory (so that the allocator does not fail, or the machine swap, halfway through)."""
+    """Refuse to build a module whose parameters and buffers (`params` elements) would not fit
+    in the device's free memory (so that the allocator does not fail, or the machine swap,
+    halfway through)."""
     import torch
 
     if params >= 2**62:  # past what a torch tensor can index, even on the meta device
@@ -292,7 +293,8 @@ def check_parameter_memory(network: str, params: int, device: str | None, check:
     free = free_memory(kind, device)
     if free is not None and need > free:
         raise SpecError(
-            f"{network} needs about {_bytes(need)} for its {params:,} parameters, more than the "
+            f"{network} needs about {_bytes(need)} for its {params:,} parameters and buffers, "
+            f"more than the "
             f"{_bytes(free)} free on {kind}", None,
             "build it without memory with to_torch(device=\"meta\"), or try anyway with "
             "check_memory=False")

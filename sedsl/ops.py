@@ -73,6 +73,7 @@ class Op:
     infer: Callable[[Attrs, Shapes], Shape]
     torch: Callable[[Attrs, Shapes, Shape], Lowering]
     params: Count = _zero
+    buffers: Count = _zero  # elements of state that is not a parameter (BN's running statistics)
     macs: Count = _zero  # multiply-accumulates of convolutions and fully connected layers
     fvcore: Count = _zero  # what fvcore's FlopCountAnalysis counts for the lowering
     paper: Count | None = None  # the SE paper's convention; None: the same as `macs`
@@ -221,6 +222,7 @@ BN = Op(
     "bn", (Arg("eps", "float", 1e-5), Arg("momentum", "prob", 0.1)),  # momentum: training only
     infer=_same, torch=_bn_torch, fresh=True,
     params=lambda a, ins, out: 2 * ins[0][0],
+    buffers=lambda a, ins, out: 2 * ins[0][0] + 1,  # running mean and var, num_batches_tracked
     fvcore=lambda a, ins, out: 2 * numel(ins[0]),  # eval-mode batch_norm with affine: 2 per element
 )
 

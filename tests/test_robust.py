@@ -356,3 +356,23 @@ def test_meta_device_builds_any_size_without_memory() -> None:
 def test_to_torch_refuses_what_does_not_fit() -> None:
     with pytest.raises(sedsl.SpecError, match=r"(?s)needs about .*device=\"meta\""):
         sedsl.loads(HUGE).to_torch()
+
+
+def test_the_memory_estimate_counts_buffers_as_torch_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BN's running statistics are state too: a network of BN layers has as many buffer
+    elements as parameters, and the estimate must count both, as torch's module holds them."""
+    import torch
+
+    from sedsl import limits
+
+    net = sedsl.loads("network bns {\n  input 64x4x4\n  bn * 50\n  flatten\n}\n")
+    model = net.to_torch(device="meta")
+    params = sum(p.numel() for p in model.parameters())
+    state = params + sum(b.numel() for b in model.buffers())
+    assert state > 1.9 * params
+    itemsize = torch.get_default_dtype().itemsize
+    monkeypatch.setattr(limits, "free_memory", lambda kind, device: (state - 1) * itemsize)
+    with pytest.raises(sedsl.SpecError, match=f"{state:,} parameters and buffers"):
+        net.to_torch()
+    monkeypatch.setattr(limits, "free_memory", lambda kind, device: state * itemsize)
+    assert isinstance(net.to_torch(), torch.nn.Module)
