@@ -842,6 +842,8 @@ def train(
         "--compare-base", help="Also train the --no-se network (same seed, same data order) "
         "and compare accuracy and cost.")] = False,
     no_se: Annotated[bool, typer.Option("--no-se", help="Train the base network.")] = False,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (the GPU when there is "
+                                        "one), cpu, cuda or cuda:N.")] = "auto",
     sets: SetOption = None,
     input_size: InputOption = None,
     resize: ResizeOption = None,
@@ -856,7 +858,7 @@ def train(
         net = _load(spec, sets, input_size)
         cfg = TrainConfig(epochs, batch, optimizer, lr, weight_decay, label_smoothing, seed)
         run_train(net, data, output, cfg, _prep(resize, mean, std), se=not no_se,
-                  resume=resume, compare_base=compare_base)
+                  resume=resume, compare_base=compare_base, device=device)
 
 
 @app.command()

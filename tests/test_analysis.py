@@ -372,3 +372,20 @@ def test_bad_image_folders(tmp_path: Path) -> None:
     (tmp_path / "b" / "notes.txt").write_text("not a picture")
     with pytest.raises(SpecError, match=r"notes\.txt is not an image"):
         image_folder(tmp_path, (3, 8, 8), Prep())
+
+
+def test_train_device(tmp_path: Path) -> None:
+    """--device: auto (here, without a GPU, the CPU) trains like cpu; a device this machine
+    lacks or cannot train on is a clean error."""
+    args = ["train", SPEC, "--data", "sklearn:digits", "--epochs", "1", "-o"]
+    ok(*args, tmp_path / "cpu", "--device", "cpu")
+    if not torch.cuda.is_available():
+        ok(*args, tmp_path / "auto")
+        rows = [(tmp_path / d / "metrics.csv").read_text().split("\n")[1].split(",")[:4]
+                for d in ("cpu", "auto")]
+        assert rows[0] == rows[1]  # the same losses: the same device, seed and data order
+    for device, message in (("meta", "training runs on cpu or cuda"),
+                            ("tpu9", "unknown device"),
+                            *([] if torch.cuda.is_available() else [("cuda", "no CUDA device")])):
+        result = sedsl_cli(*args, tmp_path / device, "--device", device)
+        assert result.exit_code == 1 and message in result.output, result.output

@@ -21,7 +21,8 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def run_train(net: Network, data: str, folder: Path, cfg: TrainConfig, prep: Prep, *,
-              se: bool, resume: bool, compare_base: bool) -> dict[str, float]:
+              se: bool, resume: bool, compare_base: bool,
+              device: str = "auto") -> dict[str, float]:
     """Train (and with compare_base, train the base network too); print the comparison.
     Returns the final val top-1 per network trained."""
     rank, _ = dist.setup()
@@ -33,7 +34,8 @@ def run_train(net: Network, data: str, folder: Path, cfg: TrainConfig, prep: Pre
     for label, with_se, where in runs:
         show(f"training {net.name} ({label}) on {source.name}: {len(source.train)} train, "
              f"{len(source.val)} val samples -> {where}")
-        rows = train(net, source, where, cfg, se=with_se, resume=resume, report=_epoch_line(show))
+        rows = train(net, source, where, cfg, se=with_se, resume=resume, report=_epoch_line(show),
+                     device=device)
         final[label] = rows[-1].val_top1 if rows else float("nan")
     if compare_base and rank == 0:
         _print_comparison(net, final)

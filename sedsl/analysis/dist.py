@@ -1,4 +1,5 @@
-"""torchrun support: the process group (gloo) and sums across ranks. One process: no-ops."""
+"""torchrun support: the process group (gloo for CPU tensors, NCCL for CUDA ones), each rank's
+device, and sums across ranks. One process: no-ops."""
 
 from __future__ import annotations
 
@@ -12,8 +13,32 @@ def setup() -> tuple[int, int]:
     """(rank, world size); joins the process group when started by torchrun with K > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def device(name: str = "auto") -> torch.device:
+    """Where this rank trains: `auto` is the GPU when there is one; `cuda` is this rank's GPU
+    under torchrun (LOCAL_RANK), `cuda:N` that one."""
+    from sedsl.errors import SpecError
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        where = torch.device(name)
+    except RuntimeError:
+        raise SpecError(f"unknown device `{name}`", None, "auto, cpu, cuda or cuda:N") from None
+    if where.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SpecError(f"no CUDA device here for `--device {name}`", None,
+                            "train on the CPU: --device cpu")
+        if where.index is None:
+            where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(where)
+    elif where.type != "cpu":
+        raise SpecError(f"training runs on cpu or cuda, not `{name}`", None,
+                        "auto, cpu, cuda or cuda:N")
+    return where
 
 
 def active() -> bool:

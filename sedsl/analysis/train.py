@@ -57,31 +57,34 @@ class Epoch:
 
 
 def train(net: Network, source: Source, out: Path, cfg: TrainConfig, *, se: bool = True,
-          resume: bool = False, report: Callable[[Epoch], None] | None = None) -> list[Epoch]:
+          resume: bool = False, report: Callable[[Epoch], None] | None = None,
+          device: str = "auto") -> list[Epoch]:
     """Train the SE network (or, with se=False, the base network) on `source`; write the
     checkpoint, the final weights and metrics.csv into `out`. Returns the epochs' metrics."""
     rank, world = dist.setup()
+    where = dist.device(device)
     torch.manual_seed(cfg.seed)
-    model = net.to_torch(fused=True, se=se)
+    model = net.to_torch(fused=True, se=se, device=str(where))
     optimizer = _optimizer(model, cfg)
     rows: list[Epoch] = []
     if resume and (out / CHECKPOINT).exists():
         rows = _restore(out / CHECKPOINT, model, optimizer, cfg)
-    runner = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    ids = [where.index] if where.type == "cuda" else None
+    runner = nn.parallel.DistributedDataParallel(model, device_ids=ids) if world > 1 else model
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     steps = _batches_per_epoch(len(source.train), cfg.batch, world)
     base_lr = _base_lr(cfg)
     bar = _progress(rank)
     for epoch in range(len(rows), cfg.epochs):
         start = time.perf_counter()
-        loss_sum, correct, seen = torch.zeros(1, dtype=torch.float64), 0, 0
+        loss_sum, correct, seen = torch.zeros(1, dtype=torch.float64, device=where), 0, 0
         runner.train()
         task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps)
         for step, idx in enumerate(_epoch_batches(len(source.train), cfg, epoch, rank, world)):
             lr = _cosine(base_lr, epoch * steps + step, cfg.epochs * steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y = source.train.batch(idx)
+            x, y = (t.to(where, non_blocking=True) for t in source.train.batch(idx))
             logits = runner(x)
             loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
@@ -93,7 +96,7 @@ def train(net: Network, source: Source, out: Path, cfg: TrainConfig, *, se: bool
             bar.advance(task)
         bar.remove_task(task)
         totals = dist.all_sum(torch.tensor([loss_sum.item(), correct, seen], dtype=torch.float64))
-        val_loss, val_top1 = evaluate(model, source.val, loss_fn, rank, world)
+        val_loss, val_top1 = evaluate(model, source.val, loss_fn, rank, world, device=where)
         row = Epoch(epoch + 1, lr, float(totals[0] / totals[2]), float(totals[1] / totals[2]),
                     val_loss, val_top1, round(time.perf_counter() - start, 3))
         rows.append(row)
@@ -116,7 +119,8 @@ def _progress(rank: int) -> Progress:
 
 
 def evaluate(model: nn.Module, data: Split, loss_fn: nn.Module, rank: int = 0,
-             world: int = 1, batch: int = 256) -> tuple[float, float]:
+             world: int = 1, batch: int = 256,
+             device: torch.device | None = None) -> tuple[float, float]:
     """(mean loss, top-1) over `data` in eval mode; ranks take every world-th batch."""
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
@@ -125,7 +129,7 @@ def evaluate(model: nn.Module, data: Split, loss_fn: nn.Module, rank: int = 0,
             if k % world != rank:
                 continue
             idx = list(range(start, min(start + batch, len(data))))
-            x, y = data.batch(idx)
+            x, y = (t.to(device or "cpu") for t in data.batch(idx))
             logits = model(x)
             totals += torch.tensor([float(loss_fn(logits, y)) * len(idx),
                                     accuracy(logits, y), len(idx)],
@@ -195,7 +199,8 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
 
 def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
              cfg: TrainConfig) -> list[Epoch]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    where = next(model.parameters()).device
+    state = torch.load(path, map_location=where, weights_only=True)
     saved = {k: v for k, v in state["config"].items() if k != "epochs"}
     now = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
     if saved != now:
