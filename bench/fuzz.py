@@ -313,21 +313,29 @@ def campaigns(n: int, seed_value: int, budget: float, jobs: int) -> Campaign:
 
 
 def scaling() -> None:
-    """CPU seconds of load, cost and source for chains of n layers (`bn * n` in blocks)."""
-    print("nodes     load     cost   source   per node")
+    """CPU seconds of load, cost and source for chains of n layers (`bn relu` pairs), and of n
+    residual blocks that each get an SE block (placing SE blocks is linear too)."""
+    print("network                 nodes     load     cost   source   per node")
     for n in (1_000, 10_000, 100_000):
-        text = f"network n {{\n  input 3x8x8\n  {{ bn relu }} * {n // 2}\n}}\n"
-        with limits.raised(repeat=n):
-            t0 = time.process_time()
-            net = sedsl.loads(text)
-            t1 = time.process_time()
-            net.cost()
-            t2 = time.process_time()
-            net.source()
-            t3 = time.process_time()
-        nodes = net.graph.number_of_nodes()
-        print(f"{nodes:>7,} {t1 - t0:7.2f}s {t2 - t1:7.2f}s {t3 - t2:7.2f}s "
-              f"{1e6 * (t3 - t0) / nodes:7.0f} us")
+        _scale("bn relu", f"network n {{\n  input 3x8x8\n  {{ bn relu }} * {n // 2}\n}}\n", n)
+    for n in (1_000, 10_000, 40_000):
+        _scale("residual + SE", "block b(c) {\n  residual { conv(c, 3) bn relu }\n}\n"
+               f"network n {{\n  input 8x8x8\n  s = b(8) * {n // 10}\n}}\n"
+               "se {\n  ratio = 4\n  at residual.end\n}\n", n)
+
+
+def _scale(label: str, text: str, n: int) -> None:
+    with limits.raised(repeat=n, nodes=max(n * 2, 10**5)):
+        t0 = time.process_time()
+        net = sedsl.loads(text)
+        t1 = time.process_time()
+        net.cost()
+        t2 = time.process_time()
+        net.source()
+        t3 = time.process_time()
+    nodes = net.ir.number_of_nodes()
+    print(f"{label:<16}{nodes:>12,} {t1 - t0:7.2f}s {t2 - t1:7.2f}s {t3 - t2:7.2f}s "
+          f"{1e6 * (t3 - t0) / nodes:7.0f} us")
 
 
 def _cpu() -> float:
