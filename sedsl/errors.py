@@ -74,11 +74,21 @@ def _excerpt(text: str, span: Span) -> list[str]:
     line = _printable(source_lines[span.line - 1].rstrip())
     end = span.end_col if span.end_line == span.line else len(line) + 1
     width = max(1, min(end, len(line) + 1) - span.col)
+    col = span.col
+    if len(line) > _WIDE:  # a very long line: the part around the span, marked as cut
+        start = max(0, col - 1 - _WIDE // 2)
+        shown = line[start:start + _WIDE]
+        line = ("..." if start else "") + shown + ("..." if start + _WIDE < len(line) else "")
+        col = col - start + (3 if start else 0)
+        width = min(width, _WIDE // 2)
     gutter = " " * len(str(span.line))
     return [
         f"{span.line} | {line}",
-        f"{gutter} | {' ' * (span.col - 1)}{'^' * width}",
+        f"{gutter} | {' ' * (col - 1)}{'^' * width}",
     ]
+
+
+_WIDE = 200  # the most of one source line an excerpt shows
 
 
 # Control characters (a NUL, an escape sequence) would corrupt the terminal or hide the caret:

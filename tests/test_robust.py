@@ -376,3 +376,16 @@ def test_the_memory_estimate_counts_buffers_as_torch_does(monkeypatch: pytest.Mo
         net.to_torch()
     monkeypatch.setattr(limits, "free_memory", lambda kind, device: state * itemsize)
     assert isinstance(net.to_torch(), torch.nn.Module)
+
+
+@pytest.mark.parametrize("before", [10, 100_000])
+def test_an_error_on_a_long_line_shows_the_part_around_it(before: int) -> None:
+    text = "network n {\n  input 3x8x8\n  " + "relu " * before + "bogus relu relu\n}\n"
+    with pytest.raises(sedsl.SpecError) as caught:
+        sedsl.loads(text, path="long.se")
+    rendered = str(caught.value)
+    assert len(rendered) < 800  # not the megabyte line
+    source, caret = rendered.split("\n")[1:3]
+    start = caret.index("^")
+    assert source[start:start + caret.count("^")] == "bogus"
+    assert source.startswith("3 | ...") == (before > 100)
