@@ -88,7 +88,7 @@ def _excerpt(text: str, span: Span) -> list[str]:
     ]
 
 
-_WIDE = 200  # the most of one source line an excerpt shows
+_WIDE = 400  # the most of one source line an excerpt shows
 
 
 # Control characters (a NUL, an escape sequence) would corrupt the terminal or hide the caret:
