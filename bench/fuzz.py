@@ -325,7 +325,7 @@ def scaling() -> None:
 
 
 def _scale(label: str, text: str, n: int) -> None:
-    with limits.raised(repeat=n, nodes=max(n * 2, 10**5)):
+    with limits.raised(repeat=n, nodes=4 * n):
         t0 = time.process_time()
         net = sedsl.loads(text)
         t1 = time.process_time()
