@@ -20,8 +20,16 @@ if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("needs TRITON_INTERPRET=1 (run by test_kernels_interpret.py)",
                 allow_module_level=True)
 
-from test_kernels import CASES, MODULES, NAMES, SE_RESNET, Case, assert_close, check_block
-from test_kernels import make_inputs
+from test_kernels import (
+    CASES,
+    MODULES,
+    NAMES,
+    SE_RESNET,
+    Case,
+    assert_close,
+    check_block,
+    make_inputs,
+)
 
 from sedsl.kernels import se_block, triton_se, use_triton
 

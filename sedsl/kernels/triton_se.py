@@ -2,10 +2,12 @@
 
 Forward, four launches:
   1. `_squeeze_kernel` reads U once -> partial squeezes (S, N, C) fp32 over S splits of H*W
-     (S = 1 unless the grid would be too small to fill the GPU); for "max" also the partial
-     count of elements equal to the partial maximum;
-  2. `_excite_fc1_kernel` combines the partials into z (N, C) (and the tie count for "max"),
-     then h = excite(z W1^T + b1) (N, R) fp32: a GEMM tiled by (sample block, fc1-output block);
+     (S = 1 unless the grid would be too small to fill the GPU): means (sum / HW) or maxima,
+     so with one split they are z itself; for "max" also the partial count of elements equal
+     to the partial maximum;
+  2. `_excite_fc1_kernel` combines the partials into z (N, C) (and the tie count for "max";
+     stored only when S > 1), then h = excite(z W1^T + b1) (N, R) fp32: a GEMM tiled by
+     (sample block, all R), so the partials are read once;
   3. `_excite_fc2_kernel` s = gate(h W2^T + b2) (N, C) fp32: tiled by (sample block, channel
      range);
   4. `_scale_kernel`   reads U (and identity), writes out = act(s * U + identity).
@@ -15,14 +17,18 @@ not once per sample or per program (`excite_bytes` gives every launch's bytes).
 
 Backward (`backward`), four launches:
   1. `_bwd_reduce_kernel`   reads dOut, U (and identity when act != "none"), sums partial
-     ds = sum_hw(dY * U) (S, N, C), dY = dOut * act'(y), y = s * U + identity recomputed;
-     with an identity it also writes dIdentity = dY;
-  2. `_excite_bwd_kernel`   per row block: combines ds, recomputes fc1 and fc2, and writes the
-     pre-activation gradients dpre1 (N, R), dpre2 (N, C) and h (N, R); W1 and W2 read once per
-     row block (fc2 and its transpose share each W2 tile);
-  3. `_excite_wgrad_kernel` per channel block: dz = dpre1 W1 (its W1 columns read once, kept
-     for every sample), dW1, dW2, db1, db2 summed over the batch in a fixed order
-     (deterministic, no atomics), stored in the weights' dtype;
+     dpre2 = gate'(s) * sum_hw(dY * U) (S, N, C), dY = dOut * act'(y), y = s * U + identity
+     recomputed; the gate's derivative comes from s (GATES_FROM_OUTPUT: sigmoid, tanh, relu,
+     hardsigmoid), and the partial sums are linear in it; with an identity it also writes
+     dIdentity = dY;
+  2. `_excite_bwd_kernel`   per row block: combines dpre2 (stored only when S > 1), recomputes
+     fc1, and writes h (N, R) and dpre1 = (dpre2 W2) * excite'(pre1) (N, R); W1 and W2 read
+     once per row block;
+  3. `_excite_wgrad_kernel` two kinds of program, summing over the batch in a fixed order
+     (deterministic, no atomics) and storing in the weights' dtype: per block of W1's columns
+     dz = dpre1 W1 (its W1 tile kept for every sample), dW1, db1; per block of W2's rows dW2,
+     db2. Blocks are as wide as registers allow, since every program reads one whole (N, R)
+     tensor (dpre1 or h);
   4. `_bwd_input_kernel`    writes dU = dY * s + squeeze'(dz), reading dY back from dIdentity
      when there is one, else dOut (and U to recompute y when act != "none", or for "max").
 U-sized traffic: 6|U| with an identity and an activation, 5|U| with an activation alone,
@@ -36,7 +42,8 @@ count (N, C) int32.
 
 The excitation is Triton rather than torch matmuls: torch needs addmm + activation twice, plus
 dtype casts of bf16 weights and a combine of the split partials (6-10 launches forward, ~15
-backward) where these kernels need two forward and two backward; fp32 math whatever the
+backward; the weight gradients alone would be two mm, two casts and two bias sums) where these
+kernels need two forward and two backward; fp32 math whatever the
 weights' dtype, and the same code runs under TRITON_INTERPRET, so CI checks it. Its work,
 O(N*C*R), is small next to the O(N*C*H*W) passes; its bytes are the weights, O(C*R), which at
 batch 1 on the 7x7 stage outweigh U itself. `EXCITATION = "torch"` swaps in torch for the
@@ -83,9 +90,10 @@ _EXCITE_PROGRAMS = 128  # split fc2's output channels until this many programs
 _PRODUCT = 4096  # elements of the 3-D product tiles of the excitation kernels...
 _FC_ROWS = 2048  # ... and of the (BLOCK_M, all of R) row tiles they keep in registers
 _WGRAD_TILE = 16384  # elements of the weight-gradient tiles per program (see wgrad_tiles)
-_BWD_WARPS = 8  # the backward excitation kernels keep three row or weight tiles of up to 4096
-# elements each (pre1, h, dh; W1, dW1, dW2): at 4 warps row tiles of 1024 elements and more reach
-# 168 registers and spill (sm_90); smaller row tiles stay at 4 warps
+_BWD_WARPS = 8  # the backward excitation kernels keep row tiles of up to 2048 elements (pre1,
+# dh) or weight-gradient tiles of up to 16384 (_WGRAD_TILE): 78 and 234 registers at 8 warps, no
+# spill (sm_80, R = 128); row tiles under 1024 elements stay at 4 warps (with three row tiles
+# of 1024, 4 warps spilled on sm_90)
 _INT32_MAX = 2**31 - 1
 _FLAT_MIN_HW = 32  # flat NCHW from this plane size (a program then touches <= 129 channels)
 # Integer arguments Triton should not specialise on (== 1, divisible by 16): grid bookkeeping
@@ -570,11 +578,12 @@ def _excite_bwd_kernel(  # type: ignore[no-untyped-def]
         mc_ok = m_ok[:, None] & c_ok[None, :]
         w = tl.load(w2_ptr + c[:, None] * w2_sc + r[None, :] * w2_sr,
                     mask=c_ok[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
-        d2 = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
-        for sp in range(0, SPLITS):
-            d2 += tl.load(dsp_ptr + sp * N * C + m[:, None] * C + c[None, :], mask=mc_ok,
-                          other=0.0)
-        tl.store(d2_ptr + m[:, None] * C + c[None, :], d2, mask=mc_ok & (SPLITS > 1))
+        at = m[:, None] * C + c[None, :]
+        d2 = tl.load(dsp_ptr + at, mask=mc_ok, other=0.0)
+        if SPLITS > 1:  # else the one partial is dpre2
+            for sp in range(1, SPLITS):
+                d2 += tl.load(dsp_ptr + sp * N * C + at, mask=mc_ok, other=0.0)
+            tl.store(d2_ptr + at, d2, mask=mc_ok)
         dh += tl.sum(d2[:, :, None] * w[None, :, :], axis=1)  # (BLOCK_M, BLOCK_R)
     d1 = tl.where(mr_ok, dh * _act_grad(pre1, EXCITE), 0.0)
     tl.store(d1_ptr + m[:, None] * R + r[None, :], d1, mask=mr_ok)
@@ -829,8 +838,8 @@ def fc2_tiles(n: int, c: int, r: int) -> tuple[int, int, int, int]:
 
 
 def bwd_tiles(n: int, c: int, r: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_R, BLOCK_K = BLOCK_C) of `_excite_bwd_kernel`: BLOCK_M rows of pre1, h
-    and dh (all R, _FC_ROWS elements at most each) stay in registers; W1 and W2 are read
+    """(BLOCK_M, BLOCK_R, BLOCK_K = BLOCK_C) of `_excite_bwd_kernel`: BLOCK_M rows of pre1 and
+    dh (all R, _FC_ROWS elements at most each) stay in registers; W1 and W2 are read
     ceil(N / BLOCK_M) times."""
     br = _pow2(r)
     bm = max(1, min(_pow2(n), _FC_ROWS // br))
