@@ -20,7 +20,16 @@ if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("needs TRITON_INTERPRET=1 (run by test_kernels_interpret.py)",
                 allow_module_level=True)
 
-from test_kernels import CASES, NAMES, SE_RESNET, Case, assert_close, check_block, make_inputs
+from test_kernels import (
+    CASES,
+    MODULES,
+    NAMES,
+    SE_RESNET,
+    Case,
+    assert_close,
+    check_block,
+    make_inputs,
+)
 
 from sedsl.kernels import se_block, triton_se, use_triton
 
@@ -186,21 +195,27 @@ def test_backward_bytes(channels_last: bool) -> None:
 
 
 @pytest.mark.parametrize(("shape", "rd", "case", "channels_last"), [
-    ((33, 40, 2, 2), 40, CASES[2], False),  # 3 fc1 row blocks x 2 output blocks, 2 fc2 row blocks
+    ((33, 40, 2, 2), 40, CASES[2], False),  # 3 fc1 and 2 fc2 row blocks; 5 + 3 wgrad programs
     ((1, 16, 64, 64), 4, SE_RESNET, True),  # split reductions: the partials are read
+    ((2, 24, 64, 64), 4, CASES[4], False),  # max over splits: the partial ties are combined
     ((3, 5, 1, 1), 1, CASES[1], False),
-], ids=["rows", "splits", "tiny"])
+], ids=["rows", "splits", "max-splits", "tiny"])
 def test_excitation_bytes_match_the_plan(shape: tuple[int, int, int, int], rd: int, case: Case,
-                                         channels_last: bool) -> None:
+                                         channels_last: bool,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Every excitation launch moves exactly the bytes `triton_se.excite_bytes` (the plan that
     bench/se_kernel.py --plan prints) says, and its weights ceil(N / BLOCK_M) times: not once
-    per sample or per program. The block is checked against torch_se on the same tiles."""
+    per sample or per program. The block is checked against torch_se on the same tiles (weight
+    gradient tiles shrunk so that each kind of wgrad program comes several times)."""
+    monkeypatch.setattr(triton_se, "_WGRAD_TILE", 1024)
     n, c, h, w = shape
     t = make_inputs(shape, rd, case, channels_last=channels_last, bias=case.squeeze == "avg")
     check_block(t, case)
     bc, bhw = triton_se.reduce_tile(c, h * w, channels_last, 4)
     splits = triton_se.splits(n, -(-c // bc), h * w, bhw)[0]  # as the squeeze and reduce do
     assert (splits > 1) == (h * w == 64 * 64)
+    bc1, bc2 = triton_se.wgrad_tiles(n, c, rd)[1::2]
+    assert (-(-c // bc1), -(-c // bc2)) == ((5, 3) if c == 40 else (1, 1))
     for backward in (False, True):
         out = _fused(case, t)
         with count_bytes() as counts:
@@ -279,6 +294,43 @@ def _fused(case: Case, t: dict[str, Any]) -> torch.Tensor:
 
 def _grads(out: torch.Tensor, t: dict[str, Any], grad: torch.Tensor) -> list[torch.Tensor]:
     return list(torch.autograd.grad(out, [t[k] for k in NAMES if t[k] is not None], grad))
+
+
+def test_every_gate_has_its_derivative_from_its_output() -> None:
+    """The backward reduce takes the gate's derivative from s (`_gate_grad`): every gate the
+    kernels accept must be one whose derivative its output determines."""
+    from sedsl import vocab
+
+    assert set(vocab.GATES) & vocab.KERNEL_ACTIVATIONS <= triton_se.GATES_FROM_OUTPUT
+
+
+@pytest.mark.parametrize("splits", [False, True], ids=["one-split", "splits"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3], CASES[4]], ids=str)  # 4 gates
+def test_gradients_through_z_and_s(case: Case, splits: bool) -> None:
+    """A loss on out, z and s: the gradients that enter the backward through z and s (the
+    latter times the gate's derivative, taken from s) match float64 torch.nn pieces."""
+    shape = (1, 16, 64, 64) if splits else SHAPE
+    t = make_inputs(shape, 4, case)
+    args = [t[k] for k in NAMES]
+    out, z, s, _ = torch.ops.sedsl.se_block(*args, case.squeeze, case.excite, case.gate,
+                                            case.act)
+    gen = torch.Generator().manual_seed(2)
+    g, gz, gs = (torch.randn(x.shape, generator=gen) for x in (out, z, s))
+    leaves = {k: v.detach().double().requires_grad_() for k, v in t.items() if v is not None}
+    u = leaves["u"]
+    z64 = u.mean((2, 3)) if case.squeeze == "avg" else u.amax((2, 3))
+    h = MODULES[case.excite]()(torch.nn.functional.linear(z64, leaves["w1"], leaves["b1"]))
+    s64 = MODULES[case.gate]()(torch.nn.functional.linear(h, leaves["w2"], leaves["b2"]))
+    y = u * s64[:, :, None, None] + (leaves["identity"] if case.identity else 0.0)
+    out64 = MODULES[case.act]()(y)
+    assert_close(z, z64, torch.float32, "z")
+    assert_close(s, s64, torch.float32, "s")
+    loss = (out * g).sum() + (z * gz).sum() + (s * gs).sum()
+    want = (out64 * g.double()).sum() + (z64 * gz.double()).sum() + (s64 * gs.double()).sum()
+    got = torch.autograd.grad(loss, [a for a in args if a is not None])
+    exp = torch.autograd.grad(want, list(leaves.values()))
+    for name, a, b in zip(leaves, got, exp, strict=True):
+        assert_close(a, b, torch.float32, name)
 
 
 def test_max_squeeze_propagates_nan() -> None:

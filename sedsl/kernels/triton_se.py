@@ -2,10 +2,12 @@
 
 Forward, four launches:
   1. `_squeeze_kernel` reads U once -> partial squeezes (S, N, C) fp32 over S splits of H*W
-     (S = 1 unless the grid would be too small to fill the GPU); for "max" also the partial
-     count of elements equal to the partial maximum;
-  2. `_excite_fc1_kernel` combines the partials into z (N, C) (and the tie count for "max"),
-     then h = excite(z W1^T + b1) (N, R) fp32: a GEMM tiled by (sample block, fc1-output block);
+     (S = 1 unless the grid would be too small to fill the GPU): means (sum / HW) or maxima,
+     so with one split they are z itself; for "max" also the partial count of elements equal
+     to the partial maximum;
+  2. `_excite_fc1_kernel` combines the partials into z (N, C) (and the tie count for "max";
+     stored only when S > 1), then h = excite(z W1^T + b1) (N, R) fp32: a GEMM tiled by
+     (sample block, all R), so the partials are read once;
   3. `_excite_fc2_kernel` s = gate(h W2^T + b2) (N, C) fp32: tiled by (sample block, channel
      range);
   4. `_scale_kernel`   reads U (and identity), writes out = act(s * U + identity).
@@ -15,14 +17,18 @@ not once per sample or per program (`excite_bytes` gives every launch's bytes).
 
 Backward (`backward`), four launches:
   1. `_bwd_reduce_kernel`   reads dOut, U (and identity when act != "none"), sums partial
-     ds = sum_hw(dY * U) (S, N, C), dY = dOut * act'(y), y = s * U + identity recomputed;
-     with an identity it also writes dIdentity = dY;
-  2. `_excite_bwd_kernel`   per row block: combines ds, recomputes fc1 and fc2, and writes the
-     pre-activation gradients dpre1 (N, R), dpre2 (N, C) and h (N, R); W1 and W2 read once per
-     row block (fc2 and its transpose share each W2 tile);
-  3. `_excite_wgrad_kernel` per channel block: dz = dpre1 W1 (its W1 columns read once, kept
-     for every sample), dW1, dW2, db1, db2 summed over the batch in a fixed order
-     (deterministic, no atomics), stored in the weights' dtype;
+     dpre2 = gate'(s) * sum_hw(dY * U) (S, N, C), dY = dOut * act'(y), y = s * U + identity
+     recomputed; the gate's derivative comes from s (GATES_FROM_OUTPUT: sigmoid, tanh, relu,
+     hardsigmoid), and the partial sums are linear in it; with an identity it also writes
+     dIdentity = dY;
+  2. `_excite_bwd_kernel`   per row block: combines dpre2 (stored only when S > 1), recomputes
+     fc1, and writes h (N, R) and dpre1 = (dpre2 W2) * excite'(pre1) (N, R); W1 and W2 read
+     once per row block;
+  3. `_excite_wgrad_kernel` two kinds of program, summing over the batch in a fixed order
+     (deterministic, no atomics) and storing in the weights' dtype: per block of W1's columns
+     dz = dpre1 W1 (its W1 tile kept for every sample), dW1, db1; per block of W2's rows dW2,
+     db2. Blocks are as wide as registers allow, since every program reads one whole (N, R)
+     tensor (dpre1 or h);
   4. `_bwd_input_kernel`    writes dU = dY * s + squeeze'(dz), reading dY back from dIdentity
      when there is one, else dOut (and U to recompute y when act != "none", or for "max").
 U-sized traffic: 6|U| with an identity and an activation, 5|U| with an activation alone,
@@ -36,7 +42,8 @@ count (N, C) int32.
 
 The excitation is Triton rather than torch matmuls: torch needs addmm + activation twice, plus
 dtype casts of bf16 weights and a combine of the split partials (6-10 launches forward, ~15
-backward) where these kernels need two forward and two backward; fp32 math whatever the
+backward; the weight gradients alone would be two mm, two casts and two bias sums) where these
+kernels need two forward and two backward; fp32 math whatever the
 weights' dtype, and the same code runs under TRITON_INTERPRET, so CI checks it. Its work,
 O(N*C*R), is small next to the O(N*C*H*W) passes; its bytes are the weights, O(C*R), which at
 batch 1 on the 7x7 stage outweigh U itself. `EXCITATION = "torch"` swaps in torch for the
@@ -67,6 +74,10 @@ from sedsl.kernels.interpret import interpreting
 KERNEL_ACTIVATIONS = frozenset({"relu", "relu6", "silu", "hardswish", "sigmoid", "hardsigmoid",
                                 "tanh"})
 KERNEL_SQUEEZES = frozenset({"avg", "max"})
+# Gates whose derivative is a function of their output: the backward reduce multiplies ds by
+# it (`_gate_grad`), so fc2's pre-activation is never recomputed; sedsl.vocab's gates must be
+# among them (tests/kernels_interpret_cases.py checks).
+GATES_FROM_OUTPUT = frozenset({"sigmoid", "hardsigmoid", "tanh", "relu"})
 EXCITATION = "triton"  # or "torch": how `forward` computes s from z (see the module docstring)
 
 _STREAM_BYTES = 16384  # bytes of U per program of the elementwise passes...
@@ -78,15 +89,17 @@ _SPLIT_STEPS = 8  # ... while each split still loops over at least this many til
 _EXCITE_PROGRAMS = 128  # split fc2's output channels until this many programs
 _PRODUCT = 4096  # elements of the 3-D product tiles of the excitation kernels...
 _FC_ROWS = 2048  # ... and of the (BLOCK_M, all of R) row tiles they keep in registers
-_BWD_WARPS = 8  # the backward excitation kernels keep three row or weight tiles of up to 4096
-# elements each (pre1, h, dh; W1, dW1, dW2): at 4 warps row tiles of 1024 elements and more reach
-# 168 registers and spill (sm_90); smaller row tiles stay at 4 warps
+_WGRAD_TILE = 16384  # elements of the weight-gradient tiles per program (see wgrad_tiles)
+_BWD_WARPS = 8  # the backward excitation kernels keep row tiles of up to 2048 elements (pre1,
+# dh) or weight-gradient tiles of up to 16384 (_WGRAD_TILE): 78 and 234 registers at 8 warps, no
+# spill (sm_80, R = 128); row tiles under 1024 elements stay at 4 warps (with three row tiles
+# of 1024, 4 warps spilled on sm_90)
 _INT32_MAX = 2**31 - 1
 _FLAT_MIN_HW = 32  # flat NCHW from this plane size (a program then touches <= 129 channels)
 # Integer arguments Triton should not specialise on (== 1, divisible by 16): grid bookkeeping
 # and the excitation's sizes, where it would multiply compiled variants for no vector access.
-_SMALL_ARGS = ["N", "C", "R", "HW", "SPLITS", "RB", "C_PER", "w1_sr", "w1_sc", "b1_s", "w2_sc",
-               "w2_sr", "b2_s"]
+_SMALL_ARGS = ["N", "C", "R", "HW", "SPLITS", "RB", "CB", "C_PER", "w1_sr", "w1_sc", "b1_s",
+               "w2_sc", "w2_sr", "b2_s"]
 
 
 def _configs(*warps: int) -> list[triton.Config]:
@@ -166,6 +179,22 @@ def _act_grad(x, ACT: tl.constexpr):  # type: ignore[no-untyped-def]
 
 
 @triton.jit  # type: ignore[untyped-decorator]
+def _gate_grad(s, GATE: tl.constexpr):  # type: ignore[no-untyped-def]
+    """dGATE/dx from the gate's output s = GATE(x), for the gates of GATES_FROM_OUTPUT (what
+    torch's own sigmoid, tanh and relu backwards use; hardsigmoid's 1/6 where -3 < x < 3 is
+    where 0 < s < 1)."""
+    if GATE == "sigmoid":
+        d = s * (1.0 - s)
+    elif GATE == "tanh":
+        d = 1.0 - s * s
+    elif GATE == "relu":
+        d = tl.where(s > 0.0, 1.0, 0.0)
+    else:  # hardsigmoid
+        d = tl.where((s > 0.0) & (s < 1.0), 1.0 / 6.0, 0.0)
+    return d
+
+
+@triton.jit  # type: ignore[untyped-decorator]
 def _offsets(c, hw, W, sc, sh, sw, LAYOUT: tl.constexpr,  # type: ignore[no-untyped-def]
              WIDE: tl.constexpr):
     """Element offsets of the (c[:, None], hw[None, :]) tile within one sample.
@@ -225,7 +254,8 @@ def _per_channel(v_ptr, start, at, NUMEL, FLAT_HW: tl.constexpr,  # type: ignore
 @triton.jit(do_not_specialize=["N", "W", "CB", "SPLITS", "SPLIT_LEN"])  # type: ignore[untyped-decorator]
 def _squeeze_kernel(  # type: ignore[no-untyped-def]
     u_ptr,  # U (N, C, H, W), any float dtype and strides
-    zp_ptr,  # out: partial sums (avg) or maxima (max) (SPLITS, N, C) fp32, contiguous
+    zp_ptr,  # out: partial means (avg: the split's sum / HW) or maxima (max) (SPLITS, N, C)
+    # fp32, contiguous; with one split they are z itself
     cp_ptr,  # out: partial tie counts (SPLITS, N, C) int32 (written only when MAX)
     N,  # batch
     C,  # channels
@@ -236,7 +266,7 @@ def _squeeze_kernel(  # type: ignore[no-untyped-def]
     SPLITS,  # splits of H*W
     SPLIT_LEN,  # hw positions per split, a multiple of BLOCK_HW
     U_LAYOUT: tl.constexpr,  # _offsets layout code of U
-    MAX: tl.constexpr,  # max squeeze (else sum; the mean's division is the combine's)
+    MAX: tl.constexpr,  # max squeeze (else the mean)
     WIDE: tl.constexpr,  # int64 offsets
     BLOCK_C: tl.constexpr,  # channels per program
     BLOCK_HW: tl.constexpr,  # hw positions per loop step
@@ -271,36 +301,37 @@ def _squeeze_kernel(  # type: ignore[no-untyped-def]
         z = tl.where(has_nan, float("nan"), tl.max(acc, axis=1))
         tl.store(cp_ptr + at, tl.sum(tl.where(acc == z[:, None], cnt, 0), axis=1), mask=c_ok)
     else:
-        z = tl.sum(acc, axis=1)
+        z = tl.sum(acc, axis=1) / HW
     tl.store(zp_ptr + at, z, mask=c_ok)
 
 
 @triton.jit  # type: ignore[untyped-decorator]
-def _combine(zp_ptr, cp_ptr, m, k, ok, N, C, HW, SPLITS,  # type: ignore[no-untyped-def]
+def _combine(zp_ptr, cp_ptr, m, k, ok, N, C, SPLITS, TIES,  # type: ignore[no-untyped-def]
              MAX: tl.constexpr):
-    """z (and the tie count for MAX) of the (m[:, None], k[None, :]) tile from the partials."""
+    """z (and, for MAX where TIES, the tie count) of the (m[:, None], k[None, :]) tile from
+    the partials."""
     at = m[:, None] * C + k[None, :]
     if MAX:
         z = tl.full(at.shape, float("-inf"), tl.float32)
         cnt = tl.zeros(at.shape, tl.int32)
         for sp in range(0, SPLITS):
             x = tl.load(zp_ptr + sp * N * C + at, mask=ok, other=float("-inf"))
-            z, cnt = _max_merge(z, cnt, x, tl.load(cp_ptr + sp * N * C + at, mask=ok, other=0))
+            ties = tl.load(cp_ptr + sp * N * C + at, mask=ok & TIES, other=0)
+            z, cnt = _max_merge(z, cnt, x, ties)
     else:
         z = tl.zeros(at.shape, tl.float32)
         for sp in range(0, SPLITS):
             z += tl.load(zp_ptr + sp * N * C + at, mask=ok, other=0.0)
-        z = z / HW
         cnt = tl.zeros(at.shape, tl.int32)
     return z, cnt
 
 
 @triton.jit  # type: ignore[untyped-decorator]
-def _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, HW,  # type: ignore[no-untyped-def]
+def _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R,  # type: ignore[no-untyped-def]
          SPLITS, w1_sr, w1_sc, b1_s, STORE_Z, FROM_PARTIALS: tl.constexpr, MAX: tl.constexpr,
          HAS_B1: tl.constexpr, BLOCK_K: tl.constexpr):
-    """pre1 = z W1^T + b1 (BLOCK_M, BLOCK_R) fp32 for rows m; z from the partials (stored
-    when STORE_Z) or from z_ptr."""
+    """pre1 = z W1^T + b1 (BLOCK_M, BLOCK_R) fp32 for rows m; z from the partials (combined
+    and stored, with the ties, when STORE_Z) or from z_ptr."""
     m_ok = m < N
     r_ok = r < R
     acc = tl.zeros((m.shape[0], r.shape[0]), tl.float32)
@@ -308,7 +339,7 @@ def _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, HW,  # t
         k = start + tl.arange(0, BLOCK_K)
         ok = m_ok[:, None] & (k < C)[None, :]
         if FROM_PARTIALS:
-            z, cnt = _combine(zp_ptr, cp_ptr, m, k, ok, N, C, HW, SPLITS, MAX)
+            z, cnt = _combine(zp_ptr, cp_ptr, m, k, ok, N, C, SPLITS, STORE_Z, MAX)
             at = m[:, None] * C + k[None, :]
             tl.store(z_ptr + at, z, mask=ok & STORE_Z)
             if MAX:
@@ -327,12 +358,12 @@ def _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, HW,  # t
 @triton.jit(do_not_specialize=_SMALL_ARGS)  # type: ignore[untyped-decorator]
 def _excite_fc1_kernel(  # type: ignore[no-untyped-def]
     zp_ptr,  # partial squeezes (SPLITS, N, C) fp32
-    cp_ptr,  # partial tie counts (SPLITS, N, C) int32 (read only when MAX)
-    z_ptr,  # out: z (N, C) fp32
-    cnt_ptr,  # out: tie counts (N, C) int32 (written only when MAX)
+    cp_ptr,  # partial tie counts (SPLITS, N, C) int32 (read only when MAX and SPLITS > 1)
+    z_ptr,  # out: z (N, C) fp32 (written only when SPLITS > 1: else the partials are z)
+    cnt_ptr,  # out: tie counts (N, C) int32 (written only when MAX and SPLITS > 1)
     w1_ptr, b1_ptr,  # W1 (R, C), b1 (R,), any float dtype and strides
     h_ptr,  # out: h = EXCITE(z W1^T + b1) (N, R) fp32
-    N, C, R, HW,
+    N, C, R,
     SPLITS,
     w1_sr, w1_sc, b1_s,  # strides in elements
     RB,  # row blocks
@@ -343,14 +374,16 @@ def _excite_fc1_kernel(  # type: ignore[no-untyped-def]
     BLOCK_R: tl.constexpr,  # fc1 outputs per program
     BLOCK_K: tl.constexpr,  # channels per step
 ):
-    """One program per (row block, block of fc1 outputs): a GEMM tile over all C, so W1 is read
-    once per row block; programs of the first output block also store z (and the ties)."""
+    """One program per (row block, block of fc1 outputs; one block up to R = _FC_ROWS): a GEMM
+    tile over all C, so W1 is read once per row block and the partials once per output block;
+    programs of the first output block also store z (and the ties) when there are several
+    splits to combine."""
     pid = tl.program_id(0)
     m = (pid % RB) * BLOCK_M + tl.arange(0, BLOCK_M)
     rb = pid // RB  # neighbouring programs share the W1 rows they read
     r = rb * BLOCK_R + tl.arange(0, BLOCK_R)
-    pre1 = _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, HW, SPLITS,
-                w1_sr, w1_sc, b1_s, rb == 0, True, MAX, HAS_B1, BLOCK_K)
+    pre1 = _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, SPLITS,
+                w1_sr, w1_sc, b1_s, (rb == 0) & (SPLITS > 1), True, MAX, HAS_B1, BLOCK_K)
     tl.store(h_ptr + m[:, None] * R + r[None, :], _act(pre1, EXCITE),
              mask=(m < N)[:, None] & (r < R)[None, :])
 
@@ -451,7 +484,7 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
     u_ptr,  # U
     i_ptr,  # identity (read only when HAS_IDENTITY and ACT != "none")
     s_ptr,  # gate s (N, C) fp32, contiguous
-    dsp_ptr,  # out: partial ds = sum_hw(dY * U) (SPLITS, N, C) fp32, contiguous
+    dsp_ptr,  # out: partial dpre2 = GATE'(s) * sum_hw(dY * U) (SPLITS, N, C) fp32, contiguous
     gy_ptr,  # out: dY = dOut * ACT'(y) in the identity's dtype (written only when STORE_GY)
     N,  # batch
     C,  # channels
@@ -470,20 +503,23 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
     Y_LAYOUT: tl.constexpr,
     HAS_IDENTITY: tl.constexpr,  # y = s * U + identity (else s * U)
     ACT: tl.constexpr,  # final activation name
+    GATE: tl.constexpr,  # the gate's name (one of GATES_FROM_OUTPUT)
     STORE_GY: tl.constexpr,  # write dY (the identity's gradient)
     WIDE: tl.constexpr,  # int64 offsets
     BLOCK_C: tl.constexpr,  # channels per program
     BLOCK_HW: tl.constexpr,  # hw positions per loop step
 ):
-    """One program per (split, channel block, sample): partial ds and, with an identity,
-    dIdentity."""
+    """One program per (split, channel block, sample): partial dpre2 (ds times the gate's
+    derivative, taken from s, so that the excitation's backward needs neither s nor fc2's
+    pre-activation) and, with an identity, dIdentity."""
     pid = tl.program_id(0)
     sp = pid % SPLITS
     rest = pid // SPLITS
     n = (rest // CB).to(tl.int64)
     c = (rest % CB) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
-    s = tl.load(s_ptr + n * C + c, mask=c_ok, other=0.0)[:, None]  # (BLOCK_C, 1)
+    s_c = tl.load(s_ptr + n * C + c, mask=c_ok, other=0.0)  # (BLOCK_C,)
+    s = s_c[:, None]
     acc = tl.zeros((BLOCK_C, BLOCK_HW), tl.float32)
     for step in range(0, SPLIT_LEN, BLOCK_HW):
         hw = sp * SPLIT_LEN + step + tl.arange(0, BLOCK_HW)
@@ -502,41 +538,39 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
             y_at = gy_ptr + n * y_sn + _offsets(c, hw, W, y_sc, y_sh, y_sw, Y_LAYOUT, WIDE)
             tl.store(y_at, g.to(gy_ptr.dtype.element_ty), mask=mask)
         acc += g * u
-    tl.store(dsp_ptr + (sp * N + n) * C + c, tl.sum(acc, axis=1), mask=c_ok)
+    tl.store(dsp_ptr + (sp * N + n) * C + c, tl.sum(acc, axis=1) * _gate_grad(s_c, GATE),
+             mask=c_ok)
 
 
 @triton.jit(do_not_specialize=_SMALL_ARGS)  # type: ignore[untyped-decorator]
 def _excite_bwd_kernel(  # type: ignore[no-untyped-def]
     z_ptr,  # z (N, C) fp32
-    dsp_ptr,  # partial ds (SPLITS, N, C) fp32
+    dsp_ptr,  # partial dpre2 (SPLITS, N, C) fp32 (the backward reduce's)
     w1_ptr, b1_ptr,  # W1 (R, C), b1 (R,), any float dtype and strides
-    w2_ptr, b2_ptr,  # W2 (C, R), b2 (C,)
+    w2_ptr,  # W2 (C, R)
     h_ptr,  # out: h (N, R) fp32
     d1_ptr,  # out: dL/dpre1 (N, R) fp32
-    d2_ptr,  # out: dL/dpre2 (N, C) fp32
+    d2_ptr,  # out: dL/dpre2 (N, C) fp32 (written only when SPLITS > 1: else it is the partial)
     N, C, R,
     SPLITS,
-    w1_sr, w1_sc, b1_s, w2_sc, w2_sr, b2_s,  # strides in elements
+    w1_sr, w1_sc, b1_s, w2_sc, w2_sr,  # strides in elements
     HAS_B1: tl.constexpr,
-    HAS_B2: tl.constexpr,
-    EXCITE: tl.constexpr,  # activation names
-    GATE: tl.constexpr,
+    EXCITE: tl.constexpr,  # activation name
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_R: tl.constexpr,  # >= R
     BLOCK_K: tl.constexpr,  # channels per fc1 step
-    BLOCK_C: tl.constexpr,  # channels per fc2 / dz step
+    BLOCK_C: tl.constexpr,  # channels per dh step
 ):
-    """One program per row block: the excitation's backward from ds to dpre1 (fc1 recomputed,
-    fc2 and its transpose from the same W2 tile), storing what the channel-block kernel needs
-    (h, dpre1, dpre2); W1 and W2 are read once per row block."""
+    """One program per row block: the excitation's backward from dpre2 to dpre1 (fc1
+    recomputed, dh = dpre2 W2), storing what the weight-gradient kernel needs (h, dpre1, and
+    dpre2 when it had to be combined); W1 and W2 are read once per row block."""
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     r = tl.arange(0, BLOCK_R)
     m_ok, r_ok = m < N, r < R
-    pre1 = _fc1(z_ptr, z_ptr, z_ptr, z_ptr, w1_ptr, b1_ptr, m, r, N, C, R, 1, 1,
+    pre1 = _fc1(z_ptr, z_ptr, z_ptr, z_ptr, w1_ptr, b1_ptr, m, r, N, C, R, 1,
                 w1_sr, w1_sc, b1_s, False, False, False, HAS_B1, BLOCK_K)
-    h = _act(pre1, EXCITE)
     mr_ok = m_ok[:, None] & r_ok[None, :]
-    tl.store(h_ptr + m[:, None] * R + r[None, :], h, mask=mr_ok)
+    tl.store(h_ptr + m[:, None] * R + r[None, :], _act(pre1, EXCITE), mask=mr_ok)
     dh = tl.zeros((BLOCK_M, BLOCK_R), tl.float32)
     for start in range(0, C, BLOCK_C):
         c = start + tl.arange(0, BLOCK_C)
@@ -544,15 +578,12 @@ def _excite_bwd_kernel(  # type: ignore[no-untyped-def]
         mc_ok = m_ok[:, None] & c_ok[None, :]
         w = tl.load(w2_ptr + c[:, None] * w2_sc + r[None, :] * w2_sr,
                     mask=c_ok[:, None] & r_ok[None, :], other=0.0).to(tl.float32)
-        pre2 = tl.sum(h[:, None, :] * w[None, :, :], axis=2)  # (BLOCK_M, BLOCK_C)
-        if HAS_B2:
-            pre2 += tl.load(b2_ptr + c * b2_s, mask=c_ok, other=0.0).to(tl.float32)[None, :]
-        ds = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
-        for sp in range(0, SPLITS):
-            ds += tl.load(dsp_ptr + sp * N * C + m[:, None] * C + c[None, :], mask=mc_ok,
-                          other=0.0)
-        d2 = ds * _act_grad(pre2, GATE)
-        tl.store(d2_ptr + m[:, None] * C + c[None, :], d2, mask=mc_ok)
+        at = m[:, None] * C + c[None, :]
+        d2 = tl.load(dsp_ptr + at, mask=mc_ok, other=0.0)
+        if SPLITS > 1:  # else the one partial is dpre2
+            for sp in range(1, SPLITS):
+                d2 += tl.load(dsp_ptr + sp * N * C + at, mask=mc_ok, other=0.0)
+            tl.store(d2_ptr + at, d2, mask=mc_ok)
         dh += tl.sum(d2[:, :, None] * w[None, :, :], axis=1)  # (BLOCK_M, BLOCK_R)
     d1 = tl.where(mr_ok, dh * _act_grad(pre1, EXCITE), 0.0)
     tl.store(d1_ptr + m[:, None] * R + r[None, :], d1, mask=mr_ok)
@@ -570,50 +601,64 @@ def _excite_wgrad_kernel(  # type: ignore[no-untyped-def]
     dw2_ptr, db2_ptr,  # out: dW2 (C, R), db2 (C,)
     N, C, R,
     w1_sr, w1_sc,  # W1's strides in elements
+    CB,  # channel blocks of the dW1 programs (the first CB programs)
     HAS_B1: tl.constexpr,
     HAS_B2: tl.constexpr,
-    BLOCK_N: tl.constexpr,  # rows per step
     BLOCK_R: tl.constexpr,  # >= R
-    BLOCK_C: tl.constexpr,  # channels per program
+    BLOCK_C1: tl.constexpr,  # channels per dW1 program
+    BLOCK_N1: tl.constexpr,  # rows per step of a dW1 program
+    BLOCK_C2: tl.constexpr,  # channels per dW2 program
+    BLOCK_N2: tl.constexpr,  # rows per step of a dW2 program
 ):
-    """One program per channel block: dz for its channels, and the weight and bias gradients
-    summed over the batch in order (deterministic); W1 is read once in all."""
+    """Two kinds of program, each summing over the batch in order (deterministic): the first
+    CB take a block of W1's columns (dW1, db1, and dz = dpre1 W1 with their W1 tile kept for
+    every row), the rest a block of W2's rows (dW2, db2). Each reads one (N, R) tensor, dpre1 or
+    h, so wide blocks (the whole of a program's registers for one gradient tile) read it few
+    times."""
     pid = tl.program_id(0)
-    c = pid * BLOCK_C + tl.arange(0, BLOCK_C)
     r = tl.arange(0, BLOCK_R)
-    c_ok, r_ok = c < C, r < R
-    rc_ok = r_ok[:, None] & c_ok[None, :]
-    w1 = tl.load(w1_ptr + r[:, None] * w1_sr + c[None, :] * w1_sc, mask=rc_ok,
-                 other=0.0).to(tl.float32)  # (BLOCK_R, BLOCK_C), kept for every row
-    acc1 = tl.zeros((BLOCK_R, BLOCK_C), tl.float32)
-    acc2 = tl.zeros((BLOCK_C, BLOCK_R), tl.float32)
-    db1 = tl.zeros((BLOCK_R,), tl.float32)
-    db2 = tl.zeros((BLOCK_C,), tl.float32)
-    for start in range(0, N, BLOCK_N):
-        nn = start + tl.arange(0, BLOCK_N)
-        n_ok = nn < N
-        d1 = tl.load(d1_ptr + nn[:, None] * R + r[None, :], mask=n_ok[:, None] & r_ok[None, :],
-                     other=0.0)  # (BLOCK_N, BLOCK_R)
-        h = tl.load(h_ptr + nn[:, None] * R + r[None, :], mask=n_ok[:, None] & r_ok[None, :],
-                    other=0.0)
-        nc_ok = n_ok[:, None] & c_ok[None, :]
-        z = tl.load(z_ptr + nn[:, None] * C + c[None, :], mask=nc_ok, other=0.0)
-        z = tl.where(nc_ok, z, 0.0)
-        d2 = tl.load(d2_ptr + nn[:, None] * C + c[None, :], mask=nc_ok, other=0.0)
-        dz = tl.sum(d1[:, :, None] * w1[None, :, :], axis=1)  # (BLOCK_N, BLOCK_C)
-        tl.store(dz_ptr + nn[:, None] * C + c[None, :], dz, mask=nc_ok)
-        acc1 += tl.sum(d1[:, :, None] * z[:, None, :], axis=0)
-        acc2 += tl.sum(d2[:, :, None] * h[:, None, :], axis=0)
-        db1 += tl.sum(d1, axis=0)
-        db2 += tl.sum(d2, axis=0)
-    tl.store(dw1_ptr + r[:, None] * C + c[None, :], acc1.to(dw1_ptr.dtype.element_ty),
-             mask=rc_ok)
-    tl.store(dw2_ptr + c[:, None] * R + r[None, :], acc2.to(dw2_ptr.dtype.element_ty),
-             mask=c_ok[:, None] & r_ok[None, :])
-    if HAS_B1:
-        tl.store(db1_ptr + r, db1.to(db1_ptr.dtype.element_ty), mask=r_ok & (pid == 0))
-    if HAS_B2:
-        tl.store(db2_ptr + c, db2.to(db2_ptr.dtype.element_ty), mask=c_ok)
+    r_ok = r < R
+    if pid < CB:
+        c1 = pid * BLOCK_C1 + tl.arange(0, BLOCK_C1)
+        c1_ok = c1 < C
+        rc1_ok = r_ok[:, None] & c1_ok[None, :]
+        w1 = tl.load(w1_ptr + r[:, None] * w1_sr + c1[None, :] * w1_sc, mask=rc1_ok,
+                     other=0.0).to(tl.float32)  # (BLOCK_R, BLOCK_C1), kept for every row
+        acc1 = tl.zeros((BLOCK_R, BLOCK_C1), tl.float32)
+        db1 = tl.zeros((BLOCK_R,), tl.float32)
+        for start in range(0, N, BLOCK_N1):
+            nn1 = start + tl.arange(0, BLOCK_N1)
+            n1_ok = nn1 < N
+            d1 = tl.load(d1_ptr + nn1[:, None] * R + r[None, :],
+                         mask=n1_ok[:, None] & r_ok[None, :], other=0.0)  # (BLOCK_N1, BLOCK_R)
+            nc1_ok = n1_ok[:, None] & c1_ok[None, :]
+            z = tl.load(z_ptr + nn1[:, None] * C + c1[None, :], mask=nc1_ok, other=0.0)
+            dz = tl.sum(d1[:, :, None] * w1[None, :, :], axis=1)  # (BLOCK_N1, BLOCK_C1)
+            tl.store(dz_ptr + nn1[:, None] * C + c1[None, :], dz, mask=nc1_ok)
+            acc1 += tl.sum(d1[:, :, None] * z[:, None, :], axis=0)
+            db1 += tl.sum(d1, axis=0)
+        tl.store(dw1_ptr + r[:, None] * C + c1[None, :], acc1.to(dw1_ptr.dtype.element_ty),
+                 mask=rc1_ok)
+        if HAS_B1:
+            tl.store(db1_ptr + r, db1.to(db1_ptr.dtype.element_ty), mask=r_ok & (pid == 0))
+    else:
+        c2 = (pid - CB) * BLOCK_C2 + tl.arange(0, BLOCK_C2)
+        c2_ok = c2 < C
+        acc2 = tl.zeros((BLOCK_C2, BLOCK_R), tl.float32)
+        db2 = tl.zeros((BLOCK_C2,), tl.float32)
+        for start in range(0, N, BLOCK_N2):
+            nn2 = start + tl.arange(0, BLOCK_N2)
+            n2_ok = nn2 < N
+            h = tl.load(h_ptr + nn2[:, None] * R + r[None, :], mask=n2_ok[:, None] & r_ok[None, :],
+                        other=0.0)  # (BLOCK_N2, BLOCK_R)
+            d2 = tl.load(d2_ptr + nn2[:, None] * C + c2[None, :],
+                         mask=n2_ok[:, None] & c2_ok[None, :], other=0.0)
+            acc2 += tl.sum(d2[:, :, None] * h[:, None, :], axis=0)
+            db2 += tl.sum(d2, axis=0)
+        tl.store(dw2_ptr + c2[:, None] * R + r[None, :], acc2.to(dw2_ptr.dtype.element_ty),
+                 mask=c2_ok[:, None] & r_ok[None, :])
+        if HAS_B2:
+            tl.store(db2_ptr + c2, db2.to(db2_ptr.dtype.element_ty), mask=c2_ok)
 
 
 @triton.jit(do_not_specialize=["W", "HB", "CB"])  # type: ignore[untyped-decorator]
@@ -770,11 +815,12 @@ def splits(n: int, cb: int, hw: int, bhw: int) -> tuple[int, int]:
 
 
 def fc1_tiles(n: int, c: int, r: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_R, BLOCK_K) of the fc1 GEMM (`_excite_fc1_kernel`): up to 16 samples by
-    32 fc1 outputs per program, so W1 is read ceil(N / 16) times and z ceil(R / 32) times (an
-    fp32 row of z costs what two bf16 rows of W1 do; 16 x 32 balances them), and BLOCK_K >= 8
-    at _PRODUCT."""
-    bm, br = min(_pow2(n), 16), min(_pow2(r), 32)
+    """(BLOCK_M, BLOCK_R, BLOCK_K) of the fc1 GEMM (`_excite_fc1_kernel`): BLOCK_M samples by
+    all R fc1 outputs (up to _FC_ROWS elements) per program, so the partials are read once and
+    W1 ceil(N / BLOCK_M) times (BLOCK_M = 2048 / R: 16 at R = 128, as the backward's row
+    tiles), BLOCK_K channels per step at _PRODUCT."""
+    br = min(_pow2(r), _FC_ROWS)
+    bm = max(1, min(_pow2(n), _FC_ROWS // br))
     return bm, br, max(1, min(_pow2(c), _PRODUCT // (bm * br)))
 
 
@@ -792,22 +838,27 @@ def fc2_tiles(n: int, c: int, r: int) -> tuple[int, int, int, int]:
 
 
 def bwd_tiles(n: int, c: int, r: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_R, BLOCK_K = BLOCK_C) of `_excite_bwd_kernel`: BLOCK_M rows of pre1, h
-    and dh (all R, _FC_ROWS elements at most each) stay in registers; W1 and W2 are read
+    """(BLOCK_M, BLOCK_R, BLOCK_K = BLOCK_C) of `_excite_bwd_kernel`: BLOCK_M rows of pre1 and
+    dh (all R, _FC_ROWS elements at most each) stay in registers; W1 and W2 are read
     ceil(N / BLOCK_M) times."""
     br = _pow2(r)
     bm = max(1, min(_pow2(n), _FC_ROWS // br))
     return bm, br, max(1, min(_pow2(c), _PRODUCT // (bm * br)))
 
 
-def wgrad_tiles(n: int, c: int, r: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_R, BLOCK_C) of `_excite_wgrad_kernel`: BLOCK_C channels of W1, dW1 and
-    dW2 (all R, 4096 elements each, at _BWD_WARPS warps) per program, at least 8 programs
-    where C allows; every program reads all of h and dpre1, so wider blocks read them fewer
-    times. BLOCK_N rows per step."""
-    br = _pow2(r)
-    bc = max(1, min(_pow2(c), 4096 // br, max(16, _pow2(c) // 8)))
-    return max(1, min(_pow2(n), _PRODUCT // (br * bc))), br, bc
+def wgrad_tiles(n: int, c: int, r: int) -> tuple[int, int, int, int, int]:
+    """(BLOCK_R, BLOCK_C1, BLOCK_N1, BLOCK_C2, BLOCK_N2) of `_excite_wgrad_kernel`: a dW1
+    program keeps two (all R, BLOCK_C1) tiles (dW1 and its W1 columns, _WGRAD_TILE / 2 elements
+    each), a dW2 program one (dW2, _WGRAD_TILE), at _BWD_WARPS warps. Every program reads all
+    of one (N, R) tensor, so those are read ceil(C / BLOCK_C1) + ceil(C / BLOCK_C2) times in
+    all: 48 (N, R) reads, 3 (N, C)'s worth, at R = 128 and C = 2048, where 32-channel blocks of
+    both made 128. BLOCK_N rows per step, _PRODUCT elements in each product tile where R and
+    the block allow (one row otherwise)."""
+    br, cc = _pow2(r), _pow2(c)
+    bc1 = max(1, min(cc, _WGRAD_TILE // 2 // br))
+    bc2 = max(1, min(cc, _WGRAD_TILE // br))
+    rows = [max(1, min(_pow2(n), _PRODUCT // (br * bc))) for bc in (bc1, bc2)]
+    return br, bc1, rows[0], bc2, rows[1]
 
 
 def excite_bytes(n: int, c: int, r: int, splits: int, wsize: int, bias: bool,
@@ -820,17 +871,20 @@ def excite_bytes(n: int, c: int, r: int, splits: int, wsize: int, bias: bool,
     nc, nr = n * c * 4, n * r * 4  # an (N, C) and an (N, R) fp32 tensor
     if not backward:
         bm, br, _ = fc1_tiles(n, c, r)
+        combine = splits > 1  # else the partials are z (and the ties) themselves
         per_z = 2 if squeeze_max else 1  # z and the ties (int32)
-        fc1 = (_cdiv(r, br) * splits * nc * per_z + nc * per_z + nr,
+        fc1 = (_cdiv(r, br) * splits * nc + combine * (per_z - 1) * splits * nc
+               + combine * per_z * nc + nr,  # partials per output block; ties; z; h
                _cdiv(n, bm) * (r * c * wsize + r * bsize))
         bm, _, _, c_per = fc2_tiles(n, c, r)
         fc2 = (_cdiv(c, c_per) * nr + nc, _cdiv(n, bm) * (c * r * wsize + c * bsize))
         return {"_excite_fc1_kernel": fc1, "_excite_fc2_kernel": fc2}
     bm, _, _ = bwd_tiles(n, c, r)
-    bwd = (nc + splits * nc + nc + 2 * nr,  # z, partial ds; dpre2, h, dpre1
-           _cdiv(n, bm) * (2 * r * c * wsize + r * bsize + c * bsize))
-    _, _, bc = wgrad_tiles(n, c, r)
-    wgrad = (_cdiv(c, bc) * 2 * nr + 3 * nc,  # h and dpre1 per program; z, dpre2; dz
+    bwd = (nc + splits * nc + (splits > 1) * nc + 2 * nr,  # z, partial dpre2; dpre2, h, dpre1
+           _cdiv(n, bm) * (2 * r * c * wsize + r * bsize))
+    _, bc1, _, bc2, _ = wgrad_tiles(n, c, r)
+    wgrad = ((_cdiv(c, bc1) + _cdiv(c, bc2)) * nr + 3 * nc,  # dpre1 or h per program; z,
+             # dpre2; dz
              3 * r * c * wsize + r * bsize + c * bsize)  # W1; dW1, dW2, db1, db2
     return {"_excite_bwd_kernel": bwd, "_excite_wgrad_kernel": wgrad}
 
@@ -866,27 +920,29 @@ def squeeze(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     _excite_fc1_kernel)."""
     zp, cp = _squeeze_partials(u, mode)
     if mode == "avg":
-        return zp.sum(0) / (u.shape[2] * u.shape[3]), cp
+        return zp.sum(0), cp
     z = torch.where(zp.isnan().any(0), float("nan"), zp.amax(0))
     return z, torch.where(zp == z, cp, 0).sum(0, dtype=torch.int32)
 
 
 def excite(zp: Tensor, cp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-           b2: Tensor | None, hw: int, squeeze_mode: str, excite_act: str,
+           b2: Tensor | None, squeeze_mode: str, excite_act: str,
            gate: str) -> tuple[Tensor, Tensor, Tensor]:
     """(z, ties, s) from the squeeze partials: two GEMM-tiled launches, fc1 (with the combine
-    and the excite activation) and fc2 (with the gate)."""
-    _, n, c = zp.shape
+    and the excite activation) and fc2 (with the gate). With one split the partials are z and
+    the ties themselves (views, nothing copied)."""
+    sp, n, c = zp.shape
     r = w1.shape[0]
-    z = zp.new_empty((n, c))
-    cnt = zp.new_empty((n, c) if squeeze_mode == "max" else (0,), dtype=torch.int32)
+    is_max = squeeze_mode == "max"
+    z = zp[0] if sp == 1 else zp.new_empty((n, c))
+    cnt = (cp[0] if sp == 1 else cp.new_empty((n, c))) if is_max else cp
     h, s = zp.new_empty((n, r)), zp.new_empty((n, c))
     bm, br, bk = fc1_tiles(n, c, r)
     rb = _cdiv(n, bm)
     with _device(zp):
         _excite_fc1_kernel[(rb * _cdiv(r, br),)](
-            zp, cp, z, cnt, w1, w1 if b1 is None else b1, h, n, c, r, hw, zp.shape[0],
-            w1.stride(0), w1.stride(1), _stride(b1), rb, MAX=squeeze_mode == "max",
+            zp, cp, z, cnt, w1, w1 if b1 is None else b1, h, n, c, r, sp,
+            w1.stride(0), w1.stride(1), _stride(b1), rb, MAX=is_max,
             HAS_B1=b1 is not None, EXCITE=excite_act, BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk)
         bm, br, bc, c_per = fc2_tiles(n, c, r)
         rb = _cdiv(n, bm)
@@ -956,14 +1012,24 @@ def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | N
         s = reference.excitation(z, w1, b1, w2, b2, excite_act, gate)
     else:
         zp, cp = _squeeze_partials(u, squeeze_mode)
-        z, cnt, s = excite(zp, cp, w1, b1, w2, b2, u.shape[2] * u.shape[3], squeeze_mode,
-                           excite_act, gate)
+        z, cnt, s = excite(zp, cp, w1, b1, w2, b2, squeeze_mode, excite_act, gate)
     return scale(u, s, identity, act), z, s, cnt
 
 
+def gate_grad(s: Tensor, gate: str) -> Tensor:
+    """dGATE/dx from the gate's output s, in torch (`_gate_grad` in the kernels)."""
+    if gate == "sigmoid":
+        return s * (1.0 - s)
+    if gate == "tanh":
+        return 1.0 - s * s
+    if gate == "relu":
+        return (s > 0.0).to(s.dtype)
+    return ((s > 0.0) & (s < 1.0)).to(s.dtype) / 6.0
+
+
 def reduce_backward(grad: Tensor, u: Tensor, identity: Tensor | None, s: Tensor,
-                    act: str, store_gy: bool) -> tuple[Tensor, Tensor | None]:
-    """(partial ds (S, N, C) fp32, dY in the identity's layout when `store_gy`)."""
+                    gate: str, act: str, store_gy: bool) -> tuple[Tensor, Tensor | None]:
+    """(partial dpre2 (S, N, C) fp32, dY in the identity's layout when `store_gy`)."""
     n, c, h, w = u.shape
     gy = torch.empty_like(identity if identity is not None else u) if store_gy else None
     ident = identity if identity is not None else u
@@ -980,20 +1046,21 @@ def reduce_backward(grad: Tensor, u: Tensor, identity: Tensor | None, s: Tensor,
         _bwd_reduce_tuned[(sp * cb * n,)](
             grad, u, ident, s, dsp, u if gy is None else gy, n, c, h * w, w, *gst, *ust, *ist,
             *yst, cb, sp, split_len, G_LAYOUT=gcode, U_LAYOUT=ucode, I_LAYOUT=icode,
-            Y_LAYOUT=ycode, HAS_IDENTITY=identity is not None, ACT=act, STORE_GY=store_gy,
-            WIDE=big, BLOCK_C=bc, BLOCK_HW=bhw)
+            Y_LAYOUT=ycode, HAS_IDENTITY=identity is not None, ACT=act, GATE=gate,
+            STORE_GY=store_gy, WIDE=big, BLOCK_C=bc, BLOCK_HW=bhw)
     return dsp, gy
 
 
 def excite_backward(z: Tensor, dsp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-                    b2: Tensor | None, excite_act: str,
-                    gate: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
-    """(dz, dW1, db1, dW2, db2) from the partial ds: two launches, per row block (fc1
-    recomputed, then through fc2 to dpre1) and per channel block (dz and the weight
-    gradients)."""
+                    b2: Tensor | None,
+                    excite_act: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
+    """(dz, dW1, db1, dW2, db2) from the partial dpre2: two launches, per row block (fc1
+    recomputed, dpre2 back through fc2 and excite to dpre1) and per channel block (dz and the
+    weight gradients)."""
     n, c = z.shape
     r = w1.shape[0]
-    dz, d2 = z.new_empty((n, c)), z.new_empty((n, c))
+    dz = z.new_empty((n, c))
+    d2 = dsp[0] if dsp.shape[0] == 1 else z.new_empty((n, c))  # one split: dpre2 itself
     h, d1 = z.new_empty((n, r)), z.new_empty((n, r))
     flags = {"HAS_B1": b1 is not None, "HAS_B2": b2 is not None}
     dw1 = w1.new_empty((r, c))
@@ -1001,17 +1068,19 @@ def excite_backward(z: Tensor, dsp: Tensor, w1: Tensor, b1: Tensor | None, w2: T
     db1 = None if b1 is None else b1.new_empty((r,))
     db2 = None if b2 is None else b2.new_empty((c,))
     bm, br, bk = bwd_tiles(n, c, r)
-    bn, _, wc = wgrad_tiles(n, c, r)
+    _, bc1, bn1, bc2, bn2 = wgrad_tiles(n, c, r)
+    cb = _cdiv(c, bc1)
     with _device(z):
         _excite_bwd_kernel[(_cdiv(n, bm),)](
-            z, dsp, w1, w1 if b1 is None else b1, w2, w2 if b2 is None else b2, h, d1, d2,
-            n, c, r, dsp.shape[0], w1.stride(0), w1.stride(1), _stride(b1), w2.stride(0),
-            w2.stride(1), _stride(b2), **flags, EXCITE=excite_act, GATE=gate, BLOCK_M=bm,
-            BLOCK_R=br, BLOCK_K=bk, BLOCK_C=bk, num_warps=_BWD_WARPS if bm * br >= 1024 else 4)
-        _excite_wgrad_kernel[(_cdiv(c, wc),)](
+            z, dsp, w1, w1 if b1 is None else b1, w2, h, d1, d2, n, c, r, dsp.shape[0],
+            w1.stride(0), w1.stride(1), _stride(b1), w2.stride(0), w2.stride(1),
+            HAS_B1=b1 is not None, EXCITE=excite_act, BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk,
+            BLOCK_C=bk, num_warps=_BWD_WARPS if bm * br >= 1024 else 4)
+        _excite_wgrad_kernel[(cb + _cdiv(c, bc2),)](
             z, h, d1, d2, w1, dz, dw1, dw1 if db1 is None else db1, dw2,
-            dw2 if db2 is None else db2, n, c, r, w1.stride(0), w1.stride(1), **flags,
-            BLOCK_N=bn, BLOCK_R=br, BLOCK_C=wc, num_warps=_BWD_WARPS)
+            dw2 if db2 is None else db2, n, c, r, w1.stride(0), w1.stride(1), cb, **flags,
+            BLOCK_R=br, BLOCK_C1=bc1, BLOCK_N1=bn1, BLOCK_C2=bc2, BLOCK_N2=bn2,
+            num_warps=_BWD_WARPS)
     return dz, dw1, db1, dw2, db2
 
 
@@ -1047,10 +1116,10 @@ def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
     """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity only when identity is given; `idx` is
     the tie count of the max squeeze."""
     has_id = identity is not None
-    dsp, gy = reduce_backward(grad, u, identity, s, act, store_gy=has_id)
+    dsp, gy = reduce_backward(grad, u, identity, s, gate, act, store_gy=has_id)
     if grad_s is not None:  # only when s itself is used: autograd passes None otherwise
-        dsp[0] += grad_s
-    dz, dw1, db1, dw2, db2 = excite_backward(z, dsp, w1, b1, w2, b2, excite_act, gate)
+        dsp[0] += grad_s * gate_grad(s, gate)
+    dz, dw1, db1, dw2, db2 = excite_backward(z, dsp, w1, b1, w2, b2, excite_act)
     if grad_z is not None:
         dz += grad_z
     if gy is not None:  # dY is stored: the input pass needs neither the identity nor act'
