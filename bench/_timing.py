@@ -14,14 +14,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def interleaved(candidates: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Median seconds of each candidate, running them in turn so drift hits all alike."""
+def interleaved(candidates: dict[str, Callable[[], object]], repeat: int,
+                per_round: dict[str, int] | None = None) -> dict[str, float]:
+    """Median seconds of each candidate, running them in turn so drift hits all alike; a
+    candidate in `per_round` runs that many times a round (a sub-second command samples the
+    machine's speed far less than a ten-second one does, and a shared VM's speed varies)."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeat):
         for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            for _ in range((per_round or {}).get(name, 1)):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
