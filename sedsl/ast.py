@@ -1,50 +1,45 @@
-"""The syntax tree of a spec: frozen dataclasses, one per grammar rule, each with its span."""
+"""The syntax tree of a spec: frozen records (`sedsl.record`), one per grammar rule, each with its
+span."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import TypeAlias
 
 from sedsl.errors import Span
+from sedsl.record import Record
 
 # --- expressions ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Number:
+class Number(Record):
     value: Fraction
     span: Span
 
 
-@dataclass(frozen=True)
-class ShapeLit:
+class ShapeLit(Record):
     """`3x224x224` or `1x7`."""
 
     dims: tuple[int, ...]
     span: Span
 
 
-@dataclass(frozen=True)
-class String:
+class String(Record):
     value: str
     span: Span
 
 
-@dataclass(frozen=True)
-class Bool:
+class Bool(Record):
     value: bool
     span: Span
 
 
-@dataclass(frozen=True)
-class Name:
+class Name(Record):
     id: str
     span: Span
 
 
-@dataclass(frozen=True)
-class Arg:
+class Arg(Record):
     """One call argument; `name` is None for a positional one."""
 
     name: str | None
@@ -52,31 +47,27 @@ class Arg:
     span: Span
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(Record):
     func: str
     args: tuple[Arg, ...]
     span: Span
     func_span: Span
 
 
-@dataclass(frozen=True)
-class BinOp:
+class BinOp(Record):
     op: str  # + - * / // % == != < <= > >= and or
     left: Expr
     right: Expr
     span: Span
 
 
-@dataclass(frozen=True)
-class UnaryOp:
+class UnaryOp(Record):
     op: str  # - not
     operand: Expr
     span: Span
 
 
-@dataclass(frozen=True)
-class Cond:
+class Cond(Record):
     """`if test then a else b`."""
 
     test: Expr
@@ -85,24 +76,21 @@ class Cond:
     span: Span
 
 
-@dataclass(frozen=True)
-class Seq:
+class Seq(Record):
     """Juxtaposed layers: `conv(64, 3) bn relu`."""
 
     items: tuple[Expr, ...]
     span: Span
 
 
-@dataclass(frozen=True)
-class Group:
+class Group(Record):
     """`{ statements }` used as one layer."""
 
     body: tuple[Stmt, ...]
     span: Span
 
 
-@dataclass(frozen=True)
-class Residual:
+class Residual(Record):
     """`residual(args) { body } shortcut { shortcut }`."""
 
     args: tuple[Arg, ...]
@@ -112,8 +100,7 @@ class Residual:
     shortcut_span: Span | None
 
 
-@dataclass(frozen=True)
-class Parallel:
+class Parallel(Record):
     """`parallel concat { branches }`."""
 
     merge: str
@@ -130,8 +117,7 @@ Expr: TypeAlias = (
 # --- statements -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Bind:
+class Bind(Record):
     """`name = expr`."""
 
     name: str
@@ -140,22 +126,19 @@ class Bind:
     name_span: Span
 
 
-@dataclass(frozen=True)
-class Place:
+class Place(Record):
     """A bare layer expression."""
 
     value: Expr
     span: Span
 
 
-@dataclass(frozen=True)
-class Input:
+class Input(Record):
     dims: tuple[int, ...]
     span: Span
 
 
-@dataclass(frozen=True)
-class If:
+class If(Record):
     test: Expr
     body: tuple[Stmt, ...]
     orelse: tuple[Stmt, ...]
@@ -167,15 +150,13 @@ Stmt: TypeAlias = Bind | Place | Input | If
 # --- definitions ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(Record):
     name: str
     default: Expr | None
     span: Span
 
 
-@dataclass(frozen=True)
-class BlockDef:
+class BlockDef(Record):
     name: str
     params: tuple[Param, ...]
     body: tuple[Stmt, ...]
@@ -183,8 +164,7 @@ class BlockDef:
     is_network: bool = False
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(Record):
     """`ratio = 16` in an se section or rule."""
 
     name: str
@@ -192,8 +172,7 @@ class Setting:
     span: Span
 
 
-@dataclass(frozen=True)
-class PathRange:
+class PathRange(Record):
     """`conv2` or `conv2..conv5` (siblings, inclusive)."""
 
     first: str
@@ -201,8 +180,7 @@ class PathRange:
     span: Span
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Record):
     """`at residual.end in conv2..conv5 of bottleneck { ratio = 8 }` or `after relu2 ...`."""
 
     where: str  # "at" (a point of a block) or "after" (a named layer)
@@ -213,21 +191,18 @@ class Rule:
     span: Span
 
 
-@dataclass(frozen=True)
-class SeSection:
+class SeSection(Record):
     settings: tuple[Setting, ...]
     rules: tuple[Rule, ...]
     span: Span
 
 
-@dataclass(frozen=True)
-class Use:
+class Use(Record):
     path: str
     span: Span
 
 
-@dataclass(frozen=True)
-class Module:
+class Module(Record):
     """One parsed file."""
 
     file: str

@@ -12,6 +12,7 @@ from typing import Any
 from sedsl.graph import Graph
 from sedsl.ir import Node, input_shapes, records
 from sedsl.ops import OPS, Shape
+from sedsl.record import Record
 from sedsl.se import VARIANTS
 
 
@@ -46,14 +47,12 @@ class NodeCost:
     flops: int
 
 
-@dataclass(frozen=True)
-class Totals:
+class Totals(Record):
     params: int
     flops: int
 
 
-@dataclass(frozen=True)
-class Estimate:
+class Estimate(Record):
     """The paper's closed form (2/r)·Σ C² over SE blocks, and why the exact count differs."""
 
     params: Fraction
@@ -62,8 +61,7 @@ class Estimate:
     blocks: int
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(Record):
     key: str
     base_params: int
     se_params: int
@@ -83,8 +81,7 @@ def node_costs(g: Graph, convention: str) -> list[NodeCost]:
     return out
 
 
-@dataclass(frozen=True)
-class Cost:
+class Cost(Record):
     network: str
     input: Shape
     convention: str

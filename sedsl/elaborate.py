@@ -30,6 +30,7 @@ from sedsl.graph import Graph
 from sedsl.ir import Node, add_node
 from sedsl.library import Library
 from sedsl.ops import OPS, Shape
+from sedsl.record import Record
 from sedsl.se import SeConfig, evaluate_se
 
 # --- placement context --------------------------------------------------------------------------
@@ -103,8 +104,7 @@ class Scope:
         return replace(self.in_branch(branch), path=self.child(branch), ns=Namespace())
 
 
-@dataclass(frozen=True)
-class Tensor:
+class Tensor(Record):
     node: str
     shape: Shape
 
@@ -330,8 +330,7 @@ def _input_shape(net: ast.BlockDef,
 # --- top level ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Elaborated:
+class Elaborated(Record):
     graph: Graph  # the base network
     se: SeConfig  # where its SE blocks go, and what they are
 

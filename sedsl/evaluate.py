@@ -15,6 +15,7 @@ from sedsl import ast, limits
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
 from sedsl.library import Library
 from sedsl.ops import OPS, Attr, Op
+from sedsl.record import Record
 
 # --- values -------------------------------------------------------------------------------------
 
@@ -37,21 +38,18 @@ class BlockCall:
     span: Span
 
 
-@dataclass(frozen=True)
-class Sequence:
+class Sequence(Record):
     items: tuple[Layer, ...]
     span: Span
 
 
-@dataclass(frozen=True)
-class Repeat:
+class Repeat(Record):
     layer: Layer
     count: int
     span: Span
 
 
-@dataclass(frozen=True)
-class Closure:
+class Closure(Record):
     """A group, residual or parallel unit with the environment it was written in."""
 
     node: ast.Group | ast.Residual | ast.Parallel

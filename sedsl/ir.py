@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sedsl.errors import Span
 from sedsl.graph import Graph, topological_order
 from sedsl.ops import Attr, Shape
+from sedsl.record import Record
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -20,8 +21,7 @@ FORMAT = "sedsl.graph/2"
 ROLES = ("base", "se")
 
 
-@dataclass(frozen=True)
-class SeTag:
+class SeTag(Record):
     """Which SE block a node belongs to, and what that block is."""
 
     unit: str  # the SE block: "conv2.block1.se"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from sedsl import ast, limits
 from sedsl.errors import SpecError
 from sedsl.parse import parse
 from sedsl.paths import LIBRARY_ROOT
+from sedsl.record import Record
 
 
-@dataclass(frozen=True)
-class Library:
+class Library(Record):
     """The blocks a spec can call: its own and those of the files it `use`s."""
 
     blocks: dict[str, ast.BlockDef]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from sedsl.errors import SpecError
+from sedsl.record import Record
 from sedsl.vocab import ACTIVATIONS, SQUEEZES, Activation
 
 Shape: TypeAlias = tuple[int, ...]
@@ -24,8 +25,7 @@ Attrs: TypeAlias = Mapping[str, Attr]
 Shapes: TypeAlias = Sequence[Shape]
 
 
-@dataclass(frozen=True)
-class Arg:
+class Arg(Record):
     """An argument a spec passes to an op: `conv(64, 3, stride = 2)`."""
 
     name: str
@@ -34,15 +34,13 @@ class Arg:
     derived: bool = False  # when not given, `complete` works it out from the other arguments
 
 
-@dataclass(frozen=True)
-class TorchModule:
+class TorchModule(Record):
     """Lowered to a module: `source` constructs it, e.g. `nn.Conv2d(3, 64, 7, ...)`."""
 
     source: str
 
 
-@dataclass(frozen=True)
-class TorchExpr:
+class TorchExpr(Record):
     """Lowered to an expression over the inputs `{0}`, `{1}`, ... e.g. `{0} + {1}`."""
 
     template: str

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from functools import partial
 
 from sedsl.errors import CompilerError, Span, SpecError, did_you_mean
 from sedsl.graph import Graph, find_cycle
 from sedsl.ir import ROLES, Node, SeTag, inputs, record, records
 from sedsl.ops import OPS, Attr, Shape
+from sedsl.record import Record
 from sedsl.se import VARIANTS, SeConfig, SeRule, SeSettings, Step
 from sedsl.vocab import KERNEL_ACTIVATIONS, KERNEL_SQUEEZES
 
 OUTPUT = ("<output>", 0)  # a pseudo-consumer: the graph's output
 
 
-@dataclass(frozen=True)
-class Pass:
+class Pass(Record):
     """A named rewrite of the graph."""
 
     name: str
@@ -42,8 +42,7 @@ def run(g: Graph, passes: Iterable[Pass], after: str | None = None) -> Graph:
 # --- where blocks are ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Point:
+class Point(Record):
     """A tensor inside a block where an SE block can go: its producer, the consumers to rewire."""
 
     producer: str
@@ -161,8 +160,7 @@ def _select(g: Graph, rule: SeRule, tree: dict[str, list[str]],
 # --- apply_se -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Insertion:
+class Insertion(Record):
     block: str
     kind: str | None
     point: Point

@@ -15,13 +15,13 @@ from typing import Any
 from sedsl import ast
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
 from sedsl.evaluate import Env, Evaluator, Value, make_divisible, parse_text
+from sedsl.record import Record
 from sedsl.vocab import ACTIVATIONS, GATES, SQUEEZES
 
 # --- what an SE block is: its steps ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(Record):
     """One node of an SE block, applied to the previous step's output.
 
     `kind`: squeeze (the setting `squeeze`), fc (a 1x1 conv to `width`: "rd" the reduced width,
@@ -33,8 +33,7 @@ class Step:
     width: str | None = None
 
 
-@dataclass(frozen=True)
-class Variant:
+class Variant(Record):
     """A kind of SE block: its steps and whether the fused kernels implement it."""
 
     name: str
@@ -101,8 +100,7 @@ ALIASES = {"standard": "residual.end", "pre": "residual.start", "post": "block.e
            "identity": "shortcut.end"}
 
 
-@dataclass(frozen=True)
-class SeRule:
+class SeRule(Record):
     where: str  # "at": a point of each matched block; "after": a named layer of it
     target: str  # "residual.end", "block.start", "b2.end", ... or a layer name like "relu2"
     ranges: tuple[tuple[str, str | None, Span], ...]  # (first, last, span); empty: everywhere
@@ -111,8 +109,7 @@ class SeRule:
     span: Span
 
 
-@dataclass(frozen=True)
-class SeConfig:
+class SeConfig(Record):
     settings: SeSettings
     rules: tuple[SeRule, ...]
 

@@ -5,16 +5,16 @@ the SE settings accept (`sedsl.se`), the generated PyTorch code (`sedsl.lower`),
 reference (`sedsl.kernels.reference`) and what the fusion pass hands to the Triton kernels
 (`kernel`; the kernels implement exactly these names, `sedsl.kernels.triton_se`). Adding an
 activation is one entry here: where the kernels lack it, SE blocks that use it stay plain ops,
-slower perhaps, never broken. This module imports nothing: the compiler reads it without torch.
+slower perhaps, never broken. This module imports nothing but `sedsl.record`: the compiler reads
+it without torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from sedsl.record import Record
 
 
-@dataclass(frozen=True)
-class Activation:
+class Activation(Record):
     """An elementwise activation: `relu`, `sigmoid`, ..."""
 
     name: str
@@ -29,8 +29,7 @@ class Activation:
     inplace_module: bool = False
 
 
-@dataclass(frozen=True)
-class Squeeze:
+class Squeeze(Record):
     """How an SE block squeezes H x W to one value per channel."""
 
     name: str
