@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,16 @@ def test_the_generated_parser_is_current() -> None:
     digest = hashlib.sha256(GRAMMAR.read_text().encode()).hexdigest()
     assert f"sha256 {digest}" in first, \
         "grammars/sedsl.lark changed: run `python grammars/generate_parser.py`"
+
+
+def test_the_generated_parser_stands_alone() -> None:
+    """No relative import is left in it (lark's `from .lexer import Token` would reach
+    sedsl.lexer, the Pygments lexer): its errors build their tokens from its own classes."""
+    from sedsl import _lalr
+
+    source = (ROOT / "sedsl" / "_lalr.py").read_text()
+    assert not re.search(r"^\s*from \.", source, re.M)
+    assert isinstance(_lalr.UnexpectedEOF(["NAME"]).token, _lalr.Token)
 
 
 def test_the_generated_parser_gives_lark_s_trees() -> None:
