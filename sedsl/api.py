@@ -14,10 +14,8 @@ from sedsl.elaborate import elaborate
 from sedsl.errors import NOWHERE, Span, SpecError
 from sedsl.evaluate import to_value
 from sedsl.graph import Graph
-from sedsl.ir import input_shapes, records
 from sedsl.library import load_library
 from sedsl.library import search_path as search_path_of
-from sedsl.ops import OPS
 from sedsl.parse import parse
 from sedsl.se import SeConfig
 
@@ -75,13 +73,11 @@ class Network:
         False."""
         import torch
 
+        from sedsl.cost import state_elements
         from sedsl.lower import build_module
 
         g = self.ir if se else self.base_ir
-        state = sum(OPS[r.op].params(r.attrs, input_shapes(g, n), r.shape)
-                    + OPS[r.op].buffers(r.attrs, input_shapes(g, n), r.shape)
-                    for n, r in records(g))
-        limits.check_parameter_memory(self.name, state, device, check_memory)
+        limits.check_parameter_memory(self.name, state_elements(g), device, check_memory)
         with torch.device(device) if device is not None else _no_device():
             return build_module(g, fused=fused)
 

@@ -81,6 +81,15 @@ def node_costs(g: Graph, convention: str) -> list[NodeCost]:
     return out
 
 
+def state_elements(g: Graph) -> int:
+    """Elements a lowered module holds: parameters and buffers (BN's running statistics)."""
+    total = 0
+    for name, rec in records(g):
+        ins, op = input_shapes(g, name), OPS[rec.op]
+        total += op.params(rec.attrs, ins, rec.shape) + op.buffers(rec.attrs, ins, rec.shape)
+    return total
+
+
 class Cost(Record):
     network: str
     input: Shape

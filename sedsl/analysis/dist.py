@@ -8,6 +8,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from sedsl.errors import SpecError
+
 
 def setup() -> tuple[int, int]:
     """(rank, world size); joins the process group when started by torchrun with K > 1."""
@@ -20,8 +22,6 @@ def setup() -> tuple[int, int]:
 def device(name: str = "auto") -> torch.device:
     """Where this rank trains: `auto` is the GPU when there is one; `cuda` is this rank's GPU
     under torchrun (LOCAL_RANK), `cuda:N` that one."""
-    from sedsl.errors import SpecError
-
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
