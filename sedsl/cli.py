@@ -224,12 +224,12 @@ def _write_build(folder: Path, files: dict[str, str]) -> None:
     import tempfile
 
     parent = folder.parent
+    staging: Path | None = None
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=parent))
-    except OSError as e:
-        raise SpecError(f"cannot write {folder}: {e.strerror}") from None
-    try:
+        with _uninterrupted():  # a Ctrl-C between making the folder and owning it would leak it
+            parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp",
+                                            dir=parent))
         for name, text in files.items():
             (staging / name).write_text(text, encoding="utf-8")
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp made it private
@@ -239,7 +239,9 @@ def _write_build(folder: Path, files: dict[str, str]) -> None:
     except OSError as e:
         raise SpecError(f"cannot write {folder}: {e.strerror}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # gone already when the build succeeded
+        if staging is not None:  # gone already when the build succeeded
+            with _uninterrupted():
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 def _rename_into_place(staging: Path, folder: Path) -> None:
@@ -279,7 +281,8 @@ def _locked(folder: Path) -> Iterator[None]:
 
 @contextmanager
 def _uninterrupted() -> Iterator[None]:
-    """Hold Ctrl-C (and SIGTERM) back across the renames; they are delivered afterwards."""
+    """Hold Ctrl-C (and SIGTERM) back across a step that must not be cut (making or removing
+    the staging folder, the renames); they are delivered afterwards."""
     import signal
 
     held = {signal.SIGINT, signal.SIGTERM}

@@ -322,7 +322,8 @@ def test_ctrl_c_mid_build(tmp_path: Path, tiny: Path) -> None:
     """Interrupted at any moment, the folder holds the old build or the new one, whole."""
     target = tmp_path / "out"
     assert run("build", str(tiny), "-o", str(target))[0] == 0
-    for delay in (0.3, 0.8, 1.5):
+    # a build of this spec takes ~0.3 s: the early delays land in imports, compile and writing
+    for delay in (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.8, 1.5):
         p = _build(tiny, target, 44)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
