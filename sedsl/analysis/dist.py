@@ -3,6 +3,7 @@ device, and sums across ranks. One process: no-ops."""
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -16,6 +17,9 @@ def setup() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+        # left to interpreter teardown, the backend's threads can abort the process at exit
+        # ("terminate called without an active exception"): close the group first
+        atexit.register(dist.destroy_process_group)
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
