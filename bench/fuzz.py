@@ -38,8 +38,8 @@ from lark import Lark
 import sedsl
 from sedsl import limits
 from sedsl.errors import Span, SpecError
-from sedsl.ops import OPS
-from sedsl.paths import GRAMMAR
+from sedsl.ir.ops import OPS
+from sedsl.language.paths import GRAMMAR
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"

@@ -238,8 +238,9 @@ NETWORK_BATCH = {"train": 64, "infer": [1, 64]}
 
 def network_models(s: Session) -> dict[str, dict[str, Any]]:
     """{"se": {impl: module}, "base": {impl: module}}: sedsl fused/plain and timm."""
-    import sedsl
     import torch
+
+    import sedsl
 
     if s.dry:
         net = sedsl.load(ROOT / "specs/se_digits.se")
@@ -426,7 +427,7 @@ def compiled_networks(s: Session, torch: Any) -> list[dict[str, Any]]:
 SANITIZE_CASE = """
 import torch, sys
 sys.path.insert(0, {root!r})
-from sedsl.kernels import se_block
+from sedsl.pytorch.kernels import se_block
 u = torch.randn(2, 96, 7, 7, device='cuda', requires_grad=True)
 i = torch.randn_like(u, requires_grad=True)
 w1 = torch.randn(6, 96, device='cuda', requires_grad=True)

@@ -14,7 +14,7 @@ import torch
 import torchvision
 
 import sedsl
-from sedsl.crosscheck import fvcore_flops
+from sedsl.pytorch.flops import fvcore_flops
 
 MODELS = [("torchvision", "resnet50"), ("torchvision", "mobilenet_v2"),
           ("torchvision", "efficientnet_b0"), ("torchvision", "regnet_y_400mf"),

@@ -1,4 +1,4 @@
-"""GPU benchmark of the fused SE op (sedsl.kernels.se_block) against eager PyTorch and
+"""GPU benchmark of the fused SE op (sedsl.pytorch.kernels.se_block) against eager PyTorch and
 torch.compile, on the SE blocks of SE-ResNeXt-101 (timm's SEModule, then the bottleneck's
 shortcut add and ReLU): C=256@56x56, 512@28x28, 1024@14x14, 2048@7x7, reduced width C/16.
 
@@ -50,7 +50,7 @@ def eager_se(u: Tensor, identity: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
 def fused_se(u: Tensor, identity: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
              b2: Tensor) -> Tensor:
     """The same block as one sedsl op."""
-    from sedsl.kernels import se_block
+    from sedsl.pytorch.kernels import se_block
 
     return se_block(u, w1, b1, w2, b2, identity, act="relu")
 
@@ -98,7 +98,7 @@ def plan(n: int, c: int, hw: int, itemsize: int, channels_last: bool,
     """Bytes each fused kernel moves for the SE-ResNet block (identity, ReLU, bias, weights in
     U's dtype), as (activations, weights and biases), from triton_se's tile and split choices;
     one entry per launch."""
-    from sedsl.kernels import triton_se as ts
+    from sedsl.pytorch.kernels import triton_se as ts
 
     r, u = c // 16, n * c * hw * hw * itemsize
     bc, bhw = ts.reduce_tile(c, hw * hw, channels_last, itemsize)
@@ -284,7 +284,7 @@ def main() -> int:
         print("bench/se_kernel.py needs a CUDA GPU (torch.cuda.is_available() is False); "
               "nothing to do.")
         return 0
-    from sedsl.kernels import triton_se
+    from sedsl.pytorch.kernels import triton_se
 
     triton_se.EXCITATION = args.excitation
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Regenerate sedsl/_lalr.py, lark's stand-alone LALR(1) parser for grammars/sedsl.lark, after
+"""Regenerate sedsl/language/_lalr.py, lark's stand-alone LALR(1) parser for grammars/sedsl.lark, after
 editing the grammar:
 
     python grammars/generate_parser.py
@@ -18,13 +18,13 @@ from lark.tools.standalone import gen_standalone
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAMMAR = ROOT / "grammars" / "sedsl.lark"
-OUTPUT = ROOT / "sedsl" / "_lalr.py"
+OUTPUT = ROOT / "sedsl" / "language" / "_lalr.py"
 OPTIONS = {"parser": "lalr", "lexer": "basic", "start": ["start", "expr"],
            "propagate_positions": True, "maybe_placeholders": False}
 
 
 # Lark's own code imports two of its names relatively (it lives in the `lark` package); in the
-# generated module both are its own globals, and `from .lexer` would reach sedsl.lexer instead.
+# generated module both are its own globals, and `from .lexer` would reach sedsl.language.lexer instead.
 RELATIVE_IMPORTS = ("        from .lexer import Token\n",
                     "                from . import __version__\n")
 

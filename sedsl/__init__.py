@@ -1,7 +1,7 @@
 """sedsl: a compiler for Squeeze-and-Excitation networks.
 
     net = sedsl.load("specs/se_resnet50.se", ratio=8)
-    net.graph            # networkx.DiGraph, one sedsl.ir.Node record per node
+    net.graph            # networkx.DiGraph, one sedsl.ir.node.Node record per node
     model = net.to_torch()
 """
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
                se: str | None = None, name: str | None = None) -> Network:
     """Import a torch.fx-traceable model; `se` is the text of an `se { ... }` section."""
-    from sedsl.fromtorch import from_torch as load_torch
+    from sedsl.pytorch.importer import from_torch as load_torch
 
     net: Network = load_torch(model, input=input, se=se, name=name)
     return net
@@ -29,8 +29,8 @@ def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
 
 def transfer_weights(src: Any, dst: nn.Module, input: Any = None) -> nn.Module:
     """Copy the weights of `src` (a module or state dict of the same architecture) into `dst`,
-    layer by layer by structure (see sedsl.weights)."""
-    from sedsl.weights import transfer_weights as transfer
+    layer by layer by structure (see sedsl.pytorch.weights)."""
+    from sedsl.pytorch.weights import transfer_weights as transfer
 
     return transfer(src, dst, input)
 

@@ -9,21 +9,22 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sedsl import limits, passes
-from sedsl.elaborate import elaborate
+from sedsl import limits
+from sedsl.compile import passes
+from sedsl.compile.elaborate import elaborate
 from sedsl.errors import NOWHERE, Span, SpecError
-from sedsl.evaluate import to_value
-from sedsl.graph import Graph
-from sedsl.library import load_library
-from sedsl.library import search_path as search_path_of
-from sedsl.parse import parse
-from sedsl.se import SeConfig
+from sedsl.ir.graph import Graph
+from sedsl.ir.se import SeConfig
+from sedsl.language.evaluate import to_value
+from sedsl.language.library import load_library
+from sedsl.language.library import search_path as search_path_of
+from sedsl.language.parse import parse
 
 if TYPE_CHECKING:
     import networkx as nx
     from torch import nn
 
-    from sedsl.cost import Cost
+    from sedsl.targets.cost import Cost
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ class Network:
         False."""
         import torch
 
-        from sedsl.cost import state_elements
-        from sedsl.lower import build_module
+        from sedsl.targets.codegen import build_module
+        from sedsl.targets.cost import state_elements
 
         g = self.ir if se else self.base_ir
         limits.check_parameter_memory(self.name, state_elements(g), device, check_memory)
@@ -83,13 +84,13 @@ class Network:
 
     def source(self, fused: bool = False, se: bool = True) -> str:
         """Standalone PyTorch source defining `class Model(nn.Module)` (the build's model.py)."""
-        from sedsl.lower import generate
+        from sedsl.targets.codegen import generate
 
         return generate(self.ir if se else self.base_ir, fused=fused)
 
     def cost(self, convention: str = "fvcore") -> Cost:
         """Parameters and FLOPs of the base and SE networks, per node (see docs/cost_model.md)."""
-        from sedsl.cost import analyse
+        from sedsl.targets.cost import analyse
 
         return analyse(self.base_ir, self.ir, convention)
 

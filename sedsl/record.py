@@ -2,7 +2,7 @@
 the annotated fields, value equality and hashing, a repr, no assignment), without generating and
 compiling six methods per class. Each frozen dataclass costs ~1 ms to create on a small VM, and a
 command-line run of `sedsl cost` pays it for every class it imports; the 26 syntax-tree classes
-(`sedsl.ast`) are Records for that reason. Type checkers see dataclasses (PEP 681)."""
+(`sedsl.language.ast`) are Records for that reason. Type checkers see dataclasses (PEP 681)."""
 
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import sedsl  # noqa: E402
-from sedsl.export import trace_fused_op  # noqa: E402
-from sedsl.kernels import SqueezeExcite  # noqa: E402
+from sedsl.pytorch.export import trace_fused_op  # noqa: E402
+from sedsl.pytorch.kernels import SqueezeExcite  # noqa: E402
 from tests.small_spec import TINY  # noqa: E402
 
 # name: (wrapper, SE blocks as the fused op, activation checkpointing of SE blocks, bf16 autocast)

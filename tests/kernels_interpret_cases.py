@@ -31,7 +31,7 @@ from test_kernels import (
     make_inputs,
 )
 
-from sedsl.kernels import se_block, triton_se, use_triton
+from sedsl.pytorch.kernels import se_block, triton_se, use_triton
 
 SHAPE = (2, 16, 7, 7)
 
@@ -273,7 +273,7 @@ def test_whole_fused_network_runs_the_kernels() -> None:
 def _plain(case: Case, t: dict[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The block as the plain (unfused) module computes it (torch.amax / mean, nn layers), and
     the tensors to differentiate it by, in NAMES order."""
-    from sedsl.kernels import SqueezeExcite
+    from sedsl.pytorch.kernels import SqueezeExcite
 
     u, w1, b1, w2, b2, ident = (t[k] for k in NAMES)
     m = SqueezeExcite(u.shape[1], w1.shape[0], squeeze=case.squeeze, excite=case.excite,
@@ -299,7 +299,7 @@ def _grads(out: torch.Tensor, t: dict[str, Any], grad: torch.Tensor) -> list[tor
 def test_every_gate_has_its_derivative_from_its_output() -> None:
     """The backward reduce takes the gate's derivative from s (`_gate_grad`): every gate the
     kernels accept must be one whose derivative its output determines."""
-    from sedsl import vocab
+    from sedsl.ir import vocab
 
     assert set(vocab.GATES) & vocab.KERNEL_ACTIVATIONS <= triton_se.GATES_FROM_OUTPUT
 

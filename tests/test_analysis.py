@@ -223,7 +223,7 @@ def test_figures_are_written(excited: tuple[Path, dict[str, Any]]) -> None:
 def test_ablation_savings_equal_the_cost_of_the_variant(trained: tuple[Path, str],
                                                         excited: tuple[Path, dict[str, Any]]
                                                         ) -> None:
-    from sedsl.crosscheck import fvcore_flops
+    from sedsl.pytorch.flops import fvcore_flops
 
     _, doc = excited
     net = sedsl.load(SPEC)

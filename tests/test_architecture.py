@@ -15,10 +15,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 import sedsl
-from sedsl import ir, ops, passes
 from sedsl.cli import app
+from sedsl.compile import passes
 from sedsl.errors import CompilerError
-from sedsl.ir import record, records
+from sedsl.ir import node as ir
+from sedsl.ir import ops
+from sedsl.ir.node import record, records
 from tests.conftest import ROOT, SPECS, compiled
 
 PACKAGE = ROOT / "sedsl"
@@ -57,8 +59,8 @@ def test_no_import_cycles_and_nothing_imports_the_package_root() -> None:
 
 
 def test_the_compiler_core_does_not_import_torch() -> None:
-    core = ["sedsl.vocab", "sedsl.ops", "sedsl.ir", "sedsl.evaluate", "sedsl.elaborate",
-            "sedsl.se", "sedsl.passes", "sedsl.cost", "sedsl.library", "sedsl.parse"]
+    core = ["sedsl.ir.vocab", "sedsl.ir.ops", "sedsl.ir.node", "sedsl.language.evaluate", "sedsl.compile.elaborate",
+            "sedsl.ir.se", "sedsl.compile.passes", "sedsl.targets.cost", "sedsl.language.library", "sedsl.language.parse"]
     for name in core:
         text = (ROOT / (name.replace(".", "/") + ".py")).read_text()
         assert not re.search(r"^\s*(import torch|from torch)", text, re.M), name
@@ -197,7 +199,7 @@ def test_recipe_add_an_op(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_recipe_add_an_se_variant(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sedsl import se
+    from sedsl.ir import se
 
     namespace: dict[str, object] = {}
     exec(recipe("Add an SE variant", "python"), vars(se) | namespace, namespace)

@@ -57,7 +57,7 @@ def test_build_no_se_and_no_fuse(tmp_path: Path) -> None:
     text = (tmp_path / "model.py").read_text()
     assert "SqueezeExcite" not in text and "se.fc1 = nn.Conv2d" in text
     assert run("build", R50, "-o", str(tmp_path))[0] == 0
-    assert "from sedsl.kernels import SqueezeExcite" in (tmp_path / "model.py").read_text()
+    assert "from sedsl.pytorch.kernels import SqueezeExcite" in (tmp_path / "model.py").read_text()
 
 
 def test_failed_build_writes_nothing(tmp_path: Path) -> None:

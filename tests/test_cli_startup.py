@@ -30,7 +30,7 @@ def _modules_after(code: str) -> set[str]:
 
 def test_help_imports_no_compiler() -> None:
     loaded = _modules_after("import sedsl.cli")
-    assert not {"networkx", "lark", "sedsl._lalr", "rich", "torch", "fvcore"} & loaded
+    assert not {"networkx", "lark", "sedsl.language._lalr", "rich", "torch", "fvcore"} & loaded
 
 
 def test_cost_json_imports_no_rich() -> None:
@@ -38,7 +38,7 @@ def test_cost_json_imports_no_rich() -> None:
             f"sys.argv = ['sedsl', 'cost', {R50!r}, '--json']\n"
             "try:\n    sedsl.cli.app()\nexcept SystemExit as e:\n    assert not e.code\n")
     loaded = _modules_after(code)
-    assert "sedsl._lalr" in loaded  # it did compile, with the generated parser
+    assert "sedsl.language._lalr" in loaded  # it did compile, with the generated parser
     assert not {"networkx", "lark", "rich", "torch", "fvcore"} & loaded
 
 

@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import sedsl
-from sedsl.crosscheck import fvcore_flops
+from sedsl.pytorch.flops import fvcore_flops
 from tests.conftest import SPECS, compiled
 
 SPEC_FILES = sorted(p.name for p in SPECS.glob("*.se"))

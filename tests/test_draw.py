@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import sedsl
 from sedsl.cli import app
-from sedsl.draw import to_svg
+from sedsl.targets.draw import to_svg
 from tests.conftest import SPECS
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -37,7 +37,7 @@ def test_svg_structure_full_depth() -> None:
     assert len(nodes) == net.graph.number_of_nodes()
     assert len(_groups(root, "edge")) == net.graph.number_of_edges()
     se = {n.get("data-name") for n in nodes if "se" in n.get("class", "").split()}
-    assert se == {name for name, rec in sedsl.ir.records(net.graph) if rec.role == "se"}
+    assert se == {name for name, rec in sedsl.ir.node.records(net.graph) if rec.role == "se"}
     assert len(se) == 16 * 6  # 16 SE blocks: squeeze, fc1, act, fc2, gate, scale
     for n in nodes:  # every node sits inside the frame of its stage
         name = n.get("data-name", "")
@@ -65,7 +65,7 @@ def test_senet154_draws_every_node(tmp_path: Path) -> None:
     root = ET.parse(target).getroot()
     net = sedsl.load(SPECS / "senet154.se")
     assert len(_groups(root, "node")) == net.graph.number_of_nodes()
-    assert len(_groups(root, "stage")) == len({r.stage for _, r in sedsl.ir.records(net.graph)
+    assert len(_groups(root, "stage")) == len({r.stage for _, r in sedsl.ir.node.records(net.graph)
                                                if r.stage})
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import sedsl
-from sedsl.elaborate import MODULE_ATTRIBUTES
-from sedsl.ir import record, records
+from sedsl.compile.elaborate import MODULE_ATTRIBUTES
+from sedsl.ir.node import record, records
 from tests.conftest import SPECS, compiled
 
 

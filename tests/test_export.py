@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import sedsl
 from sedsl.cli import app
-from sedsl.export import contains_sedsl_op, export, exported_program, trace_fused_op
+from sedsl.pytorch.export import contains_sedsl_op, export, exported_program, trace_fused_op
 from tests.small_spec import TINY, write_tiny
 
 pytest.importorskip("onnxruntime")

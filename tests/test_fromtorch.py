@@ -16,9 +16,9 @@ from typer.testing import CliRunner  # noqa: E402
 
 import sedsl  # noqa: E402
 from sedsl.cli import app  # noqa: E402
-from sedsl.crosscheck import fvcore_flops  # noqa: E402
-from sedsl.ir import record, records  # noqa: E402
-from sedsl.writeback import write_spec  # noqa: E402
+from sedsl.ir.node import record, records  # noqa: E402
+from sedsl.pytorch.flops import fvcore_flops  # noqa: E402
+from sedsl.targets.spec import write_spec  # noqa: E402
 
 SE_RESNET = "se { ratio = 16; at residual.end of Bottleneck }"
 

@@ -1,4 +1,4 @@
-"""sedsl.graph.Graph behaves as networkx.DiGraph: the same answers from every method sedsl uses,
+"""sedsl.ir.graph.Graph behaves as networkx.DiGraph: the same answers from every method sedsl uses,
 the same topological order, and `to_networkx()` / `from_networkx()` share one storage."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import networkx as nx
 import pytest
 
 import sedsl
-from sedsl.graph import Graph, find_cycle, topological_order
+from sedsl.ir.graph import Graph, find_cycle, topological_order
 from tests.conftest import SPECS
 
 
@@ -66,7 +66,7 @@ def test_topological_order_is_networkx_lexicographical_sort(seed: int) -> None:
 def test_execution_order_of_a_real_network_is_networkx_s() -> None:
     net = sedsl.load(SPECS / "se_resnext101.se")
     index = {n: i for i, n in enumerate(net.graph.nodes)}
-    from sedsl.ir import execution_order
+    from sedsl.ir.node import execution_order
 
     assert execution_order(net.ir) == \
         list(nx.lexicographical_topological_sort(net.graph, key=index.__getitem__))

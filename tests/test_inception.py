@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import sedsl
-from sedsl.crosscheck import fvcore_flops
+from sedsl.pytorch.flops import fvcore_flops
 from tests.conftest import SPECS, compiled
 
 SPEC = "se_bn_inception.se"

@@ -9,8 +9,9 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from sedsl import ir, passes
-from sedsl.ir import Node, records
+from sedsl.compile import passes
+from sedsl.ir import node as ir
+from sedsl.ir.node import Node, records
 from tests.conftest import SPECS, compiled
 
 SPEC_FILES = sorted(p.name for p in SPECS.glob("*.se"))
@@ -31,7 +32,7 @@ def test_json_round_trip_is_lossless(spec: str) -> None:
 def test_round_tripped_graph_lowers_and_costs_the_same() -> None:
     net = compiled("se_resnext50.se")
     back = ir.loads(ir.dumps(net.graph))
-    from sedsl.cost import analyse
+    from sedsl.targets.cost import analyse
     assert analyse(net.base, back).se == net.cost().se
     assert passes.fuse_se(back).number_of_nodes() == passes.fuse_se(net.graph).number_of_nodes()
 

@@ -1,7 +1,7 @@
-"""sedsl.kernels off the GPU: the reference, the op's CPU path, the module, compile and export.
+"""sedsl.pytorch.kernels off the GPU: the reference, the op's CPU path, the module, compile and export.
 
 The expected values come from `torch_se`, a float64 SE block composed here from torch.nn modules
-(adaptive pooling, 1x1 convolutions, activation modules), independent of sedsl.kernels.reference.
+(adaptive pooling, 1x1 convolutions, activation modules), independent of sedsl.pytorch.kernels.reference.
 kernels_interpret_cases.py (run by test_kernels_interpret.py) reuses it for the Triton kernels.
 """
 
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sedsl.kernels import SqueezeExcite, se_block
-from sedsl.kernels import op as se_op
-from sedsl.kernels.reference import se_block_reference
+from sedsl.pytorch.kernels import SqueezeExcite, se_block
+from sedsl.pytorch.kernels import op as se_op
+from sedsl.pytorch.kernels.reference import se_block_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,7 +245,7 @@ def test_dispatch_switch(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_import_does_not_import_triton() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    code = ("import sys, torch, sedsl.kernels; "
+    code = ("import sys, torch, sedsl.pytorch.kernels; "
             "assert 'triton' not in sys.modules, 'triton imported'; "
             "assert torch.ops.sedsl.se_block is not None")
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -401,8 +401,8 @@ def test_kernel_vocabulary() -> None:
     """The Triton kernels implement exactly what the vocabulary says they do (a subset of the
     reference's names: the rest stay plain ops)."""
     pytest.importorskip("triton")
-    from sedsl import vocab
-    from sedsl.kernels import reference, triton_se
+    from sedsl.ir import vocab
+    from sedsl.pytorch.kernels import reference, triton_se
 
     assert triton_se.KERNEL_ACTIVATIONS == vocab.KERNEL_ACTIVATIONS <= set(reference.ACTIVATIONS)
     assert triton_se.KERNEL_SQUEEZES == vocab.KERNEL_SQUEEZES <= set(reference.SQUEEZES)

@@ -105,7 +105,7 @@ def _launch_everything() -> None:
     batch 1 and 32, fp32/fp16/bf16, NCHW and channels_last, then awkward shapes and strides."""
     import torch
 
-    from sedsl.kernels import triton_se
+    from sedsl.pytorch.kernels import triton_se
 
     def block(shape: tuple[int, int, int, int], dtype: torch.dtype, channels_last: bool,
               squeeze: str, excite: str, gate: str, act: str, identity: bool,
@@ -335,7 +335,7 @@ def test_every_kernel_compiles_for_sm80_and_sm90(report: dict[str, Any]) -> None
     assert all(0 < r["registers"] <= 255 for r in report["results"])
     # every activation the kernels implement is compiled through _act (scale) and _act_grad
     # (reduce backward)
-    from sedsl.vocab import KERNEL_ACTIVATIONS
+    from sedsl.ir.vocab import KERNEL_ACTIVATIONS
 
     for name in ("_scale_kernel", "_bwd_reduce_kernel"):
         seen = {r["constexprs"]["ACT"] for r in report["results"] if r["kernel"] == name}

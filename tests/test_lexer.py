@@ -12,9 +12,9 @@ import pytest
 from pygments import lex
 from pygments.token import Error, Keyword, Name, Number, Operator, Token
 
-from sedsl import lexer
-from sedsl.evaluate import BUILTINS
-from sedsl.ops import OPS
+from sedsl.ir.ops import OPS
+from sedsl.language import lexer
+from sedsl.language.evaluate import BUILTINS
 from tests.conftest import ROOT, SPECS
 
 GRAMMAR_WORDS = set(re.findall(r'"([a-z]+)"', (ROOT / "grammars/sedsl.lark").read_text()))
@@ -80,7 +80,7 @@ def test_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib needs Python 3.11)
     section = pyproject.split('[project.entry-points."pygments.lexers"]\n', 1)[1].split("\n\n")[0]
     declared = dict(re.findall(r'^(\w+) = "([\w.:]+)"$', section, re.MULTILINE))
-    assert declared == {"sedsl": "sedsl.lexer:SedslLexer"}
+    assert declared == {"sedsl": "sedsl.language.lexer:SedslLexer"}
     dist = tmp_path / "sedsl_probe-0.dist-info"  # what pip writes for the entry point
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: sedsl-probe\nVersion: 0\n")

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from lark import Lark
 
-from sedsl import ast
 from sedsl.errors import SpecError
-from sedsl.parse import _parser, parse, parse_expr
+from sedsl.language import ast
+from sedsl.language.parse import _parser, parse, parse_expr
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAMMAR = ROOT / "grammars" / "sedsl.lark"
@@ -25,8 +25,8 @@ def test_grammar_is_conflict_free() -> None:
 
 
 def test_the_generated_parser_is_current() -> None:
-    """sedsl/_lalr.py was generated from the grammar as it is now."""
-    first = (ROOT / "sedsl" / "_lalr.py").read_text().split("\n", 1)[0]
+    """sedsl/language/_lalr.py was generated from the grammar as it is now."""
+    first = (ROOT / "sedsl" / "language" / "_lalr.py").read_text().split("\n", 1)[0]
     digest = hashlib.sha256(GRAMMAR.read_text().encode()).hexdigest()
     assert f"sha256 {digest}" in first, \
         "grammars/sedsl.lark changed: run `python grammars/generate_parser.py`"
@@ -34,10 +34,10 @@ def test_the_generated_parser_is_current() -> None:
 
 def test_the_generated_parser_stands_alone() -> None:
     """No relative import is left in it (lark's `from .lexer import Token` would reach
-    sedsl.lexer, the Pygments lexer): its errors build their tokens from its own classes."""
-    from sedsl import _lalr
+    sedsl.language.lexer, the Pygments lexer): its errors build their tokens from its own classes."""
+    from sedsl.language import _lalr
 
-    source = (ROOT / "sedsl" / "_lalr.py").read_text()
+    source = (ROOT / "sedsl" / "language" / "_lalr.py").read_text()
     assert not re.search(r"^\s*from \.", source, re.M)
     assert isinstance(_lalr.UnexpectedEOF(["NAME"]).token, _lalr.Token)
 
@@ -45,7 +45,7 @@ def test_the_generated_parser_stands_alone() -> None:
 def test_the_generated_parser_gives_lark_s_trees() -> None:
     """The stand-alone parser and lark's own, built from the grammar, agree on every spec and
     error-corpus file in the repository (trees, and where each one fails)."""
-    from sedsl.parse import _Layout
+    from sedsl.language.parse import _Layout
 
     specs = sorted([*ROOT.glob("specs/**/*.se"), *ROOT.glob("tests/errors/*.se")])
     assert len(specs) > 30

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import sedsl
-from sedsl import passes
-from sedsl.ir import Node, record, records
-from sedsl.se import SeSettings
+from sedsl.compile import passes
+from sedsl.ir.node import Node, record, records
+from sedsl.ir.se import SeSettings
 from tests.conftest import SPECS, compiled
 
 TINY = """

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from sedsl import ast
+from sedsl.language import ast
 from sedsl.record import Record
 
 

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 import sedsl
-from sedsl import report
 from sedsl.cli import app
+from sedsl.targets import report
 from tests.conftest import SPECS
 
 R50 = str(SPECS / "se_resnet50.se")

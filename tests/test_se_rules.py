@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 import sedsl
 from sedsl.cli import app
-from sedsl.evaluate import make_divisible
-from sedsl.ir import records
-from sedsl.se import SeSettings
+from sedsl.ir.node import records
+from sedsl.ir.se import SeSettings
+from sedsl.language.evaluate import make_divisible
 
 NESTED = """
 block inner(c) { conv(c, 3) bn relu }

@@ -1,4 +1,4 @@
-"""The vocabulary (sedsl.vocab): every entry, end to end. A new activation is one entry there; this
+"""The vocabulary (sedsl.ir.vocab): every entry, end to end. A new activation is one entry there; this
 walks them all: spec -> check -> build -> model.py -> to_torch() fused and plain -> same outputs."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 import sedsl
-from sedsl import vocab
 from sedsl.cli import app
-from sedsl.kernels import reference
+from sedsl.ir import vocab
+from sedsl.pytorch.kernels import reference
 
 SPEC = """
 block unit(c_out) {
@@ -102,7 +102,7 @@ def test_activation_ops_compute_the_vocabulary_functions() -> None:
 
 
 def test_the_kernels_implement_what_the_vocabulary_says() -> None:
-    triton_se = pytest.importorskip("sedsl.kernels.triton_se")
+    triton_se = pytest.importorskip("sedsl.pytorch.kernels.triton_se")
     assert triton_se.KERNEL_ACTIVATIONS == vocab.KERNEL_ACTIVATIONS
     assert triton_se.KERNEL_SQUEEZES == vocab.KERNEL_SQUEEZES
 

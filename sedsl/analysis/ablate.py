@@ -16,9 +16,9 @@ from sedsl.analysis.data import Split
 from sedsl.analysis.excite import GateStats, Unit, hooks, top1
 from sedsl.api import Network, load
 from sedsl.errors import SpecError
-from sedsl.ir import record
-from sedsl.parse import parse
-from sedsl.paths import LIBRARY_ROOT
+from sedsl.ir.node import record
+from sedsl.language.parse import parse
+from sedsl.language.paths import LIBRARY_ROOT
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def variant_text(net: Network, spec: Path, stage: str, stage_units: list[Unit]) 
     """The spec's text with rules appended to its se section that disable SE in `stage`:
     `at POINT in STAGE { enabled = false }` for each rule that placed a block there (a later
     rule for the same block and point replaces an earlier one)."""
-    from sedsl.passes import plan_se
+    from sedsl.compile.passes import plan_se
 
     text = net.sources[next(iter(net.sources))]
     config = net.se

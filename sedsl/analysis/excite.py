@@ -19,10 +19,10 @@ from torch import Tensor, nn
 
 from sedsl.analysis import dist
 from sedsl.analysis.data import Split
+from sedsl.compile.passes import se_units
 from sedsl.errors import SpecError
-from sedsl.graph import Graph
-from sedsl.ir import inputs, record
-from sedsl.passes import se_units
+from sedsl.ir.graph import Graph
+from sedsl.ir.node import inputs, record
 
 FORMAT = "sedsl.excite/1"
 ONE = 2**32  # fixed point: a gate value s is summed as round(s * 2^32)

@@ -1,5 +1,5 @@
 """AST -> graph IR. Expands blocks, repeats and stages into a flat graph with hierarchical names,
-and infers and checks every shape on the way. Expressions are evaluated by `sedsl.evaluate`: a
+and infers and checks every shape on the way. Expressions are evaluated by `sedsl.language.evaluate`: a
 layer evaluates to a recipe, which `place` turns into nodes once its input tensor is known."""
 
 from __future__ import annotations
@@ -9,9 +9,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-from sedsl import ast, limits
+from sedsl import limits
 from sedsl.errors import NOWHERE, Span, SpecError
-from sedsl.evaluate import (
+from sedsl.ir.graph import Graph
+from sedsl.ir.node import Node, add_node
+from sedsl.ir.ops import OPS, Shape
+from sedsl.ir.se import SeConfig, evaluate_se
+from sedsl.language import ast
+from sedsl.language.evaluate import (
     LAYERS,
     BlockCall,
     Closure,
@@ -26,12 +31,8 @@ from sedsl.evaluate import (
     first_copy_only,
     item_span,
 )
-from sedsl.graph import Graph
-from sedsl.ir import Node, add_node
-from sedsl.library import Library
-from sedsl.ops import OPS, Shape
+from sedsl.language.library import Library
 from sedsl.record import Record
-from sedsl.se import SeConfig, evaluate_se
 
 # --- placement context --------------------------------------------------------------------------
 

@@ -24,13 +24,13 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from sedsl import passes
 from sedsl.api import Network
+from sedsl.compile import passes
 from sedsl.errors import Span, SpecError
-from sedsl.graph import Graph
-from sedsl.ir import Node, add_node, inputs, record, records
-from sedsl.ops import OPS, Attr, Shape
-from sedsl.se import SeConfig, evaluate_se
+from sedsl.ir.graph import Graph
+from sedsl.ir.node import Node, add_node, inputs, record, records
+from sedsl.ir.ops import OPS, Attr, Shape
+from sedsl.ir.se import SeConfig, evaluate_se
 
 # --- the coupling points with the core (re-point these when the core changes) ------------------
 
@@ -54,9 +54,9 @@ def se_section(text: str) -> str:
 
 def parse_se(section: str) -> SeConfig:
     """The text of an `se { ... }` section as an SeConfig."""
-    from sedsl.evaluate import Env, Evaluator
-    from sedsl.library import Library
-    from sedsl.parse import parse
+    from sedsl.language.evaluate import Env, Evaluator
+    from sedsl.language.library import Library
+    from sedsl.language.parse import parse
 
     module = parse(section, SE_FILE)
     return evaluate_se(module.se, Evaluator(Library({})), Env({}), {})

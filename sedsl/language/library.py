@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sedsl import ast, limits
+from sedsl import limits
 from sedsl.errors import SpecError
-from sedsl.parse import parse
-from sedsl.paths import LIBRARY_ROOT
+from sedsl.language import ast
+from sedsl.language.parse import parse
+from sedsl.language.paths import LIBRARY_ROOT
 from sedsl.record import Record
 
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from html import escape
 
-from sedsl.graph import Graph
-from sedsl.ir import records
+from sedsl.ir.graph import Graph
+from sedsl.ir.node import records
 
 NODE_H = 34
 ROW = 58  # vertical distance between layers

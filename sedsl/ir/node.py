@@ -1,4 +1,4 @@
-"""The graph IR: a `sedsl.graph.Graph` (networkx.DiGraph's layout, without networkx) whose node
+"""The graph IR: a `sedsl.ir.graph.Graph` (networkx.DiGraph's layout, without networkx) whose node
 ids are hierarchical names and whose nodes each carry one frozen `Node` record; edges carry the
 input `port`. Schema: docs/ir.md."""
 
@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from sedsl.errors import Span
-from sedsl.graph import Graph, topological_order
-from sedsl.ops import Attr, Shape
+from sedsl.ir.graph import Graph, topological_order
+from sedsl.ir.ops import Attr, Shape
 from sedsl.record import Record
 
 if TYPE_CHECKING:
     import networkx as nx
 
-FORMAT = "sedsl.graph/2"
+FORMAT = "sedsl.ir.graph/2"
 ROLES = ("base", "se")
 
 
@@ -25,8 +25,8 @@ class SeTag(Record):
     """Which SE block a node belongs to, and what that block is."""
 
     unit: str  # the SE block: "conv2.block1.se"
-    step: str  # its step ("squeeze", "fc1", ..., sedsl.se.VARIANTS); "block" for a fused node
-    settings: Mapping[str, Any]  # sedsl.se.SeSettings as data, plus channels and rd_channels
+    step: str  # its step ("squeeze", "fc1", ..., sedsl.ir.se.VARIANTS); "block" for a fused node
+    settings: Mapping[str, Any]  # sedsl.ir.se.SeSettings as data, plus channels and rd_channels
 
     def to_json(self) -> dict[str, Any]:
         return {"unit": self.unit, "step": self.step, "settings": dict(self.settings)}
@@ -40,7 +40,7 @@ class SeTag(Record):
 class Node:
     """What one node of the graph is. Treat `attrs` as read-only; passes build new records."""
 
-    op: str  # a key of sedsl.ops.OPS
+    op: str  # a key of sedsl.ir.ops.OPS
     attrs: Mapping[str, Attr]  # the op's arguments, normalised (pairs are 2-tuples)
     shape: Shape  # output shape without the batch: (C, H, W) or (F,)
     stage: str | None  # top-level statement of the network the node belongs to ("conv4")

@@ -9,12 +9,12 @@ import linecache
 import types
 from typing import TYPE_CHECKING
 
-from sedsl import passes
-from sedsl.graph import Graph
-from sedsl.ir import execution_order, input_shapes, inputs, record, records
-from sedsl.ops import OPS, TorchExpr, TorchModule
+from sedsl.compile import passes
+from sedsl.ir.graph import Graph
+from sedsl.ir.node import execution_order, input_shapes, inputs, record, records
+from sedsl.ir.ops import OPS, TorchExpr, TorchModule
+from sedsl.ir.vocab import ACTIVATIONS, SQUEEZES
 from sedsl.version import __version__
-from sedsl.vocab import ACTIVATIONS, SQUEEZES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # plain PyTorch, so that a generated model.py stands alone. Its tables come from the vocabulary.
 _FUSED_SE = '''
 try:
-    from sedsl.kernels import SqueezeExcite
+    from sedsl.pytorch.kernels import SqueezeExcite
 except ImportError:
     _ACT = {ACTS}
     _REDUCE = {REDUCE}

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sedsl.graph import Graph
-from sedsl.ir import Node, inputs, record, records
-from sedsl.ops import Attr
+from sedsl.ir.graph import Graph
+from sedsl.ir.node import Node, inputs, record, records
+from sedsl.ir.ops import Attr
 
 # --- rendering one op ----------------------------------------------------------------------------
 

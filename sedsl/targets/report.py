@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sedsl.cost import node_costs
-from sedsl.graph import Graph
-from sedsl.ir import Node, records
-from sedsl.ops import Shape, numel
+from sedsl.ir.graph import Graph
+from sedsl.ir.node import Node, records
+from sedsl.ir.ops import Shape, numel
+from sedsl.targets.cost import node_costs
 
 # fvcore's ActivationCountAnalysis counts the output elements of these ops only (its default
 # handles: aten::_convolution, addmm, bmm, einsum, matmul, linear); elementwise ops, norms and

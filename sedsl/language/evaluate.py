@@ -1,6 +1,6 @@
 """Evaluation: the values of the language, lexical environments, the built-in functions, and
 expressions evaluated to values. No graph here: layers evaluate to *recipes* (`OpCall`,
-`BlockCall`, ...) that the elaborator (`sedsl.elaborate`) places once the input tensor is known.
+`BlockCall`, ...) that the elaborator (`sedsl.compile.elaborate`) places once the input tensor is known.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, TypeAlias
 
-from sedsl import ast, limits
+from sedsl import limits
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
-from sedsl.library import Library
-from sedsl.ops import OPS, Attr, Op
+from sedsl.ir.ops import OPS, Attr, Op
+from sedsl.language import ast
+from sedsl.language.library import Library
 from sedsl.record import Record
 
 # --- values -------------------------------------------------------------------------------------

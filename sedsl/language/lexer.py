@@ -20,7 +20,7 @@ from pygments.token import (
     Whitespace,
 )
 
-from sedsl.ops import OPS as _OPS
+from sedsl.ir.ops import OPS as _OPS
 
 # The grammar's keywords (grammars/sedsl.lark); `se` is one only before its section's `{`.
 KEYWORDS = ("use", "block", "network", "input", "if", "then", "else", "residual", "shortcut",
@@ -29,7 +29,7 @@ WORD_OPERATORS = ("and", "or", "not")
 CONSTANTS = ("true", "false")
 # The ops a spec may call, from the op table (torch-free and light: a new op or activation of the
 # vocabulary is highlighted without an edit here); the numeric built-ins (tests/test_lexer.py
-# keeps them equal to sedsl.evaluate's); the merges `parallel` takes.
+# keeps them equal to sedsl.language.evaluate's); the merges `parallel` takes.
 OPS = tuple(sorted(name for name, op in _OPS.items() if op.user))
 FUNCTIONS = ("abs", "ceil", "floor", "make_divisible", "max", "min", "round")
 MERGES = ("concat", "add")

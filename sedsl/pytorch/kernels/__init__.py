@@ -1,13 +1,13 @@
 """Fused Squeeze-and-Excitation kernels: `se_block` (the op `torch.ops.sedsl.se_block`) and
 the `SqueezeExcite` module that generated fused models use.
 
-CUDA tensors run the Triton kernels (sedsl.kernels.triton_se); CPU tensors run the plain-torch
-reference (sedsl.kernels.reference), or the Triton kernels through Triton's interpreter when
+CUDA tensors run the Triton kernels (sedsl.pytorch.kernels.triton_se); CPU tensors run the plain-torch
+reference (sedsl.pytorch.kernels.reference), or the Triton kernels through Triton's interpreter when
 TRITON_INTERPRET=1. Triton is imported only when a kernel is launched.
 """
 
 from __future__ import annotations
 
-from sedsl.kernels.op import SqueezeExcite, se_block, use_triton
+from sedsl.pytorch.kernels.op import SqueezeExcite, se_block, use_triton
 
 __all__ = ["SqueezeExcite", "se_block", "use_triton"]

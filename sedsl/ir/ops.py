@@ -1,7 +1,7 @@
 """The op table: for every op, its arguments, shape rule, parameter and FLOP rules, its PyTorch
 lowering and its behaviour in the compiler (what a repeat resets, how missing arguments are
 completed, whether its output is a fresh tensor), side by side. Adding an op is one entry here
-plus its docs row and its tests; activations come from the vocabulary (`sedsl.vocab`).
+plus its docs row and its tests; activations come from the vocabulary (`sedsl.ir.vocab`).
 
 Shapes exclude the batch dimension: (C, H, W) for feature maps, (F,) for flat features.
 `macs` are multiply-accumulates of convolutions and fully connected layers; `fvcore` is exactly
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from sedsl.errors import SpecError
+from sedsl.ir.vocab import ACTIVATIONS, SQUEEZES, Activation
 from sedsl.record import Record
-from sedsl.vocab import ACTIVATIONS, SQUEEZES, Activation
 
 Shape: TypeAlias = tuple[int, ...]
 Attr: TypeAlias = int | float | bool | str | tuple[int, ...] | tuple[str, ...]

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from sedsl.graph import Graph
-from sedsl.ir import Node, input_shapes, records
-from sedsl.ops import OPS, Shape
+from sedsl.ir.graph import Graph
+from sedsl.ir.node import Node, input_shapes, records
+from sedsl.ir.ops import OPS, Shape
+from sedsl.ir.se import VARIANTS
 from sedsl.record import Record
-from sedsl.se import VARIANTS
 
 
 def _fvcore(rec: Node, ins: list[Shape]) -> int:

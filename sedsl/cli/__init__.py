@@ -22,14 +22,14 @@ from sedsl.errors import NOWHERE, Span, SpecError
 
 if TYPE_CHECKING:
     import sedsl
-    from sedsl import cost as cost_model
-    from sedsl import ir
     from sedsl.api import Network
-    from sedsl.cost import Cost
+    from sedsl.ir import node as ir
+    from sedsl.targets import cost as cost_model
+    from sedsl.targets.cost import Cost
 else:
     sedsl = lazy("sedsl")
-    ir = lazy("sedsl.ir")
-    cost_model = lazy("sedsl.cost")
+    ir = lazy("sedsl.ir.node")
+    cost_model = lazy("sedsl.targets.cost")
 
 # Exit statuses: 0 done, 1 a mistake in the spec or its values, 2 a usage error (click's),
 # 3 a bug in sedsl, 130 interrupted.
@@ -117,7 +117,7 @@ def _show(e: SpecError) -> None:
     highlighted."""
     text = str(e)
     if sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
-        from sedsl.lexer import highlight_error
+        from sedsl.language.lexer import highlight_error
 
         text = highlight_error(text)
     sys.stderr.write(f"{text}\n")
@@ -378,7 +378,7 @@ def graph(
 
 def _draw(g: Any, fmt: str, depth: int | None, output: Path | None) -> str:
     """The SVG picture; for png, also rendered and written to `output` (required)."""
-    from sedsl.draw import to_png, to_svg
+    from sedsl.targets.draw import to_png, to_svg
 
     if depth is not None and depth < 1:
         raise SpecError("--depth takes a number of name parts, 1 or more", NOWHERE)
@@ -415,7 +415,7 @@ def export_model(
 ) -> None:
     """Export SPEC's model to ONNX, TorchScript or torch.export; the file runs without sedsl."""
     with _spec_errors():
-        from sedsl.export import FORMATS
+        from sedsl.pytorch.export import FORMATS
 
         if fmt not in FORMATS:
             raise SpecError(f"unknown format `{fmt}`", NOWHERE, ", ".join(FORMATS))
@@ -423,7 +423,7 @@ def export_model(
     with err.status(f"exporting {net.name} ({fmt})", spinner="dots"):
         import torch
 
-        from sedsl.export import export
+        from sedsl.pytorch.export import export
 
         model = net.to_torch(fused=fused, se=not no_se)
         if weights is not None:
@@ -515,7 +515,7 @@ def _progress(items: list[T]) -> Iterator[T]:
 
 
 def _batches(text: str) -> list[int]:
-    from sedsl.report import parse_batches
+    from sedsl.targets.report import parse_batches
 
     try:
         return parse_batches(text)
@@ -570,7 +570,7 @@ def _swept(docs: list[dict[str, Any]]) -> list[str]:
 
 def _verify(reports: list[tuple[Path, dict[str, str], Network, Cost]], quiet: bool) -> bool:
     """Run fvcore on the plain-torch lowering of each network; True if any count disagrees."""
-    from sedsl.crosscheck import fvcore_flops
+    from sedsl.pytorch.flops import fvcore_flops
 
     failed = False
     for spec, _, net, c in reports:
@@ -675,14 +675,14 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.2f}%" if whole else "-"
 
 
-# --- per-layer tables and sweep plots (sedsl/report.py, sedsl/plot.py) ---------------------------
+# --- per-layer tables and sweep plots (sedsl/targets/report.py, sedsl/targets/plot.py) ---------------------------
 
 
 def _layer_docs(reports: list[tuple[Path, dict[str, str], Network, Cost]], depth: int,
                 batches: list[int]) -> list[dict[str, Any]]:
     from dataclasses import asdict
 
-    from sedsl import report
+    from sedsl.targets import report
 
     docs = []
     for spec, r, net, c in reports:
@@ -702,7 +702,7 @@ def _layer_docs(reports: list[tuple[Path, dict[str, str], Network, Cost]], depth
 def _print_layers(reports: list[tuple[Path, dict[str, str], Network, Cost]], depth: int,
                   batches: list[int], as_json: bool, as_csv: bool, as_markdown: bool) -> None:
     """`sedsl cost --by layer`: fvcore's flop_count_table / torchinfo's summary, per spec."""
-    from sedsl.report import gib, human, shape_text
+    from sedsl.targets.report import gib, human, shape_text
 
     docs = _layer_docs(reports, depth, batches)
     if as_json:
@@ -755,7 +755,7 @@ def _print_layers(reports: list[tuple[Path, dict[str, str], Network, Cost]], dep
 def _plot(reports: list[tuple[Path, dict[str, str], Network, Cost]], target: Path) -> None:
     """Params and FLOPs per stage against the swept setting, written to `target`."""
     try:
-        from sedsl.plot import sweep_plot
+        from sedsl.targets.plot import sweep_plot
     except ImportError:
         raise SpecError("--plot needs matplotlib", NOWHERE, "pip install 'sedsl[plot]'") from None
 
@@ -783,8 +783,8 @@ def import_model(
 ) -> None:
     """Import a PyTorch model and write it back as a readable .se spec."""
     from sedsl.api import input_override
-    from sedsl.fromtorch import from_torch, load_model
-    from sedsl.writeback import write_spec
+    from sedsl.pytorch.importer import from_torch, load_model
+    from sedsl.targets.spec import write_spec
 
     with _spec_errors():
         model, name = load_model(source)

@@ -1,11 +1,11 @@
-"""Text -> AST. Lark builds the tree; this module maps it 1:1 onto `sedsl.ast` and turns every
+"""Text -> AST. Lark builds the tree; this module maps it 1:1 onto `sedsl.language.ast` and turns every
 lark error into a SpecError with a span.
 
 The parser is lark's stand-alone LALR(1) parser for grammars/sedsl.lark, generated into
-`sedsl/_lalr.py` (its tables and lark's run-time, no grammar compilation at start-up: a command
+`sedsl/language/_lalr.py` (its tables and lark's run-time, no grammar compilation at start-up: a command
 line run starts ~80 ms sooner). After editing the grammar, regenerate it with
 `python -m lark.tools.standalone -s start -s expr -l basic --propagate_positions
--o sedsl/_lalr.py grammars/sedsl.lark`; tests/test_parse.py fails until it is current."""
+-o sedsl/language/_lalr.py grammars/sedsl.lark`; tests/test_parse.py fails until it is current."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
-from sedsl import ast, limits
-from sedsl._lalr import (
+from sedsl import limits
+from sedsl.errors import Span, SpecError
+from sedsl.language import ast
+from sedsl.language._lalr import (
     Lark,
     Lark_StandAlone,
     Token,
@@ -27,7 +29,6 @@ from sedsl._lalr import (
     VisitError,
     v_args,
 )
-from sedsl.errors import Span, SpecError
 
 # Words a line may start with to continue the statement on the line before.
 _CONTINUATIONS = {"ELSE", "SHORTCUT"}

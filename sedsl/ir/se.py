@@ -12,11 +12,11 @@ from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 from typing import Any
 
-from sedsl import ast
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
-from sedsl.evaluate import Env, Evaluator, Value, make_divisible, parse_text
+from sedsl.ir.vocab import ACTIVATIONS, GATES, SQUEEZES
+from sedsl.language import ast
+from sedsl.language.evaluate import Env, Evaluator, Value, make_divisible, parse_text
 from sedsl.record import Record
-from sedsl.vocab import ACTIVATIONS, GATES, SQUEEZES
 
 # --- what an SE block is: its steps ---------------------------------------------------------------
 

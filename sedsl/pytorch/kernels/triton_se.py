@@ -66,16 +66,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from sedsl.kernels import reference
-from sedsl.kernels.interpret import interpreting
+from sedsl.pytorch.kernels import reference
+from sedsl.pytorch.kernels.interpret import interpreting
 
-# What `_act` / `_act_grad` and the squeeze kernel implement; sedsl.vocab's `kernel` flags must
+# What `_act` / `_act_grad` and the squeeze kernel implement; sedsl.ir.vocab's `kernel` flags must
 # name exactly these (tests/test_vocab.py checks), so the fusion pass fuses nothing else.
 KERNEL_ACTIVATIONS = frozenset({"relu", "relu6", "silu", "hardswish", "sigmoid", "hardsigmoid",
                                 "tanh"})
 KERNEL_SQUEEZES = frozenset({"avg", "max"})
 # Gates whose derivative is a function of their output: the backward reduce multiplies ds by
-# it (`_gate_grad`), so fc2's pre-activation is never recomputed; sedsl.vocab's gates must be
+# it (`_gate_grad`), so fc2's pre-activation is never recomputed; sedsl.ir.vocab's gates must be
 # among them (tests/kernels_interpret_cases.py checks).
 GATES_FROM_OUTPUT = frozenset({"sigmoid", "hardsigmoid", "tanh", "relu"})
 EXCITATION = "triton"  # or "torch": how `forward` computes s from z (see the module docstring)

@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure  # no pyplot: no display, no global figure state
 
-from sedsl.cost import Cost
+from sedsl.targets.cost import Cost
 
 
 def stage_series(points: Sequence[tuple[str, Cost]]) -> dict[str, tuple[list[int], list[int]]]:

@@ -13,12 +13,12 @@ from dataclasses import asdict, replace
 from functools import partial
 
 from sedsl.errors import CompilerError, Span, SpecError, did_you_mean
-from sedsl.graph import Graph, find_cycle
-from sedsl.ir import ROLES, Node, SeTag, inputs, record, records
-from sedsl.ops import OPS, Attr, Shape
+from sedsl.ir.graph import Graph, find_cycle
+from sedsl.ir.node import ROLES, Node, SeTag, inputs, record, records
+from sedsl.ir.ops import OPS, Attr, Shape
+from sedsl.ir.se import VARIANTS, SeConfig, SeRule, SeSettings, Step
+from sedsl.ir.vocab import KERNEL_ACTIVATIONS, KERNEL_SQUEEZES
 from sedsl.record import Record
-from sedsl.se import VARIANTS, SeConfig, SeRule, SeSettings, Step
-from sedsl.vocab import KERNEL_ACTIVATIONS, KERNEL_SQUEEZES
 
 OUTPUT = ("<output>", 0)  # a pseudo-consumer: the graph's output
 

@@ -1,4 +1,4 @@
-"""The SE block in plain torch: the semantics of sedsl.kernels and the op's path off the GPU.
+"""The SE block in plain torch: the semantics of sedsl.pytorch.kernels and the op's path off the GPU.
 
     z   = squeeze_hw(U)                          # (N, C): mean ("avg") or max ("max") over H*W
     h   = excite(z @ W1.T + b1)                  # (N, R)
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sedsl import vocab
+from sedsl.ir import vocab
 
 
 def _resolve(path: str) -> Callable[..., Any]:
@@ -33,7 +33,7 @@ def _resolve(path: str) -> Callable[..., Any]:
     return cast(Callable[..., Any], found)
 
 
-# Every table below derives from the vocabulary (sedsl.vocab): one entry per name there.
+# Every table below derives from the vocabulary (sedsl.ir.vocab): one entry per name there.
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     name: _resolve(a.functional) for name, a in vocab.ACTIVATIONS.items()}
 SQUEEZES = tuple(vocab.SQUEEZES)

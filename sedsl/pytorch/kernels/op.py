@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sedsl import vocab
-from sedsl.kernels import reference
-from sedsl.kernels.interpret import interpreting
+from sedsl.ir import vocab
+from sedsl.pytorch.kernels import reference
+from sedsl.pytorch.kernels.interpret import interpreting
 
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -36,7 +36,7 @@ def use_triton(u: Tensor) -> bool:
 
 
 def check_names(squeeze: str, excite: str, gate: str, act: str) -> None:
-    """Raise ValueError unless the kernels implement the four choices (sedsl.vocab's `kernel`)."""
+    """Raise ValueError unless the kernels implement the four choices (sedsl.ir.vocab's `kernel`)."""
     acts = tuple(n for n in reference.EXCITES if n in vocab.KERNEL_ACTIVATIONS)
     squeezes = tuple(n for n in reference.SQUEEZES if n in vocab.KERNEL_SQUEEZES)
     gates = tuple(n for n in reference.GATES if n in acts)
@@ -74,7 +74,7 @@ def se_block_op(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor
     check(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
     with torch.autocast(u.device.type, enabled=False):  # s in fp32, as the fake promises
         if use_triton(u):
-            from sedsl.kernels import triton_se  # imports triton: only when kernels run
+            from sedsl.pytorch.kernels import triton_se  # imports triton: only when kernels run
 
             return triton_se.forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
         return reference.forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
@@ -102,7 +102,7 @@ def se_block_backward_op(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None,
             squeeze, excite, gate, act)
     with torch.autocast(u.device.type, enabled=False):
         if use_triton(u):
-            from sedsl.kernels import triton_se
+            from sedsl.pytorch.kernels import triton_se
 
             grads = triton_se.backward(*args)
         else:
