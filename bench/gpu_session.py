@@ -127,8 +127,8 @@ def env(s: Session) -> dict[str, Any]:
     info["commit"] = git.stdout.strip() if git and git.returncode == 0 else "unknown"
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        info.update(gpu=p.name, sms=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1),
-                    capability=f"{p.major}.{p.minor}")
+        info.update(gpu=p.name, sms=p.multi_processor_count,
+                    memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}")
         n = (1 << 30) if not s.dry else (1 << 20)
         a = torch.empty(n, dtype=torch.uint8, device="cuda")
         b = torch.empty_like(a)
@@ -338,7 +338,8 @@ def memory(s: Session) -> dict[str, Any]:
         for impl, model in impls.items():
             model = prepare(s, torch, model, torch.bfloat16).train()
             x = network_input(s, torch, n, torch.bfloat16)
-            row = {"net": kind, "impl": impl, "saved_mib": round(saved_bytes(torch, model, x) / 2**20, 2)}
+            saved = saved_bytes(torch, model, x)
+            row = {"net": kind, "impl": impl, "saved_mib": round(saved / 2**20, 2)}
             if not s.dry:
                 train_step(model, x)()
                 torch.cuda.synchronize()

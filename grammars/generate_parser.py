@@ -1,4 +1,5 @@
-"""Regenerate sedsl/language/_lalr.py, lark's stand-alone LALR(1) parser for grammars/sedsl.lark, after
+"""Regenerate sedsl/language/_lalr.py, lark's stand-alone LALR(1) parser for grammars/sedsl.lark,
+after
 editing the grammar:
 
     python grammars/generate_parser.py
@@ -24,7 +25,8 @@ OPTIONS = {"parser": "lalr", "lexer": "basic", "start": ["start", "expr"],
 
 
 # Lark's own code imports two of its names relatively (it lives in the `lark` package); in the
-# generated module both are its own globals, and `from .lexer` would reach sedsl.language.lexer instead.
+# generated module both are its own globals, and `from .lexer` would reach sedsl.language.lexer
+# instead.
 RELATIVE_IMPORTS = ("        from .lexer import Token\n",
                     "                from . import __version__\n")
 

@@ -21,10 +21,9 @@ if TYPE_CHECKING:
 def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
                se: str | None = None, name: str | None = None) -> Network:
     """Import a torch.fx-traceable model; `se` is the text of an `se { ... }` section."""
-    from sedsl.pytorch.importer import from_torch as load_torch
+    from sedsl.api import from_torch as load_torch
 
-    net: Network = load_torch(model, input=input, se=se, name=name)
-    return net
+    return load_torch(model, input=input, se=se, name=name)
 
 
 def transfer_weights(src: Any, dst: nn.Module, input: Any = None) -> nn.Module:

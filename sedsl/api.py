@@ -9,16 +9,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sedsl import limits
 from sedsl.compile import passes
 from sedsl.compile.elaborate import elaborate
 from sedsl.errors import NOWHERE, Span, SpecError
 from sedsl.ir.graph import Graph
 from sedsl.ir.se import SeConfig
+from sedsl.language import numbers, source
 from sedsl.language.evaluate import to_value
 from sedsl.language.library import load_library
 from sedsl.language.library import search_path as search_path_of
 from sedsl.language.parse import parse
+from sedsl.pytorch import memory
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -39,6 +40,7 @@ class Network:
     base_ir: Graph  # the same spec with SE switched off
     se: SeConfig
     sources: Mapping[str, str]  # file -> text of every file the spec read
+    weights: Mapping[str, Any] | None = None  # node-named tensors to load (an imported model's)
 
     @cached_property
     def graph(self) -> nx.DiGraph:
@@ -74,13 +76,18 @@ class Network:
         False."""
         import torch
 
-        from sedsl.targets.codegen import build_module
+        from sedsl.pytorch.module import build_module
         from sedsl.targets.cost import state_elements
 
         g = self.ir if se else self.base_ir
-        limits.check_parameter_memory(self.name, state_elements(g), device, check_memory)
+        memory.check_parameter_memory(self.name, state_elements(g), device, check_memory)
         with torch.device(device) if device is not None else _no_device():
-            return build_module(g, fused=fused)
+            model = build_module(g, fused=fused)
+        if self.weights is not None and device != "meta":  # meta: no storage to copy into
+            from sedsl.pytorch.importer import load_weights
+
+            load_weights(model, self.weights, g)
+        return model
 
     def source(self, fused: bool = False, se: bool = True) -> str:
         """Standalone PyTorch source defining `class Model(nn.Module)` (the build's model.py)."""
@@ -99,7 +106,7 @@ def load(path: str | Path, *, input: tuple[int, ...] | str | int | None = None,
          search_path: list[str | Path] | None = None, **overrides: Any) -> Network:
     """Compile the spec at `path`; keyword arguments override top-level parameters."""
     path = Path(path)
-    text = limits.read_spec(path)  # a regular UTF-8 file of bounded size, or a SpecError
+    text = source.read_spec(path)  # a regular UTF-8 file of bounded size, or a SpecError
     return loads(text, path=str(path), input=input, search_path=search_path, **overrides)
 
 
@@ -120,6 +127,24 @@ def loads(text: str, *, path: str = "<string>", input: tuple[int, ...] | str | i
     return Network(graph, base, done.se, sources)
 
 
+def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
+               se: str | None = None, name: str | None = None) -> Network:
+    """Import a torch.fx-traceable model as a Network carrying its weights; `se` is the text of
+    an `se { ... }` section applied to it (errors point into that text)."""
+    from sedsl.compile.se_rules import SE_FILE, parse_se, se_section
+    from sedsl.pytorch.importer import import_model
+
+    imported = import_model(model, input, name)
+    section = se_section(se or "")
+    sources = {SE_FILE: section}
+    try:
+        config = parse_se(section)
+        graph = passes.run(imported.graph, passes.pipeline(config))
+    except SpecError as err:
+        raise err.attach(sources) from None
+    return Network(graph, imported.graph, config, sources, imported.weights)
+
+
 @contextmanager
 def _no_device() -> Iterator[None]:
     yield
@@ -134,7 +159,7 @@ def input_override(value: Any) -> tuple[int, ...] | None:
     if isinstance(value, str):
         parts = value.strip().lower().split("x")
         if all(p.isdigit() for p in parts):
-            value = tuple(limits.dimension(p, NOWHERE) for p in parts)
+            value = tuple(numbers.dimension(p, NOWHERE) for p in parts)
     if (isinstance(value, tuple) and 1 <= len(value) <= 3
             and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value)):
         return value
@@ -142,4 +167,4 @@ def input_override(value: Any) -> tuple[int, ...] | None:
     raise SpecError(f"input takes 224, 320x240 or 3x320x240, not {shown}", NOWHERE)
 
 
-__all__ = ["Network", "Span", "load", "loads"]
+__all__ = ["Network", "Span", "from_torch", "load", "loads"]

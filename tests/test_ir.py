@@ -10,8 +10,8 @@ import networkx as nx
 import pytest
 
 from sedsl.compile import passes
-from sedsl.ir import node as ir
-from sedsl.ir.node import Node, records
+from sedsl.ir import serialize
+from sedsl.ir.node import Node, execution_order, records
 from tests.conftest import SPECS, compiled
 
 SPEC_FILES = sorted(p.name for p in SPECS.glob("*.se"))
@@ -20,25 +20,25 @@ SPEC_FILES = sorted(p.name for p in SPECS.glob("*.se"))
 @pytest.mark.parametrize("spec", SPEC_FILES)
 def test_json_round_trip_is_lossless(spec: str) -> None:
     g = compiled(spec).graph
-    back = ir.loads(ir.dumps(g))
+    back = serialize.loads(serialize.dumps(g))
     assert list(back.nodes) == list(g.nodes)
     assert [r for _, r in records(back)] == [r for _, r in records(g)]
     assert sorted(back.edges(data="port")) == sorted(g.edges(data="port"))
     assert back.graph == g.graph
-    assert ir.dumps(back) == ir.dumps(g)
+    assert serialize.dumps(back) == serialize.dumps(g)
     passes.verify(back)
 
 
 def test_round_tripped_graph_lowers_and_costs_the_same() -> None:
     net = compiled("se_resnext50.se")
-    back = ir.loads(ir.dumps(net.graph))
+    back = serialize.loads(serialize.dumps(net.graph))
     from sedsl.targets.cost import analyse
     assert analyse(net.base, back).se == net.cost().se
     assert passes.fuse_se(back).number_of_nodes() == passes.fuse_se(net.graph).number_of_nodes()
 
 
 def test_json_is_node_link() -> None:
-    doc = json.loads(ir.dumps(compiled("se_resnet50.se").graph))
+    doc = json.loads(serialize.dumps(compiled("se_resnet50.se").graph))
     g = nx.node_link_graph(doc, edges="edges")  # networkx reads it as is
     assert g.number_of_nodes() == len(doc["nodes"])
     node = next(n for n in doc["nodes"] if n["id"] == "conv2.block1.se.fc1")
@@ -64,18 +64,18 @@ def test_schema_is_documented() -> None:
 
 def test_graphml_and_dot() -> None:
     g = compiled("se_resnet50.se").graph
-    text = "\n".join(nx.generate_graphml(ir.flat(g)))
+    text = "\n".join(nx.generate_graphml(serialize.flat(g)))
     back = nx.parse_graphml(text)
     assert back.number_of_nodes() == g.number_of_nodes()
     assert back.nodes["conv2.block1.se.fc1"]["role"] == "se"
-    dot = ir.to_dot(g)
+    dot = serialize.to_dot(g)
     assert dot.count("->") == g.number_of_edges()
     assert '"conv2.block1.se.scale"' in dot
 
 
 def test_execution_order_is_topological_and_keeps_declaration_order() -> None:
     g = compiled("se_resnet50.se").graph
-    order = ir.execution_order(g)
+    order = execution_order(g)
     position = {n: i for i, n in enumerate(order)}
     assert all(position[u] < position[v] for u, v in g.edges)
     assert order == list(g.nodes)  # the unfused graph is declared in execution order

@@ -1,7 +1,9 @@
-"""sedsl.pytorch.kernels off the GPU: the reference, the op's CPU path, the module, compile and export.
+"""sedsl.pytorch.kernels off the GPU: the reference, the op's CPU path, the module, compile and
+export.
 
 The expected values come from `torch_se`, a float64 SE block composed here from torch.nn modules
-(adaptive pooling, 1x1 convolutions, activation modules), independent of sedsl.pytorch.kernels.reference.
+(adaptive pooling, 1x1 convolutions, activation modules), independent of
+sedsl.pytorch.kernels.reference.
 kernels_interpret_cases.py (run by test_kernels_interpret.py) reuses it for the Triton kernels.
 """
 

@@ -34,7 +34,8 @@ def test_the_generated_parser_is_current() -> None:
 
 def test_the_generated_parser_stands_alone() -> None:
     """No relative import is left in it (lark's `from .lexer import Token` would reach
-    sedsl.language.lexer, the Pygments lexer): its errors build their tokens from its own classes."""
+    sedsl.language.lexer, the Pygments lexer): its errors build their tokens from its own
+    classes."""
     from sedsl.language import _lalr
 
     source = (ROOT / "sedsl" / "language" / "_lalr.py").read_text()

@@ -18,8 +18,10 @@ from typer.testing import CliRunner
 
 import sedsl
 from bench.fuzz import time_budget
-from sedsl import cli, limits
+from sedsl import limits
 from sedsl.cli import app
+from sedsl.cli import build as cli_build
+from sedsl.pytorch import memory
 from tests.conftest import SPECS
 
 R50 = str(SPECS / "se_resnet50.se")
@@ -209,7 +211,7 @@ def test_exit_statuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kw: object) -> None:
         raise RuntimeError("an invariant broke")
 
-    monkeypatch.setattr(cli, "_load", broken)
+    monkeypatch.setattr(cli_build, "_load", broken)
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     code, out = run("check", R50)
     assert code == 3 and "Traceback" not in out
@@ -364,7 +366,6 @@ def test_the_memory_estimate_counts_buffers_as_torch_does(monkeypatch: pytest.Mo
     elements as parameters, and the estimate must count both, as torch's module holds them."""
     import torch
 
-    from sedsl import limits
 
     net = sedsl.loads("network bns {\n  input 64x4x4\n  bn * 50\n  flatten\n}\n")
     model = net.to_torch(device="meta")
@@ -372,10 +373,10 @@ def test_the_memory_estimate_counts_buffers_as_torch_does(monkeypatch: pytest.Mo
     state = params + sum(b.numel() for b in model.buffers())
     assert state > 1.9 * params
     itemsize = torch.get_default_dtype().itemsize
-    monkeypatch.setattr(limits, "free_memory", lambda kind, device: (state - 1) * itemsize)
+    monkeypatch.setattr(memory, "free_memory", lambda kind, device: (state - 1) * itemsize)
     with pytest.raises(sedsl.SpecError, match=f"{state:,} parameters and buffers"):
         net.to_torch()
-    monkeypatch.setattr(limits, "free_memory", lambda kind, device: state * itemsize)
+    monkeypatch.setattr(memory, "free_memory", lambda kind, device: state * itemsize)
     assert isinstance(net.to_torch(), torch.nn.Module)
 
 

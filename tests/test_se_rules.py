@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 import sedsl
 from sedsl.cli import app
 from sedsl.ir.node import records
-from sedsl.ir.se import SeSettings
-from sedsl.language.evaluate import make_divisible
+from sedsl.ir.se import SeSettings, make_divisible
 
 NESTED = """
 block inner(c) { conv(c, 3) bn relu }

@@ -1,4 +1,5 @@
-"""The vocabulary (sedsl.ir.vocab): every entry, end to end. A new activation is one entry there; this
+"""The vocabulary (sedsl.ir.vocab): every entry, end to end. A new activation is one entry there;
+this
 walks them all: spec -> check -> build -> model.py -> to_torch() fused and plain -> same outputs."""
 
 from __future__ import annotations

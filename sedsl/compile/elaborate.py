@@ -1,5 +1,6 @@
 """AST -> graph IR. Expands blocks, repeats and stages into a flat graph with hierarchical names,
-and infers and checks every shape on the way. Expressions are evaluated by `sedsl.language.evaluate`: a
+and infers and checks every shape on the way. Expressions are evaluated by
+`sedsl.language.evaluate`: a
 layer evaluates to a recipe, which `place` turns into nodes once its input tensor is known."""
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from sedsl import limits
+from sedsl.compile.se_rules import evaluate_se
 from sedsl.errors import NOWHERE, Span, SpecError
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, add_node
 from sedsl.ir.ops import OPS, Shape
-from sedsl.ir.se import SeConfig, evaluate_se
+from sedsl.ir.se import SeConfig
 from sedsl.language import ast
 from sedsl.language.evaluate import (
     LAYERS,

@@ -1,5 +1,5 @@
-"""The se section as data: settings (what an SE block is), variants (its steps) and rules (where
-SE blocks go).
+"""SE blocks as data: settings (what an SE block is), variants (its steps) and rules (where
+SE blocks go). compile/se_rules.py evaluates a spec's `se { }` section into these records.
 
 Precedence, lowest first: the defaults below, the section's own settings, overrides from the
 caller (`--set ratio=8`), then each rule's `{ ... }` settings for the blocks it matches."""
@@ -7,15 +7,11 @@ caller (`--set ratio=8`), then each rule's `{ ... }` settings for the blocks it 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from fractions import Fraction
-from typing import Any
 
-from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
+from sedsl.errors import Span
 from sedsl.ir.vocab import ACTIVATIONS, GATES, SQUEEZES
-from sedsl.language import ast
-from sedsl.language.evaluate import Env, Evaluator, Value, make_divisible, parse_text
 from sedsl.record import Record
 
 # --- what an SE block is: its steps ---------------------------------------------------------------
@@ -85,6 +81,16 @@ class SeSettings:
         return int(make_divisible(v, int(self.round), Fraction(self.round_limit)))
 
 
+def make_divisible(x: Fraction, d: Fraction | int, round_limit: Fraction) -> Fraction:
+    """timm's make_divisible(x, d, round_limit): the nearest multiple of d, at least d, one
+    multiple up when that falls below round_limit * x (torchvision's rule: round_limit 0.9; timm's
+    SE modules pass 0)."""
+    if d <= 0:
+        raise ValueError("the divisor must be > 0")
+    rounded = max(Fraction(d), Fraction(math.floor(x + Fraction(d) / 2) // d) * d)
+    return rounded + d if rounded < round_limit * x else rounded
+
+
 SYMBOLS: dict[str, frozenset[str]] = {
     "round": frozenset({"floor", "ceil"}),
     "base": frozenset({"channels", "block_in"}),
@@ -114,69 +120,3 @@ class SeConfig(Record):
     rules: tuple[SeRule, ...]
 
 
-def evaluate_se(sections: tuple[ast.SeSection, ...], ev: Evaluator, env: Env,
-                overrides: Mapping[str, Value]) -> SeConfig:
-    """Evaluate the se section in the network's parameter scope."""
-    if len(sections) > 1:
-        raise SpecError("a spec has one se section", sections[1].span)
-    values: dict[str, Any] = {}
-    for s in sections[0].settings if sections else ():
-        values[s.name] = _setting(s, ev, env)
-    for name, value in overrides.items():
-        if name not in SETTINGS:
-            raise SpecError(f"unknown parameter `{name}`", NOWHERE,
-                            did_you_mean(name, SETTINGS)
-                            or "only network parameters and SE settings can be set")
-        values[name] = _check(name, parse_text(value) if isinstance(value, str) else value,
-                              NOWHERE)
-    settings = SeSettings(**values)
-    rules = tuple(_rule(r, settings, ev, env) for r in (sections[0].rules if sections else ()))
-    return SeConfig(settings, rules)
-
-
-def _rule(rule: ast.Rule, settings: SeSettings, ev: Evaluator, env: Env) -> SeRule:
-    own = {s.name: _setting(s, ev, env) for s in rule.settings}
-    target = ALIASES.get(rule.target, rule.target) if rule.where == "at" else rule.target
-    if rule.where == "at" and not target.endswith((".start", ".end")):
-        raise SpecError(f"`at {rule.target}` is not a point of a block", rule.span,
-                        "points are BRANCH.start / BRANCH.end (residual, shortcut, block, or a "
-                        "parallel branch), or standard / pre / post / identity; "
-                        "use `after LAYER` for a layer")
-    ranges = tuple((r.first, r.last, r.span) for r in rule.ranges)
-    return SeRule(rule.where, target, ranges, rule.kinds, replace(settings, **own), rule.span)
-
-
-def _setting(s: ast.Setting, ev: Evaluator, env: Env) -> Any:
-    if s.name not in SETTINGS:
-        raise SpecError(f"unknown SE setting `{s.name}`", s.span,
-                        did_you_mean(s.name, SETTINGS) or f"settings: {', '.join(SETTINGS)}")
-    if isinstance(s.value, ast.Name) and s.name in SYMBOLS and env.lookup(s.value.id) is None:
-        return _check(s.name, s.value.id, s.value.span)  # a bare word: avg, floor, sigmoid
-    return _check(s.name, ev.eval(s.value, env), s.value.span)
-
-
-def _check(name: str, value: Value, span: Span) -> Any:
-    """Validate one setting's value; return it as plain data."""
-    if name in ("bias", "enabled"):
-        if isinstance(value, bool):
-            return value
-        raise SpecError(f"`{name}` must be true or false", span)
-    if name in SYMBOLS and isinstance(value, str):
-        if value in SYMBOLS[name]:
-            return value
-        raise SpecError(f"`{name}` cannot be `{value}`", span,
-                        f"choose from {', '.join(sorted(SYMBOLS[name]))}"
-                        + (" or a divisor like 8" if name == "round" else ""))
-    if isinstance(value, Fraction) and not isinstance(value, bool):
-        whole = value.denominator == 1
-        if name == "ratio" and value > 0:
-            return int(value) if whole else float(value)
-        if name in ("width", "round") and whole and value > 0:
-            return int(value)
-        if name == "round_limit" and 0 <= value < 1:
-            return float(value)
-    expected = {"ratio": "a number > 0", "width": "a whole number >= 1",
-                "round": "floor, ceil or a divisor like 8",
-                "round_limit": "a number in [0, 1), like 0.9"}.get(
-        name, ", ".join(sorted(SYMBOLS.get(name, ()))))
-    raise SpecError(f"`{name}` must be {expected}", span)

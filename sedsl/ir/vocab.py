@@ -1,7 +1,8 @@
 """The vocabulary: one record per activation and per squeeze, and nothing else to edit.
 
 Every other table derives from these records: the ops a spec can call (`sedsl.ir.ops`), the values
-the SE settings accept (`sedsl.ir.se`), the generated PyTorch code (`sedsl.targets.codegen`), the plain-torch
+the SE settings accept (`sedsl.ir.se`), the generated PyTorch code (`sedsl.targets.codegen`), the
+plain-torch
 reference (`sedsl.pytorch.kernels.reference`) and what the fusion pass hands to the Triton kernels
 (`kernel`; the kernels implement exactly these names, `sedsl.pytorch.kernels.triton_se`). Adding an
 activation is one entry here: where the kernels lack it, SE blocks that use it stay plain ops,

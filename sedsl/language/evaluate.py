@@ -1,6 +1,7 @@
 """Evaluation: the values of the language, lexical environments, the built-in functions, and
 expressions evaluated to values. No graph here: layers evaluate to *recipes* (`OpCall`,
-`BlockCall`, ...) that the elaborator (`sedsl.compile.elaborate`) places once the input tensor is known.
+`BlockCall`, ...) that the elaborator (`sedsl.compile.elaborate`) places once the input tensor is
+known.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any, TypeAlias
 from sedsl import limits
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
 from sedsl.ir.ops import OPS, Attr, Op
-from sedsl.language import ast
+from sedsl.ir.se import make_divisible
+from sedsl.language import ast, numbers
 from sedsl.language.library import Library
 from sedsl.record import Record
 
@@ -97,11 +99,11 @@ def to_value(value: Any, name: str) -> Value:
     if isinstance(value, bool | str):
         return value
     if isinstance(value, Fraction):
-        return limits.check_number(value, NOWHERE)
+        return numbers.check_number(value, NOWHERE)
     if isinstance(value, int | float):
-        return limits.python_number(value, NOWHERE)
+        return numbers.python_number(value, NOWHERE)
     if isinstance(value, tuple) and all(isinstance(d, int) for d in value):
-        return tuple(limits.dimension(str(d), NOWHERE) for d in value)
+        return tuple(numbers.dimension(str(d), NOWHERE) for d in value)
     raise SpecError(f"cannot use {value!r} as the value of `{name}`", NOWHERE)
 
 
@@ -112,8 +114,8 @@ def parse_text(text: str) -> Value:
         return lowered == "true"
     parts = lowered.split("x")
     if len(parts) > 1 and all(p.isdigit() for p in parts):
-        return tuple(limits.dimension(p, NOWHERE) for p in parts)
-    number = limits.number_value(lowered, NOWHERE)
+        return tuple(numbers.dimension(p, NOWHERE) for p in parts)
+    number = numbers.number_value(lowered, NOWHERE)
     return unquote(text) if number is None else number
 
 
@@ -159,17 +161,6 @@ BUILTINS: dict[str, Callable[..., Fraction]] = {
     # timm's make_divisible(x, d, round_limit = 0.9): see below
     "make_divisible": lambda x, d, limit=Fraction(9, 10): make_divisible(x, d, limit),
 }
-
-
-def make_divisible(x: Fraction, d: Fraction | int, round_limit: Fraction) -> Fraction:
-    """timm's make_divisible(x, d, round_limit): the nearest multiple of d, at least d, one
-    multiple up when that falls below round_limit * x (torchvision's rule: round_limit 0.9; timm's
-    SE modules pass 0)."""
-    if d <= 0:
-        raise ValueError("the divisor must be > 0")
-    rounded = max(Fraction(d), Fraction(math.floor(x + Fraction(d) / 2) // d) * d)
-    return rounded + d if rounded < round_limit * x else rounded
-
 
 
 # --- the evaluator ------------------------------------------------------------------------------
@@ -388,7 +379,7 @@ def arithmetic(op: str, a: Fraction, b: Fraction, span: Span) -> Value:
         "<": lambda: a < b, "<=": lambda: a <= b, ">": lambda: a > b, ">=": lambda: a >= b,
     }
     result = table[op]()
-    return limits.check_number(result, span) if isinstance(result, Fraction) else result
+    return numbers.check_number(result, span) if isinstance(result, Fraction) else result
 
 
 def repeat_count(value: Value, span: Span) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sedsl import limits
 from sedsl.errors import SpecError
-from sedsl.language import ast
+from sedsl.language import ast, source
 from sedsl.language.parse import parse
 from sedsl.language.paths import LIBRARY_ROOT
 from sedsl.record import Record
@@ -41,7 +41,7 @@ def _blocks(module: ast.Module, roots: list[Path], sources: dict[str, str],
         if name in sources:
             continue  # already loaded through another `use`
         limits.use_depth(len(stack), use.span)
-        sources[name] = text = limits.read_spec(target, use.span)
+        sources[name] = text = source.read_spec(target, use.span)
         imported = parse(text, name)
         if imported.networks or imported.se:
             raise SpecError(f"{use.path} is a spec, not a block library", use.span,
@@ -78,7 +78,7 @@ def _resolve(use: ast.Use, roots: list[Path]) -> Path:
         if not any(candidate.is_relative_to(r.resolve()) for r in roots):
             raise SpecError(f"`{use.path}` leaves the spec search path", use.span,
                             "imports may not reach outside the spec's folder and the library")
-        if limits.is_file(candidate):
+        if source.is_file(candidate):
             return candidate
     searched = [_display(r) if r != LIBRARY_ROOT else "sedsl's block library" for r in roots]
     raise SpecError(f"cannot find `{use.path}`", use.span, "searched " + ", ".join(searched))

@@ -1,8 +1,10 @@
-"""Text -> AST. Lark builds the tree; this module maps it 1:1 onto `sedsl.language.ast` and turns every
+"""Text -> AST. Lark builds the tree; this module maps it 1:1 onto `sedsl.language.ast` and turns
+every
 lark error into a SpecError with a span.
 
 The parser is lark's stand-alone LALR(1) parser for grammars/sedsl.lark, generated into
-`sedsl/language/_lalr.py` (its tables and lark's run-time, no grammar compilation at start-up: a command
+`sedsl/language/_lalr.py` (its tables and lark's run-time, no grammar compilation at start-up: a
+command
 line run starts ~80 ms sooner). After editing the grammar, regenerate it with
 `python -m lark.tools.standalone -s start -s expr -l basic --propagate_positions
 -o sedsl/language/_lalr.py grammars/sedsl.lark`; tests/test_parse.py fails until it is current."""
@@ -15,7 +17,7 @@ from typing import Any
 
 from sedsl import limits
 from sedsl.errors import Span, SpecError
-from sedsl.language import ast
+from sedsl.language import ast, numbers
 from sedsl.language._lalr import (
     Lark,
     Lark_StandAlone,
@@ -324,13 +326,13 @@ class _ToAst(Transformer[Token, Any]):  # type: ignore[misc]  # lark's, generate
         return ast.BinOp(str(c[1]), c[0], c[2], self._span(meta))
 
     def number(self, meta: Any, c: list[Token]) -> ast.Number:
-        return ast.Number(limits.literal(str(c[0]), self._tok(c[0])), self._tok(c[0]))
+        return ast.Number(numbers.literal(str(c[0]), self._tok(c[0])), self._tok(c[0]))
 
     def shape(self, meta: Any, c: list[Token]) -> ast.ShapeLit:
         return ast.ShapeLit(self._dims(c[0]), self._tok(c[0]))
 
     def _dims(self, tok: Token) -> tuple[int, ...]:
-        return tuple(limits.dimension(d, self._tok(tok)) for d in str(tok).split("x"))
+        return tuple(numbers.dimension(d, self._tok(tok)) for d in str(tok).split("x"))
 
     def string(self, meta: Any, c: list[Token]) -> ast.String:
         return ast.String(_unquote(c[0]), self._tok(c[0]))

@@ -23,7 +23,8 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 def decompose_se_block(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
                        identity: Tensor | None, squeeze: str, excite: str, gate: str,
                        act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """sedsl::se_block's outputs (out, z, s, idx) in plain torch ops (see sedsl/pytorch/kernels/op.py)."""
+    """sedsl::se_block's outputs (out, z, s, idx) in plain torch ops (see
+    sedsl/pytorch/kernels/op.py)."""
     z = reference.squeeze_hw(u, squeeze)  # (N, C), accumulate dtype
     s = reference.excitation(z, w1, b1, w2, b2, excite, gate)  # (N, C)
     out = reference.scale(u, s, identity, act).to(u.dtype)  # (N, C, H, W)

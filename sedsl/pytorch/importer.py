@@ -2,6 +2,9 @@
 
     net = sedsl.from_torch(torchvision.models.resnet50(), se="at residual.end of Bottleneck")
 
+This module traces (`import_model`: a base graph and its weights); `sedsl.from_torch` applies
+the SE rules and makes the Network.
+
 Module paths become node names (`layer3.4.conv2`), module classes block kinds (`Bottleneck`), the
 model's top-level children its stages; residual units are recognised from the graph, so the SE
 rules of a spec select here as they do there. Shapes come from the op table's own rules: no
@@ -24,17 +27,12 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
-from sedsl.api import Network
 from sedsl.compile import passes
 from sedsl.errors import Span, SpecError
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, add_node, inputs, record, records
 from sedsl.ir.ops import OPS, Attr, Shape
-from sedsl.ir.se import SeConfig, evaluate_se
-
-# --- the coupling points with the core (re-point these when the core changes) ------------------
-
-SE_FILE = "<se>"
+from sedsl.record import Record
 
 
 def make_node(op: str, attrs: Mapping[str, Attr], shape: Shape, name: str, block: str | None,
@@ -44,49 +42,19 @@ def make_node(op: str, attrs: Mapping[str, Attr], shape: Shape, name: str, block
     return Node(op, dict(attrs), shape, stage, block, kind, None, "base", span)
 
 
-def se_section(text: str) -> str:
-    """`se { ... }` as a spec writes it, from a section or its body (`;` ends a statement)."""
-    body = text.strip()
-    if not body.startswith("se"):
-        body = "se {\n" + body + "\n}"
-    return re.sub(r";[ \t]*", "\n", body) + "\n"
+class Imported(Record):
+    """A traced model as sedsl's IR: the verified base graph and its weights by node name."""
+
+    graph: Graph
+    weights: Mapping[str, torch.Tensor]  # node-named state dict -> the model's own tensors
 
 
-def parse_se(section: str) -> SeConfig:
-    """The text of an `se { ... }` section as an SeConfig."""
-    from sedsl.language.evaluate import Env, Evaluator
-    from sedsl.language.library import Library
-    from sedsl.language.parse import parse
-
-    module = parse(section, SE_FILE)
-    return evaluate_se(module.se, Evaluator(Library({})), Env({}), {})
-
-
-def apply_se(base: Graph, config: SeConfig) -> Graph:
-    """The SE network: the SE pass with `config` on the base graph (verified after it)."""
-    return passes.run(base, passes.pipeline(config))
-
-
-# --- the imported network ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Weights:
-    tensors: Mapping[str, torch.Tensor]  # node-named state dict -> the model's own tensors
-
-
-@dataclass(frozen=True)
-class ImportedNetwork(Network):
-    """A Network whose lowered modules carry the imported model's weights."""
-
-    weights: _Weights = field(default_factory=lambda: _Weights({}))
-
-    def to_torch(self, fused: bool = True, se: bool = True, device: str | None = None,
-                 check_memory: bool = True) -> nn.Module:
-        model = super().to_torch(fused=fused, se=se, device=device, check_memory=check_memory)
-        if device != "meta":  # a meta model has no storage to copy into
-            load_weights(model, self.weights.tensors, self.ir if se else self.base_ir)
-        return model
+def import_model(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
+                 name: str | None = None) -> Imported:
+    """Trace `model` into a base graph (no SE rules applied: `sedsl.from_torch` does that)."""
+    shape = _input_shape(input)
+    graph, module_names = build_graph(model, shape, name or type(model).__name__)
+    return Imported(passes.verify(graph, "from_torch"), _renamed_state(model, module_names))
 
 
 def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], g: Graph) -> None:
@@ -113,27 +81,6 @@ def init_se(conv: nn.Conv2d) -> None:
     nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
-
-
-# --- from_torch -----------------------------------------------------------------------------------
-
-
-def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
-               se: str | None = None, name: str | None = None) -> ImportedNetwork:
-    """Import `model` as a sedsl Network; `se` is the text of an `se { ... }` section."""
-    shape = _input_shape(input)
-    net_name = name or type(model).__name__
-    graph, module_names = build_graph(model, shape, net_name)
-    section = se_section(se or "")
-    sources = {SE_FILE: section}  # errors in the rules point into this text
-    try:
-        config = parse_se(section)
-        base = passes.verify(graph, "from_torch")
-        se_graph = apply_se(base, config)
-    except SpecError as err:
-        raise err.attach(sources) from None
-    weights = _Weights(_renamed_state(model, module_names))
-    return ImportedNetwork(se_graph, base, config, sources, weights)
 
 
 def load_model(source: str) -> tuple[nn.Module, str]:

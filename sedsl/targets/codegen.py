@@ -1,13 +1,9 @@
-"""Graph -> PyTorch. One lowering: the graph becomes Python source (a `Model(nn.Module)` whose
-attribute tree mirrors the spec's names), and `build_module` executes that same source, the way
-torch.fx turns its graphs into code. The op table supplies each node's constructor or expression.
-"""
+"""Graph -> PyTorch source. One lowering: the graph becomes Python source (a `Model(nn.Module)`
+whose attribute tree mirrors the spec's names); sedsl.pytorch.module executes that same source,
+the way torch.fx turns its graphs into code. The op table supplies each node's constructor or
+expression. Nothing here imports torch: the source is text."""
 
 from __future__ import annotations
-
-import linecache
-import types
-from typing import TYPE_CHECKING
 
 from sedsl.compile import passes
 from sedsl.ir.graph import Graph
@@ -15,9 +11,6 @@ from sedsl.ir.node import execution_order, input_shapes, inputs, record, records
 from sedsl.ir.ops import OPS, TorchExpr, TorchModule
 from sedsl.ir.vocab import ACTIVATIONS, SQUEEZES
 from sedsl.version import __version__
-
-if TYPE_CHECKING:
-    from torch import nn
 
 # The fused SE op when sedsl is installed; otherwise the same block (same state-dict keys) in
 # plain PyTorch, so that a generated model.py stands alone. Its tables come from the vocabulary.
@@ -176,15 +169,3 @@ def _fresh(base: str, taken: set[str]) -> str:
     while name in taken or name in ("x", "self", "torch", "nn"):
         name, k = f"{base}_{k}", k + 1
     return name
-
-
-def build_module(g: Graph, fused: bool = True) -> nn.Module:
-    """Instantiate the generated source: a torch module with the spec's names as attributes."""
-    source = generate(g, fused=fused)
-    filename = f"<sedsl {g.graph['name']}{' fused' if fused else ''}>"
-    module = types.ModuleType(f"sedsl_generated_{g.graph['name']}")
-    module.__file__ = filename
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), module.__dict__)  # our own generated code
-    model: nn.Module = module.Model()
-    return model

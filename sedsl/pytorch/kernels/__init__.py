@@ -1,7 +1,8 @@
 """Fused Squeeze-and-Excitation kernels: `se_block` (the op `torch.ops.sedsl.se_block`) and
 the `SqueezeExcite` module that generated fused models use.
 
-CUDA tensors run the Triton kernels (sedsl.pytorch.kernels.triton_se); CPU tensors run the plain-torch
+CUDA tensors run the Triton kernels (sedsl.pytorch.kernels.triton_se); CPU tensors run the
+plain-torch
 reference (sedsl.pytorch.kernels.reference), or the Triton kernels through Triton's interpreter when
 TRITON_INTERPRET=1. Triton is imported only when a kernel is launched.
 """

@@ -36,7 +36,8 @@ def use_triton(u: Tensor) -> bool:
 
 
 def check_names(squeeze: str, excite: str, gate: str, act: str) -> None:
-    """Raise ValueError unless the kernels implement the four choices (sedsl.ir.vocab's `kernel`)."""
+    """Raise ValueError unless the kernels implement the four choices (sedsl.ir.vocab's
+    `kernel`)."""
     acts = tuple(n for n in reference.EXCITES if n in vocab.KERNEL_ACTIVATIONS)
     squeezes = tuple(n for n in reference.SQUEEZES if n in vocab.KERNEL_SQUEEZES)
     gates = tuple(n for n in reference.GATES if n in acts)

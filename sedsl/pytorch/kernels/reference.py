@@ -1,4 +1,5 @@
-"""The SE block in plain torch: the semantics of sedsl.pytorch.kernels and the op's path off the GPU.
+"""The SE block in plain torch: the semantics of sedsl.pytorch.kernels and the op's path off the
+GPU.
 
     z   = squeeze_hw(U)                          # (N, C): mean ("avg") or max ("max") over H*W
     h   = excite(z @ W1.T + b1)                  # (N, R)

@@ -1,0 +1,5 @@
+"""`python -m sedsl.cli ...` runs the command."""
+
+from sedsl.cli import main
+
+main()

@@ -1,0 +1,235 @@
+"""The `sedsl` command. torch and fvcore are imported only by the options that need them;
+networkx, lark and rich only by the commands that use them (start-up time: docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from typer.core import TyperGroup
+
+from sedsl.errors import NOWHERE, Span, SpecError
+from sedsl.language import numbers
+from sedsl.version import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from sedsl.api import Network
+
+# Exit statuses: 0 done, 1 a mistake in the spec or its values, 2 a usage error (click's),
+# 3 a bug in sedsl, 130 interrupted.
+SPEC_ERROR, USAGE_ERROR, INTERNAL_ERROR, INTERRUPTED = 1, 2, 3, 130
+BUG_REPORTS = "the sedsl issue tracker"
+
+
+class _Guarded(TyperGroup):
+    """Runs every command so that no user mistake ends in a traceback: a SpecError prints as
+    file:line:col and exits 1; anything unexpected is reported as a bug in sedsl and exits 3."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (vendored by typer or not)
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except SpecError as e:
+            _show(e)
+            raise typer.Exit(SPEC_ERROR) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("sedsl: interrupted\n")
+            raise typer.Exit(INTERRUPTED) from None
+        except BrokenPipeError:  # `sedsl graph spec | head`: the reader has gone
+            with suppress(OSError, ValueError):  # and Python's final flush must not complain
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(SPEC_ERROR) from None
+        except Exception as e:
+            if type(e).__module__.startswith(("click.", "typer.")):
+                raise  # click's usage errors: it prints them and exits 2
+            _report_bug(e)
+            raise typer.Exit(INTERNAL_ERROR) from None
+
+
+def _report_bug(e: BaseException) -> None:
+    """What went wrong, that it is sedsl's fault, and where the details are for a report."""
+    import tempfile  # this module imports what only some commands use where they use it:
+    import traceback  # start-up time (docs/benchmarks.md)
+
+    details = "".join(traceback.format_exception(e))
+    where = ""
+    try:
+        fd, name = tempfile.mkstemp(prefix="sedsl-bug-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"sedsl {__version__}, argv {sys.argv!r}\n{details}")
+        where = f"; the details are in {name}"
+    except OSError:
+        pass
+    sys.stderr.write(
+        f"sedsl: internal error: {type(e).__name__}: {e}\n"
+        f"This is a bug in sedsl, not a mistake in your spec. Please report it to {BUG_REPORTS} "
+        f"with the command and the spec{where}.\n")
+    if os.environ.get("SEDSL_DEBUG"):
+        sys.stderr.write(details)
+
+
+def _typer() -> typer.Typer:
+    return typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, cls=_Guarded,
+                       help="A compiler for Squeeze-and-Excitation networks.")
+
+
+app = _typer()
+T = TypeVar("T")
+_consoles: dict[bool, Console] = {}
+
+
+def out() -> Console:
+    """The rich console on stdout, made on first use (rich costs ~25 ms to import, and JSON
+    output needs none); rich drops colour and spinners where the stream is no terminal and
+    honours NO_COLOR."""
+    return _console(stderr=False)
+
+
+def err() -> Console:
+    """The rich console on stderr (see `out`)."""
+    return _console(stderr=True)
+
+
+def _console(stderr: bool) -> Console:
+    if stderr not in _consoles:
+        from rich.console import Console
+
+        _consoles[stderr] = Console(stderr=stderr, highlight=False)
+    return _consoles[stderr]
+
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="NAME=VALUE", help="Override a top-level parameter or SE setting.")]
+SpecArgument = Annotated[Path, typer.Argument(metavar="SPEC", help="The .se spec.")]
+InputOption = Annotated[str | None, typer.Option(
+    "--input", metavar="SHAPE", help="Input size: 224, 320x320 or 3x320x320.")]
+
+
+@contextmanager
+def _spec_errors() -> Iterator[None]:
+    """Spec mistakes print as file:line:col, the line, a caret and a hint; exit status 1."""
+    try:
+        yield
+    except SpecError as e:
+        _show(e)
+        raise typer.Exit(SPEC_ERROR) from None
+
+
+def _show(e: SpecError) -> None:
+    """The error on stderr; on a terminal (unless NO_COLOR is set) with the spec line
+    highlighted."""
+    text = str(e)
+    if sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
+        from sedsl.language.lexer import highlight_error
+
+        text = highlight_error(text)
+    sys.stderr.write(f"{text}\n")
+
+
+def _overrides(sets: list[str] | None, input_size: str | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in sets or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip().isidentifier():
+            raise SpecError(f"--set takes NAME=VALUE, got `{item}`", NOWHERE,
+                            "e.g. --set ratio=8")
+        _check_option_value("--set", item, len(name) + 1, value)
+        values[name.strip()] = value
+    if input_size is not None:
+        _check_option_value("--input", input_size, 0, input_size)
+        values["input"] = input_size  # sedsl.load parses 224, 320x240 and 3x320x240
+    return values
+
+
+def _check_option_value(option: str, text: str, start: int, value: str) -> None:
+    """Numbers in an option's value are read as a spec's are, with the same errors, pointing
+    into the option's text: `--set:1:7: error: the number `1e999` is too large`."""
+    span = Span(option, 1, start + 1, 1, start + len(value) + 1)
+    try:
+        parts = value.strip().lower().split("x")
+        if len(parts) > 1 and all(p.isdigit() for p in parts):
+            for part in parts:
+                numbers.dimension(part, span)
+        else:
+            numbers.number_value(value, span)
+    except SpecError as e:
+        raise e.attach({option: text}) from None
+
+
+def _load(spec: Path, sets: list[str] | None, input_size: str | None = None,
+          **extra: Any) -> Network:
+    from sedsl.api import load
+
+    return load(spec, **{**_overrides(sets, input_size), **extra})
+
+
+
+# --- writing files ------------------------------------------------------------------------------
+
+
+def _write_file(path: Path, text: str) -> None:
+    """One file, whole or not at all: written beside it, then renamed over it."""
+    import tempfile
+
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder; -o names the file to write",
+                                 param_hint="-o")
+    folder = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as e:
+        raise SpecError(f"cannot write {path}: {e.strerror}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def main() -> None:
+    """The `sedsl` command. Typer turns every command's signature into click options as it
+    starts (~35 ms for all of them), so a run that names a command builds only that one."""
+    name = sys.argv[1] if len(sys.argv) > 1 else ""
+    chosen = [c for c in app.registered_commands
+              if (c.name or c.callback.__name__.replace("_", "-")) == name]  # type: ignore[union-attr]
+    runner = app
+    if name in ("check", "cost", "graph"):
+        # A one-shot compile makes ~10^5 objects that live to the end and leaves almost no
+        # cycles: the cyclic collector's passes over them are ~5% of the run, for nothing.
+        gc.disable()
+    if chosen:
+        runner = _typer()
+        runner.registered_commands = chosen
+        runner.callback()(lambda: None)  # a callback keeps it a group: `sedsl NAME ...` as always
+    try:
+        runner()
+    finally:
+        _flush()
+
+
+def _flush() -> None:
+    """Flush stdout and stderr before Python's exit does, so that a reader that has gone
+    (`sedsl graph SPEC | head`) costs no "Exception ignored" message at shutdown."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        with suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
