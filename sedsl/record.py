@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import sys
 from dataclasses import FrozenInstanceError
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING or sys.version_info >= (3, 11):
     from typing import dataclass_transform
@@ -71,3 +71,19 @@ class Record:
 
     def __delattr__(self, name: str) -> None:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+R = TypeVar("R", bound=Record)
+
+
+def replace(rec: R, **changes: Any) -> R:
+    """A copy of `rec` with some fields changed, as dataclasses.replace does for dataclasses."""
+    unknown = set(changes) - set(rec._fields)
+    if unknown:
+        raise TypeError(f"{type(rec).__name__} has no field {sorted(unknown)[0]!r}")
+    return type(rec)(**{**rec.__dict__, **changes})
+
+
+def asdict(rec: Record) -> dict[str, Any]:
+    """The fields of `rec` as a dict (one level: nested records stay records)."""
+    return {n: rec.__dict__[n] for n in rec._fields}

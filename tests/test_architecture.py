@@ -126,7 +126,7 @@ def test_se_nodes_carry_their_block_and_settings() -> None:
     net = compiled("se_resnet50.se")
     rec = record(net.graph, "conv3.block2.se.fc1")
     assert rec.se is not None and rec.se.unit == "conv3.block2.se" and rec.se.step == "fc1"
-    assert rec.se.settings["ratio"] == 16 and rec.se.settings["rd_channels"] == 512 // 16
+    assert rec.se.settings.ratio == 16 and rec.se.rd_channels == 512 // 16  # typed, not a dict
     assert all((r.se is not None) == (r.role == "se") for _, r in records(net.graph))
     back = serialize.loads(serialize.dumps(net.graph))  # the tags survive JSON
     assert record(back, "conv3.block2.se.fc1") == rec

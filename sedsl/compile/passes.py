@@ -8,17 +8,26 @@ the IR's invariants after each one (a failure there is a bug in the pass: `Compi
 from __future__ import annotations
 
 import keyword
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from functools import partial
 
 from sedsl.errors import CompilerError, Span, SpecError, did_you_mean
 from sedsl.ir.graph import Graph, find_cycle
 from sedsl.ir.node import ROLES, Node, SeTag, inputs, record, records
 from sedsl.ir.ops import OPS, Attr, Shape
-from sedsl.ir.se import VARIANTS, SeConfig, SeRule, SeSettings, Step
+from sedsl.ir.se import (
+    STEP_KINDS,
+    VARIANTS,
+    Block,
+    SeConfig,
+    SeRule,
+    SeSettings,
+    step_kind_supported,
+)
 from sedsl.ir.vocab import KERNEL_ACTIVATIONS, KERNEL_SQUEEZES
 from sedsl.record import Record
+from sedsl.record import replace as replace_record
 
 OUTPUT = ("<output>", 0)  # a pseudo-consumer: the graph's output
 
@@ -218,10 +227,9 @@ def strip_se(g: Graph) -> Graph:
         return g
     if any(r.op == "se" for _, r in records(g)):
         raise ValueError("SE blocks are fused already: apply SE rules before `fuse_se`")
-    source = {}  # an SE block's output -> the tensor it scaled
+    source = {}  # an SE block's output -> the tensor it recalibrated
     for steps in units.values():
-        scale = steps[_last_step(g, steps)]
-        source[scale] = inputs(g, scale)[0]
+        source[steps[_last_step(g, steps)]] = _unit_input(g, set(steps.values()))
     drop = {n for steps in units.values() for n in steps.values()}
 
     def origin(node: str) -> str:
@@ -239,6 +247,12 @@ def strip_se(g: Graph) -> Graph:
     return out
 
 
+def _unit_input(g: Graph, members: set[str]) -> str:
+    """The tensor an attention block recalibrates: the one producer outside it feeding it."""
+    (x,) = {u for n in members for u in g.predecessors(n) if u not in members}
+    return str(x)
+
+
 def se_units(g: Graph) -> dict[str, dict[str, str]]:
     """SE block -> its steps (step name -> node), in network order, from the nodes' SE tags."""
     units: dict[str, dict[str, str]] = {}
@@ -252,7 +266,7 @@ def _last_step(g: Graph, steps: dict[str, str]) -> str:
     """The step whose output leaves the SE block (its scale)."""
     tag = record(g, next(iter(steps.values()))).se
     assert tag is not None
-    return VARIANTS[str(tag.settings["variant"])].steps[-1].name
+    return VARIANTS[tag.settings.variant].steps_for(tag.settings)[-1].name
 
 
 def insert_se(g: Graph, plan: Iterable[Insertion]) -> Graph:
@@ -289,31 +303,42 @@ def insert_se(g: Graph, plan: Iterable[Insertion]) -> Graph:
 
 def _se_nodes(g: Graph, ins: Insertion, u: str,
               taken: set[str]) -> list[tuple[str, Node, list[str]]]:
-    """The steps of the block's variant as nodes named <block>.se[k].<step>, scaling `u`."""
-    s, shape = ins.settings, record(g, u).shape
+    """The steps of the block's variant as nodes named <block>.se[k].<step>, recalibrating `u`:
+    each step kind builds its op and attributes, the op table gives the shape."""
+    s, shape = ins.settings.resolved(), record(g, u).shape
     if len(shape) != 3:
         raise SpecError(f"an SE block needs a CxHxW feature map; {ins.block} has a flat one here",
                         ins.span)
-    c = shape[0]
-    steps = VARIANTS[s.variant].steps
-    base = c if ins.in_channels is None else ins.in_channels
+    steps = VARIANTS[s.variant].steps_for(s)
+    base = shape[0] if ins.in_channels is None else ins.in_channels
     rd = s.reduced(base)
-    if rd < 1 and any(step.width == "rd" for step in steps):
+    if rd < 1 and any("rd" in (step.width, step.arg("c_in")) for step in steps):
         raise SpecError(f"ratio {s.ratio} leaves no channels in the SE block of {ins.block} "
                         f"({base} / {s.ratio} rounds to {rd})", ins.span,
                         "use a smaller ratio here, or an explicit width")
     scope = _unit_name(ins.block, taken)
-    settings = {**asdict(s), "channels": c, "base_channels": base, "rd_channels": rd}
-    stage = ins.block.split(".")[0]
+    tag = partial(SeTag, unit=scope, settings=s, channels=shape[0], base_channels=base,
+                  rd_channels=rd)
+    names: dict[str, str] = {"x": u}
+    shapes: dict[str, Shape] = {"x": shape}
     nodes: list[tuple[str, Node, list[str]]] = []
-    now: Shape = shape
-    prev = u
     for step in steps:
-        op, attrs, now, srcs = _step(step, s, rd, u, shape, prev, now)
-        rec = Node(op, attrs, now, stage, ins.block, ins.kind, ins.point.branch, "se", ins.span,
-                   SeTag(scope, step.name, settings))
-        prev = f"{scope}.{step.name}"
-        nodes.append((prev, rec, srcs))
+        names["prev"], shapes["prev"] = names.get("prev", u), shapes.get("prev", shape)
+        op, attrs = STEP_KINDS[step.kind].build(step, Block(s, shape, rd, dict(shapes)))
+        srcs = [names[i] for i in step.sources()]
+        try:
+            out = OPS[op].infer(attrs, [shapes[i] for i in step.sources()])
+        except SpecError as err:
+            raise SpecError(f"the `{s.variant}` block of {ins.block} does not fit here: "
+                            f"{err.message}", ins.span, err.hint) from None
+        rec = Node(op, attrs, out, ins.block.split(".")[0], ins.block, ins.kind,
+                   ins.point.branch, "se", ins.span, tag(step=step.name))
+        names[step.name] = names["prev"] = f"{scope}.{step.name}"
+        shapes[step.name] = shapes["prev"] = out
+        nodes.append((names[step.name], rec, srcs))
+    if shapes["prev"] != shape:
+        raise SpecError(f"the `{s.variant}` block of {ins.block} would change its "
+                        f"{'x'.join(map(str, shape))} input", ins.span)
     return nodes
 
 
@@ -326,27 +351,6 @@ def _unit_name(block: str, taken: set[str]) -> str:
         scope = f"{block}.se{k}"
     taken.add(scope)
     return scope
-
-
-_FC: dict[str, Attr] = {"kernel": (1, 1), "stride": (1, 1), "padding": (0, 0),
-                        "dilation": (1, 1), "groups": 1}
-
-
-def _step(step: Step, s: SeSettings, rd: int, u: str, u_shape: Shape, prev: str,
-          shape: Shape) -> tuple[str, dict[str, Attr], Shape, list[str]]:
-    """(op, attributes, output shape, inputs) of one step; `shape` is the previous step's."""
-    c = u_shape[0]
-    if step.kind == "squeeze":
-        return "squeeze", {"mode": s.squeeze}, (c, 1, 1), [prev]
-    if step.kind == "fc":
-        width = rd if step.width == "rd" else c
-        return "conv", {"c_out": width, **_FC, "bias": s.bias}, (width, 1, 1), [prev]
-    if step.kind in ("excite", "gate"):
-        return (s.excite if step.kind == "excite" else s.gate), {}, shape, [prev]
-    if step.kind == "bn":
-        return "bn", {"eps": 1e-5}, shape, [prev]
-    assert step.kind == "scale", f"unknown SE step kind {step.kind!r}"
-    return "mul", {}, u_shape, [u, prev]
 
 
 def block_input_channels(g: Graph, inside: set[str]) -> int:
@@ -386,23 +390,27 @@ def fuse_se(g: Graph) -> Graph:
     return out
 
 
-def kernel_supports(s: Mapping[str, object]) -> bool:
-    """Whether the fused kernels compute an SE block with these settings (an SeTag's): its
-    variant, squeeze and activations."""
-    return (VARIANTS[str(s["variant"])].kernel and s["squeeze"] in KERNEL_SQUEEZES
-            and s["excite"] in KERNEL_ACTIVATIONS and s["gate"] in KERNEL_ACTIVATIONS)
+def kernel_supports(s: SeSettings) -> bool:
+    """Whether the fused kernels compute an attention block with these (resolved) settings: its
+    variant's steps (the op computes exactly them, and every step kind is a kernel's), its
+    squeeze and its activations."""
+    variant = VARIANTS[s.variant]
+    return (variant.fused and step_kind_supported(variant, s) and s.squeeze in KERNEL_SQUEEZES
+            and s.excite in KERNEL_ACTIVATIONS and s.gate in KERNEL_ACTIVATIONS)
 
 
 def _match_se(g: Graph,
               steps: dict[str, str]) -> tuple[str, list[str], Node, list[str]] | None:
     """(unit, the nodes it replaces, the fused record, its inputs) or None: not fusable."""
+    if "squeeze" not in steps:
+        return None
     squeeze = record(g, steps["squeeze"])
     assert squeeze.se is not None
     tag = squeeze.se
-    variant = VARIANTS[str(tag.settings["variant"])]
-    if not kernel_supports(tag.settings) or set(steps) != {s.name for s in variant.steps}:
+    kept = VARIANTS[tag.settings.variant].steps_for(tag.settings)
+    if not kernel_supports(tag.settings) or set(steps) != {s.name for s in kept}:
         return None
-    members = [steps[s.name] for s in variant.steps]
+    members = [steps[s.name] for s in kept]
     scale = members[-1]
     srcs, last, merge_act = [inputs(g, scale)[0]], scale, "none"
     add = _sole_consumer(g, scale)
@@ -416,11 +424,11 @@ def _match_se(g: Graph,
             merge_act = record(g, post).op
             last = post
     t = tag.settings
-    attrs: dict[str, Attr] = {"rd_channels": int(t["rd_channels"]), "squeeze": str(t["squeeze"]),
-                              "excite": str(t["excite"]), "gate": str(t["gate"]),
-                              "bias": bool(t["bias"]), "act": merge_act}
+    attrs: dict[str, Attr] = {"rd_channels": tag.rd_channels, "squeeze": t.squeeze,
+                              "excite": t.excite, "gate": t.gate, "bias": t.bias,
+                              "act": merge_act}
     fused = replace(record(g, last), op="se", attrs=attrs, role="se", span=squeeze.span,
-                    branch=squeeze.branch, se=SeTag(tag.unit, "block", tag.settings))
+                    branch=squeeze.branch, se=replace_record(tag, step="block"))
     return tag.unit, members, fused, srcs
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
@@ -33,7 +32,7 @@ def evaluate_se(sections: tuple[ast.SeSection, ...], ev: Evaluator, env: Env,
                             or "only network parameters and SE settings can be set")
         values[name] = _check(name, parse_text(value) if isinstance(value, str) else value,
                               NOWHERE)
-    settings = SeSettings(**values)
+    settings = SeSettings().set(**values)
     rules = tuple(_rule(r, settings, ev, env) for r in (sections[0].rules if sections else ()))
     return SeConfig(settings, rules)
 
@@ -47,7 +46,7 @@ def _rule(rule: ast.Rule, settings: SeSettings, ev: Evaluator, env: Env) -> SeRu
                         "parallel branch), or standard / pre / post / identity; "
                         "use `after LAYER` for a layer")
     ranges = tuple((r.first, r.last, r.span) for r in rule.ranges)
-    return SeRule(rule.where, target, ranges, rule.kinds, replace(settings, **own), rule.span)
+    return SeRule(rule.where, target, ranges, rule.kinds, settings.set(**own), rule.span)
 
 
 def _setting(s: ast.Setting, ev: Evaluator, env: Env) -> Any:
@@ -61,7 +60,7 @@ def _setting(s: ast.Setting, ev: Evaluator, env: Env) -> Any:
 
 def _check(name: str, value: Value, span: Span) -> Any:
     """Validate one setting's value; return it as plain data."""
-    if name in ("bias", "enabled"):
+    if name in ("bias", "enabled", "mlp"):
         if isinstance(value, bool):
             return value
         raise SpecError(f"`{name}` must be true or false", span)
@@ -79,9 +78,16 @@ def _check(name: str, value: Value, span: Span) -> Any:
             return int(value)
         if name == "round_limit" and 0 <= value < 1:
             return float(value)
+        if name in ("kernel", "spatial_kernel") and whole and value > 0 and value % 2 == 1:
+            return int(value)
+        if name in ("gamma", "beta") and (value > 0 or name == "beta"):
+            return int(value) if whole else float(value)
     expected = {"ratio": "a number > 0", "width": "a whole number >= 1",
                 "round": "floor, ceil or a divisor like 8",
-                "round_limit": "a number in [0, 1), like 0.9"}.get(
+                "round_limit": "a number in [0, 1), like 0.9",
+                "kernel": "an odd whole number, like 3, or auto (ECA's rule from the channels)",
+                "spatial_kernel": "an odd whole number, like 7",
+                "gamma": "a number > 0", "beta": "a number"}.get(
         name, ", ".join(sorted(SYMBOLS.get(name, ()))))
     raise SpecError(f"`{name}` must be {expected}", span)
 

@@ -11,6 +11,7 @@ from typing import Any
 from sedsl.errors import Span
 from sedsl.ir.graph import Graph, topological_order
 from sedsl.ir.ops import Attr, Shape
+from sedsl.ir.se import SeSettings
 from sedsl.record import Record
 
 FORMAT = "sedsl.ir.graph/2"
@@ -18,18 +19,26 @@ ROLES = ("base", "se")
 
 
 class SeTag(Record):
-    """Which SE block a node belongs to, and what that block is."""
+    """Which attention block a node belongs to, and what that block is."""
 
-    unit: str  # the SE block: "conv2.block1.se"
+    unit: str  # the block: "conv2.block1.se"
     step: str  # its step ("squeeze", "fc1", ..., sedsl.ir.se.VARIANTS); "block" for a fused node
-    settings: Mapping[str, Any]  # sedsl.ir.se.SeSettings as data, plus channels and rd_channels
+    settings: SeSettings  # the block's settings, resolved (its variant's defaults in place)
+    channels: int  # C of the tensor it recalibrates
+    base_channels: int  # the C its reduction is measured against (the block's input for block_in)
+    rd_channels: int  # the reduced width
 
     def to_json(self) -> dict[str, Any]:
-        return {"unit": self.unit, "step": self.step, "settings": dict(self.settings)}
+        sizes = {"channels": self.channels, "base_channels": self.base_channels,
+                 "rd_channels": self.rd_channels}
+        return {"unit": self.unit, "step": self.step,
+                "settings": {**self.settings.to_json(), **sizes}}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> SeTag:
-        return cls(doc["unit"], doc["step"], dict(doc["settings"]))
+        s = doc["settings"]
+        return cls(doc["unit"], doc["step"], SeSettings.from_json(s), int(s["channels"]),
+                   int(s["base_channels"]), int(s["rd_channels"]))
 
 
 @dataclass(frozen=True)

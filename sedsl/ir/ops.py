@@ -35,15 +35,20 @@ class Arg(Record):
 
 
 class TorchModule(Record):
-    """Lowered to a module: `source` constructs it, e.g. `nn.Conv2d(3, 64, 7, ...)`."""
+    """Lowered to a module: `source` constructs it, e.g. `nn.Conv2d(3, 64, 7, ...)`; `call`, if
+    given, is how forward calls it (`{m}` the module, `{0}`, `{1}`, ... the inputs); `support`
+    names helper classes or functions (sedsl.targets.support) the generated code must define."""
 
     source: str
+    call: str = ""
+    support: tuple[str, ...] = ()
 
 
 class TorchExpr(Record):
     """Lowered to an expression over the inputs `{0}`, `{1}`, ... e.g. `{0} + {1}`."""
 
     template: str
+    support: tuple[str, ...] = ()
 
 
 Lowering: TypeAlias = TorchModule | TorchExpr
@@ -64,6 +69,11 @@ def _as_given(attrs: dict[str, Any]) -> dict[str, Any]:
 Count: TypeAlias = Callable[[Attrs, Shapes, Shape], int]
 
 
+def _read_write(a: Attrs, ins: Shapes, out: Shape) -> int:
+    """Elements an op reads and writes when it runs on its own: every input once, the output."""
+    return sum(math.prod(s) for s in ins) + math.prod(out)
+
+
 @dataclass(frozen=True)
 class Op:
     name: str
@@ -75,6 +85,7 @@ class Op:
     macs: Count = _zero  # multiply-accumulates of convolutions and fully connected layers
     fvcore: Count = _zero  # what fvcore's FlopCountAnalysis counts for the lowering
     paper: Count | None = None  # the SE paper's convention; None: the same as `macs`
+    traffic: Count = _read_write  # elements read and written by its eager lowering
     check: Callable[[Attrs, Shapes], None] = _none  # extra validation with the input shapes
     complete: Callable[[dict[str, Any]], dict[str, Any]] = _as_given  # derived arguments
     resets: Attrs = field(default_factory=dict)  # what copies after the first of `* n` reset
@@ -371,18 +382,23 @@ def _add_infer(a: Attrs, ins: Shapes) -> Shape:
 
 
 def _concat_infer(a: Attrs, ins: Shapes) -> Shape:
-    sizes = {s[1:] for s in ins}
-    if len(sizes) != 1 or len(ins[0]) != 3:
+    """Along `axis` (0 channels, as Inception's merges; 1 height, 2 width: attention blocks)."""
+    axis = _int(a, "axis") if "axis" in a else 0
+    rest = {s[:axis] + s[axis + 1:] for s in ins}
+    if len(rest) != 1 or len(ins[0]) != 3:
         raise fail(f"cannot concatenate feature maps of different sizes: {_branches(a, ins)}",
                    "every branch must keep the same height and width (check strides, padding)")
-    return (sum(s[0] for s in ins), *ins[0][1:])
+    joined = list(ins[0])
+    joined[axis] = sum(s[axis] for s in ins)
+    return tuple(joined)
 
 
 ADD = Op("add", (), infer=_add_infer, arity=None, user=False, fresh=True, inplace="{0}.add_({1})",
          torch=lambda a, ins, out: TorchExpr(" + ".join(f"{{{i}}}" for i in range(len(ins)))))
 CONCAT = Op("concat", (), infer=_concat_infer, arity=None, user=False, fresh=True,
             torch=lambda a, ins, out: TorchExpr(
-                "torch.cat([" + ", ".join(f"{{{i}}}" for i in range(len(ins))) + "], 1)"))
+                "torch.cat([" + ", ".join(f"{{{i}}}" for i in range(len(ins))) + "], "
+                f"{_int(a, 'axis') + 1 if 'axis' in a else 1})"))
 
 
 def _elementwise(a: Attrs, ins: Shapes, out: Shape) -> int:
@@ -390,24 +406,40 @@ def _elementwise(a: Attrs, ins: Shapes, out: Shape) -> int:
     return numel(ins[0])
 
 
-# The SE squeeze, F_sq: a global average (or max) over H x W, as timm computes it. fvcore counts
-# neither `mean` nor `amax`, so fvcore's totals on timm's SE models equal sedsl's.
+# The SE squeeze, F_sq: a statistic over H x W (sedsl.ir.vocab.SQUEEZES), as timm computes it.
+# fvcore counts none of mean, amax, var, pow, sum, sqrt, so its totals on timm's SE models equal
+# sedsl's.
+def _twice_for_avgmax(a: Attrs, ins: Shapes, out: Shape) -> int:
+    """avgmax reads its input twice (a mean and a max); the others once."""
+    return numel(ins[0]) * (2 if a["mode"] == "avgmax" else 1) + numel(out)
+
+
 SQUEEZE = Op(
-    "squeeze", (), infer=_global, user=False, paper=_elementwise,
-    torch=lambda a, ins, out: TorchExpr(
-        "{0}." + SQUEEZES[str(a["mode"])].reduce + "((2, 3), keepdim=True)"),
+    "squeeze", (), infer=_global, user=False, paper=_elementwise, traffic=_twice_for_avgmax,
+    torch=lambda a, ins, out: TorchExpr(SQUEEZES[str(a["mode"])].expr),
 )
 
 
-def _mul_infer(a: Attrs, ins: Shapes) -> Shape:
+def _broadcast_infer(a: Attrs, ins: Shapes) -> Shape:
+    """x (C, H, W) and a factor or term that broadcasts to it: (C, 1, 1), (1, H, W), (C, H, 1),
+    (C, 1, W) or (C, H, W)."""
     u, s = ins
-    if s != (u[0], 1, 1):
-        raise fail(f"cannot scale a {_fmt(u)} feature map by {_fmt(s)}")
+    if len(u) != 3 or len(s) != 3 or any(d not in (1, e) for d, e in zip(s, u, strict=True)):
+        raise fail(f"cannot broadcast {_fmt(s)} onto a {_fmt(u)} feature map")
     return u
 
 
-MUL = Op("mul", (), infer=_mul_infer, arity=2, user=False, fresh=True, paper=_elementwise,
-         torch=lambda a, ins, out: TorchExpr("{0} * {1}"))
+def _mul_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    offset = a.get("offset", 0.0)
+    return TorchExpr(f"{{0}} * ({offset!r} + {{1}})" if offset else "{0} * {1}")
+
+
+# x times a gate that broadcasts to it; `offset` adds a constant to the gate (GCT: 1 + tanh).
+MUL = Op("mul", (), infer=_broadcast_infer, arity=2, user=False, fresh=True, paper=_elementwise,
+         torch=_mul_torch)
+# x plus a term that broadcasts to it (GCNet's add fusion).
+SHIFT = Op("shift", (), infer=_broadcast_infer, arity=2, user=False, fresh=True,
+           torch=lambda a, ins, out: TorchExpr("{0} + {1}"))
 
 
 def _se_infer(a: Attrs, ins: Shapes) -> Shape:
@@ -441,6 +473,157 @@ SE = Op(
     paper=lambda a, ins, out: _se_macs(a, ins, out) + 2 * numel(ins[0]),  # + squeeze, scale
 )
 
+# --- the attention family's pieces (sedsl.ir.se's step kinds build them; not callable) --------
+
+_AXES = {"c": 0, "h": 1, "w": 2}
+
+
+def _reduce_infer(a: Attrs, ins: Shapes) -> Shape:
+    shape = list(_spatial("reduce", ins[0]))
+    shape[_AXES[str(a["axis"])]] = 1
+    return tuple(shape)
+
+
+def _reduce_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    d = _AXES[str(a["axis"])] + 1
+    one = {"mean": f"{{0}}.mean({d}, keepdim=True)", "max": f"{{0}}.amax({d}, keepdim=True)",
+           "sum": f"{{0}}.sum({d}, keepdim=True)"}
+    if a["mode"] == "avgmax":  # timm's light CBAM: the average of the mean and the maximum
+        return TorchExpr(f"0.5 * {one['mean']} + 0.5 * {one['max']}")
+    return TorchExpr(one[str(a["mode"])])
+
+
+# A mean, max, sum (or the average of mean and max) over one axis, kept as size 1. fvcore counts
+# none of them.
+REDUCE = Op("reduce", (), infer=_reduce_infer, torch=_reduce_torch, user=False,
+            paper=lambda a, ins, out: numel(ins[0]), traffic=_twice_for_avgmax)
+TRANSPOSE = Op("transpose", (), user=False,
+               infer=lambda a, ins: (_spatial("transpose", ins[0])[0], ins[0][2], ins[0][1]),
+               torch=lambda a, ins, out: TorchExpr("{0}.transpose(-1, -2)"))
+
+
+def _slice_infer(a: Attrs, ins: Shapes) -> Shape:
+    axis, start, stop = _int(a, "axis"), _int(a, "start"), _int(a, "stop")
+    shape = list(_spatial("slice", ins[0]))
+    if not 0 <= start < stop <= shape[axis]:
+        raise fail(f"cannot take {start}:{stop} of an axis of {shape[axis]}")
+    shape[axis] = stop - start
+    return tuple(shape)
+
+
+def _slice_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    index = ", ".join([":"] * (_int(a, "axis") + 1) + [f"{a['start']}:{a['stop']}"])
+    return TorchExpr(f"{{0}}[{index}]")
+
+
+SLICE = Op("slice", (), infer=_slice_infer, torch=_slice_torch, user=False)
+
+
+def _sequence(shape: Shape, features: int) -> tuple[int, int]:
+    """(channels C, features F) of a channel sequence: a C x 1 x 1 vector holds one feature per
+    channel; F x C x 1 holds F (ECA-MLP's hidden features)."""
+    if features == 1:
+        if shape[1:] != (1, 1):
+            raise fail(f"a 1-D conv across channels needs a Cx1x1 vector, got {_fmt(shape)}")
+        return shape[0], 1
+    if shape[0] != features or shape[2:] != (1,):
+        raise fail(f"expected {features} features per channel, got {_fmt(shape)}")
+    return shape[1], features
+
+
+def _channel_conv_infer(a: Attrs, ins: Shapes) -> Shape:
+    c, _ = _sequence(ins[0], _int(a, "c_in"))
+    if _int(a, "kernel") % 2 == 0:
+        raise fail(f"ECA's kernel must be odd, got {a['kernel']}")
+    return (c, 1, 1) if _int(a, "c_out") == 1 else (_int(a, "c_out"), c, 1)
+
+
+def _channel_conv_params(a: Attrs, ins: Shapes, out: Shape) -> int:
+    c_in, c_out = _int(a, "c_in"), _int(a, "c_out")
+    return c_out * c_in * _int(a, "kernel") + (c_out if a["bias"] else 0)
+
+
+def _channel_conv_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
+    c, _ = _sequence(ins[0], _int(a, "c_in"))
+    return c * _int(a, "c_out") * _int(a, "c_in") * _int(a, "kernel")
+
+
+def _channel_conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    c, _ = _sequence(ins[0], _int(a, "c_in"))
+    k, mode = _int(a, "kernel"), str(a["padding"])
+    pad = f", padding_mode={mode!r}" if mode != "zeros" else ""
+    return TorchModule(
+        f"nn.Conv1d({a['c_in']}, {a['c_out']}, {k}, padding={(k - 1) // 2}{pad}, "
+        f"bias={a['bias']})",
+        call=f"{{m}}({{0}}.reshape({{0}}.shape[0], {a['c_in']}, {c}))"
+             f".reshape({{0}}.shape[0], {', '.join(map(str, out))})")
+
+
+# ECA's 1-D conv across channels (timm's EcaModule / CecaModule: a Conv1d over the squeezed
+# vector viewed as (N, 1, C); circular padding wraps the first and last channels).
+CHANNEL_CONV = Op("channel_conv", (), infer=_channel_conv_infer, torch=_channel_conv_torch,
+                  params=_channel_conv_params, macs=_channel_conv_macs,
+                  fvcore=_channel_conv_macs, user=False, fresh=True)
+
+
+def _per_channel(n: int) -> Count:
+    return lambda a, ins, out: n * ins[0][0]
+
+
+# Layer norm over the channels of each position (timm's LayerNorm2d, GCNet's transform). fvcore
+# counts aten::layer_norm with an affine transform as 5 per element.
+LAYER_NORM = Op(
+    "layer_norm", (), infer=_same, user=False, fresh=True, params=_per_channel(2),
+    fvcore=lambda a, ins, out: 5 * numel(ins[0]),
+    torch=lambda a, ins, out: TorchModule(f"LayerNorm2d({ins[0][0]}, eps={a['eps']!r})",
+                                          support=("LayerNorm2d",)))
+
+
+def _attn_pool_infer(a: Attrs, ins: Shapes) -> Shape:
+    (c, h, w), attn = _spatial("attn_pool", ins[0]), ins[1]
+    if attn != (1, h, w):
+        raise fail(f"attention pooling needs a 1x{h}x{w} map, got {_fmt(attn)}")
+    return (c, 1, 1)
+
+
+def _attn_pool_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    c, h, w = ins[0]
+    return TorchExpr(f"({{0}}.reshape({{0}}.shape[0], 1, {c}, {h * w}) @ torch.softmax("
+                     f"{{1}}.reshape({{1}}.shape[0], 1, {h * w}), -1).unsqueeze(3))"
+                     f".view({{0}}.shape[0], {c}, 1, 1)")
+
+
+# GCNet's context: x weighted by the softmax over H x W of a one-channel map, summed (timm's
+# GlobalContext: a matmul, which fvcore counts as C x H x W).
+ATTN_POOL = Op("attn_pool", (), infer=_attn_pool_infer, torch=_attn_pool_torch, arity=2,
+               user=False, fresh=True, macs=lambda a, ins, out: numel(ins[0]),
+               fvcore=lambda a, ins, out: numel(ins[0]))
+# GCT's normalisation of its L2 embedding s (official GCT code): e = alpha * s,
+# gamma * e / sqrt(mean_c(e^2) + eps) + beta; three parameters per channel.
+GCT_NORM = Op("gct_norm", (), infer=_same, user=False, fresh=True, params=_per_channel(3),
+              torch=lambda a, ins, out: TorchModule(f"GCTNorm({ins[0][0]}, eps={a['eps']!r})",
+                                                    support=("GCTNorm",)))
+# SimAM's energy, per element (official SimAM code): (x - mu)^2 / (4 (var + lambda)) + 1/2.
+SIMAM = Op("simam", (), infer=_same, user=False, fresh=True,
+           traffic=lambda a, ins, out: 6 * numel(ins[0]),  # x twice, d thrice, the result
+           torch=lambda a, ins, out: TorchExpr(f"simam_energy({{0}}, {a['e_lambda']!r})",
+                                               support=("simam_energy",)))
+
+
+def _style_fc_infer(a: Attrs, ins: Shapes) -> Shape:
+    c = _spatial("style_fc", ins[0])[0]
+    if ins[0] != (c, 1, 2):
+        raise fail(f"SRM's style integration needs Cx1x2 statistics, got {_fmt(ins[0])}")
+    return (c, 1, 1)
+
+
+# SRM's style integration (official SRM code): per channel, its two statistics weighted and
+# summed, a parameter `cfc` of C x 2.
+STYLE_FC = Op("style_fc", (), infer=_style_fc_infer, user=False, fresh=True,
+              params=_per_channel(2), macs=_per_channel(2),
+              torch=lambda a, ins, out: TorchModule(f"StyleFC({ins[0][0]})",
+                                                    support=("StyleFC",)))
+
 # The network's input: a node with no inputs; the generated forward's argument.
 INPUT = Op("input", (), infer=lambda a, ins: tuple(a["shape"]),  # type: ignore[arg-type]
            torch=lambda a, ins, out: TorchExpr("x"), arity=0, user=False)
@@ -451,7 +634,8 @@ OPS: dict[str, Op] = {
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
         CHANNEL_SHUFFLE, SCALE,
-        ADD, CONCAT, SQUEEZE, MUL, SE, INPUT,
+        ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
+        ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )
 }
 

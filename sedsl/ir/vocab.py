@@ -31,12 +31,13 @@ class Activation(Record):
 
 
 class Squeeze(Record):
-    """How an SE block squeezes H x W to one value per channel."""
+    """How an attention block squeezes H x W to one value per channel."""
 
     name: str
-    reduce: str  # the torch.Tensor method over dims (2, 3): mean, amax
+    expr: str  # the statistic in torch over {0} (N, C, H, W) -> (N, C, 1, 1)
     formula: str
     kernel: bool = False  # the Triton squeeze kernel implements it
+    reduce: str | None = None  # for a plain reduction, its Tensor method (mean, amax)
 
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
@@ -58,8 +59,15 @@ ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
 )}
 
 SQUEEZES: dict[str, Squeeze] = {s.name: s for s in (
-    Squeeze("avg", "mean", "the mean over H x W (the paper's global average pooling)", True),
-    Squeeze("max", "amax", "the maximum over H x W", True),
+    Squeeze("avg", "{0}.mean((2, 3), keepdim=True)",
+            "the mean over H x W (the paper's global average pooling)", True, "mean"),
+    Squeeze("max", "{0}.amax((2, 3), keepdim=True)", "the maximum over H x W", True, "amax"),
+    Squeeze("avgmax", "0.5 * {0}.mean((2, 3), keepdim=True) + 0.5 * {0}.amax((2, 3), keepdim=True)",
+            "the average of the mean and the maximum (timm's light CBAM)"),
+    Squeeze("std", "({0}.var((2, 3), keepdim=True) + 1e-05).sqrt()",
+            "the standard deviation over H x W, unbiased, eps 1e-5 inside the root (SRM)"),
+    Squeeze("l2", "({0}.pow(2).sum((2, 3), keepdim=True) + 1e-05).pow(0.5)",
+            "the L2 norm over H x W, eps 1e-5 inside the root (GCT)"),
 )}
 
 GATES = tuple(n for n, a in ACTIVATIONS.items() if a.gate)

@@ -380,6 +380,9 @@ class _ToAst(Transformer[Token, Any]):  # type: ignore[misc]  # lark's, generate
     def setting(self, meta: Any, c: list[Any]) -> ast.Setting:
         return ast.Setting(str(c[0]), c[1], self._span(meta))
 
+    def se_word(self, meta: Any, c: list[Any]) -> ast.Name:
+        return ast.Name("se", self._span(meta))
+
     def at_rule(self, meta: Any, c: list[Any]) -> ast.Rule:
         return self._rule("at", meta, c)
 

@@ -5,15 +5,15 @@ one. Conventions are documented in docs/cost_model.md."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from typing import Any
 
 from sedsl.ir.graph import Graph
-from sedsl.ir.node import Node, input_shapes, records
-from sedsl.ir.ops import OPS, Shape
-from sedsl.ir.se import VARIANTS
-from sedsl.record import Record
+from sedsl.ir.node import Node, SeTag, input_shapes, records
+from sedsl.ir.ops import OPS, Shape, numel
+from sedsl.ir.se import STEP_KINDS, VARIANTS
+from sedsl.record import Record, asdict
 
 
 def _fvcore(rec: Node, ins: list[Shape]) -> int:
@@ -36,8 +36,7 @@ CONVENTIONS: dict[str, Callable[[Node, list[Shape]], int]] = {
 }
 
 
-@dataclass(frozen=True)
-class NodeCost:
+class NodeCost(Record):
     name: str
     op: str
     stage: str | None
@@ -45,6 +44,8 @@ class NodeCost:
     role: str
     params: int
     flops: int
+    unit: str | None  # the attention block the node belongs to (its SE tag's), if any
+    traffic: int  # elements it reads and writes when run on its own (eager), for passes over U
 
 
 class Totals(Record):
@@ -68,6 +69,7 @@ class Row(Record):
     base_flops: int
     se_flops: int
     se_blocks: int
+    se_passes: float  # passes over the feature map of the group's attention blocks (see passes)
 
 
 def node_costs(g: Graph, convention: str) -> list[NodeCost]:
@@ -75,9 +77,10 @@ def node_costs(g: Graph, convention: str) -> list[NodeCost]:
     count = CONVENTIONS[convention]
     out = []
     for name, rec in records(g):
-        ins = input_shapes(g, name)
-        params = OPS[rec.op].params(rec.attrs, ins, rec.shape)
-        out.append(NodeCost(name, rec.op, rec.stage, rec.block, rec.role, params, count(rec, ins)))
+        ins, op = input_shapes(g, name), OPS[rec.op]
+        out.append(NodeCost(name, rec.op, rec.stage, rec.block, rec.role,
+                            op.params(rec.attrs, ins, rec.shape), count(rec, ins),
+                            rec.se.unit if rec.se else None, op.traffic(rec.attrs, ins, rec.shape)))
     return out
 
 
@@ -98,6 +101,18 @@ class Cost(Record):
     se: Totals
     nodes: list[NodeCost]  # the SE network's nodes
     estimate: Estimate
+    unit_numel: dict[str, int]  # elements of the feature map each attention block recalibrates
+
+    @cached_property
+    def passes(self) -> dict[str, Fraction]:
+        """Per attention block, the elements its nodes read and write when each runs on its
+        own (eager PyTorch), in units of the feature map U it recalibrates: reads and writes of
+        U-sized tensors, what sets these blocks' wall-clock time (docs/cost_model.md)."""
+        traffic: dict[str, int] = {}
+        for n in self.nodes:
+            if n.unit is not None:
+                traffic[n.unit] = traffic.get(n.unit, 0) + n.traffic
+        return {u: Fraction(t, self.unit_numel[u]) for u, t in traffic.items()}
 
     @property
     def overhead(self) -> Totals:
@@ -118,7 +133,8 @@ class Cost(Record):
                 sum(n.params for n in ns if n.role == "se"),
                 sum(n.flops for n in ns if n.role == "base"),
                 sum(n.flops for n in ns if n.role == "se"),
-                len({n.name.rsplit(".", 1)[0] for n in ns if n.role == "se"}))
+                len({n.unit for n in ns if n.unit is not None}),
+                round(sum(float(self.passes[u]) for u in {n.unit for n in ns if n.unit}), 4))
             for k, ns in groups.items()
             if k != "(input)"
         ]
@@ -144,8 +160,9 @@ class Cost(Record):
                 "difference": o.params - round(float(est.params)),
                 "bias": est.bias, "rounding": est.rounding, "se_blocks": est.blocks,
             },
+            "se_passes": round(float(sum(self.passes.values(), Fraction(0))), 4),
             "by": by,
-            "rows": [r.__dict__ for r in self.rows(by)],
+            "rows": [asdict(r) for r in self.rows(by)],
         }
 
 
@@ -154,26 +171,42 @@ def _pct(part: int, whole: int) -> float:
 
 
 def _estimate(se: Graph) -> Estimate:
-    """The closed form over the SE blocks of the graph, read from their tags: each FC of C_in
-    inputs and C_out outputs costs C_in * C_out, with the reduced width taken as C_b / r unrounded
-    (C_b: the channels the reduction is measured against, the block's input for base = block_in).
-    For the paper's block that is (2/r) * C * C_b, summed: (2/r) * sum_s N_s * C_s^2."""
+    """The closed form over the attention blocks of the graph, read from their tags: each FC of
+    C_in inputs and C_out outputs costs C_in * C_out, with the reduced width taken as C_b / r
+    unrounded (C_b: the channels the reduction is measured against, the block's input for base =
+    block_in). For the paper's block that is (2/r) * C * C_b, summed: (2/r) * sum_s N_s * C_s^2.
+    Parameters of other steps (a channel conv, BN, ...) are left out, as the paper leaves them."""
     est, bias, rounding = Fraction(0), 0, Fraction(0)
-    units = {rec.se.unit: rec.se.settings for _, rec in records(se) if rec.se is not None}
-    for s in units.values():
-        c, c_b, rd = int(s["channels"]), int(s["base_channels"]), int(s["rd_channels"])
-        ideal = Fraction(rd) if s["width"] is not None else c_b / Fraction(str(s["ratio"]))
-        width = {"rd": (ideal, rd), "c": (Fraction(c), c)}
+    for tag in _units(se).values():
+        s, c = tag.settings, tag.channels
+        ideal = Fraction(tag.rd_channels) if s.width is not None \
+            else tag.base_channels / Fraction(str(s.ratio))
+        width = {"rd": (ideal, tag.rd_channels), "c": (Fraction(c), c)}
         prev = (Fraction(c), c)
-        for step in VARIANTS[str(s["variant"])].steps:
-            if step.kind != "fc":
+        for step in VARIANTS[s.variant].steps_for(s):
+            if not STEP_KINDS[step.kind].fc_weights or step.width not in width:
                 continue
-            out = width[step.width or "c"]
+            out = width[str(step.width)]
             est += prev[0] * out[0]
             rounding += prev[1] * out[1] - prev[0] * out[0]
-            bias += out[1] if s["bias"] else 0
+            bias += out[1] if step.arg("bias", s.bias) else 0
             prev = out
-    return Estimate(est, bias, round(rounding), len(units))
+    return Estimate(est, bias, round(rounding), len(_units(se)))
+
+
+def _units(g: Graph) -> dict[str, SeTag]:
+    """Each attention block's tag, by block."""
+    return {rec.se.unit: rec.se for _, rec in records(g) if rec.se is not None}
+
+
+def _unit_numel(g: Graph) -> dict[str, int]:
+    """Elements of the feature map each attention block recalibrates (its largest input)."""
+    out: dict[str, int] = {}
+    for name, rec in records(g):
+        if rec.se is not None:
+            biggest = max((numel(s) for s in input_shapes(g, name)), default=0)
+            out[rec.se.unit] = max(out.get(rec.se.unit, 0), biggest)
+    return out
 
 
 def analyse(base: Graph, se: Graph, convention: str = "fvcore") -> Cost:
@@ -185,5 +218,5 @@ def analyse(base: Graph, se: Graph, convention: str = "fvcore") -> Cost:
         network=str(se.graph["name"]), input=tuple(se.graph["input"]), convention=convention,
         base=Totals(sum(n.params for n in base_nodes), sum(n.flops for n in base_nodes)),
         se=Totals(sum(n.params for n in se_nodes), sum(n.flops for n in se_nodes)),
-        nodes=se_nodes, estimate=_estimate(se),
+        nodes=se_nodes, estimate=_estimate(se), unit_numel=_unit_numel(se),
     )

@@ -1,0 +1,52 @@
+"""Helper classes and functions that generated model code defines when its ops need them
+(`support` of an op's lowering in sedsl.ir.ops): torch source as text, written once at the top of
+model.py, so that the file stands alone. Each mirrors its reference's computation and parameter
+names, so that weights copy across and outputs agree."""
+
+from __future__ import annotations
+
+SUPPORT: dict[str, str] = {
+    # timm.layers.LayerNorm2d: layer norm over the channels of each position.
+    "LayerNorm2d": '''
+class LayerNorm2d(nn.LayerNorm):
+    """Layer norm over channels (N, C, H, W), as timm's LayerNorm2d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)''',
+    # GCT (z-x-yang/GCT, mode l2) after its L2 embedding: alpha, gamma, beta of 1 x C x 1 x 1.
+    "GCTNorm": '''
+class GCTNorm(nn.Module):
+    """GCT's channel normalisation of the L2 embedding: gamma * e / rms_c(e) + beta, e = alpha s."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.eps = eps
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        embedding = s * self.alpha
+        norm = self.gamma / (embedding.pow(2).mean(dim=1, keepdim=True) + self.eps).pow(0.5)
+        return embedding * norm + self.beta''',
+    # SRM (hyunjaelee410/style-based-recalibration-module): the channel-wise FC of its style.
+    "StyleFC": '''
+class StyleFC(nn.Module):
+    """SRM's style integration: per channel, mean and std weighted by `cfc` (C x 2), summed."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.cfc = nn.Parameter(torch.zeros(channels, 2))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:  # (N, C, 1, 2): mean, std
+        return (t.flatten(2) * self.cfc[None, :, :]).sum(dim=2)[:, :, None, None]''',
+    # SimAM (ZjjConan/SimAM): the energy before its sigmoid.
+    "simam_energy": '''
+def simam_energy(x: torch.Tensor, e_lambda: float) -> torch.Tensor:
+    """SimAM's per-element energy: (x - mu)^2 / (4 (sum (x - mu)^2 / (HW - 1) + lambda)) + 0.5."""
+    n = x.shape[2] * x.shape[3] - 1
+    d = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
+    return d / (4 * (d.sum(dim=[2, 3], keepdim=True) / n + e_lambda)) + 0.5''',
+}
