@@ -23,15 +23,13 @@ from sedsl.compile.passes import se_units
 from sedsl.errors import SpecError
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import inputs, record
+from sedsl.ir.vocab import ACTIVATIONS
 
 FORMAT = "sedsl.excite/1"
 ONE = 2**32  # fixed point: a gate value s is summed as round(s * 2^32)
 LIMIT = 2.0**8  # |s| above this could overflow int64 sums of s^2 (see _fixed)
 EPSILON = 0.05  # a gate within EPSILON of its gate function's bound is saturated
 BATCH = 64  # fixed global batches, so a sample meets the same batch in any run
-# The bounds a gate function saturates at: low (the channel is switched off), high (passed).
-BOUNDS = {"sigmoid": (0.0, 1.0), "hardsigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0),
-          "relu": (0.0, None)}
 
 
 @dataclass(frozen=True)
@@ -101,7 +99,7 @@ class GateStats:
         if s.abs().max() > LIMIT:
             raise SpecError(f"{unit.name}: gate values beyond {LIMIT:g}; the statistics would "
                             "overflow", None, "this analysis is for bounded gates")
-        low, high = BOUNDS.get(unit.gate, (None, None))
+        low, high = ACTIVATIONS[unit.gate].bounds if unit.gate in ACTIVATIONS else (None, None)
         near_low = (s <= low + self.epsilon) if low is not None else torch.zeros_like(s).bool()
         near_high = (s >= high - self.epsilon) if high is not None else torch.zeros_like(s).bool()
         rows = torch.stack([_fixed(s), _fixed(s * s), near_low.long(), near_high.long()])

@@ -233,15 +233,17 @@ def _print_report(c: Cost, by: str) -> None:
                  f"+{o.flops:,} (+{_pct(o.flops, c.base.flops)})")
     out().print(head)
     rows = Table(title=f"where the SE cost comes from (by {by})")
-    for col in (by, "SE blocks", "base params", "SE params", "share", "SE FLOPs"):
+    for col in (by, "SE blocks", "base params", "SE params", "share", "SE FLOPs", "passes/U"):
         rows.add_column(col, justify="left" if col == by else "right")
     for r in c.rows(by):
         rows.add_row(r.key, str(r.se_blocks), f"{r.base_params:,}", f"{r.se_params:,}",
-                     _pct(r.se_params, o.params), f"{r.se_flops:,}")
+                     _pct(r.se_params, o.params), f"{r.se_flops:,}", f"{r.se_passes:.2f}")
     out().print(rows)
     est = round(float(e.params))
+    other = o.params - est - e.bias - e.rounding
     out().print(f"closed form (2/r)·Σ N_s·C_s² = {est:,}; exact SE params {o.params:,}; "
-              f"difference {o.params - est:+,} = FC biases {e.bias:,} + rounding {e.rounding:+,}")
+                f"difference {o.params - est:+,} = FC biases {e.bias:,} + rounding "
+                f"{e.rounding:+,}" + (f" + other layers {other:+,}" if other else ""))
 
 
 def _print_sweep(docs: list[dict[str, Any]]) -> None:
@@ -249,13 +251,14 @@ def _print_sweep(docs: list[dict[str, Any]]) -> None:
 
     t = Table(title=f"SE overhead, convention {docs[0]['convention']}")
     swept = _swept(docs)
-    for col in ("spec", "ratio", *swept, "params", "+params", "FLOPs", "+FLOPs"):
+    for col in ("spec", "ratio", *swept, "params", "+params", "FLOPs", "+FLOPs", "passes/U"):
         t.add_column(col, justify="left" if col == "spec" or col in swept else "right")
     for d in docs:
         o = d["overhead"]
         t.add_row(d["spec"], str(d.get("ratio", "")),
                   *(str(d.get("sweep", {}).get(n, "")) for n in swept), f"{d['se']['params']:,}",
-                  f"+{o['params_pct']:.2f}%", _g(d["se"]["flops"]), f"+{o['flops_pct']:.3f}%")
+                  f"+{o['params_pct']:.2f}%", _g(d["se"]["flops"]), f"+{o['flops_pct']:.3f}%",
+                  f"{d['se_passes']:.1f}")
     out().print(t)
 
 

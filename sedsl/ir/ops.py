@@ -86,6 +86,8 @@ class Op:
     fvcore: Count = _zero  # what fvcore's FlopCountAnalysis counts for the lowering
     paper: Count | None = None  # the SE paper's convention; None: the same as `macs`
     traffic: Count = _read_write  # elements read and written by its eager lowering
+    activations: Count = _zero  # what fvcore's ActivationCountAnalysis counts (output elements
+    # of convolutions, linear layers and matmuls)
     check: Callable[[Attrs, Shapes], None] = _none  # extra validation with the input shapes
     complete: Callable[[dict[str, Any]], dict[str, Any]] = _as_given  # derived arguments
     resets: Attrs = field(default_factory=dict)  # what copies after the first of `* n` reset
@@ -210,6 +212,7 @@ CONV = Op(
      Arg("bias", "bool", False)),
     infer=_conv_infer, torch=_conv_torch, params=_conv_params, macs=_conv_macs,
     fvcore=_conv_macs, check=_conv_check, complete=_conv_complete, resets=UNIT_STRIDE,
+    activations=lambda a, ins, out: numel(out),
     fresh=True, example="conv(64, 3)",
 )
 
@@ -331,6 +334,7 @@ LINEAR = Op(
         f"nn.Linear({ins[0][0]}, {a['c_out']}, bias={a['bias']})"),
     params=lambda a, ins, out: _linear_macs(a, ins, out) + (_int(a, "c_out") if a["bias"] else 0),
     macs=_linear_macs, fvcore=_linear_macs, fresh=True, example="linear(1000)",
+    activations=lambda a, ins, out: numel(out),
 )
 DROPOUT = Op("dropout", (Arg("p", "prob", 0.5),), infer=_same,
              torch=lambda a, ins, out: TorchModule(f"nn.Dropout({a['p']!r})"))
@@ -470,6 +474,7 @@ def _se_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
 SE = Op(
     "se", (), infer=_se_infer, arity=None, user=False, torch=_se_torch, params=_se_params,
     macs=_se_macs, fvcore=_se_macs,
+    activations=lambda a, ins, out: _int(a, "rd_channels") + ins[0][0],  # its two FCs' outputs
     paper=lambda a, ins, out: _se_macs(a, ins, out) + 2 * numel(ins[0]),  # + squeeze, scale
 )
 
@@ -563,7 +568,8 @@ def _channel_conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 # vector viewed as (N, 1, C); circular padding wraps the first and last channels).
 CHANNEL_CONV = Op("channel_conv", (), infer=_channel_conv_infer, torch=_channel_conv_torch,
                   params=_channel_conv_params, macs=_channel_conv_macs,
-                  fvcore=_channel_conv_macs, user=False, fresh=True)
+                  fvcore=_channel_conv_macs, user=False, fresh=True,
+                  activations=lambda a, ins, out: numel(out))
 
 
 def _per_channel(n: int) -> Count:
@@ -597,7 +603,7 @@ def _attn_pool_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 # GlobalContext: a matmul, which fvcore counts as C x H x W).
 ATTN_POOL = Op("attn_pool", (), infer=_attn_pool_infer, torch=_attn_pool_torch, arity=2,
                user=False, fresh=True, macs=lambda a, ins, out: numel(ins[0]),
-               fvcore=lambda a, ins, out: numel(ins[0]))
+               fvcore=lambda a, ins, out: numel(ins[0]), activations=lambda a, ins, out: numel(out))
 # GCT's normalisation of its L2 embedding s (official GCT code): e = alpha * s,
 # gamma * e / sqrt(mean_c(e^2) + eps) + beta; three parameters per channel.
 GCT_NORM = Op("gct_norm", (), infer=_same, user=False, fresh=True, params=_per_channel(3),

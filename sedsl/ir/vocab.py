@@ -28,6 +28,9 @@ class Activation(Record):
     # Generated code may write `nn.<module>(inplace=True)` over a fresh tensor nobody else
     # reads: only where autograd's derivative needs the output, not the overwritten input.
     inplace_module: bool = False
+    # The values a gate saturates at: low (the channel switched off) and high (passed), None
+    # where it is unbounded (`sedsl excite` counts gates within a margin of them).
+    bounds: tuple[float | None, float | None] = (None, None)
 
 
 class Squeeze(Record):
@@ -42,7 +45,7 @@ class Squeeze(Record):
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
     Activation("relu", "ReLU", "torch.relu", "torch.relu_", "max(x, 0)", gate=True, kernel=True,
-               inplace_module=True),
+               inplace_module=True, bounds=(0.0, None)),
     Activation("relu6", "ReLU6", "torch.nn.functional.relu6", None, "min(max(x, 0), 6)",
                kernel=True),
     Activation("silu", "SiLU", "torch.nn.functional.silu", "torch.ops.aten.silu_",
@@ -50,10 +53,12 @@ ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
     Activation("hardswish", "Hardswish", "torch.nn.functional.hardswish",
                "torch.ops.aten.hardswish_", "x * relu6(x + 3) / 6", kernel=True),
     Activation("sigmoid", "Sigmoid", "torch.sigmoid", "torch.sigmoid_", "1 / (1 + exp(-x))",
-               gate=True, kernel=True),
+               gate=True, kernel=True, bounds=(0.0, 1.0)),
     Activation("hardsigmoid", "Hardsigmoid", "torch.nn.functional.hardsigmoid",
-               "torch.ops.aten.hardsigmoid_", "relu6(x + 3) / 6", gate=True, kernel=True),
-    Activation("tanh", "Tanh", "torch.tanh", "torch.tanh_", "tanh(x)", gate=True, kernel=True),
+               "torch.ops.aten.hardsigmoid_", "relu6(x + 3) / 6", gate=True, kernel=True,
+               bounds=(0.0, 1.0)),
+    Activation("tanh", "Tanh", "torch.tanh", "torch.tanh_", "tanh(x)", gate=True, kernel=True,
+               bounds=(-1.0, 1.0)),
     Activation("gelu", "GELU", "torch.nn.functional.gelu", None,
                "x * Phi(x), Phi the normal CDF"),
 )}

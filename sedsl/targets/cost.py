@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
-from functools import cached_property
 from typing import Any
 
 from sedsl.ir.graph import Graph
@@ -101,18 +100,7 @@ class Cost(Record):
     se: Totals
     nodes: list[NodeCost]  # the SE network's nodes
     estimate: Estimate
-    unit_numel: dict[str, int]  # elements of the feature map each attention block recalibrates
-
-    @cached_property
-    def passes(self) -> dict[str, Fraction]:
-        """Per attention block, the elements its nodes read and write when each runs on its
-        own (eager PyTorch), in units of the feature map U it recalibrates: reads and writes of
-        U-sized tensors, what sets these blocks' wall-clock time (docs/cost_model.md)."""
-        traffic: dict[str, int] = {}
-        for n in self.nodes:
-            if n.unit is not None:
-                traffic[n.unit] = traffic.get(n.unit, 0) + n.traffic
-        return {u: Fraction(t, self.unit_numel[u]) for u, t in traffic.items()}
+    passes: dict[str, Fraction]  # per attention block, its passes over U (`block_passes`)
 
     @property
     def overhead(self) -> Totals:
@@ -159,6 +147,8 @@ class Cost(Record):
                 "params": round(float(est.params)),
                 "difference": o.params - round(float(est.params)),
                 "bias": est.bias, "rounding": est.rounding, "se_blocks": est.blocks,
+                # parameters of steps other than 1x1 FCs (a channel conv, BN, layer norm, ...)
+                "other": o.params - round(float(est.params)) - est.bias - est.rounding,
             },
             "se_passes": round(float(sum(self.passes.values(), Fraction(0))), 4),
             "by": by,
@@ -199,14 +189,21 @@ def _units(g: Graph) -> dict[str, SeTag]:
     return {rec.se.unit: rec.se for _, rec in records(g) if rec.se is not None}
 
 
-def _unit_numel(g: Graph) -> dict[str, int]:
-    """Elements of the feature map each attention block recalibrates (its largest input)."""
-    out: dict[str, int] = {}
+def block_passes(g: Graph, nodes: list[NodeCost]) -> dict[str, Fraction]:
+    """Per attention block, the elements its nodes read and write when each runs on its own
+    (eager PyTorch), in units of the feature map U it recalibrates (its largest input): reads
+    and writes of U-sized tensors, what sets these blocks' wall-clock time
+    (docs/cost_model.md)."""
+    size: dict[str, int] = {}
     for name, rec in records(g):
         if rec.se is not None:
-            biggest = max((numel(s) for s in input_shapes(g, name)), default=0)
-            out[rec.se.unit] = max(out.get(rec.se.unit, 0), biggest)
-    return out
+            biggest = max((numel(s) for s in input_shapes(g, name)), default=1)
+            size[rec.se.unit] = max(size.get(rec.se.unit, 1), biggest)
+    traffic: dict[str, int] = {}
+    for n in nodes:
+        if n.unit is not None:
+            traffic[n.unit] = traffic.get(n.unit, 0) + n.traffic
+    return {u: Fraction(t, size[u]) for u, t in traffic.items()}
 
 
 def analyse(base: Graph, se: Graph, convention: str = "fvcore") -> Cost:
@@ -218,5 +215,5 @@ def analyse(base: Graph, se: Graph, convention: str = "fvcore") -> Cost:
         network=str(se.graph["name"]), input=tuple(se.graph["input"]), convention=convention,
         base=Totals(sum(n.params for n in base_nodes), sum(n.flops for n in base_nodes)),
         se=Totals(sum(n.params for n in se_nodes), sum(n.flops for n in se_nodes)),
-        nodes=se_nodes, estimate=_estimate(se), unit_numel=_unit_numel(se),
+        nodes=se_nodes, estimate=_estimate(se), passes=block_passes(se, se_nodes),
     )

@@ -8,25 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sedsl.ir.graph import Graph
-from sedsl.ir.node import Node, records
-from sedsl.ir.ops import Shape, numel
+from sedsl.ir.node import Node, input_shapes, records
+from sedsl.ir.ops import OPS, Shape, numel
 from sedsl.targets.cost import node_costs
 
-# fvcore's ActivationCountAnalysis counts the output elements of these ops only (its default
-# handles: aten::_convolution, addmm, bmm, einsum, matmul, linear); elementwise ops, norms and
-# pools produce no "activations" in its convention.
-_PRODUCING = ("conv", "linear")
 
-
-def activations(rec: Node) -> int:
-    """Activations of one node in fvcore's ActivationCountAnalysis convention (batch 1)."""
-    if rec.op in _PRODUCING:
-        return numel(rec.shape)
-    if rec.op == "se":  # the fused SE block: its two FC layers' outputs
-        rd = rec.attrs["rd_channels"]
-        assert isinstance(rd, int)
-        return rd + rec.shape[0]
-    return 0
+def activations(g: Graph, name: str, rec: Node) -> int:
+    """Activations of one node in fvcore's ActivationCountAnalysis convention (batch 1): the op
+    table's rule (the output elements of convolutions, linear layers and matmuls only)."""
+    return OPS[rec.op].activations(rec.attrs, input_shapes(g, name), rec.shape)
 
 
 @dataclass(frozen=True)
@@ -58,7 +48,7 @@ def layers(g: Graph, convention: str = "fvcore", depth: int = 2) -> list[Layer]:
             totals = acc.setdefault(path, [0, 0, 0])
             totals[0] += n.params
             totals[1] += n.flops
-            totals[2] += activations(rec)
+            totals[2] += activations(g, n.name, rec)
             leaf = d == len(parts)
             op = rec.op if leaf else _group_op(rec, path)
             all_se = info[path][2] if path in info else True
@@ -74,16 +64,12 @@ def _group_op(rec: Node, path: str) -> str:
         return rec.kind or "block"
     if rec.stage == path:
         return "stage"
-    return "se" if path.endswith(".se") else path.rsplit(".", 1)[-1]
+    return "se" if rec.se is not None and rec.se.unit == path else path.rsplit(".", 1)[-1]
 
 
 def total_activations(g: Graph) -> int:
     """The network's activations in fvcore's convention (batch 1)."""
-    return sum(activations(rec) for _, rec in records(g))
-
-
-# Ops after which a ReLU may run in place (their output is a tensor of its own).
-_FRESH = {"conv", "bn", "add", "concat", "mul", "linear", "scale"}
+    return sum(activations(g, name, rec) for name, rec in records(g))
 
 
 def stored_elements(g: Graph) -> int:
@@ -96,7 +82,7 @@ def stored_elements(g: Graph) -> int:
             continue
         if rec.op == "relu":
             (u,) = g.predecessors(name)
-            if g.nodes[u]["record"].op in _FRESH and g.out_degree(u) == 1:
+            if OPS[g.nodes[u]["record"].op].fresh and g.out_degree(u) == 1:  # its own tensor
                 continue
         total += numel(rec.shape)
     return total
