@@ -85,6 +85,7 @@ class Op:
     arity: int | None = 1  # how many inputs; None: several (merges, the fused SE block)
     user: bool = True  # callable from a spec (merges and SE internals are not)
     example: str = ""  # a call shown in errors; "" for the bare name
+    doc: str = ""  # what it computes, in one line (the language server's hover shows it)
 
     def count_paper(self, a: Attrs, ins: Shapes, out: Shape) -> int:
         return (self.paper or self.macs)(a, ins, out)
@@ -200,6 +201,7 @@ CONV = Op(
     infer=_conv_infer, torch=_conv_torch, params=_conv_params, macs=_conv_macs,
     fvcore=_conv_macs, check=_conv_check, complete=_conv_complete, resets=UNIT_STRIDE,
     fresh=True, example="conv(64, 3)",
+    doc="2-D convolution (groups, dilation, bias); `groups = c_in` is depthwise",
 )
 
 # --- normalisation, activations -----------------------------------------------------------------
@@ -222,6 +224,7 @@ BN = Op(
     params=lambda a, ins, out: 2 * ins[0][0],
     buffers=lambda a, ins, out: 2 * ins[0][0] + 1,  # running mean and var, num_batches_tracked
     fvcore=lambda a, ins, out: 2 * numel(ins[0]),  # eval-mode batch_norm with affine: 2 per element
+    doc="batch normalisation over the channels (eps; momentum matters for training only)",
 )
 
 
@@ -229,7 +232,8 @@ def _activation(act: Activation) -> Op:
     """An op for each activation of the vocabulary."""
     source = TorchModule(f"nn.{act.module}()")
     inplace = f"nn.{act.module}(inplace=True)" if act.inplace_module else None
-    return Op(act.name, (), infer=_same, torch=lambda a, ins, out: source, inplace=inplace)
+    return Op(act.name, (), infer=_same, torch=lambda a, ins, out: source, inplace=inplace,
+              doc=f"activation: {act.formula}")
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -267,10 +271,12 @@ def _pool_complete(attrs: dict[str, Any]) -> dict[str, Any]:
 _POOL_ARGS = (Arg("kernel", "pair"), Arg("stride", "pair", derived=True),
               Arg("padding", "pair0", 0), Arg("ceil", "bool", False))
 MAXPOOL = Op("maxpool", _POOL_ARGS, infer=_pool_infer, torch=_pool_torch("MaxPool2d"),
-             complete=_pool_complete, resets=UNIT_STRIDE, example="maxpool(3, 2)")
+             complete=_pool_complete, resets=UNIT_STRIDE, example="maxpool(3, 2)",
+             doc="max pooling (stride defaults to the window; `ceil = true` pools as Caffe)")
 AVGPOOL = Op("avgpool", (*_POOL_ARGS, Arg("count_pad", "bool", True)),
              infer=_pool_infer, torch=_pool_torch("AvgPool2d"), complete=_pool_complete,
-             resets=UNIT_STRIDE, example="avgpool(3, 2)")
+             resets=UNIT_STRIDE, example="avgpool(3, 2)",
+             doc="average pooling (stride defaults to the window; `ceil = true` pools as Caffe)")
 
 
 def _global(a: Attrs, ins: Shapes) -> Shape:
@@ -281,6 +287,7 @@ GLOBAL_AVGPOOL = Op(
     "global_avgpool", (), infer=_global,
     torch=lambda a, ins, out: TorchModule("nn.AdaptiveAvgPool2d(1)"),
     fvcore=lambda a, ins, out: numel(ins[0]),  # adaptive_avg_pool2d: one per input element
+    doc="the mean over H x W: C x 1 x 1",
 )
 
 
@@ -294,9 +301,11 @@ ADAPTIVE_AVGPOOL = Op(
     "adaptive_avgpool", (Arg("size", "pair"),), infer=_adaptive_infer,
     torch=lambda a, ins, out: TorchModule(f"nn.AdaptiveAvgPool2d({_src(a['size'])})"),
     fvcore=lambda a, ins, out: numel(ins[0]),  # adaptive_avg_pool2d: one per input element
+    doc="average pooling to a fixed output size `size` (a number or HxW), at any input size",
 )
 GLOBAL_MAXPOOL = Op("global_maxpool", (), infer=_global,
-                    torch=lambda a, ins, out: TorchModule("nn.AdaptiveMaxPool2d(1)"))
+                    torch=lambda a, ins, out: TorchModule("nn.AdaptiveMaxPool2d(1)"),
+                    doc="the maximum over H x W: C x 1 x 1")
 
 
 # --- classifier pieces ----------------------------------------------------------------------------
@@ -320,9 +329,11 @@ LINEAR = Op(
         f"nn.Linear({ins[0][0]}, {a['c_out']}, bias={a['bias']})"),
     params=lambda a, ins, out: _linear_macs(a, ins, out) + (_int(a, "c_out") if a["bias"] else 0),
     macs=_linear_macs, fvcore=_linear_macs, fresh=True, example="linear(1000)",
+    doc="fully connected layer on flat features (after `flatten`)",
 )
 DROPOUT = Op("dropout", (Arg("p", "prob", 0.5),), infer=_same,
-             torch=lambda a, ins, out: TorchModule(f"nn.Dropout({a['p']!r})"))
+             torch=lambda a, ins, out: TorchModule(f"nn.Dropout({a['p']!r})"),
+             doc="dropout with probability p (training only: no cost)")
 
 
 def _drop_path_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
@@ -337,9 +348,11 @@ def _drop_path_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 # Drop path (stochastic depth) on a residual branch: a training-time op, free at inference.
 DROP_PATH = Op("drop_path", (Arg("p", "prob", 0.0),), infer=_same, torch=_drop_path_torch,
-               example="drop_path(0.2)")
+               example="drop_path(0.2)",
+               doc="stochastic depth on a residual branch (training only: no cost)")
 FLATTEN = Op("flatten", (), infer=lambda a, ins: (numel(ins[0]),),
-             torch=lambda a, ins, out: TorchExpr("torch.flatten({0}, 1)"))
+             torch=lambda a, ins, out: TorchExpr("torch.flatten({0}, 1)"),
+             doc="C x H x W to C*H*W flat features")
 
 
 def _shuffle_check(a: Attrs, ins: Shapes) -> None:
@@ -350,9 +363,11 @@ def _shuffle_check(a: Attrs, ins: Shapes) -> None:
 
 CHANNEL_SHUFFLE = Op("channel_shuffle", (Arg("groups", "count"),), infer=_same,
                      check=_shuffle_check, example="channel_shuffle(4)",
-                     torch=lambda a, ins, out: TorchModule(f"nn.ChannelShuffle({a['groups']})"))
+                     torch=lambda a, ins, out: TorchModule(f"nn.ChannelShuffle({a['groups']})"),
+                     doc="ShuffleNet's channel shuffle across `groups` groups")
 SCALE = Op("scale", (Arg("factor", "float"),), infer=_same, fresh=True, example="scale(0.2)",
-           torch=lambda a, ins, out: TorchExpr(f"{{0}} * {a['factor']!r}"))
+           torch=lambda a, ins, out: TorchExpr(f"{{0}} * {a['factor']!r}"),
+           doc="multiply by a constant (Inception-ResNet's residual scaling)")
 
 # --- merges and the SE internals (not callable from a spec) ---------------------------------------
 
