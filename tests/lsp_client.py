@@ -30,6 +30,9 @@ def _client() -> LanguageClient:
 
     client.protocol.fm.features.pop(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS, None)
     client.feature(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)(record)
+    client.refreshes = []  # type: ignore[attr-defined]
+    for method in (lsp.WORKSPACE_CODE_LENS_REFRESH, lsp.WORKSPACE_INLAY_HINT_REFRESH):
+        client.feature(method)(lambda ls, params, m=method: ls.refreshes.append(m))
     return client
 
 

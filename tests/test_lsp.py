@@ -61,8 +61,10 @@ def timm_oracle() -> dict[str, int]:
 
     import timm
     import torch
-    from fvcore.nn import FlopCountAnalysis
 
+    with warnings.catch_warnings():  # fvcore's TorchScript use is deprecated in newer torch
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
     with torch.device("meta"):  # counted, not initialised: a fraction of the time
         model = timm.create_model("legacy_seresnet50")
         base = timm.create_model("resnet50")
@@ -431,9 +433,12 @@ async def test_settings_override_parameters(client: LanguageClient, tmp_path: Pa
     uri = await opened(client, tmp_path / "settings.se", RESNET50.read_text())
     before = len(client.published)  # type: ignore[attr-defined]
     try:
+        refreshes = len(client.refreshes)  # type: ignore[attr-defined]
         client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(
             {"sedsl": {"set": {"ratio": 8}}}))
         await _republished(client, uri, before)
+        await asyncio.sleep(0.2)  # the client is asked to fetch its lenses again
+        assert lsp.WORKSPACE_CODE_LENS_REFRESH in client.refreshes[refreshes:]  # type: ignore
         lenses = await client.text_document_code_lens_async(lsp.CodeLensParams(doc_id(uri)))
         extra = sedsl.load(RESNET50, ratio=8).cost().overhead.params
         from sedsl.targets.report import human

@@ -205,6 +205,17 @@ async def test_command_line_settings(client: LanguageClient) -> None:
     assert str(max(hints or [], key=lambda h: h.position.line).label).startswith("10 · ")
 
 
+@module_loop
+async def test_utf8_positions(client: LanguageClient) -> None:
+    """Neovim asks for UTF-8 positions (its first choice): columns count bytes."""
+    text = 'network t(a = "é😀", b = bnn) {\n  input 3x8x8\n}\n'
+    uri = uri_of(SPECS / "utf8.se")
+    open_doc(client, uri, text)
+    (found,) = await diagnostics(client, uri, 1)
+    col = len(text[:text.index("bnn")].encode("utf-8"))
+    assert found.range == lsp.Range(lsp.Position(0, col), lsp.Position(0, col + 3))
+
+
 # --- handlers that fail -------------------------------------------------------------------------
 
 

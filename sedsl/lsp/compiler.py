@@ -104,7 +104,7 @@ class Analysis:
 class LibraryCache:
     """Parsed `use`d files, kept across compiles (the worker thread is their only user)."""
 
-    SIZE = 256
+    SIZE = 64
 
     def __init__(self) -> None:
         self.entries: OrderedDict[tuple[Any, ...], tuple[str, ast.Module]] = OrderedDict()
@@ -132,6 +132,9 @@ class LibraryCache:
         self.misses += 1
         found = (overlay, parse(overlay, name)) if overlay is not None \
             else read_file(path, name, span)
+        if overlay is not None:  # keep one version of an edited buffer, not every keystroke's
+            for old in [k for k in self.entries if k[:2] == ("buffer", str(path))]:
+                del self.entries[old]
         self.entries[key] = found
         if len(self.entries) > self.SIZE:
             self.entries.popitem(last=False)
@@ -220,7 +223,7 @@ def analyse(snap: Snapshot, cache: LibraryCache, cancel: threading.Event,
     except SpecError as err:
         a.error = err
         a.context = recorder[0].current if recorder else None
-    except (Exception, RecursionError, MemoryError):
+    except Exception:  # RecursionError and MemoryError too
         a.bug = traceback.format_exc()
         log.error("sedsl failed on %s (version %s):\n%s", snap.uri, snap.version, a.bug)
     if a.module is None or a.library is None:

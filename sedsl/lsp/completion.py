@@ -134,13 +134,15 @@ def _layers(scope: View | None) -> list[lsp.CompletionItem]:
     if scope is None or scope.facts is None:
         return []
     base = scope.facts.net.base
+    instances = set(base.graph.get("blocks", {}))
     names: dict[str, str] = {}
-    for block in base.graph.get("blocks", {}):
-        prefix = block + "."
-        for node in base.nodes:
-            if node.startswith(prefix):
-                local = node[len(prefix):]
-                names.setdefault(local, base.nodes[node]["record"].op)
+    for node, data in base.nodes(data=True):
+        parts = node.split(".")
+        for k in range(1, len(parts)):
+            if ".".join(parts[:k]) in instances:
+                names.setdefault(".".join(parts[k:]), data["record"].op)
+        if len(names) > 2000:
+            break
     return [_item(n, K.Field, op, None) for n, op in sorted(names.items())[:500]]
 
 

@@ -63,6 +63,8 @@ class Facts:
         self._flops = [0, *accumulate(costs[n].flops for n in self.names)]
         self.units = sorted(_units(net, self.names, costs), key=lambda u: u.anchor)
         self._anchors = [u.anchor for u in self.units]
+        self._unit_params = [0, *accumulate(u.cost.params for u in self.units)]
+        self._unit_flops = [0, *accumulate(u.cost.flops for u in self.units)]
         self.base_total = Cost(self._params[-1], self._flops[-1])
         self.total = self.cost([(0, len(self.names))])
         self._by_span: dict[Span, list[int]] = {}
@@ -75,12 +77,11 @@ class Facts:
         total = Cost()
         for start, end in runs:
             lo, hi = (bisect.bisect_left(self._anchors, x) for x in (start, end))
-            se = self.units[lo:hi]
-            se_params = sum(u.cost.params for u in se)
-            se_flops = sum(u.cost.flops for u in se)
+            se_params = self._unit_params[hi] - self._unit_params[lo]
+            se_flops = self._unit_flops[hi] - self._unit_flops[lo]
             total += Cost(self._params[end] - self._params[start] + se_params,
                           self._flops[end] - self._flops[start] + se_flops,
-                          se_params, se_flops, len(se))
+                          se_params, se_flops, hi - lo)
         return total
 
     def shape(self, node: str) -> Shape:

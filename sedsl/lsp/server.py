@@ -89,6 +89,7 @@ class Document:
     good: View | None = None  # the last version that parsed
     compiled: View | None = None  # the last version that compiled
     contributes: set[str] = field(default_factory=set)  # other URIs its diagnostics went to
+    refresh: bool = False  # the client should ask again for hints and lenses once compiled
 
 
 class SedslServer(LanguageServer):
@@ -155,6 +156,7 @@ class SedslServer(LanguageServer):
         for doc in self.docs.values():
             if doc is not changed and doc.latest is not None and any(
                     _resolved(f) == target for f in doc.latest.analysis.sources):
+                doc.refresh = True
                 self.schedule(doc, self.settings.debounce_ms / 1000)
 
     async def _compile(self, doc: Document, version: int, delay: float) -> None:
@@ -183,6 +185,9 @@ class SedslServer(LanguageServer):
             doc.compiled = view
         _settle(doc.full, view)
         self.publish(doc, view)
+        if doc.refresh:
+            doc.refresh = False
+            self.refresh()
 
     def _overlays(self) -> dict[str, str]:
         return {_resolved(d.path): d.text for d in self.docs.values()}
@@ -201,6 +206,7 @@ class SedslServer(LanguageServer):
             try:
                 view = await asyncio.wait_for(asyncio.shield(future), deadline - loop.time())
             except TimeoutError:
+                doc.refresh = True  # answered with nothing: ask again once compiled
                 return None
             if view is not None and view.version == doc.version:
                 return view
@@ -245,10 +251,31 @@ class SedslServer(LanguageServer):
         if settings != self.settings:
             self.settings = settings
             for doc in self.docs.values():
+                doc.refresh = True
                 self.schedule(doc, 0.0)
+
+    def refresh(self) -> None:
+        """Ask the client to ask again for inlay hints and code lenses: after a compile that no
+        edit of the document caused (settings, a `use`d file), or that a request gave up on."""
+        caps = self.client_capabilities.workspace
+        if caps is None:
+            return
+        asks = []
+        if caps.inlay_hint is not None and caps.inlay_hint.refresh_support:
+            asks.append(self.workspace_inlay_hint_refresh)
+        if caps.code_lens is not None and caps.code_lens.refresh_support:
+            asks.append(self.workspace_code_lens_refresh)
+        for ask in asks:
+            ask(None).add_done_callback(_quiet)
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         log.error("%s: %s", getattr(source, "__name__", source), error)
+
+
+def _quiet(future: Any) -> None:
+    """A refresh the client did not answer well: nothing to do about it."""
+    if not future.cancelled() and future.exception() is not None:
+        log.info("the client refused a refresh: %s", future.exception())
 
 
 def _resolved(path: str) -> str:
