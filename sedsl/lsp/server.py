@@ -12,6 +12,7 @@ server's stderr, and `window/logMessage`) and answers with nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -61,7 +62,10 @@ class Worker:
                 result, error = job(), None
             except BaseException as e:  # the job's own; the thread goes on
                 result, error = None, e
-            loop.call_soon_threadsafe(_settle, done, result, error)
+            try:
+                loop.call_soon_threadsafe(_settle, done, result, error)
+            except RuntimeError:  # the loop has closed: the server is exiting
+                log.info("a compile finished after the server stopped")
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None = None) -> None:
@@ -169,7 +173,8 @@ class SedslServer(LanguageServer):
         encoding = str(self.workspace.position_encoding or "utf-16")
 
         def parsed(view: View) -> None:
-            loop.call_soon_threadsafe(_settle, syntax, view)
+            with contextlib.suppress(RuntimeError):  # the loop has closed: exiting
+                loop.call_soon_threadsafe(_settle, syntax, view)
 
         try:
             view = await self.worker.run(
