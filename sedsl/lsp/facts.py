@@ -73,10 +73,13 @@ class Facts:
 
     # -- cost of runs of nodes --
 
-    def cost(self, runs: Iterable[tuple[int, int]]) -> Cost:
+    def cost(self, runs: Iterable[tuple[int, int]], se: bool = True) -> Cost:
+        """The nodes of the runs, and (with `se`) the SE blocks anchored in them."""
         total = Cost()
         for start, end in runs:
             lo, hi = (bisect.bisect_left(self._anchors, x) for x in (start, end))
+            if not se:
+                lo = hi
             se_params = self._unit_params[hi] - self._unit_params[lo]
             se_flops = self._unit_flops[hi] - self._unit_flops[lo]
             total += Cost(self._params[end] - self._params[start] + se_params,

@@ -115,7 +115,7 @@ def _describe(view: View, name: str, call: Span, line: int, col: int) -> str | N
         return _param_text(view, params[name])
     lib = view.analysis.library
     if name in OPS and OPS[name].user:
-        return _op_text(name) + _placed(view, call)
+        return _op_text(name) + _placed(view, call, se=False)
     if lib is not None and name in lib.blocks:
         text = _block_text(view, lib.blocks[name]) + _placed(view, call)
         return text + _stage_of(view, call)
@@ -143,16 +143,17 @@ def _block_text(view: View, block: ast.BlockDef) -> str:
     return f"**{block.name}**({params}) — block, defined at {where}"
 
 
-def _placed(view: View, call: Span) -> str:
-    """What the call placed: its nodes' output shapes and cost (every copy, every instance)."""
+def _placed(view: View, call: Span, se: bool = True) -> str:
+    """What the call placed: its nodes' output shapes and cost (every copy, every instance),
+    with the SE blocks inside the block instances it made (`se`; an op makes none)."""
     f = view.facts
     if f is None:
         return ""
     runs = f.call_runs(call)
     if not runs:
         return ""
-    cost = f.cost(runs)
-    shapes = sorted({shape(f.shape(f.names[e - 1])) for s, e in runs if e > s})
+    cost = f.cost(runs, se)
+    shapes = list(dict.fromkeys(shape(f.shape(f.names[e - 1])) for s, e in runs if e > s))
     times = f"{len(runs)} times" if len(runs) > 1 else "once"
     text = (f"\n\nplaced {times} here → `{', '.join(shapes)}`\n\n"
             f"- params: {exact(cost.params)}\n- FLOPs ({f.convention}): {exact(cost.flops)}")
