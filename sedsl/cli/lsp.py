@@ -17,7 +17,8 @@ def lsp(
     search_path: Annotated[list[Path] | None, typer.Option(
         "--search-path", metavar="DIR", help="Another folder `use` looks in.")] = None,
     stdio: Annotated[bool, typer.Option(
-        "--stdio", help="Talk over stdin/stdout (the only transport; editors pass it).")] = True,
+        "--stdio", hidden=True, help="stdin/stdout, the only transport (editors pass it)")
+    ] = False,
 ) -> None:
     """Run the language server over stdin/stdout: diagnostics, hover with shapes and exact
     cost, inlay hints, code lenses, definitions, completion (docs/editors.md)."""
