@@ -302,6 +302,11 @@ async def test_definition_across_use(client: LanguageClient) -> None:
     (found,) = await client.text_document_definition_async(
         lsp.DefinitionParams(doc_id(uri), use)) or []
     assert isinstance(found, lsp.Location) and found.uri == uri_of(lib)
+    stage = position_of(text, "conv2..conv5", 8)  # a stage named in a rule: its statement
+    (found,) = await client.text_document_definition_async(
+        lsp.DefinitionParams(doc_id(uri), stage)) or []
+    assert isinstance(found, lsp.Location) and found.uri == uri
+    assert found.range.start == position_of(text, "  conv5 =", 2)
 
 
 OWN_BLOCK = """block unit(c) {
