@@ -6,7 +6,7 @@ layer evaluates to a recipe, which `place` turns into nodes once its input tenso
 from __future__ import annotations
 
 import keyword
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -339,15 +339,17 @@ class Elaborated(Record):
 
 
 def elaborate(module: ast.Module, library: Library, overrides: Mapping[str, Value],
-              input_shape: tuple[int, ...] | None = None) -> Elaborated:
-    """The base graph of the module's network, plus its SE configuration."""
+              input_shape: tuple[int, ...] | None = None,
+              elaborator: Callable[[Library], Elaborator] = Elaborator) -> Elaborated:
+    """The base graph of the module's network, plus its SE configuration. `elaborator` makes
+    the Elaborator (the language server's records which statement placed which nodes)."""
     if not module.networks:
         raise SpecError("this file defines no network", Span(module.file, 1, 1, 1, 2),
                         "a spec needs `network name(...) { input 3x224x224 ... }`")
     if len(module.networks) > 1:
         raise SpecError("a spec defines one network", module.networks[1].span)
     net = module.networks[0]
-    el = Elaborator(library)
+    el = elaborator(library)
     params = {p.name for p in net.params}
     graph, env = el.network(net, {k: v for k, v in overrides.items() if k in params},
                             input_shape)

@@ -98,6 +98,7 @@ class Op:
     arity: int | None = 1  # how many inputs; None: several (merges, the fused SE block)
     user: bool = True  # callable from a spec (merges and SE internals are not)
     example: str = ""  # a call shown in errors; "" for the bare name
+    doc: str = ""  # what it computes, in one line (the language server's hover shows it)
 
     def count_paper(self, a: Attrs, ins: Shapes, out: Shape) -> int:
         return (self.paper or self.macs)(a, ins, out)
@@ -214,6 +215,7 @@ CONV = Op(
     fvcore=_conv_macs, check=_conv_check, complete=_conv_complete, resets=UNIT_STRIDE,
     activations=lambda a, ins, out: numel(out),
     fresh=True, example="conv(64, 3)",
+    doc="2-D convolution (groups, dilation, bias); `groups = c_in` is depthwise",
 )
 
 # --- normalisation, activations -----------------------------------------------------------------
@@ -236,6 +238,7 @@ BN = Op(
     params=lambda a, ins, out: 2 * ins[0][0],
     buffers=lambda a, ins, out: 2 * ins[0][0] + 1,  # running mean and var, num_batches_tracked
     fvcore=lambda a, ins, out: 2 * numel(ins[0]),  # eval-mode batch_norm with affine: 2 per element
+    doc="batch normalisation over the channels (eps; momentum matters for training only)",
 )
 
 
@@ -243,7 +246,8 @@ def _activation(act: Activation) -> Op:
     """An op for each activation of the vocabulary."""
     source = TorchModule(f"nn.{act.module}()")
     inplace = f"nn.{act.module}(inplace=True)" if act.inplace_module else None
-    return Op(act.name, (), infer=_same, torch=lambda a, ins, out: source, inplace=inplace)
+    return Op(act.name, (), infer=_same, torch=lambda a, ins, out: source, inplace=inplace,
+              doc=f"activation: {act.formula}")
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -281,10 +285,12 @@ def _pool_complete(attrs: dict[str, Any]) -> dict[str, Any]:
 _POOL_ARGS = (Arg("kernel", "pair"), Arg("stride", "pair", derived=True),
               Arg("padding", "pair0", 0), Arg("ceil", "bool", False))
 MAXPOOL = Op("maxpool", _POOL_ARGS, infer=_pool_infer, torch=_pool_torch("MaxPool2d"),
-             complete=_pool_complete, resets=UNIT_STRIDE, example="maxpool(3, 2)")
+             complete=_pool_complete, resets=UNIT_STRIDE, example="maxpool(3, 2)",
+             doc="max pooling (stride defaults to the window; `ceil = true` pools as Caffe)")
 AVGPOOL = Op("avgpool", (*_POOL_ARGS, Arg("count_pad", "bool", True)),
              infer=_pool_infer, torch=_pool_torch("AvgPool2d"), complete=_pool_complete,
-             resets=UNIT_STRIDE, example="avgpool(3, 2)")
+             resets=UNIT_STRIDE, example="avgpool(3, 2)",
+             doc="average pooling (stride defaults to the window; `ceil = true` pools as Caffe)")
 
 
 def _global(a: Attrs, ins: Shapes) -> Shape:
@@ -295,6 +301,7 @@ GLOBAL_AVGPOOL = Op(
     "global_avgpool", (), infer=_global,
     torch=lambda a, ins, out: TorchModule("nn.AdaptiveAvgPool2d(1)"),
     fvcore=lambda a, ins, out: numel(ins[0]),  # adaptive_avg_pool2d: one per input element
+    doc="the mean over H x W: C x 1 x 1",
 )
 
 
@@ -308,9 +315,11 @@ ADAPTIVE_AVGPOOL = Op(
     "adaptive_avgpool", (Arg("size", "pair"),), infer=_adaptive_infer,
     torch=lambda a, ins, out: TorchModule(f"nn.AdaptiveAvgPool2d({_src(a['size'])})"),
     fvcore=lambda a, ins, out: numel(ins[0]),  # adaptive_avg_pool2d: one per input element
+    doc="average pooling to a fixed output size `size` (a number or HxW), at any input size",
 )
 GLOBAL_MAXPOOL = Op("global_maxpool", (), infer=_global,
-                    torch=lambda a, ins, out: TorchModule("nn.AdaptiveMaxPool2d(1)"))
+                    torch=lambda a, ins, out: TorchModule("nn.AdaptiveMaxPool2d(1)"),
+                    doc="the maximum over H x W: C x 1 x 1")
 
 
 # --- classifier pieces ----------------------------------------------------------------------------
@@ -335,9 +344,11 @@ LINEAR = Op(
     params=lambda a, ins, out: _linear_macs(a, ins, out) + (_int(a, "c_out") if a["bias"] else 0),
     macs=_linear_macs, fvcore=_linear_macs, fresh=True, example="linear(1000)",
     activations=lambda a, ins, out: numel(out),
+    doc="fully connected layer on flat features (after `flatten`)",
 )
 DROPOUT = Op("dropout", (Arg("p", "prob", 0.5),), infer=_same,
-             torch=lambda a, ins, out: TorchModule(f"nn.Dropout({a['p']!r})"))
+             torch=lambda a, ins, out: TorchModule(f"nn.Dropout({a['p']!r})"),
+             doc="dropout with probability p (training only: no cost)")
 
 
 def _drop_path_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
@@ -352,9 +363,11 @@ def _drop_path_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 # Drop path (stochastic depth) on a residual branch: a training-time op, free at inference.
 DROP_PATH = Op("drop_path", (Arg("p", "prob", 0.0),), infer=_same, torch=_drop_path_torch,
-               example="drop_path(0.2)")
+               example="drop_path(0.2)",
+               doc="stochastic depth on a residual branch (training only: no cost)")
 FLATTEN = Op("flatten", (), infer=lambda a, ins: (numel(ins[0]),),
-             torch=lambda a, ins, out: TorchExpr("torch.flatten({0}, 1)"))
+             torch=lambda a, ins, out: TorchExpr("torch.flatten({0}, 1)"),
+             doc="C x H x W to C*H*W flat features")
 
 
 def _shuffle_check(a: Attrs, ins: Shapes) -> None:
@@ -365,9 +378,11 @@ def _shuffle_check(a: Attrs, ins: Shapes) -> None:
 
 CHANNEL_SHUFFLE = Op("channel_shuffle", (Arg("groups", "count"),), infer=_same,
                      check=_shuffle_check, example="channel_shuffle(4)",
-                     torch=lambda a, ins, out: TorchModule(f"nn.ChannelShuffle({a['groups']})"))
+                     torch=lambda a, ins, out: TorchModule(f"nn.ChannelShuffle({a['groups']})"),
+                     doc="ShuffleNet's channel shuffle across `groups` groups")
 SCALE = Op("scale", (Arg("factor", "float"),), infer=_same, fresh=True, example="scale(0.2)",
-           torch=lambda a, ins, out: TorchExpr(f"{{0}} * {a['factor']!r}"))
+           torch=lambda a, ins, out: TorchExpr(f"{{0}} * {a['factor']!r}"),
+           doc="multiply by a constant (Inception-ResNet's residual scaling)")
 
 # --- merges and the SE internals (not callable from a spec) ---------------------------------------
 
@@ -442,7 +457,8 @@ def _mul_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 MUL = Op("mul", (), infer=_broadcast_infer, arity=2, user=False, fresh=True, paper=_elementwise,
          torch=_mul_torch)
 # x plus a term that broadcasts to it (GCNet's add fusion).
-SHIFT = Op("shift", (), infer=_broadcast_infer, arity=2, user=False, fresh=True,
+SHIFT = Op("shift", (), doc="x plus a term that broadcasts to it (GCNet's add fusion)",
+           infer=_broadcast_infer, arity=2, user=False, fresh=True,
            torch=lambda a, ins, out: TorchExpr("{0} + {1}"))
 
 
@@ -500,9 +516,10 @@ def _reduce_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 # A mean, max, sum (or the average of mean and max) over one axis, kept as size 1. fvcore counts
 # none of them.
-REDUCE = Op("reduce", (), infer=_reduce_infer, torch=_reduce_torch, user=False,
+REDUCE = Op("reduce", (), doc="a mean, max, sum or (mean + max) / 2 over one axis, kept as size 1",
+            infer=_reduce_infer, torch=_reduce_torch, user=False,
             paper=lambda a, ins, out: numel(ins[0]), traffic=_twice_for_avgmax)
-TRANSPOSE = Op("transpose", (), user=False,
+TRANSPOSE = Op("transpose", (), doc="H and W swapped", user=False,
                infer=lambda a, ins: (_spatial("transpose", ins[0])[0], ins[0][2], ins[0][1]),
                torch=lambda a, ins, out: TorchExpr("{0}.transpose(-1, -2)"))
 
@@ -521,7 +538,8 @@ def _slice_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
     return TorchExpr(f"{{0}}[{index}]")
 
 
-SLICE = Op("slice", (), infer=_slice_infer, torch=_slice_torch, user=False)
+SLICE = Op("slice", (), doc="a range [start, stop) along one axis",
+           infer=_slice_infer, torch=_slice_torch, user=False)
 
 
 def _sequence(shape: Shape, features: int) -> tuple[int, int]:
@@ -566,7 +584,9 @@ def _channel_conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 # ECA's 1-D conv across channels (timm's EcaModule / CecaModule: a Conv1d over the squeezed
 # vector viewed as (N, 1, C); circular padding wraps the first and last channels).
-CHANNEL_CONV = Op("channel_conv", (), infer=_channel_conv_infer, torch=_channel_conv_torch,
+CHANNEL_CONV = Op("channel_conv", (),
+                  doc="ECA's 1-D conv across channels (k taps, zero or circular padding)",
+                  infer=_channel_conv_infer, torch=_channel_conv_torch,
                   params=_channel_conv_params, macs=_channel_conv_macs,
                   fvcore=_channel_conv_macs, user=False, fresh=True,
                   activations=lambda a, ins, out: numel(out))
@@ -579,7 +599,8 @@ def _per_channel(n: int) -> Count:
 # Layer norm over the channels of each position (timm's LayerNorm2d, GCNet's transform). fvcore
 # counts aten::layer_norm with an affine transform as 5 per element.
 LAYER_NORM = Op(
-    "layer_norm", (), infer=_same, user=False, fresh=True, params=_per_channel(2),
+    "layer_norm", (), doc="layer norm over the channels of each position", infer=_same,
+    user=False, fresh=True, params=_per_channel(2),
     fvcore=lambda a, ins, out: 5 * numel(ins[0]),
     torch=lambda a, ins, out: TorchModule(f"LayerNorm2d({ins[0][0]}, eps={a['eps']!r})",
                                           support=("LayerNorm2d",)))
@@ -601,16 +622,21 @@ def _attn_pool_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 # GCNet's context: x weighted by the softmax over H x W of a one-channel map, summed (timm's
 # GlobalContext: a matmul, which fvcore counts as C x H x W).
-ATTN_POOL = Op("attn_pool", (), infer=_attn_pool_infer, torch=_attn_pool_torch, arity=2,
+ATTN_POOL = Op("attn_pool", (),
+               doc="GCNet's context: x weighted by the softmax over H x W of a 1-channel map",
+               infer=_attn_pool_infer, torch=_attn_pool_torch, arity=2,
                user=False, fresh=True, macs=lambda a, ins, out: numel(ins[0]),
                fvcore=lambda a, ins, out: numel(ins[0]), activations=lambda a, ins, out: numel(out))
 # GCT's normalisation of its L2 embedding s (official GCT code): e = alpha * s,
 # gamma * e / sqrt(mean_c(e^2) + eps) + beta; three parameters per channel.
-GCT_NORM = Op("gct_norm", (), infer=_same, user=False, fresh=True, params=_per_channel(3),
+GCT_NORM = Op("gct_norm", (),
+              doc="GCT's channel normalisation of its L2 embedding (alpha, gamma, beta)",
+              infer=_same, user=False, fresh=True, params=_per_channel(3),
               torch=lambda a, ins, out: TorchModule(f"GCTNorm({ins[0][0]}, eps={a['eps']!r})",
                                                     support=("GCTNorm",)))
 # SimAM's energy, per element (official SimAM code): (x - mu)^2 / (4 (var + lambda)) + 1/2.
-SIMAM = Op("simam", (), infer=_same, user=False, fresh=True,
+SIMAM = Op("simam", (), doc="SimAM's per-element energy (parameter-free)",
+           infer=_same, user=False, fresh=True,
            traffic=lambda a, ins, out: 6 * numel(ins[0]),  # x twice, d thrice, the result
            torch=lambda a, ins, out: TorchExpr(f"simam_energy({{0}}, {a['e_lambda']!r})",
                                                support=("simam_energy",)))
@@ -625,7 +651,8 @@ def _style_fc_infer(a: Attrs, ins: Shapes) -> Shape:
 
 # SRM's style integration (official SRM code): per channel, its two statistics weighted and
 # summed, a parameter `cfc` of C x 2.
-STYLE_FC = Op("style_fc", (), infer=_style_fc_infer, user=False, fresh=True,
+STYLE_FC = Op("style_fc", (), doc="SRM's style integration: mean and std weighted per channel",
+              infer=_style_fc_infer, user=False, fresh=True,
               params=_per_channel(2), macs=_per_channel(2),
               torch=lambda a, ins, out: TorchModule(f"StyleFC({ins[0][0]})",
                                                     support=("StyleFC",)))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeAlias
 
 from sedsl import limits
-from sedsl.errors import SpecError
+from sedsl.errors import Span, SpecError
 from sedsl.language import ast, source
 from sedsl.language.parse import parse
 from sedsl.language.paths import LIBRARY_ROOT
@@ -24,13 +26,25 @@ def search_path(path: str, extra: list[str | Path] | None) -> list[Path]:
     return [own, *map(Path, extra or []), LIBRARY_ROOT]
 
 
-def load_library(module: ast.Module, roots: list[Path], sources: dict[str, str]) -> Library:
+# Reads a `use`d file: (its path, the name errors give it, the `use` line) -> (text, tree).
+Reader: TypeAlias = Callable[[Path, str, Span], tuple[str, ast.Module]]
+
+
+def read_file(path: Path, name: str, span: Span) -> tuple[str, ast.Module]:
+    """The text of a `use`d file, and its syntax tree: read and parsed afresh (the language
+    server passes a reader that keeps them)."""
+    text = source.read_spec(path, span)
+    return text, parse(text, name)
+
+
+def load_library(module: ast.Module, roots: list[Path], sources: dict[str, str],
+                 read: Reader = read_file) -> Library:
     """The module's blocks and those of everything it `use`s; read texts land in `sources`."""
-    return Library(_blocks(module, roots, sources, [Path(module.file).resolve()]))
+    return Library(_blocks(module, roots, sources, [Path(module.file).resolve()], read))
 
 
 def _blocks(module: ast.Module, roots: list[Path], sources: dict[str, str],
-            stack: list[Path]) -> dict[str, ast.BlockDef]:
+            stack: list[Path], read: Reader) -> dict[str, ast.BlockDef]:
     blocks: dict[str, ast.BlockDef] = {}
     for use in module.uses:
         target = _resolve(use, roots)
@@ -41,12 +55,11 @@ def _blocks(module: ast.Module, roots: list[Path], sources: dict[str, str],
         if name in sources:
             continue  # already loaded through another `use`
         limits.use_depth(len(stack), use.span)
-        sources[name] = text = source.read_spec(target, use.span)
-        imported = parse(text, name)
+        sources[name], imported = read(target, name, use.span)
         if imported.networks or imported.se:
             raise SpecError(f"{use.path} is a spec, not a block library", use.span,
                             "a file that is `use`d may define blocks only")
-        nested = _blocks(imported, [target.parent, *roots[1:]], sources, [*stack, target])
+        nested = _blocks(imported, [target.parent, *roots[1:]], sources, [*stack, target], read)
         for b in nested.values():
             _define(blocks, b)
     for b in module.blocks:
