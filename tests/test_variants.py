@@ -120,3 +120,9 @@ def test_bad_variant_settings_are_spec_errors(bad: str) -> None:
     with pytest.raises(sedsl.SpecError) as caught:
         sedsl.loads(text, path="t.se", layout="timm", input=SIZE)
     assert str(caught.value).startswith("t.se:")
+
+
+def test_every_setting_is_documented() -> None:
+    from sedsl.ir.se import SETTING_DOCS, SETTINGS
+
+    assert set(SETTING_DOCS) == set(SETTINGS)

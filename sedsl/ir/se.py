@@ -410,6 +410,34 @@ SYMBOLS: dict[str, frozenset[str]] = {
 }
 SETTINGS = tuple(f.name for f in fields(SeSettings) if f.name != "given")
 
+# What each setting means and the values it takes, as docs/language.md and the editor say them.
+SETTING_DOCS: dict[str, tuple[str, str]] = {
+    "ratio": ("reduced width = round(C / ratio)", "a number > 0"),
+    "width": ("an explicit reduced width (then `ratio` and `round` are unused)",
+              "a whole number"),
+    "round": ("floor(C/r) as in the authors' Caffe release, or `d`: make_divisible(C/r, d, "
+              "round_limit)", "floor, ceil, or a divisor d"),
+    "round_limit": ("with a divisor: one multiple more when the rounded width falls below "
+                    "round_limit * C/r (0: timm's SE modules; 0.9: torchvision's)",
+                    "a number in [0, 1)"),
+    "base": ("C is the block's own channels, or the block's input channels (EfficientNet, "
+             "RegNet)", "channels, block_in"),
+    "variant": ("the block's steps: SE or a member of the attention family",
+                ", ".join(sorted(SYMBOLS["variant"]))),
+    "squeeze": ("the statistic over H x W", ", ".join(sorted(SYMBOLS["squeeze"]))),
+    "excite": ("the activation inside the transform (between fc1 and fc2)", "any activation"),
+    "gate": ("the gate's activation", ", ".join(sorted(SYMBOLS["gate"]))),
+    "bias": ("biases in the 1x1 FC layers", "true, false"),
+    "kernel": ("ECA's channel conv: k taps", "an odd number, or auto (timm's rule from C)"),
+    "gamma": ("ECA's auto kernel: t = int(|log2 C + beta| / gamma)", "a number > 0"),
+    "beta": ("ECA's auto kernel (see gamma)", "a number"),
+    "spatial_kernel": ("CBAM's spatial gate: a k x k conv", "an odd number"),
+    "gather": ("Gather-Excite's gather: the mean, or a depthwise conv over the whole map",
+               "mean, conv"),
+    "mlp": ("Gather-Excite: an MLP after the gather (theta-plus)", "true, false"),
+    "enabled": ("false inserts nothing: the base network", "true, false"),
+}
+
 # Positions with a name from the SE papers.
 ALIASES = {"standard": "residual.end", "pre": "residual.start", "post": "block.end",
            "identity": "shortcut.end"}

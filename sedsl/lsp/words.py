@@ -1,30 +1,13 @@
 """What the editor says about the language's own words: the SE settings and points (as
-docs/language.md's tables say them), the built-in functions and the keywords. The values each
-setting takes come from `sedsl.ir.se.SYMBOLS`, the ops from `sedsl.ir.ops.OPS`;
-tests/test_lsp.py checks that every setting has its line here."""
+docs/language.md's tables say them), the built-in functions and the keywords. The settings'
+meanings and values come from `sedsl.ir.se.SETTING_DOCS` and `SYMBOLS`, the ops from
+`sedsl.ir.ops.OPS`."""
 
 from __future__ import annotations
 
-from sedsl.ir.se import ALIASES, SYMBOLS, SeSettings
+from sedsl.ir.se import ALIASES, SETTING_DOCS, SYMBOLS, SeSettings
 
-SETTINGS: dict[str, tuple[str, str]] = {  # name -> (meaning, values)
-    "ratio": ("reduced width = round(C / ratio)", "a number > 0"),
-    "width": ("an explicit reduced width (then `ratio` and `round` are unused)",
-              "a whole number"),
-    "round": ("floor(C/r) as in the authors' Caffe release, or `d`: make_divisible(C/r, d, "
-              "round_limit)", "floor, ceil, or a divisor d"),
-    "round_limit": ("with a divisor: one multiple more when the rounded width falls below "
-                    "round_limit * C/r (0: timm's SE modules; 0.9: torchvision's)",
-                    "a number in [0, 1)"),
-    "variant": ("the block's steps", "se, se_bn, ese"),
-    "base": ("C is the SE's own channels, or the block's input channels (EfficientNet, RegNet)",
-             "channels, block_in"),
-    "squeeze": ("the global pooling", "avg, max"),
-    "excite": ("the activation between fc1 and fc2", "any activation"),
-    "gate": ("the gate", "sigmoid, hardsigmoid, tanh, relu"),
-    "bias": ("biases in fc1 and fc2", "true, false"),
-    "enabled": ("false inserts nothing: the base network", "true, false"),
-}
+SETTINGS: dict[str, tuple[str, str]] = SETTING_DOCS  # name -> (meaning, values)
 
 POINTS: dict[str, str] = {
     "residual.end": "on the residual branch, before the add (the paper's SE-ResNet)",
