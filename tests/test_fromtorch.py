@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -111,13 +112,15 @@ def test_se_at_every_residual_of_mobilenet_v2() -> None:
     assert {r.block for _, r in records(net.graph) if r.role == "se"} == expected
 
 
-class Gelu(nn.Module):
+class TanhGelu(nn.Module):
+    """GELU's tanh approximation: not sedsl's `gelu` (the exact one)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.gelu(self.conv(x))
+        return nn.functional.gelu(self.conv(x), approximate="tanh")
 
 
 class Branchy(nn.Module):
@@ -135,10 +138,10 @@ class Shared(nn.Module):
 
 
 @pytest.mark.parametrize(("model", "message"), [
-    (nn.Sequential(nn.Conv2d(3, 8, 3), nn.GELU()),
-     "`1` (GELU): uses torch.nn.modules.activation.GELU, which sedsl has no op for"),
-    (nn.Sequential(Gelu()), "`0` (Gelu): calls `torch.nn.functional.gelu`, which sedsl has no "
-     "op for"),
+    (nn.Sequential(nn.Conv2d(3, 8, 3), nn.GELU(approximate="tanh")),
+     "`1` (GELU): uses GELU with {'approximate': 'tanh'}; sedsl's `gelu` is GELU() with its "
+     "defaults"),
+    (nn.Sequential(TanhGelu()), "calls gelu with options {'approximate': 'tanh'}"),
     (nn.Sequential(nn.Conv2d(3, 3, 1), Branchy()), "cannot trace `1` (Branchy): TraceError"),
     (Shared(), "`conv` (Conv2d) is called twice with the same weights"),
 ])
@@ -193,3 +196,41 @@ def test_a_bad_se_rule_points_into_the_rule_text() -> None:
     lines = str(err.value).splitlines()
     assert lines[:2] == ["<se>:3:1: error: no block of kind `Bottleneck` in this network",
                          "3 | at residual.end of Bottleneck"]
+
+
+# --- every activation of the vocabulary imports, in each form torch offers it -----------------
+
+
+class Called(nn.Module):
+    """conv, then an activation called as `fn(x)` (a function or a bound method's name)."""
+
+    def __init__(self, fn: Any, method: str | None = None) -> None:
+        super().__init__()
+        self.conv, self.fn, self.method = nn.Conv2d(3, 8, 3), fn, method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return getattr(y, self.method)() if self.method else self.fn(y)
+
+
+def _forms(name: str) -> list[nn.Module]:
+    """Every way torch spells the vocabulary's activation `name`: its module, its function in
+    torch.nn.functional and torch, its in-place function, its Tensor methods."""
+    from sedsl.ir.vocab import ACTIVATIONS
+
+    a = ACTIVATIONS[name]
+    forms: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, 8, 3), getattr(nn, a.module)())]
+    for fn in (getattr(nn.functional, name, None), getattr(torch, name, None),
+               getattr(torch, name + "_", None)):
+        if fn is not None:
+            forms.append(Called(fn))
+    forms += [Called(None, m) for m in (name, name + "_") if hasattr(torch.Tensor, m)]
+    return forms
+
+
+@pytest.mark.parametrize("name", sorted(__import__("sedsl.ir.vocab", fromlist=["x"]).ACTIVATIONS))
+def test_every_vocabulary_activation_imports(name: str) -> None:
+    for model in _forms(name):
+        net = sedsl.from_torch(model.eval(), input=(3, 9, 9))
+        assert [r.op for _, r in records(net.graph)][-1] == name
+        assert_same_outputs(net.to_torch(fused=False), model, 9)

@@ -197,10 +197,16 @@ def _conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
                        f"bias={a['bias']})")
 
 
+def same_padding(kernel: Attr, dilation: Attr = 1) -> tuple[int, int]:
+    """The padding that keeps H x W at stride 1 for an odd kernel: the one padding rule that the
+    conv op's default, imported `padding="same"` convs and attention blocks' convs share."""
+    (kh, kw), (dh, dw) = _pair(kernel), _pair(dilation)
+    return dh * (kh - 1) // 2, dw * (kw - 1) // 2
+
+
 def _conv_complete(attrs: dict[str, Any]) -> dict[str, Any]:
     if attrs.get("padding") is None:
-        (kh, kw), (dh, dw) = _pair(attrs["kernel"]), _pair(attrs["dilation"])
-        attrs["padding"] = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)  # "same" for odd kernels
+        attrs["padding"] = same_padding(attrs["kernel"], attrs["dilation"])
     return attrs
 
 
@@ -576,7 +582,7 @@ def _channel_conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
     k, mode = _int(a, "kernel"), str(a["padding"])
     pad = f", padding_mode={mode!r}" if mode != "zeros" else ""
     return TorchModule(
-        f"nn.Conv1d({a['c_in']}, {a['c_out']}, {k}, padding={(k - 1) // 2}{pad}, "
+        f"nn.Conv1d({a['c_in']}, {a['c_out']}, {k}, padding={same_padding(k)[0]}{pad}, "
         f"bias={a['bias']})",
         call=f"{{m}}({{0}}.reshape({{0}}.shape[0], {a['c_in']}, {c}))"
              f".reshape({{0}}.shape[0], {', '.join(map(str, out))})")

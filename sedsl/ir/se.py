@@ -16,7 +16,7 @@ from fractions import Fraction
 from typing import Any
 
 from sedsl.errors import Span
-from sedsl.ir.ops import Attr, Shape
+from sedsl.ir.ops import Attr, Shape, same_padding
 from sedsl.ir.vocab import ACTIVATIONS, GATES, SQUEEZES
 from sedsl.record import Record
 
@@ -177,7 +177,7 @@ def _conv(step: Step, b: Block) -> tuple[str, dict[str, Attr]]:
         kernel, padding = ((src[1], src[2]) if k == "full" else k), (0, 0)
     else:
         n = int(getattr(b.settings, k))
-        kernel, padding = (n, n), (n // 2, n // 2)
+        kernel, padding = (n, n), same_padding(n)
     groups = b.c if step.arg("groups") == "c" else 1
     return "conv", {"c_out": b.width(step.width), "kernel": kernel, "stride": (1, 1),
                     "padding": padding, "dilation": (1, 1), "groups": groups,

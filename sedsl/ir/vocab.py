@@ -61,6 +61,7 @@ ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
                bounds=(-1.0, 1.0)),
     Activation("gelu", "GELU", "torch.nn.functional.gelu", None,
                "x * Phi(x), Phi the normal CDF"),
+    Activation("mish", "Mish", "torch.nn.functional.mish", None, "x * tanh(softplus(x))"),
 )}
 
 SQUEEZES: dict[str, Squeeze] = {s.name: s for s in (

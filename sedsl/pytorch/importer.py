@@ -13,6 +13,7 @@ tensor runs through the model. Documentation: docs/import.md.
 
 from __future__ import annotations
 
+import importlib
 import keyword
 import math
 import operator
@@ -31,7 +32,8 @@ from sedsl.compile import passes
 from sedsl.errors import Span, SpecError
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, add_node, inputs, record, records
-from sedsl.ir.ops import OPS, Attr, Shape
+from sedsl.ir.ops import OPS, Attr, Shape, same_padding
+from sedsl.ir.vocab import ACTIVATIONS
 from sedsl.record import Record
 
 
@@ -391,10 +393,41 @@ def _tensor(x: Any, what: str) -> T:
     return x
 
 
-ACTIVATION_MODULES: dict[type, str] = {
-    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu", nn.Hardswish: "hardswish",
-    nn.Sigmoid: "sigmoid", nn.Hardsigmoid: "hardsigmoid", nn.Tanh: "tanh",
-}
+def _dotted(path: str) -> Any:
+    """The object a dotted path names: `torch.nn.functional.gelu`, `torch.ops.aten.silu_`."""
+    root, *names = path.split(".")
+    value: Any = importlib.import_module(root)
+    for name in names:
+        value = getattr(value, name)
+    return value
+
+
+# Every activation of the vocabulary (sedsl.ir.vocab), as a module, a function and a method:
+# the import derives its tables from the records that specs, lowering and kernels read.
+ACTIVATION_MODULES: dict[type, str] = {getattr(nn, a.module): a.name
+                                       for a in ACTIVATIONS.values()}
+_ACTIVATION_CALLS: dict[Any, str] = {
+    f: a.name for a in ACTIVATIONS.values()
+    for f in (_dotted(a.functional), getattr(F, a.name, None), getattr(torch, a.name, None),
+              *((_dotted(a.inplace),) if a.inplace else ()))
+    if f is not None}
+_ACTIVATION_METHODS: dict[str, str] = {
+    method: a.name for a in ACTIVATIONS.values() for method in (a.name, a.name + "_")
+    if hasattr(torch.Tensor, method)}
+
+
+def _activation_module(m: nn.Module) -> str:
+    """The vocabulary's name for an activation module, refused where its options change what it
+    computes (nn.GELU(approximate="tanh")); `inplace` changes nothing."""
+    name = ACTIVATION_MODULES[type(m)]
+    options = {k: v for k, v in vars(m).items() if not k.startswith("_") and k != "inplace"}
+    default = {k: v for k, v in vars(type(m)()).items() if not k.startswith("_")
+               and k != "inplace" and k != "training"}
+    options.pop("training", None)
+    if options != default:
+        raise Unsupported(f"uses {type(m).__name__} with {options}; sedsl's `{name}` is "
+                          f"{type(m).__name__}() with its defaults")
+    return name
 
 
 def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
@@ -403,7 +436,7 @@ def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
         raise Unsupported(f"calls {type(m).__name__} with {len(args)} arguments")
     x = _tensor(args[0], type(m).__name__)
     if type(m) in ACTIVATION_MODULES:
-        return Emit(ACTIVATION_MODULES[type(m)], {}, [x])
+        return Emit(_activation_module(m), {}, [x])
     if isinstance(m, nn.Identity):
         return x
     handler = _MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
@@ -423,7 +456,7 @@ def _conv(m: nn.Conv2d, x: T) -> Emit:
     elif m.padding == "same":
         if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
             raise Unsupported("pads an even kernel `same` (unequal padding)")
-        padding = (dilation[0] * (kernel[0] - 1) // 2, dilation[1] * (kernel[1] - 1) // 2)
+        padding = same_padding(kernel, dilation)
     else:
         padding = _pair(m.padding)
     return Emit("conv", {"c_out": m.out_channels, "kernel": kernel, "stride": _pair(m.stride),
@@ -498,19 +531,13 @@ _MODULES: dict[type, Callable[[Any, T], Any]] = {
     nn.ChannelShuffle: lambda m, x: Emit("channel_shuffle", {"groups": m.groups}, [x]),
 }
 
-_ACTIVATION_CALLS: dict[Any, str] = {
-    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.silu: "silu",
-    F.hardswish: "hardswish", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
-    F.hardsigmoid: "hardsigmoid", torch.tanh: "tanh", F.tanh: "tanh",
-}
-_ACTIVATION_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_"}
-
-
 def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     """A function or method call as an op (an Emit), a pass-through, or a plain value."""
     if kind == "call_method":
         return _method(str(target), args, kwargs)
     if target in _ACTIVATION_CALLS:
+        if any(k != "inplace" for k in kwargs) or len(args) > 2:
+            raise Unsupported(f"calls {target.__name__} with options {dict(kwargs)}")
         return Emit(_ACTIVATION_CALLS[target], {}, [_tensor(args[0], target.__name__)])
     if target in (operator.add, operator.iadd, torch.add):
         return _add(args, kwargs)
@@ -560,7 +587,7 @@ def _method(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     if name in ("contiguous",):
         return x
     if name in _ACTIVATION_METHODS:
-        return Emit(name.rstrip("_"), {}, [x])
+        return Emit(_ACTIVATION_METHODS[name], {}, [x])
     if name in ("add", "add_"):
         return _add(args, kwargs)
     if name in ("mul", "mul_"):
