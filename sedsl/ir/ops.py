@@ -365,6 +365,29 @@ CHANNEL_SHUFFLE = Op("channel_shuffle", (Arg("groups", "count"),), infer=_same,
 SCALE = Op("scale", (Arg("factor", "float"),), infer=_same, fresh=True, example="scale(0.2)",
            torch=lambda a, ins, out: TorchExpr(f"{{0}} * {a['factor']!r}"))
 
+
+def _pad_channels_infer(a: Attrs, ins: Shapes) -> Shape:
+    c, h, w = _spatial("pad_channels", ins[0])
+    if _int(a, "c_out") < c:
+        raise fail(f"`pad_channels({a['c_out']})` cannot drop channels: its input has {c}",
+                   "pad_channels only appends zero channels: pad the narrower tensor "
+                   "(ReXNet pads its shortcut up to the residual branch's width)")
+    return (_int(a, "c_out"), h, w)
+
+
+def _pad_channels_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    extra = out[0] - ins[0][0]
+    return TorchExpr(f"nn.functional.pad({{0}}, (0, 0, 0, 0, 0, {extra}))" if extra else "{0}")
+
+
+# Zero channels appended after the input's, up to c_out: a shortcut that adds to the first c_in
+# channels of a wider residual branch only (ReXNet: `out[:, :c_in] += x`). Adding zeros leaves
+# the other channels bit for bit, so `f(x) + pad(x)` equals timm's `cat([f(x)[:, :c] + x,
+# f(x)[:, c:]])`. No parameters; fvcore counts no pad (constant_pad_nd) and no add. Not `fresh`:
+# with nothing to pad, the lowering returns its input.
+PAD_CHANNELS = Op("pad_channels", (Arg("c_out", "count"),), infer=_pad_channels_infer,
+                  torch=_pad_channels_torch, example="pad_channels(64)")
+
 # --- merges and the SE internals (not callable from a spec) ---------------------------------------
 
 
@@ -633,7 +656,7 @@ OPS: dict[str, Op] = {
     for op in (
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
-        CHANNEL_SHUFFLE, SCALE,
+        CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )
