@@ -572,14 +572,13 @@ def _channel_conv_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
 
 
 def _channel_conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
-    c, _ = _sequence(ins[0], _int(a, "c_in"))
+    """An nn.Conv1d (timm's parameter layout) whose forward reshapes in and out, so that the
+    module's output is the node's (C x 1 x 1, or c_out x C x 1)."""
     k, mode = _int(a, "kernel"), str(a["padding"])
     pad = f", padding_mode={mode!r}" if mode != "zeros" else ""
     return TorchModule(
-        f"nn.Conv1d({a['c_in']}, {a['c_out']}, {k}, padding={(k - 1) // 2}{pad}, "
-        f"bias={a['bias']})",
-        call=f"{{m}}({{0}}.reshape({{0}}.shape[0], {a['c_in']}, {c}))"
-             f".reshape({{0}}.shape[0], {', '.join(map(str, out))})")
+        f"ChannelConv({a['c_in']}, {a['c_out']}, {k}, padding={(k - 1) // 2}{pad}, "
+        f"bias={a['bias']})", support=("ChannelConv",))
 
 
 # ECA's 1-D conv across channels (timm's EcaModule / CecaModule: a Conv1d over the squeezed
