@@ -43,6 +43,37 @@ def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Every parameter random (weights of fan-in n ~ N(0, 1/n), vectors ~ U(-0.2, 0.2)), then
+    random BN statistics and affine parameters (randomise_bn); eval mode. A reference's
+    zero-initialised layers (timm's GC add fusion, zero_init_last BNs) would otherwise hide a
+    mismatch behind zeros."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
+            else:
+                p.copy_(torch.rand(p.shape, generator=gen) * 0.4 - 0.2)
+    return randomise_bn(model, seed)
+
+
+def fvcore_count(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """fvcore's FlopCountAnalysis total on a zero batch of one, eval mode, warnings off: the count
+    of a reference model, taken without sedsl."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore traces with TorchScript, deprecated in torch
+        logging.getLogger("fvcore").setLevel(logging.ERROR)  # the ops it skips
+        from fvcore.nn import FlopCountAnalysis
+
+        analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, *shape))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return int(analysis.total())
+
+
 def assert_same_outputs(ours: nn.Module, theirs: nn.Module, shape: tuple[int, ...],
                         tol: float = 1e-4) -> None:
     """Eval-mode outputs on the same random batch agree within `tol` of their largest value."""

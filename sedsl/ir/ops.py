@@ -35,12 +35,10 @@ class Arg(Record):
 
 
 class TorchModule(Record):
-    """Lowered to a module: `source` constructs it, e.g. `nn.Conv2d(3, 64, 7, ...)`; `call`, if
-    given, is how forward calls it (`{m}` the module, `{0}`, `{1}`, ... the inputs); `support`
+    """Lowered to a module: `source` constructs it, e.g. `nn.Conv2d(3, 64, 7, ...)`; `support`
     names helper classes or functions (sedsl.targets.support) the generated code must define."""
 
     source: str
-    call: str = ""
     support: tuple[str, ...] = ()
 
 
@@ -390,6 +388,29 @@ SCALE = Op("scale", (Arg("factor", "float"),), infer=_same, fresh=True, example=
            torch=lambda a, ins, out: TorchExpr(f"{{0}} * {a['factor']!r}"),
            doc="multiply by a constant (Inception-ResNet's residual scaling)")
 
+
+def _pad_channels_infer(a: Attrs, ins: Shapes) -> Shape:
+    c, h, w = _spatial("pad_channels", ins[0])
+    if _int(a, "c_out") < c:
+        raise fail(f"`pad_channels({a['c_out']})` cannot drop channels: its input has {c}",
+                   "pad_channels only appends zero channels: pad the narrower tensor "
+                   "(ReXNet pads its shortcut up to the residual branch's width)")
+    return (_int(a, "c_out"), h, w)
+
+
+def _pad_channels_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    extra = out[0] - ins[0][0]
+    return TorchExpr(f"nn.functional.pad({{0}}, (0, 0, 0, 0, 0, {extra}))" if extra else "{0}")
+
+
+# Zero channels appended after the input's, up to c_out: a shortcut that adds to the first c_in
+# channels of a wider residual branch only (ReXNet: `out[:, :c_in] += x`). Adding zeros leaves
+# the other channels bit for bit, so `f(x) + pad(x)` equals timm's `cat([f(x)[:, :c] + x,
+# f(x)[:, c:]])`. No parameters; fvcore counts no pad (constant_pad_nd) and no add. Not `fresh`:
+# with nothing to pad, the lowering returns its input.
+PAD_CHANNELS = Op("pad_channels", (Arg("c_out", "count"),), infer=_pad_channels_infer,
+                  torch=_pad_channels_torch, example="pad_channels(64)")
+
 # --- merges and the SE internals (not callable from a spec) ---------------------------------------
 
 
@@ -578,14 +599,13 @@ def _channel_conv_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
 
 
 def _channel_conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
-    c, _ = _sequence(ins[0], _int(a, "c_in"))
+    """An nn.Conv1d (timm's parameter layout) whose forward reshapes in and out, so that the
+    module's output is the node's (C x 1 x 1, or c_out x C x 1)."""
     k, mode = _int(a, "kernel"), str(a["padding"])
     pad = f", padding_mode={mode!r}" if mode != "zeros" else ""
     return TorchModule(
-        f"nn.Conv1d({a['c_in']}, {a['c_out']}, {k}, padding={same_padding(k)[0]}{pad}, "
-        f"bias={a['bias']})",
-        call=f"{{m}}({{0}}.reshape({{0}}.shape[0], {a['c_in']}, {c}))"
-             f".reshape({{0}}.shape[0], {', '.join(map(str, out))})")
+        f"ChannelConv({a['c_in']}, {a['c_out']}, {k}, padding={same_padding(k)[0]}{pad}, "
+        f"bias={a['bias']})", support=("ChannelConv",))
 
 
 # ECA's 1-D conv across channels (timm's EcaModule / CecaModule: a Conv1d over the squeezed
@@ -672,7 +692,7 @@ OPS: dict[str, Op] = {
     for op in (
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
-        CHANNEL_SHUFFLE, SCALE,
+        CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )

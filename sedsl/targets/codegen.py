@@ -153,8 +153,6 @@ def _forward(g: Graph) -> list[str]:
         lowering = OPS[rec.op].torch(rec.attrs, input_shapes(g, name), rec.shape)
         if isinstance(lowering, TorchExpr):
             expr = lowering.template.format(*args)
-        elif lowering.call:
-            expr = lowering.call.format(*args, m=_attr(name))
         else:
             expr = f"{_attr(name)}({', '.join(args)})"
         for u in srcs:

@@ -90,6 +90,8 @@ def render(rec: Node) -> Call | None:
         return Call(f"scale({a['factor']!r})", ())
     if rec.op == "channel_shuffle":
         return Call(f"channel_shuffle({a['groups']})", ())
+    if rec.op == "pad_channels":
+        return Call("pad_channels({})", (("c", _int(a["c_out"])),))
     if rec.op in ("add", "concat", "mul", "squeeze", "se", "input"):
         return None
     return Call(rec.op, ())  # activations, global pools, flatten

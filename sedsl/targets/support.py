@@ -15,6 +15,17 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)
         x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)''',
+    # timm's EcaModule / CecaModule conv: the Conv1d over the squeezed channels, shaped back.
+    "ChannelConv": '''
+class ChannelConv(nn.Conv1d):
+    """ECA's 1-D conv across channels: a C x 1 x 1 vector (or F x C x 1, F features per
+    channel) read as a sequence over the C channels, convolved, returned as C x 1 x 1 (or
+    out_channels x C x 1), the node's shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        y = self._conv_forward(x.reshape(n, self.in_channels, -1), self.weight, self.bias)
+        return y.reshape(n, -1, 1, 1) if self.out_channels == 1 else y.unsqueeze(-1)''',
     # GCT (z-x-yang/GCT, mode l2) after its L2 embedding: alpha, gamma, beta of 1 x C x 1 x 1.
     "GCTNorm": '''
 class GCTNorm(nn.Module):
