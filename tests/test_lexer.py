@@ -64,6 +64,7 @@ def _textmate_words(key: str) -> set[str]:
 
 
 def test_textmate_grammar_matches_the_lexer() -> None:
+    """The editor grammar lists the tables' words (`python editors/update_words.py` rewrites it)."""
     assert TEXTMATE["scopeName"] == "source.sedsl" and "se" in TEXTMATE["fileTypes"]
     assert _textmate_words("keyword") == set(lexer.KEYWORDS) - {"block", "network"} | set(
         lexer.WORD_OPERATORS)
