@@ -26,7 +26,8 @@ def main() -> None:
     for scope, words in LISTS.items():
         pattern = re.compile(r'("name": "' + re.escape(scope) + r'",\s*"match": "\\\\b\()'
                              r"[a-z0-9_|]+(\))")
-        text, n = pattern.subn(lambda m: m.group(1) + "|".join(sorted(words)) + m.group(2), text)
+        joined = "|".join(sorted(words))
+        text, n = pattern.subn(lambda m, w=joined: m.group(1) + w + m.group(2), text)
         assert n == 1, f"no word list for {scope} in {GRAMMAR}"
     json.loads(text)  # still JSON
     GRAMMAR.write_text(text)
