@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sedsl.errors import CompilerError, Span, SpecError
+from sedsl.errors import (
+    CompilerError,
+    DataError,
+    DeviceError,
+    ModelError,
+    SedslError,
+    Span,
+    SpecError,
+    UsageError,
+)
 from sedsl.version import __version__
 
 if TYPE_CHECKING:
@@ -43,5 +52,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sedsl' has no attribute {name!r}")
 
 
-__all__ = ["CompilerError", "Network", "Span", "SpecError", "__version__", "from_torch", "load",
+__all__ = ["CompilerError", "DataError", "DeviceError", "ModelError", "Network", "SedslError",
+           "Span", "SpecError", "UsageError", "__version__", "from_torch", "load",
            "loads", "transfer_weights"]

@@ -1,4 +1,9 @@
-"""The one error type: a message about a place in a spec, rendered with the line and a caret."""
+"""The error family: every mistake sedsl reports to its user is a `SedslError` — a message and
+a hint, printed by the command as `error: ...` without a traceback. `SpecError` is the one about
+spec text (or an override of it): it carries a `Span` and renders the line with a caret. The
+others say which input was wrong: a torch model or weights (`ModelError`), a data source
+(`DataError`), a device (`DeviceError`), the command line (`UsageError`). A `CompilerError` is
+not in the family: it is a bug in sedsl."""
 
 from __future__ import annotations
 
@@ -33,14 +38,40 @@ class Span:
 NOWHERE = Span("<command line>", 1, 1, 1, 1)
 
 
-class SpecError(Exception):
+class SedslError(Exception):
+    """A mistake in what the user gave sedsl: what went wrong, and a hint."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"<sedsl>: error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
+
+
+class ModelError(SedslError):
+    """A torch model, module or weights file that sedsl cannot take as given."""
+
+
+class DataError(SedslError):
+    """A data source (folder, dataset name, file) that cannot be read as asked."""
+
+
+class DeviceError(SedslError):
+    """A device that is not there, or cannot hold what was asked."""
+
+
+class UsageError(SedslError):
+    """A command line that does not say what to do (exit status 2, as click's)."""
+
+
+class SpecError(SedslError):
     """A mistake in a spec (or in an override of one): what went wrong, where, and a hint."""
 
     def __init__(self, message: str, span: Span | None = None, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, hint)
         self.span = span
-        self.hint = hint
         self.rendered: str | None = None
 
     def render(self, sources: Mapping[str, str]) -> str:

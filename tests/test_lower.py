@@ -98,7 +98,7 @@ def test_state_dict_keys_read_like_the_spec() -> None:
 def test_transfer_weights_names_the_first_mismatch() -> None:
     theirs = timm.create_model("legacy_seresnet50")
     ours = compiled("se_resnext50.se").to_torch()
-    with pytest.raises(sedsl.SpecError, match=r"layer 2 of the source, layer1\.0\.conv1 "
+    with pytest.raises(sedsl.ModelError, match=r"layer 2 of the source, layer1\.0\.conv1 "
                        r"\(weight 64x64x1x1\), fed by layer0\.bn1, fits no layer of the target; "
                        r"the target's next unmatched layer is conv2\.block1\.conv1 "
                        r"\(weight 128x64x1x1\)"):
@@ -108,7 +108,7 @@ def test_transfer_weights_names_the_first_mismatch() -> None:
 def test_transfer_weights_counts_tensors() -> None:
     ours = compiled("se_resnet50.se").to_torch()
     state = dict(list(ours.state_dict().items())[:-1])  # drop the classifier bias
-    with pytest.raises(sedsl.SpecError, match=r"the first without a partner is head\.fc\.bias"):
+    with pytest.raises(sedsl.ModelError, match=r"the first without a partner is head\.fc\.bias"):
         sedsl.transfer_weights(state, ours)
 
 

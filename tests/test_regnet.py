@@ -49,7 +49,7 @@ def test_outputs_equal_torchvision(fused: bool) -> None:
 def test_transfer_names_the_tensor_without_a_partner() -> None:
     theirs = tvm.regnet_y_400mf()
     ours = compiled("regnet_y.se", size="800mf").to_torch()
-    with pytest.raises(sedsl.SpecError, match=(
+    with pytest.raises(sedsl.ModelError, match=(
             r"layer 2 of the source, trunk_output\.block1\.block1-0\.proj\.0 \(weight 48x32x1x1\), "
             r"fed by stem\.1, fits no layer of the target; the target's next unmatched layer is "
             r"s1\.block1\.conv1 \(weight 64x32x1x1\)")):

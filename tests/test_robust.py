@@ -357,7 +357,7 @@ def test_meta_device_builds_any_size_without_memory() -> None:
 
 
 def test_to_torch_refuses_what_does_not_fit() -> None:
-    with pytest.raises(sedsl.SpecError, match=r"(?s)needs about .*device=\"meta\""):
+    with pytest.raises(sedsl.DeviceError, match=r"(?s)needs about .*device=\"meta\""):
         sedsl.loads(HUGE).to_torch()
 
 
@@ -366,7 +366,6 @@ def test_the_memory_estimate_counts_buffers_as_torch_does(monkeypatch: pytest.Mo
     elements as parameters, and the estimate must count both, as torch's module holds them."""
     import torch
 
-
     net = sedsl.loads("network bns {\n  input 64x4x4\n  bn * 50\n  flatten\n}\n")
     model = net.to_torch(device="meta")
     params = sum(p.numel() for p in model.parameters())
@@ -374,7 +373,7 @@ def test_the_memory_estimate_counts_buffers_as_torch_does(monkeypatch: pytest.Mo
     assert state > 1.9 * params
     itemsize = torch.get_default_dtype().itemsize
     monkeypatch.setattr(memory, "free_memory", lambda kind, device: (state - 1) * itemsize)
-    with pytest.raises(sedsl.SpecError, match=f"{state:,} parameters and buffers"):
+    with pytest.raises(sedsl.DeviceError, match=f"{state:,} parameters and buffers"):
         net.to_torch()
     monkeypatch.setattr(memory, "free_memory", lambda kind, device: state * itemsize)
     assert isinstance(net.to_torch(), torch.nn.Module)

@@ -9,7 +9,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from sedsl.errors import SpecError
+from sedsl.errors import DeviceError
 
 
 def setup() -> tuple[int, int]:
@@ -31,16 +31,16 @@ def device(name: str = "auto") -> torch.device:
     try:
         where = torch.device(name)
     except RuntimeError:
-        raise SpecError(f"unknown device `{name}`", None, "auto, cpu, cuda or cuda:N") from None
+        raise DeviceError(f"unknown device `{name}`", "auto, cpu, cuda or cuda:N") from None
     if where.type == "cuda":
         if not torch.cuda.is_available():
-            raise SpecError(f"no CUDA device here for `--device {name}`", None,
+            raise DeviceError(f"no CUDA device here for `--device {name}`",
                             "train on the CPU: --device cpu")
         if where.index is None:
             where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(where)
     elif where.type != "cpu":
-        raise SpecError(f"training runs on cpu or cuda, not `{name}`", None,
+        raise DeviceError(f"training runs on cpu or cuda, not `{name}`",
                         "auto, cpu, cuda or cuda:N")
     return where
 

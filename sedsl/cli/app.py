@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from sedsl.errors import NOWHERE, Span, SpecError
+from sedsl.errors import NOWHERE, SedslError, Span, SpecError, UsageError
 from sedsl.language import numbers
 from sedsl.version import __version__
 
@@ -30,17 +30,18 @@ BUG_REPORTS = "the sedsl issue tracker"
 
 
 class _Guarded(TyperGroup):
-    """Runs every command so that no user mistake ends in a traceback: a SpecError prints as
-    file:line:col and exits 1; anything unexpected is reported as a bug in sedsl and exits 3."""
+    """Runs every command so that no user mistake ends in a traceback: a SedslError prints (a
+    SpecError as file:line:col) and exits 1, or 2 for a UsageError; anything unexpected is
+    reported as a bug in sedsl and exits 3."""
 
     def invoke(self, ctx: Any) -> Any:  # a click Context (vendored by typer or not)
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort):
             raise
-        except SpecError as e:
+        except SedslError as e:
             _show(e)
-            raise typer.Exit(SPEC_ERROR) from None
+            raise typer.Exit(USAGE_ERROR if isinstance(e, UsageError) else SPEC_ERROR) from None
         except KeyboardInterrupt:
             sys.stderr.write("sedsl: interrupted\n")
             raise typer.Exit(INTERRUPTED) from None
@@ -123,7 +124,7 @@ def _spec_errors() -> Iterator[None]:
         raise typer.Exit(SPEC_ERROR) from None
 
 
-def _show(e: SpecError) -> None:
+def _show(e: SedslError) -> None:
     """The error on stderr; on a terminal (unless NO_COLOR is set) with the spec line
     highlighted."""
     text = str(e)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from sedsl.errors import SpecError
+from sedsl.errors import DeviceError
 
 
 def check_parameter_memory(network: str, params: int, device: str | None, check: bool) -> None:
@@ -15,17 +15,17 @@ def check_parameter_memory(network: str, params: int, device: str | None, check:
     import torch
 
     if params >= 2**62:  # past what a torch tensor can index, even on the meta device
-        raise SpecError(f"{network} has {params:.3g} parameters: more than torch can hold", None)
+        raise DeviceError(f"{network} has {params:.3g} parameters: more than torch can hold")
     kind = torch.device(device).type if device is not None else "cpu"
     if not check or kind == "meta":
         return
     need = params * torch.get_default_dtype().itemsize
     free = free_memory(kind, device)
     if free is not None and need > free:
-        raise SpecError(
+        raise DeviceError(
             f"{network} needs about {_bytes(need)} for its {params:,} parameters and buffers, "
             f"more than the "
-            f"{_bytes(free)} free on {kind}", None,
+            f"{_bytes(free)} free on {kind}",
             "build it without memory with to_torch(device=\"meta\"), or try anyway with "
             "check_memory=False")
 

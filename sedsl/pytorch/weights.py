@@ -24,7 +24,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from sedsl.errors import SpecError
+from sedsl.errors import ModelError
 
 Tensors = list[tuple[str, torch.Tensor]]
 
@@ -143,8 +143,8 @@ def trace_units(model: nn.Module, input_shape: Sequence[int]) -> list[Unit]:
         with torch.no_grad(), tracer:
             model.eval()(torch.zeros(1, *input_shape))
     except Exception as e:  # the model's own forward failed: say on what
-        raise SpecError(f"cannot run {type(model).__name__} on a {tuple(input_shape)} input to "
-                        f"see its structure: {e}", None,
+        raise ModelError(f"cannot run {type(model).__name__} on a {tuple(input_shape)} input to "
+                        f"see its structure: {e}",
                         "pass input=(C, H, W) that both models accept") from None
     finally:
         model.train(was_training)
@@ -171,12 +171,12 @@ def match_units(theirs: list[Unit], ours: list[Unit]) -> list[tuple[Unit, Unit]]
         same = [j for j in free if ours[j].signature == unit.signature]
         fits = [j for j in same if ours[j].feeds == want]
         if not fits:
-            raise SpecError(_no_partner(i, unit, theirs, ours, same, free), None,
+            raise ModelError(_no_partner(i, unit, theirs, ours, same, free),
                             "the two models differ in structure here; the units before it matched")
         partner[i] = fits[0]
         free.remove(fits[0])
     if free:
-        raise SpecError(f"the source has {len(theirs)} layers with tensors and the target "
+        raise ModelError(f"the source has {len(theirs)} layers with tensors and the target "
                         f"{len(ours)}; the first without a partner is {ours[free[0]].describe()}")
     return [(theirs[i], ours[j]) for i, j in partner.items()]
 
@@ -208,8 +208,8 @@ def transfer_weights(src: Any, dst: nn.Module,
     if isinstance(src, nn.Module):
         shape = input or input_shape_of(dst) or input_shape_of(src)
         if shape is None:
-            raise SpecError("transfer_weights needs the input shape to run the two models",
-                            None, "pass input=(C, H, W)")
+            raise ModelError("transfer_weights needs the input shape to run the two models",
+                             "pass input=(C, H, W)")
         pairs = [pair for a, b in match_units(*_trace_both(src, dst, shape))
                  for pair in zip(a.tensors, b.tensors, strict=True)]
     elif isinstance(src, Mapping):
@@ -231,7 +231,7 @@ def _trace_both(src: nn.Module, dst: nn.Module,
     if small != tuple(shape):
         try:
             return trace_units(src, small), trace_units(dst, small)
-        except SpecError:
+        except ModelError:
             pass
     return trace_units(src, shape), trace_units(dst, shape)
 
@@ -241,12 +241,12 @@ def _in_order(state: Mapping[str, torch.Tensor], dst: nn.Module) -> list[tuple[A
     ours = [(k, v) for k, v in dst.state_dict(keep_vars=True).items() if _kept(k)]
     for i, ((src_key, s), (dst_key, d)) in enumerate(zip(theirs, ours, strict=False)):
         if _core(s.shape) != _core(d.shape):
-            raise SpecError(
+            raise ModelError(
                 f"tensor {i}: {src_key} {tuple(s.shape)} does not fit {dst_key} {tuple(d.shape)}",
-                None, "the two models differ in structure at this point (a state dict is paired "
+                "the two models differ in structure at this point (a state dict is paired "
                 "in its own order; pass the module to match by structure)")
     if len(theirs) != len(ours):
         extra = theirs[len(ours)][0] if len(theirs) > len(ours) else ours[len(theirs)][0]
-        raise SpecError(f"the source has {len(theirs)} tensors and the target {len(ours)}; "
+        raise ModelError(f"the source has {len(theirs)} tensors and the target {len(ours)}; "
                         f"the first without a partner is {extra}")
     return list(zip(theirs, ours, strict=True))
