@@ -118,21 +118,21 @@ class Step(Record):
     """One node of an attention block: a kind of STEP_KINDS applied to `inputs` ("x": the
     tensor the block recalibrates; "prev": the previous step's output; or an earlier step's
     name; none given: the kind's own, `("prev",)`, or `("x", "prev")` for scale and shift),
-    with constants of its own in `args`. `when` keeps the step only where a setting has a
-    value (Gather-Excite's optional parts)."""
+    with constants of its own in `args`. `when` keeps the step only where every named setting
+    has the given value (Gather-Excite's optional parts)."""
 
     name: str  # local name: <block>.se.<name>
     kind: str
     width: str | int | None = None  # fc/conv steps: "rd", "c" or a number
     inputs: tuple[str, ...] = ()
     args: tuple[tuple[str, Any], ...] = ()
-    when: tuple[str, Any] | None = None
+    when: tuple[tuple[str, Any], ...] = ()  # (setting, value) pairs that must all hold
 
     def arg(self, name: str, default: Any = None) -> Any:
         return dict(self.args).get(name, default)
 
     def kept(self, s: SeSettings) -> bool:
-        return self.when is None or getattr(s, self.when[0]) == self.when[1]
+        return all(getattr(s, name) == value for name, value in self.when)
 
     def sources(self) -> tuple[str, ...]:
         """The step's inputs, its kind's own where it names none."""
@@ -322,6 +322,22 @@ _COORD = (
     Step("scale", "scale", inputs=("scale_w", "gate_h")),
 )
 
+_CONV_GATHER = (("gather", "conv"),)
+# Gather-Excite at global extent. theta-minus (gather = mean): the mean, no parameters. theta
+# (gather = conv): a depthwise conv whose kernel is the whole map, no bias, then BN (the
+# authors' RN50-GEP.prototxt). theta-plus (mlp = true): after the conv gather and its BN the
+# `excite` activation (ReLU), then SE's MLP with biases (RN50-GEPP.prototxt: gather/bn,
+# gather/relu, excite/1x1_down, relu, excite/1x1_up); after the mean, the MLP directly (timm's
+# GatherExcite: mean, ConvMlp).
+_GE = (
+    Step("squeeze", "squeeze", when=(("gather", "mean"),)),
+    Step("gather", "conv", "c", args=(("kernel", "full"), ("groups", "c")), when=_CONV_GATHER),
+    Step("gather_bn", "bn", when=_CONV_GATHER),
+    Step("gather_act", "excite", when=(*_CONV_GATHER, ("mlp", True))),
+    *(Step(s.name, s.kind, s.width, when=(("mlp", True),)) for s in _MLP),
+    Step("gate", "gate"), _SCALE,
+)
+
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("se", (_SQUEEZE, *_MLP, Step("gate", "gate"), _SCALE),
             "the paper's block: squeeze, FC to C/r, excite, FC back to C, gate, scale",
@@ -344,14 +360,12 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
                      Step("gate", "gate"), _SCALE),
             "ECA with an MLP: 1 -> rd features per channel, then k taps back to one",
             "timm EcaModule(use_mlp=True)", (("ratio", 8), ("round", 8))),
-    Variant("ge", (Step("squeeze", "squeeze", when=("gather", "mean")),
-                   Step("gather", "conv", "c", args=(("kernel", "full"), ("groups", "c"))),
-                   Step("gather_bn", "bn", when=("gather", "conv")),
-                   *(Step(s.name, s.kind, s.width, when=("mlp", True)) for s in _MLP),
-                   Step("gate", "gate"), _SCALE),
+    Variant("ge", _GE,
             "Gather-Excite at global extent: gather = mean (theta-minus, no parameters) or a "
             "depthwise conv over the whole map with BN (theta); mlp = true adds an MLP "
-            "(theta-plus)", "Hu et al. 2018, Gather-Excite; timm GatherExcite's equations",
+            "(theta-plus: after the conv gather, BN and ReLU as the authors' release has it)",
+            "Hu et al. 2018, Gather-Excite: the authors' Caffe release (hujie-frank/GENet, "
+            "RN50-GEP / RN50-GEPP.prototxt); timm GatherExcite for gather = mean",
             (*_TIMM,)),
     Variant("gc", _gc(_SCALE), "GCNet: softmax attention pooling, an MLP with layer norm, "
             "x * sigmoid(t)", "timm GlobalContext", (("ratio", 8), *_TIMM)),
