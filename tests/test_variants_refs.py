@@ -7,14 +7,15 @@ module (tests/attention_references.py; smp's own `SCSEModule` for scse): paramet
 (fvcore on the reference, sedsl's analytic count, fvcore on sedsl's plain lowering) and eval
 outputs after copying the weights, with every constant-initialised parameter (SRM's cfc, GCT's
 alpha, gamma, beta) and every BN randomised first. Mutants of sedsl's tables show each check can
-fail.
+fail. Also here: `init = identity` (issue 19, item 6) and the variants table of docs/language.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from tests.attention_references import GCT, SRM, GatherExcite, SimAM
 from tests.references import n_params, randomise_bn
 
 timm = pytest.importorskip("timm")
+tvm = pytest.importorskip("torchvision.models")
 smp_modules = pytest.importorskip("segmentation_models_pytorch.base.modules")
 resnet = pytest.importorskip("timm.models.resnet")
 
@@ -362,3 +364,92 @@ def test_a_wrong_epsilon_is_caught(mutant: str, monkeypatch: pytest.MonkeyPatch)
     patch(monkeypatch)
     with pytest.raises(AssertionError):
         _one_block(case)
+
+
+# --- init = identity ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _resnet50() -> Iterator[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(0)
+    model = randomise_bn(tvm.resnet50())
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        yield model, x, model(x)
+
+
+@pytest.mark.parametrize("variant", ["gca", "gct", "scse"])
+def test_identity_init_keeps_an_imported_resnet50(variant: str) -> None:
+    """Issue 19's "done when": SE rules on an imported torchvision ResNet-50 with
+    `init = identity` give the original's outputs; the default start does not."""
+    with _resnet50() as (model, x, expected):
+        rules = f"variant = {variant}; SETTING; at residual.end"
+        net = sedsl.from_torch(model, input=(3, SIZE, SIZE),
+                               se=rules.replace("SETTING", "init = identity"))
+        assert net.cost().overhead.params > 0
+        with torch.no_grad():
+            got = net.to_torch().eval()(x)
+        assert torch.allclose(got, expected)
+        assert torch.equal(got, expected)  # exactly: x + 0, x * (1 + tanh 0), x/2 + x/2
+        plain = sedsl.from_torch(model, input=(3, SIZE, SIZE), se=rules.replace("SETTING; ", ""))
+        with torch.no_grad():  # GCT's release starts as the identity anyway (gamma, beta 0)
+            assert torch.allclose(plain.to_torch().eval()(x), expected) == (variant == "gct")
+
+
+def test_identity_init_survives_the_importers_se_initialisation() -> None:
+    """The importer re-initialises SE convs (Caffe's msra filler) but not those `init` fixed."""
+    with _resnet50() as (model, _, _):
+        net = sedsl.from_torch(model, input=(3, SIZE, SIZE),
+                               se="variant = gca; init = identity; at residual.end in layer4")
+        torch_model = net.to_torch(fused=False)
+        fixed = {n for n, r in records(net.ir) if "init" in r.attrs}
+        assert fixed == {f"layer4.{i}.se.fc2" for i in range(3)}
+        for name, module in torch_model.named_modules():
+            if isinstance(module, nn.Conv2d) and ".se." in name:
+                assert (module.weight.abs().sum() == 0) == (name in fixed), name
+
+
+def test_identity_init_in_a_spec_keeps_the_base_network() -> None:
+    """Without an import: the SE network with the base network's weights computes the base."""
+    network = _small_spec("variant = gca\ninit = identity\n")
+    base = randomise_bn(network.to_torch(fused=False, se=False))
+    ours = network.to_torch(fused=False).eval()
+    missing, unexpected = ours.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(".se." in k for k in missing)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(ours(x), base(x))
+    source = network.source()
+    assert "nn.init.zeros_(self.conv2.block1.se.fc2.weight)" in source
+    assert "nn.init.zeros_(self.conv2.block1.se.fc2.bias)" in source
+
+
+def test_identity_init_gct_zeroes_gamma_and_beta() -> None:
+    source = _small_spec("variant = gct\ninit = identity\n").source()
+    assert "nn.init.zeros_(self.conv3.block1.se.norm.gamma)" in source
+    assert "nn.init.zeros_(self.conv3.block1.se.norm.beta)" in source
+    assert "alpha" not in source.split("def forward")[-1]
+
+
+@pytest.mark.parametrize("variant", sorted(set(se_ir.VARIANTS) - {"gca", "gct", "scse"}))
+def test_identity_init_is_refused_where_the_gate_cannot_be_one(variant: str) -> None:
+    with pytest.raises(sedsl.SpecError, match=r"needs a variant that can start as the identity "
+                                              r"\(gca, gct, scse\)") as err:
+        _small_spec(f"variant = {variant}\ninit = identity\n")
+    assert f"`{variant}` cannot" in str(err.value)
+
+
+def test_identity_init_needs_the_gate_it_was_designed_for() -> None:
+    with pytest.raises(sedsl.SpecError, match="only with gate = tanh, not sigmoid"):
+        _small_spec("variant = gct\ngate = sigmoid\ninit = identity\n")
+
+
+def test_identity_init_in_a_rule_and_bad_values() -> None:
+    text = SMALL.replace("SETTINGS", "variant = gca\n").replace(
+        "at residual.end in conv2..conv5", "at residual.end in conv2..conv5\n"
+        "  at residual.end in conv3 { init = identity }")
+    network = sedsl.loads(text, path=str(ROOT / "specs" / "small_attention.se"))
+    assert {n: r.attrs["init"] for n, r in records(network.ir) if "init" in r.attrs} \
+        == {"conv3.block1.se.fc2": "zero"}
+    with pytest.raises(sedsl.SpecError, match="`init` cannot be `zero`"):
+        _small_spec("variant = gca\ninit = zero\n")

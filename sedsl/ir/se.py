@@ -44,6 +44,7 @@ class SeSettings:
     spatial_kernel: int = 7  # CBAM's spatial gate: a k x k conv
     gather: str = "mean"  # Gather-Excite: mean (theta-minus) or conv (theta: depthwise, full map)
     mlp: bool = False  # Gather-Excite: an MLP after the gather (theta-plus)
+    init: str = "default"  # identity: the block starts as x -> x (Variant.identity)
     enabled: bool = True  # false: no SE block (the base network)
     given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
@@ -253,9 +254,22 @@ STEP_KINDS: dict[str, StepKind] = {k.name: k for k in (
 # --- variants: the attention family ---------------------------------------------------------------
 
 
+class IdentityInit(Record):
+    """How a variant starts as the identity (`init = identity`), so that blocks inserted into a
+    pretrained network leave its outputs unchanged until training moves them: the steps whose
+    node starts at a fixed value (`init`, an attribute of the node that its op's lowering
+    applies after constructing the module: "zero" sets a conv's weight and bias to 0, "open"
+    GCT's gamma and beta), and the settings under which that makes the block exactly x -> x."""
+
+    marks: tuple[tuple[str, str], ...]  # (step name, init)
+    needs: tuple[tuple[str, Any], ...]  # (setting, value) the identity holds under
+    how: str  # why the block is then x -> x (docs)
+
+
 class Variant(Record):
     """A kind of attention block: its steps, its reference, and the reference's defaults for
-    the settings a spec does not set."""
+    the settings a spec does not set. `identity`: how it can start as the identity (None: its
+    gate cannot be exactly 1 with a gradient, and `init = identity` is refused)."""
 
     name: str
     steps: tuple[Step, ...]
@@ -263,6 +277,7 @@ class Variant(Record):
     reference: str = ""
     defaults: tuple[tuple[str, Any], ...] = ()
     fused: bool = False  # the fused op (sedsl.pytorch.kernels) computes exactly these steps
+    identity: IdentityInit | None = None
 
     def steps_for(self, s: SeSettings) -> tuple[Step, ...]:
         """The steps these settings keep (see Step.when)."""
@@ -371,7 +386,9 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             "x * sigmoid(t)", "timm GlobalContext", (("ratio", 8), *_TIMM)),
     Variant("gca", _gc(Step("shift", "shift")),
             "GCNet with add fusion: x + t", "timm GlobalContext(fuse_add=True, "
-            "fuse_scale=False)", (("ratio", 8), *_TIMM)),
+            "fuse_scale=False)", (("ratio", 8), *_TIMM),
+            identity=IdentityInit((("fc2", "zero"),), (),
+                                  "fc2's weight and bias 0: t = 0, x + t = x")),
     Variant("cbam", _cbam(light=False), "CBAM: a channel gate (shared MLP on mean and max), "
             "then a spatial gate (k x k conv and BN on the mean and max over channels)",
             "timm CbamModule", (*_TIMM, ("bias", False))),
@@ -392,7 +409,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("gct", (Step("embed", "squeeze", args=(("mode", "l2"),)), Step("norm", "norm"),
                     Step("gate", "gate"), Step("scale", "scale", args=(("offset", 1.0),))),
             "GCT: the L2 embedding per channel, normalised across channels, x * (1 + tanh)",
-            "official GCT code (z-x-yang/GCT)", (("gate", "tanh"),)),
+            "official GCT code (z-x-yang/GCT)", (("gate", "tanh"),),
+            identity=IdentityInit((("norm", "open"),), (("gate", "tanh"),),
+                                  "gamma and beta 0 (the release's own start): the gate is "
+                                  "1 + tanh(0) = 1")),
     Variant("simam", (Step("energy", "energy", inputs=("x",)), Step("gate", "gate"),
                       _SCALE),
             "SimAM: a parameter-free per-element energy, x * sigmoid(energy)",
@@ -403,8 +423,37 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
                      Step("sse_gate", "gate"), Step("sse", "scale"),
                      Step("sum", "add", inputs=("cse", "sse"))),
             "concurrent spatial and channel SE: x * cSE(x) + x * sSE(x)",
-            "segmentation_models_pytorch SCSEModule", (("round", "floor"),)),
+            "segmentation_models_pytorch SCSEModule", (("round", "floor"),),
+            identity=IdentityInit((("fc2", "zero"), ("sse_conv", "zero")),
+                                  (("gate", "sigmoid"),),
+                                  "fc2 and sse_conv 0: both gates sigmoid(0) = 1/2, and "
+                                  "x / 2 + x / 2 = x exactly")),
 )}
+
+
+def identity_problem(s: SeSettings) -> str | None:
+    """Why `init = identity` cannot hold for these (resolved) settings, or None when it can."""
+    if s.init != "identity":
+        return None
+    identity = VARIANTS[s.variant].identity
+    able = ", ".join(n for n, v in VARIANTS.items() if v.identity is not None)
+    if identity is None:
+        return (f"`init = identity` needs a variant that can start as the identity ({able}); "
+                f"`{s.variant}` cannot: " + _NOT_IDENTITY.get(s.variant, _GATED))
+    for name, value in identity.needs:
+        if getattr(s, name) != value:
+            return (f"`init = identity` makes `{s.variant}` the identity only with "
+                    f"{name} = {value}, not {getattr(s, name)}")
+    return None
+
+
+_GATED = ("its output is x times a gate (a sigmoid or hard sigmoid), which is 1 only where it "
+          "saturates, and a saturated gate passes no gradient, so the block could never learn")
+_NOT_IDENTITY = {
+    "simam": "it has no parameters to start from: its gate depends on x alone",
+    "srm": "its gate is sigmoid(BN(cfc . style)); with cfc = 0 it is sigmoid(BN's bias), which is "
+           "1 only where the sigmoid saturates and passes no gradient",
+}
 
 
 def step_kind_supported(variant: Variant, s: SeSettings) -> bool:
@@ -421,6 +470,7 @@ SYMBOLS: dict[str, frozenset[str]] = {
     "gate": frozenset(GATES),
     "kernel": frozenset({"auto"}),
     "gather": frozenset({"mean", "conv"}),
+    "init": frozenset({"default", "identity"}),
 }
 SETTINGS = tuple(f.name for f in fields(SeSettings) if f.name != "given")
 
