@@ -453,3 +453,56 @@ def test_identity_init_in_a_rule_and_bad_values() -> None:
         == {"conv3.block1.se.fc2": "zero"}
     with pytest.raises(sedsl.SpecError, match="`init` cannot be `zero`"):
         _small_spec("variant = gca\ninit = zero\n")
+
+
+# --- docs: the variants table -------------------------------------------------------------------
+
+
+def _doc_rows(marker: str) -> dict[str, list[str]]:
+    """The rows of the table after `<!-- marker -->` in docs/language.md, by their first cell."""
+    text = (ROOT / "docs" / "language.md").read_text()
+    rows = {}
+    for line in text.split(f"<!-- {marker} -->")[1].strip().splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def _defaults(v: se_ir.Variant) -> str:
+    return ", ".join(f"{k} = {str(x).lower() if isinstance(x, bool) else x}"
+                     for k, x in dict(v.defaults).items()) or "—"
+
+
+def _per_block(settings: str, formulas: list[str]) -> None:
+    """The table's parameter and FLOP formulas for one block on a 64 x 8 x 6 map (H != W, so
+    that swapping them shows) equal the cost model's overhead."""
+    c, h, w = 64, 8, 6
+    network = sedsl.loads(f"network one {{\n  input {c}x{h}x{w}\n  unit = {{ bn }}\n}}\n"
+                          f"se {{\n{settings}  at block.end\n}}\n")
+    tag = next(r.se for _, r in records(network.ir) if r.se is not None)
+    names = {"C": c, "H": h, "W": w, "d": tag.rd_channels, "k": tag.settings.eca_kernel(c),
+             "s": tag.settings.spatial_kernel}
+    params, flops = (eval(f.strip("`").replace("·", "*"), {}, names) for f in formulas)
+    overhead = network.cost().overhead
+    assert (params, flops) == (overhead.params, overhead.flops), settings
+
+
+def test_language_doc_lists_every_variant() -> None:
+    rows = _doc_rows("variants table")
+    assert list(rows) == list(se_ir.VARIANTS)
+    for name, v in se_ir.VARIANTS.items():
+        steps = ", ".join(s.name + ("?" if s.when else "") for s in v.steps)
+        assert rows[name][1] == steps, name
+        assert rows[name][4] == _defaults(v), name
+        assert rows[name][5].startswith("yes" if v.identity else "no"), name
+        if name != "ge":
+            _per_block(f"variant = {name}\n", rows[name][2:4])
+
+
+def test_language_doc_gather_excite_table() -> None:
+    rows = _doc_rows("gather-excite table")
+    assert len(rows) == 4
+    for settings, cells in rows.items():
+        _per_block("variant = ge\n" + settings.replace(", ", "\n") + "\n", cells[2:4])
