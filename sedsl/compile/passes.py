@@ -23,6 +23,7 @@ from sedsl.ir.se import (
     SeConfig,
     SeRule,
     SeSettings,
+    identity_problem,
     step_kind_supported,
 )
 from sedsl.ir.vocab import KERNEL_ACTIVATIONS, KERNEL_SQUEEZES
@@ -310,6 +311,10 @@ def _se_nodes(g: Graph, ins: Insertion, u: str,
         raise SpecError(f"an SE block needs a CxHxW feature map; {ins.block} has a flat one here",
                         ins.span)
     steps = VARIANTS[s.variant].steps_for(s)
+    problem, identity = identity_problem(s), VARIANTS[s.variant].identity
+    if problem is not None:  # se_rules refuses these; settings made in Python may not be
+        raise SpecError(problem, ins.span)
+    marks = dict(identity.marks) if s.init == "identity" and identity is not None else {}
     base = shape[0] if ins.in_channels is None else ins.in_channels
     rd = s.reduced(base)
     if rd < 1 and any("rd" in (step.width, step.arg("c_in")) for step in steps):
@@ -325,6 +330,8 @@ def _se_nodes(g: Graph, ins: Insertion, u: str,
     for step in steps:
         names["prev"], shapes["prev"] = names.get("prev", u), shapes.get("prev", shape)
         op, attrs = STEP_KINDS[step.kind].build(step, Block(s, shape, rd, dict(shapes)))
+        if step.name in marks:  # init = identity: the lowering starts this node at `init`
+            attrs = {**attrs, "init": marks[step.name]}
         srcs = [names[i] for i in step.sources()]
         try:
             out = OPS[op].infer(attrs, [shapes[i] for i in step.sources()])

@@ -12,7 +12,15 @@ from fractions import Fraction
 from typing import Any
 
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
-from sedsl.ir.se import ALIASES, SETTINGS, SYMBOLS, SeConfig, SeRule, SeSettings
+from sedsl.ir.se import (
+    ALIASES,
+    SETTINGS,
+    SYMBOLS,
+    SeConfig,
+    SeRule,
+    SeSettings,
+    identity_problem,
+)
 from sedsl.language import ast
 from sedsl.language.evaluate import Env, Evaluator, Value, parse_text
 
@@ -46,7 +54,12 @@ def _rule(rule: ast.Rule, settings: SeSettings, ev: Evaluator, env: Env) -> SeRu
                         "parallel branch), or standard / pre / post / identity; "
                         "use `after LAYER` for a layer")
     ranges = tuple((r.first, r.last, r.span) for r in rule.ranges)
-    return SeRule(rule.where, target, ranges, rule.kinds, settings.set(**own), rule.span)
+    mine = settings.set(**own)
+    problem = identity_problem(mine.resolved())
+    if problem is not None:
+        raise SpecError(problem, rule.span, "variants that cannot start as the identity start "
+                        "as their reference does (init = default)")
+    return SeRule(rule.where, target, ranges, rule.kinds, mine, rule.span)
 
 
 def _setting(s: ast.Setting, ev: Evaluator, env: Env) -> Any:

@@ -36,10 +36,13 @@ class Arg(Record):
 
 class TorchModule(Record):
     """Lowered to a module: `source` constructs it, e.g. `nn.Conv2d(3, 64, 7, ...)`; `support`
-    names helper classes or functions (sedsl.targets.support) the generated code must define."""
+    names helper classes or functions (sedsl.targets.support) the generated code must define;
+    `init`, statements run right after constructing it (`{m}` the module): a node's `init`
+    attribute (`init = identity`, sedsl.ir.se.IdentityInit) as code."""
 
     source: str
     support: tuple[str, ...] = ()
+    init: tuple[str, ...] = ()
 
 
 class TorchExpr(Record):
@@ -192,7 +195,15 @@ def _conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
         if a[k] != default
     )
     return TorchModule(f"nn.Conv2d({ins[0][0]}, {a['c_out']}, {_src(a['kernel'])}{extra}, "
-                       f"bias={a['bias']})")
+                       f"bias={a['bias']})", init=_zero_init(a, ("weight", "bias")))
+
+
+def _zero_init(a: Attrs, names: tuple[str, ...]) -> tuple[str, ...]:
+    """init = "zero": these parameters of the module start at 0 (`bias` where it has one)."""
+    if a.get("init") is None:
+        return ()
+    assert a["init"] == "zero", f"a conv starts at zero or as constructed, not {a['init']!r}"
+    return tuple(f"nn.init.zeros_({{m}}.{n})" for n in names if n != "bias" or a.get("bias"))
 
 
 def same_padding(kernel: Attr, dilation: Attr = 1) -> tuple[int, int]:
@@ -653,13 +664,23 @@ ATTN_POOL = Op("attn_pool", (),
                infer=_attn_pool_infer, torch=_attn_pool_torch, arity=2,
                user=False, fresh=True, macs=lambda a, ins, out: numel(ins[0]),
                fvcore=lambda a, ins, out: numel(ins[0]), activations=lambda a, ins, out: numel(out))
+
+
+def _gct_norm_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    """init = "open": gamma and beta 0, so that GCT's gate 1 + tanh(.) is 1 (the release starts
+    there too; the statements keep it so whatever initialises the network's other layers)."""
+    assert a.get("init") in (None, "open"), f"GCT's norm cannot start as {a['init']!r}"
+    init = ("nn.init.zeros_({m}.gamma)", "nn.init.zeros_({m}.beta)") if a.get("init") else ()
+    return TorchModule(f"GCTNorm({ins[0][0]}, eps={a['eps']!r})", support=("GCTNorm",),
+                       init=init)
+
+
 # GCT's normalisation of its L2 embedding s (official GCT code): e = alpha * s,
 # gamma * e / sqrt(mean_c(e^2) + eps) + beta; three parameters per channel.
 GCT_NORM = Op("gct_norm", (),
               doc="GCT's channel normalisation of its L2 embedding (alpha, gamma, beta)",
               infer=_same, user=False, fresh=True, params=_per_channel(3),
-              torch=lambda a, ins, out: TorchModule(f"GCTNorm({ins[0][0]}, eps={a['eps']!r})",
-                                                    support=("GCTNorm",)))
+              torch=_gct_norm_torch)
 # SimAM's energy, per element (official SimAM code): (x - mu)^2 / (4 (var + lambda)) + 1/2.
 SIMAM = Op("simam", (), doc="SimAM's per-element energy (parameter-free)",
            infer=_same, user=False, fresh=True,

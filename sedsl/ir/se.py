@@ -44,6 +44,7 @@ class SeSettings:
     spatial_kernel: int = 7  # CBAM's spatial gate: a k x k conv
     gather: str = "mean"  # Gather-Excite: mean (theta-minus) or conv (theta: depthwise, full map)
     mlp: bool = False  # Gather-Excite: an MLP after the gather (theta-plus)
+    init: str = "default"  # identity: the block starts as x -> x (Variant.identity)
     enabled: bool = True  # false: no SE block (the base network)
     given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
@@ -118,21 +119,21 @@ class Step(Record):
     """One node of an attention block: a kind of STEP_KINDS applied to `inputs` ("x": the
     tensor the block recalibrates; "prev": the previous step's output; or an earlier step's
     name; none given: the kind's own, `("prev",)`, or `("x", "prev")` for scale and shift),
-    with constants of its own in `args`. `when` keeps the step only where a setting has a
-    value (Gather-Excite's optional parts)."""
+    with constants of its own in `args`. `when` keeps the step only where every named setting
+    has the given value (Gather-Excite's optional parts)."""
 
     name: str  # local name: <block>.se.<name>
     kind: str
     width: str | int | None = None  # fc/conv steps: "rd", "c" or a number
     inputs: tuple[str, ...] = ()
     args: tuple[tuple[str, Any], ...] = ()
-    when: tuple[str, Any] | None = None
+    when: tuple[tuple[str, Any], ...] = ()  # (setting, value) pairs that must all hold
 
     def arg(self, name: str, default: Any = None) -> Any:
         return dict(self.args).get(name, default)
 
     def kept(self, s: SeSettings) -> bool:
-        return self.when is None or getattr(s, self.when[0]) == self.when[1]
+        return all(getattr(s, name) == value for name, value in self.when)
 
     def sources(self) -> tuple[str, ...]:
         """The step's inputs, its kind's own where it names none."""
@@ -253,9 +254,22 @@ STEP_KINDS: dict[str, StepKind] = {k.name: k for k in (
 # --- variants: the attention family ---------------------------------------------------------------
 
 
+class IdentityInit(Record):
+    """How a variant starts as the identity (`init = identity`), so that blocks inserted into a
+    pretrained network leave its outputs unchanged until training moves them: the steps whose
+    node starts at a fixed value (`init`, an attribute of the node that its op's lowering
+    applies after constructing the module: "zero" sets a conv's weight and bias to 0, "open"
+    GCT's gamma and beta), and the settings under which that makes the block exactly x -> x."""
+
+    marks: tuple[tuple[str, str], ...]  # (step name, init)
+    needs: tuple[tuple[str, Any], ...]  # (setting, value) the identity holds under
+    how: str  # why the block is then x -> x (docs)
+
+
 class Variant(Record):
     """A kind of attention block: its steps, its reference, and the reference's defaults for
-    the settings a spec does not set."""
+    the settings a spec does not set. `identity`: how it can start as the identity (None: its
+    gate cannot be exactly 1 with a gradient, and `init = identity` is refused)."""
 
     name: str
     steps: tuple[Step, ...]
@@ -263,6 +277,7 @@ class Variant(Record):
     reference: str = ""
     defaults: tuple[tuple[str, Any], ...] = ()
     fused: bool = False  # the fused op (sedsl.pytorch.kernels) computes exactly these steps
+    identity: IdentityInit | None = None
 
     def steps_for(self, s: SeSettings) -> tuple[Step, ...]:
         """The steps these settings keep (see Step.when)."""
@@ -322,6 +337,22 @@ _COORD = (
     Step("scale", "scale", inputs=("scale_w", "gate_h")),
 )
 
+_CONV_GATHER = (("gather", "conv"),)
+# Gather-Excite at global extent. theta-minus (gather = mean): the mean, no parameters. theta
+# (gather = conv): a depthwise conv whose kernel is the whole map, no bias, then BN (the
+# authors' RN50-GEP.prototxt). theta-plus (mlp = true): after the conv gather and its BN the
+# `excite` activation (ReLU), then SE's MLP with biases (RN50-GEPP.prototxt: gather/bn,
+# gather/relu, excite/1x1_down, relu, excite/1x1_up); after the mean, the MLP directly (timm's
+# GatherExcite: mean, ConvMlp).
+_GE = (
+    Step("squeeze", "squeeze", when=(("gather", "mean"),)),
+    Step("gather", "conv", "c", args=(("kernel", "full"), ("groups", "c")), when=_CONV_GATHER),
+    Step("gather_bn", "bn", when=_CONV_GATHER),
+    Step("gather_act", "excite", when=(*_CONV_GATHER, ("mlp", True))),
+    *(Step(s.name, s.kind, s.width, when=(("mlp", True),)) for s in _MLP),
+    Step("gate", "gate"), _SCALE,
+)
+
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("se", (_SQUEEZE, *_MLP, Step("gate", "gate"), _SCALE),
             "the paper's block: squeeze, FC to C/r, excite, FC back to C, gate, scale",
@@ -344,20 +375,20 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
                      Step("gate", "gate"), _SCALE),
             "ECA with an MLP: 1 -> rd features per channel, then k taps back to one",
             "timm EcaModule(use_mlp=True)", (("ratio", 8), ("round", 8))),
-    Variant("ge", (Step("squeeze", "squeeze", when=("gather", "mean")),
-                   Step("gather", "conv", "c", args=(("kernel", "full"), ("groups", "c"))),
-                   Step("gather_bn", "bn", when=("gather", "conv")),
-                   *(Step(s.name, s.kind, s.width, when=("mlp", True)) for s in _MLP),
-                   Step("gate", "gate"), _SCALE),
+    Variant("ge", _GE,
             "Gather-Excite at global extent: gather = mean (theta-minus, no parameters) or a "
             "depthwise conv over the whole map with BN (theta); mlp = true adds an MLP "
-            "(theta-plus)", "Hu et al. 2018, Gather-Excite; timm GatherExcite's equations",
+            "(theta-plus: after the conv gather, BN and ReLU as the authors' release has it)",
+            "Hu et al. 2018, Gather-Excite: the authors' Caffe release (hujie-frank/GENet, "
+            "RN50-GEP / RN50-GEPP.prototxt); timm GatherExcite for gather = mean",
             (*_TIMM,)),
     Variant("gc", _gc(_SCALE), "GCNet: softmax attention pooling, an MLP with layer norm, "
             "x * sigmoid(t)", "timm GlobalContext", (("ratio", 8), *_TIMM)),
     Variant("gca", _gc(Step("shift", "shift")),
             "GCNet with add fusion: x + t", "timm GlobalContext(fuse_add=True, "
-            "fuse_scale=False)", (("ratio", 8), *_TIMM)),
+            "fuse_scale=False)", (("ratio", 8), *_TIMM),
+            identity=IdentityInit((("fc2", "zero"),), (),
+                                  "fc2's weight and bias 0: t = 0, x + t = x")),
     Variant("cbam", _cbam(light=False), "CBAM: a channel gate (shared MLP on mean and max), "
             "then a spatial gate (k x k conv and BN on the mean and max over channels)",
             "timm CbamModule", (*_TIMM, ("bias", False))),
@@ -378,7 +409,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("gct", (Step("embed", "squeeze", args=(("mode", "l2"),)), Step("norm", "norm"),
                     Step("gate", "gate"), Step("scale", "scale", args=(("offset", 1.0),))),
             "GCT: the L2 embedding per channel, normalised across channels, x * (1 + tanh)",
-            "official GCT code (z-x-yang/GCT)", (("gate", "tanh"),)),
+            "official GCT code (z-x-yang/GCT)", (("gate", "tanh"),),
+            identity=IdentityInit((("norm", "open"),), (("gate", "tanh"),),
+                                  "gamma and beta 0 (the release's own start): the gate is "
+                                  "1 + tanh(0) = 1")),
     Variant("simam", (Step("energy", "energy", inputs=("x",)), Step("gate", "gate"),
                       _SCALE),
             "SimAM: a parameter-free per-element energy, x * sigmoid(energy)",
@@ -389,8 +423,37 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
                      Step("sse_gate", "gate"), Step("sse", "scale"),
                      Step("sum", "add", inputs=("cse", "sse"))),
             "concurrent spatial and channel SE: x * cSE(x) + x * sSE(x)",
-            "segmentation_models_pytorch SCSEModule", (("round", "floor"),)),
+            "segmentation_models_pytorch SCSEModule", (("round", "floor"),),
+            identity=IdentityInit((("fc2", "zero"), ("sse_conv", "zero")),
+                                  (("gate", "sigmoid"),),
+                                  "fc2 and sse_conv 0: both gates sigmoid(0) = 1/2, and "
+                                  "x / 2 + x / 2 = x exactly")),
 )}
+
+
+def identity_problem(s: SeSettings) -> str | None:
+    """Why `init = identity` cannot hold for these (resolved) settings, or None when it can."""
+    if s.init != "identity":
+        return None
+    identity = VARIANTS[s.variant].identity
+    able = ", ".join(n for n, v in VARIANTS.items() if v.identity is not None)
+    if identity is None:
+        return (f"`init = identity` needs a variant that can start as the identity ({able}); "
+                f"`{s.variant}` cannot: " + _NOT_IDENTITY.get(s.variant, _GATED))
+    for name, value in identity.needs:
+        if getattr(s, name) != value:
+            return (f"`init = identity` makes `{s.variant}` the identity only with "
+                    f"{name} = {value}, not {getattr(s, name)}")
+    return None
+
+
+_GATED = ("its output is x times a gate (a sigmoid or hard sigmoid), which is 1 only where it "
+          "saturates, and a saturated gate passes no gradient, so the block could never learn")
+_NOT_IDENTITY = {
+    "simam": "it has no parameters to start from: its gate depends on x alone",
+    "srm": "its gate is sigmoid(BN(cfc . style)); with cfc = 0 it is sigmoid(BN's bias), which is "
+           "1 only where the sigmoid saturates and passes no gradient",
+}
 
 
 def step_kind_supported(variant: Variant, s: SeSettings) -> bool:
@@ -407,6 +470,7 @@ SYMBOLS: dict[str, frozenset[str]] = {
     "gate": frozenset(GATES),
     "kernel": frozenset({"auto"}),
     "gather": frozenset({"mean", "conv"}),
+    "init": frozenset({"default", "identity"}),
 }
 SETTINGS = tuple(f.name for f in fields(SeSettings) if f.name != "given")
 

@@ -70,8 +70,8 @@ SQUEEZES: dict[str, Squeeze] = {s.name: s for s in (
     Squeeze("max", "{0}.amax((2, 3), keepdim=True)", "the maximum over H x W", True, "amax"),
     Squeeze("avgmax", "0.5 * {0}.mean((2, 3), keepdim=True) + 0.5 * {0}.amax((2, 3), keepdim=True)",
             "the average of the mean and the maximum (timm's light CBAM)"),
-    Squeeze("std", "({0}.var((2, 3), keepdim=True) + 1e-05).sqrt()",
-            "the standard deviation over H x W, unbiased, eps 1e-5 inside the root (SRM)"),
+    Squeeze("std", "{0}.std((2, 3), keepdim=True)",
+            "the standard deviation over H x W, unbiased, no epsilon (SRM's release)"),
     Squeeze("l2", "({0}.pow(2).sum((2, 3), keepdim=True) + 1e-05).pow(0.5)",
             "the L2 norm over H x W, eps 1e-5 inside the root (GCT)"),
 )}

@@ -60,10 +60,13 @@ def import_model(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
 
 
 def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], g: Graph) -> None:
-    """Copy the imported weights by name; SE parameters get the SE release's initialisation."""
+    """Copy the imported weights by name; SE parameters get the SE release's initialisation,
+    except the layers `init = identity` started at a fixed value (their node's `init`), which
+    keep it: the network then computes what the imported model did."""
     se_modules = {n for n, r in records(g) if r.role == "se"}
+    fixed = {n for n, r in records(g) if r.role == "se" and "init" in r.attrs}
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and _is_se(name, se_modules):
+        if isinstance(module, nn.Conv2d) and _is_se(name, se_modules) and name not in fixed:
             init_se(module)
     missing, unexpected = model.load_state_dict(dict(weights), strict=False)
     not_se = [k for k in missing if not _is_se(k.rsplit(".", 1)[0], se_modules)]

@@ -116,6 +116,7 @@ def _constructors(g: Graph) -> list[str]:
         if inplace is not None and _may_overwrite(g, name):  # a module: `nn.ReLU(inplace=True)`
             source = inplace
         lines.append(f"        {_attr(name)} = {source}")
+        lines += [f"        {stmt.replace('{m}', _attr(name))}" for stmt in lowering.init]
         made.add(name)  # a layer may hold others (timm's BatchNormAct2d holds its `act`)
     return lines or ["        pass"]
 
