@@ -420,7 +420,8 @@ def _pad_channels_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 # f(x)[:, c:]])`. No parameters; fvcore counts no pad (constant_pad_nd) and no add. Not `fresh`:
 # with nothing to pad, the lowering returns its input.
 PAD_CHANNELS = Op("pad_channels", (Arg("c_out", "count"),), infer=_pad_channels_infer,
-                  torch=_pad_channels_torch, example="pad_channels(64)")
+                  torch=_pad_channels_torch, example="pad_channels(64)",
+                  doc="zero channels appended up to c_out (ReXNet's partial-channel residual)")
 
 # --- merges and the SE internals (not callable from a spec) ---------------------------------------
 

@@ -499,6 +499,9 @@ SETTING_DOCS: dict[str, tuple[str, str]] = {
     "gather": ("Gather-Excite's gather: the mean, or a depthwise conv over the whole map",
                "mean, conv"),
     "mlp": ("Gather-Excite: an MLP after the gather (theta-plus)", "true, false"),
+    "init": ("identity: the block starts as the identity, where its variant can (gca, gct, "
+             "scse), so inserting it into a trained network changes nothing at step 0",
+             "default, identity"),
     "enabled": ("false inserts nothing: the base network", "true, false"),
 }
 
