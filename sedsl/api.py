@@ -33,8 +33,7 @@ class Network:
     """A compiled spec: the SE network's graph, the base network's graph, and the sources.
 
     `ir` and `base_ir` are sedsl's own `Graph`s, which the passes take; `graph` and `base` are
-    the same graphs as networkx.DiGraphs (sharing their storage; networkx is imported on first
-    use)."""
+    copies of them as networkx.DiGraphs, made on first use (networkx is imported then)."""
 
     ir: Graph  # the SE network: what the spec describes
     base_ir: Graph  # the same spec with SE switched off

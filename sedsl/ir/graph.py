@@ -1,9 +1,9 @@
 """The IR's directed graph: networkx.DiGraph's storage and the part of its API that sedsl uses,
 without importing networkx (its ~400 modules cost a command-line run about 300 ms).
 
-`Graph` keeps exactly networkx's layout (`graph`, `_node`, `_succ`, `_pred` dicts), so
-`to_networkx()` hands out a real `networkx.DiGraph` over the same dicts, not a copy, and
-`from_networkx()` goes the other way: a change through either is seen by both. Every method
+`Graph` is sedsl's own typed container; `to_networkx()` copies it into a real
+`networkx.DiGraph` through networkx's public API, and `from_networkx()` copies one back, so
+neither shares storage with the other (the node records themselves are immutable). Every method
 here behaves as the networkx method of the same name (tests/test_graph.py checks them against
 networkx). Nodes are sedsl's dotted names; node data is `{"record": ir.Node}`; edge data is
 `{"port": int}` (docs/ir.md).
@@ -124,19 +124,24 @@ class Graph:
     # --- networkx ---------------------------------------------------------------------------
 
     def to_networkx(self) -> nx.DiGraph:
-        """This graph as a networkx.DiGraph sharing its storage (imports networkx)."""
+        """A copy of this graph as a networkx.DiGraph, through networkx's public API (imports
+        networkx); the node records are immutable and shared."""
         import networkx as nx
 
-        g = nx.DiGraph()
-        g.graph, g._node, g._adj, g._succ, g._pred = (self.graph, self._node, self._succ,
-                                                      self._succ, self._pred)
+        g = nx.DiGraph(**self.graph)
+        g.add_nodes_from((n, dict(d)) for n, d in self._node.items())
+        g.add_edges_from((u, v, dict(d)) for u, nbrs in self._succ.items()
+                         for v, d in nbrs.items())
         return g
 
     @classmethod
     def from_networkx(cls, g: nx.DiGraph) -> Graph:
-        """A networkx.DiGraph as a Graph sharing its storage."""
-        out = cls()
-        out.graph, out._node, out._succ, out._pred = g.graph, g._node, g._succ, g._pred
+        """A copy of a networkx.DiGraph (nodes and edges in its order) as a Graph."""
+        out = cls(**g.graph)
+        for n, d in g.nodes(data=True):
+            out.add_node(n, **d)
+        for u, v, d in g.edges(data=True):
+            out.add_edge(u, v, **d)
         return out
 
 
