@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from sedsl.language.library import load_library
 from sedsl.language.library import search_path as search_path_of
 from sedsl.language.parse import parse
 from sedsl.pytorch import memory
+from sedsl.record import Record
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -28,8 +28,7 @@ if TYPE_CHECKING:
     from sedsl.targets.cost import Cost
 
 
-@dataclass(frozen=True)
-class Network:
+class Network(Record):
     """A compiled spec: the SE network's graph, the base network's graph, and the sources.
 
     `ir` and `base_ir` are sedsl's own `Graph`s, which the passes take; `graph` and `base` are

@@ -8,12 +8,12 @@ not in the family: it is a bug in sedsl."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from difflib import get_close_matches
 
+from sedsl.record import Record
 
-@dataclass(frozen=True)
-class Span:
+
+class Span(Record):
     """Where something came from: 1-based line and column, end exclusive."""
 
     file: str

@@ -16,13 +16,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, fields, replace
 
 from sedsl.errors import Span, SpecError
+from sedsl.record import Record, replace
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(Record):
     """The configurable limits (the names are those of SEDSL_LIMITS and `raised`)."""
 
     nodes: int = 1_000_000  # graph nodes (and layer placements) per network
@@ -52,7 +51,7 @@ def current() -> Limits:
 @contextmanager
 def raised(**changes: int) -> Iterator[Limits]:
     """Run a block under other limits: `with raised(nodes=5_000_000): ...`."""
-    names = {f.name for f in fields(Limits)}
+    names = set(Limits._fields)
     for name, value in changes.items():
         if name not in names:
             raise ValueError(f"no limit `{name}`; the limits are {', '.join(sorted(names))}")
@@ -68,7 +67,7 @@ def raised(**changes: int) -> Iterator[Limits]:
 def from_environment(text: str) -> Limits:
     """Limits from `nodes=5000000,repeat=100000` (SEDSL_LIMITS); the defaults for the rest."""
     limits = Limits()
-    names = {f.name for f in fields(Limits)}
+    names = set(Limits._fields)
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, eq, value = (s.strip() for s in item.partition("="))
         if not eq or name not in names or not value.isdigit() or len(value) > 18:

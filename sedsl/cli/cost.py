@@ -280,8 +280,7 @@ def _pct(part: int, whole: int) -> str:
 
 def _layer_docs(reports: list[tuple[Path, dict[str, str], Network, Cost]], depth: int,
                 batches: list[int]) -> list[dict[str, Any]]:
-    from dataclasses import asdict
-
+    from sedsl.record import asdict
     from sedsl.targets import report
 
     docs = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from sedsl import limits
@@ -34,7 +34,7 @@ from sedsl.language.evaluate import (
     item_span,
 )
 from sedsl.language.library import Library
-from sedsl.record import Record
+from sedsl.record import Record, replace
 
 # --- placement context --------------------------------------------------------------------------
 
@@ -78,8 +78,7 @@ class Namespace:
         return name
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(Record):
     """Where placed nodes go: their name prefix and the scope fields of their records."""
 
     path: str

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from functools import partial
 
 from sedsl.errors import CompilerError, Span, SpecError, did_you_mean
@@ -434,7 +433,7 @@ def _match_se(g: Graph,
     attrs: dict[str, Attr] = {"rd_channels": tag.rd_channels, "squeeze": t.squeeze,
                               "excite": t.excite, "gate": t.gate, "bias": t.bias,
                               "act": merge_act}
-    fused = replace(record(g, last), op="se", attrs=attrs, role="se", span=squeeze.span,
+    fused = replace_record(record(g, last), op="se", attrs=attrs, role="se", span=squeeze.span,
                     branch=squeeze.branch, se=replace_record(tag, step="block"))
     return tag.unit, members, fused, srcs
 

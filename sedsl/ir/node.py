@@ -5,7 +5,6 @@ input `port`. Schema: docs/ir.md."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from sedsl.errors import Span
@@ -41,8 +40,7 @@ class SeTag(Record):
                    int(s["base_channels"]), int(s["rd_channels"]))
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(Record):
     """What one node of the graph is. Treat `attrs` as read-only; passes build new records."""
 
     op: str  # a key of sedsl.ir.ops.OPS

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
 from sedsl.errors import SpecError
@@ -75,8 +75,7 @@ def _read_write(a: Attrs, ins: Shapes, out: Shape) -> int:
     return sum(math.prod(s) for s in ins) + math.prod(out)
 
 
-@dataclass(frozen=True)
-class Op:
+class Op(Record):
     name: str
     args: tuple[Arg, ...]
     infer: Callable[[Attrs, Shapes], Shape]
@@ -91,7 +90,7 @@ class Op:
     # of convolutions, linear layers and matmuls)
     check: Callable[[Attrs, Shapes], None] = _none  # extra validation with the input shapes
     complete: Callable[[dict[str, Any]], dict[str, Any]] = _as_given  # derived arguments
-    resets: Attrs = field(default_factory=dict)  # what copies after the first of `* n` reset
+    resets: Attrs = MappingProxyType({})  # what copies after the first of `* n` reset
     fresh: bool = False  # the lowering returns a new tensor that autograd does not keep
     # The lowering when it may overwrite its input, a fresh tensor nobody else reads: a module
     # (`nn.ReLU(inplace=True)`), or an expression whose {0} is the input it writes into.

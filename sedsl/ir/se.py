@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
 from sedsl.errors import Span
 from sedsl.ir.ops import Attr, Shape, same_padding
 from sedsl.ir.vocab import ACTIVATIONS, GATES, SQUEEZES
-from sedsl.record import Record
+from sedsl.record import Record, replace
 
 # --- settings -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SeSettings:
+class SeSettings(Record):
     """What one attention block is. `given` names the settings a spec or caller set: the others
     take the variant's defaults (`resolved`)."""
 
@@ -46,12 +44,14 @@ class SeSettings:
     mlp: bool = False  # Gather-Excite: an MLP after the gather (theta-plus)
     init: str = "default"  # identity: the block starts as x -> x (Variant.identity)
     enabled: bool = True  # false: no SE block (the base network)
-    given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    given: frozenset[str] = frozenset()
 
     def resolved(self) -> SeSettings:
-        """The settings with the variant's defaults in place of those nobody set."""
+        """The settings with the variant's defaults in place of those nobody set; every setting
+        counts as given then, so resolving again changes nothing."""
         defaults = VARIANTS[self.variant].defaults
-        return replace(self, **{k: v for k, v in defaults if k not in self.given})
+        return replace(self, **{k: v for k, v in defaults if k not in self.given},
+                       given=frozenset(SETTINGS))
 
     def set(self, **values: Any) -> SeSettings:
         """These settings with `values` given explicitly."""
@@ -77,11 +77,11 @@ class SeSettings:
         return max(t if t % 2 else t + 1, 3)
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "given"}
+        return {name: getattr(self, name) for name in SETTINGS}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> SeSettings:
-        return cls(**{k: v for k, v in doc.items() if k in SETTINGS})
+        return cls(**{k: v for k, v in doc.items() if k in SETTINGS}, given=frozenset(SETTINGS))
 
 
 def make_divisible(x: Fraction, d: Fraction | int, round_limit: Fraction) -> Fraction:
@@ -472,7 +472,7 @@ SYMBOLS: dict[str, frozenset[str]] = {
     "gather": frozenset({"mean", "conv"}),
     "init": frozenset({"default", "identity"}),
 }
-SETTINGS = tuple(f.name for f in fields(SeSettings) if f.name != "given")
+SETTINGS = tuple(name for name in SeSettings._fields if name != "given")
 
 # What each setting means and the values it takes, as docs/language.md and the editor say them.
 SETTING_DOCS: dict[str, tuple[str, str]] = {

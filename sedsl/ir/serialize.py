@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from sedsl.errors import Span
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import FORMAT, Node, SeTag, records
 from sedsl.ir.ops import Attr
+from sedsl.record import asdict
 
 if TYPE_CHECKING:
     import networkx as nx

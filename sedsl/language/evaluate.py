@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, TypeAlias
 
@@ -18,13 +18,12 @@ from sedsl.ir.ops import OPS, Attr, Op
 from sedsl.ir.se import make_divisible
 from sedsl.language import ast, numbers
 from sedsl.language.library import Library
-from sedsl.record import Record
+from sedsl.record import Record, replace
 
 # --- values -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OpCall:
+class OpCall(Record):
     """`conv(64, 3)` or a bare `bn`: an op with its arguments checked and normalised."""
 
     op: Op
@@ -32,8 +31,7 @@ class OpCall:
     span: Span
 
 
-@dataclass(frozen=True)
-class BlockCall:
+class BlockCall(Record):
     """`bottleneck(planes = 64)`: defaults are evaluated at placement, when `c_in` is known."""
 
     block: ast.BlockDef

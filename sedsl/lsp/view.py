@@ -6,17 +6,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sedsl.errors import Span
 from sedsl.language import ast
 from sedsl.lsp.compiler import Analysis, LibraryCache, Snapshot, analyse
 from sedsl.lsp.facts import Facts
 from sedsl.lsp.text import Text, contains
+from sedsl.record import Record
 
 
-@dataclass(frozen=True)
-class View:
+class View(Record):
     analysis: Analysis
     facts: Facts | None  # None: no compiled network (an error, or a library file)
     text: Text

@@ -21,7 +21,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,6 +35,7 @@ from sedsl.ir.node import Node, add_node, inputs, record, records
 from sedsl.ir.ops import OPS, Attr, Shape, same_padding
 from sedsl.ir.vocab import ACTIVATIONS
 from sedsl.record import Record
+from sedsl.record import replace as replace_record
 
 
 def make_node(op: str, attrs: Mapping[str, Attr], shape: Shape, name: str, block: str | None,
@@ -197,8 +198,7 @@ def _first_line(err: BaseException) -> str:
 # --- the graph -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class T:
+class T(Record):
     """A tensor while mapping: the IR node that produces it and its shape without the batch."""
 
     node: str
@@ -373,8 +373,7 @@ _HINT = ("sedsl maps conv, batch norm, activations, pooling, linear, dropout, fl
 # --- mapping calls onto ops ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Emit:
+class Emit(Record):
     """An op to add; `then`: (child module, op) run after it, e.g. BatchNormAct2d's `act`."""
 
     op: str
@@ -673,13 +672,13 @@ def _mark_residuals(g: Graph) -> None:
         short, long = (0, 1) if len(p0) < len(p1) else (1, 0)
         srcs = inputs(g, name)
         for n in paths[long] or ():
-            g.nodes[n]["record"] = replace(record(g, n), branch="residual")
+            g.nodes[n]["record"] = replace_record(record(g, n), branch="residual")
         for n in paths[short] or ():
-            g.nodes[n]["record"] = replace(record(g, n), branch="shortcut")
+            g.nodes[n]["record"] = replace_record(record(g, n), branch="shortcut")
         g.remove_edges_from([(s, name) for s in srcs])
         g.add_edge(srcs[long], name, port=0)
         g.add_edge(srcs[short], name, port=1)
-        g.nodes[name]["record"] = replace(rec, attrs={**rec.attrs,
+        g.nodes[name]["record"] = replace_record(rec, attrs={**rec.attrs,
                                                       "branches": ("residual", "shortcut")})
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -25,12 +24,12 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from sedsl.errors import ModelError
+from sedsl.record import Record
 
 Tensors = list[tuple[str, torch.Tensor]]
 
 
-@dataclass(frozen=True)
-class Unit:
+class Unit(Record):
     """A module holding parameters or buffers, as one forward pass used it."""
 
     name: str

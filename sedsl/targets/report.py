@@ -5,11 +5,11 @@ activations, plus a training-memory estimate. Reads the graph IR; no torch."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, input_shapes, records
 from sedsl.ir.ops import OPS, Shape, numel
+from sedsl.record import Record
 from sedsl.targets.cost import node_costs
 
 
@@ -19,8 +19,7 @@ def activations(g: Graph, name: str, rec: Node) -> int:
     return OPS[rec.op].activations(rec.attrs, input_shapes(g, name), rec.shape)
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(Record):
     """One row of the table: a module path (a node, or a group of nodes below a depth)."""
 
     name: str
