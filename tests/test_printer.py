@@ -259,3 +259,8 @@ def test_a_module_a_program_made() -> None:
     assert text == ("# made by a test\n\nnetwork n {\n  input 3x8x8\n  x = residual {\n"
                     "    conv(8, 3, stride = 2) bn\n  }\n}\n")
     assert skeleton(parse(text).networks) == skeleton(module.networks)
+
+
+def test_the_se_variant_word() -> None:
+    text = "se {\n  variant = se\n  at residual.end { variant = se, ratio = 8 }\n}\n"
+    assert assert_round_trip(text) == text

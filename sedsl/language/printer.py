@@ -351,8 +351,13 @@ def _flat_stmt(s: ast.Stmt, force: bool = False, pad: int = 0) -> str | None:
 
 
 def _flat_setting(s: ast.Setting, force: bool = False) -> str | None:
-    value = _flat_expr(s.value, EXPR, force)
+    value = "se" if _se_word(s.value) else _flat_expr(s.value, EXPR, force)
     return None if value is None else f"{name(s.name)} = {value}"
+
+
+def _se_word(e: ast.Expr) -> bool:
+    """`variant = se`: a setting's value may be the keyword `se`, the plain SE variant."""
+    return isinstance(e, ast.Name) and e.id == "se"
 
 
 def _rule_head(r: ast.Rule) -> str:
@@ -587,14 +592,20 @@ class _Printer:
         for x in items:
             self.start(x.span)
             if isinstance(x, ast.Setting):
-                self.write(f"{name(x.name)} = ")
-                self.expr(x.value, EXPR)
+                self.setting(x)
             else:
                 self.rule(x)
             self.finish(x.span)
         self.close(s.span)
         self.depth -= 1
         self.write("}")
+
+    def setting(self, s: ast.Setting) -> None:
+        self.write(f"{name(s.name)} = ")
+        if _se_word(s.value):
+            self.write("se")
+        else:
+            self.expr(s.value, EXPR)
 
     def rule(self, r: ast.Rule) -> None:
         flat = _flat_rule(r)
@@ -611,8 +622,7 @@ class _Printer:
         self.fresh = True
         for s in r.settings:
             self.start(s.span)
-            self.write(f"{name(s.name)} = ")
-            self.expr(s.value, EXPR)
+            self.setting(s)
             self.finish(s.span)
         self.close(r.span)
         self.depth -= 1
