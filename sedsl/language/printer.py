@@ -882,8 +882,9 @@ def _attach(line: str, c: ast.Comment) -> str:
 
 
 def _items(m: ast.Module) -> list[Item]:
-    """The module's items in source order; those a program made after them, by kind."""
-    return _ordered(m.uses, m.blocks, m.networks, m.se)
+    """The module's items in source order; those a program made after them: uses, the network,
+    blocks, the se section."""
+    return _ordered(m.uses, m.networks, m.blocks, m.se)
 
 
 class _Placed(Protocol):
