@@ -262,9 +262,11 @@ def decompose(flow: Flow) -> tuple[Part, ...]:
     if implied != actual:
         seen: Counter[str] = Counter(nodes_of(top))
         index = {n: i for i, n in enumerate(flow.order)}
+        consumers = flow.consumers()
         twice = sorted((n for n, k in seen.items() if k > 1), key=index.__getitem__)
-        u = twice[0] if twice else min((actual - implied) or (implied - actual))[0]
-        users = sorted(v for v, _ in flow.consumers()[u])
+        forks = [n for n in twice if len(consumers[n]) > 1] or twice  # where the paths part
+        u = forks[0] if forks else min((actual - implied) or (implied - actual))[0]
+        users = sorted(v for v, _ in consumers[u])
         raise NoSpecForm(f"{_where(flow.rec[u], u)} feeds {', '.join(f'`{v}`' for v in users)} "
                          "by paths that meet in a way no sequence, residual unit or parallel "
                          "unit states")
@@ -487,40 +489,35 @@ class _Writer:
             else:
                 same.append(inst)
         for kind, groups in by_kind.items():
-            for merged in self._merge(groups):
-                d = Definition(self._unique(_identifier(kind, "Block")), merged[0])
-                d.mode = merged[1]
-                self._solve(d)
+            for instances, mode in self._merge(groups):
+                d = Definition(self._unique(_identifier(kind, "Block")), instances, mode)
+                try:
+                    self._solve(d)
+                except _Split:  # instances of one form always share a definition
+                    raise AssertionError(f"{d.name}: no definition for one form") from None
                 for k, inst in enumerate(d.instances):
                     inst.definition, inst.index = d, k
                 self.definitions.append(d)
 
     def _merge(self, groups: list[list[Instance]]) -> Iterator[tuple[list[Instance], str]]:
-        """Groups of one kind joined where an optional shortcut or residual allows, solved."""
+        """The groups of one form (of one kind), each joined with another where they differ
+        by a projection or a residual connection only and a rule says which have it."""
         pending = list(groups)
         while pending:
-            grp = pending.pop(0)
-            for mode in ("shortcut", "residual"):
-                partner = next((o for o in pending if self._pair(grp[0], o[0], mode)), None)
+            grp, mode = pending.pop(0), "plain"
+            for optional in ("shortcut", "residual"):
+                partner = next((o for o in pending if self._pair(grp[0], o[0], optional)), None)
                 if partner is None:
                     continue
-                joined = sorted(grp + partner, key=lambda i: self._position(i))
+                joined = sorted(grp + partner, key=self._position)
                 try:
-                    self._solve(Definition("", joined, mode))
+                    self._solve(Definition("", joined, optional))
                 except _Split:
                     continue
                 pending.remove(partner)
-                grp = joined
+                grp, mode = joined, optional
                 break
-            yield grp, self._mode_of(grp)
-
-    def _mode_of(self, grp: list[Instance]) -> str:
-        keys = {i.key for i in grp}
-        if len(keys) == 1:
-            return "plain"
-        with_short = [i for i in grp if _has_shortcut(i.parts)]
-        return "shortcut" if with_short and len(with_short) < len(grp) and \
-            all(_is_residual(i.parts[0]) for i in grp) else "residual"
+            yield grp, mode
 
     def _position(self, inst: Instance) -> int:
         return self.flow.order.index(inst.parts[0].node)
@@ -552,8 +549,8 @@ class _Writer:
                 raise _Split
             d.exprs["short"] = [self._column(d, [c[j][2] for c in cols], cols[0][j][1], short)
                                 for j in range(len(cols[0]))]
-        d.params.sort(key=lambda p: p == "stride")  # required parameters first
         d.condition = self._condition(d) if d.mode != "plain" else None
+        d.params.sort(key=lambda p: p == "stride")  # required parameters first
 
     def _column(self, d: Definition, values: list[int], kind: str,
                 which: list[int]) -> ast.Expr | None:
@@ -751,10 +748,11 @@ class _Writer:
         unnamed residual units in one scope would both claim `shortcut`): the module that
         holds its instances (`denseblock1`; `b4` for `features.4`), or its block's name."""
         assert e.run is not None
-        parts = [f"b{p}" if p.isdigit() else p for p in e.run[3].split(".")]
-        name = parts[1] if len(parts) > 1 else ""
-        if (not _free_layer_name(name) or name in taken) and len(parts) > 2:
-            name = "_".join(parts[1:]).replace("_b", "_")
+        path = e.run[3].split(".")[1:]  # below the stage
+        name = path[0] if path else ""
+        if (not _free_layer_name(_b(name)) or _b(name) in taken) and len(path) > 1:
+            name = "_".join(path)  # the first instance: `b0_1` for `stages.0.1`
+        name = _b(name)
         if not _free_layer_name(name) or name in taken:
             name = _identifier(e.run[0].name.lower(), "unit")
             name = name if _free_layer_name(name) else f"{name}_"
@@ -820,10 +818,6 @@ def _sides(part: Part) -> tuple[tuple[Part, ...], tuple[Part, ...]] | None:
     return (second, first) if not first else (first, second)
 
 
-def _is_residual(part: Part) -> bool:
-    return _sides(part) is not None
-
-
 def _has_shortcut(parts: Sequence[Part]) -> bool:
     sides = _sides(parts[0]) if parts else None
     return sides is not None and bool(sides[1])
@@ -858,6 +852,11 @@ def _identifier(text: str, fallback: str) -> str:
     if clean[0].isdigit():
         clean = f"{fallback}_{clean}"
     return clean if clean not in KEYWORDS else f"{clean}_"
+
+
+def _b(name: str) -> str:
+    """A module index as a name: `4` -> `b4`."""
+    return f"b{name}" if name[:1].isdigit() else name
 
 
 def _layer_name(text: str) -> str:
