@@ -15,6 +15,7 @@ from sedsl.language import ast
 from sedsl.language.ast import GENERATED
 from sedsl.language.parse import parse, parse_expr
 from sedsl.language.printer import (
+    KEYWORDS,
     WIDTH,
     Unprintable,
     number_text,
@@ -264,3 +265,11 @@ def test_a_module_a_program_made() -> None:
 def test_the_se_variant_word() -> None:
     text = "se {\n  variant = se\n  at residual.end { variant = se, ratio = 8 }\n}\n"
     assert assert_round_trip(text) == text
+
+
+def test_the_keywords_are_the_grammars() -> None:
+    """No NAME can be one of the grammar's words; the printer refuses them as names."""
+    import re
+
+    grammar = (ROOT / "grammars" / "sedsl.lark").read_text()
+    assert set(re.findall(r'"([a-z_]+)"', grammar)) == KEYWORDS

@@ -3,11 +3,11 @@
 `parse(unparse(m))` equals `m` (spans aside) for every module `parse` gives, and `unparse` of
 that is the same text again (`sedsl fmt` is idempotent). The layout (docs/language.md,
 "Formatting"): two-space indents, one statement per line, `a = b` and `a + b` spaced, lines up to
-100 columns, the `=` of consecutive bindings aligned, exact numbers as they were written. Where a
+100 columns, parentheses only where precedence needs them, numbers as they were written. Where a
 construct may stand on one line or several, the source decides: a body written on one line stays
-on one line while it fits. Nodes a program made (line 0 spans, `ast.GENERATED`) get the defaults:
-blocks, residual and parallel units and `if` statements spread over lines, groups and rule
-settings on one line while they fit.
+on one line while it fits, and bindings the author aligned stay aligned. Nodes a program made
+(line 0 spans, `ast.GENERATED`) get the defaults: blocks, residual and parallel units and `if`
+statements spread over lines, groups and rule settings on one line while they fit.
 
 Comments come back where they were: a comment on a line of its own before the statement (or
 item, setting, rule, closing brace) that followed it; a comment after code at the end of the line
@@ -325,10 +325,10 @@ def _flat_body(body: Sequence[ast.Stmt], force: bool = False) -> str | None:
     return "{ " + "; ".join(p for p in parts if p is not None) + " }" if parts else "{}"
 
 
-def _flat_stmt(s: ast.Stmt, force: bool = False, pad: int = 0) -> str | None:
+def _flat_stmt(s: ast.Stmt, force: bool = False) -> str | None:
     if isinstance(s, ast.Bind):
         value = _flat_expr(s.value, EXPR, force)
-        return None if value is None else f"{name(s.name).ljust(pad)} = {value}"
+        return None if value is None else f"{name(s.name)} = {value}"
     if isinstance(s, ast.Place):
         return _flat_expr(s.value, EXPR, force)
     if isinstance(s, ast.Input):
@@ -385,11 +385,6 @@ def _flat_rule(r: ast.Rule, force: bool = False) -> str | None:
     if None in parts:
         return None
     return f"{_rule_head(r)} {{ " + ", ".join(p for p in parts if p is not None) + " }"
-
-
-def _flat_params(params: Sequence[ast.Param]) -> str | None:
-    parts = [_flat_param(p) for p in params]
-    return None if None in parts else ", ".join(p for p in parts if p is not None)
 
 
 def _flat_param(p: ast.Param) -> str | None:
