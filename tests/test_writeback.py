@@ -217,3 +217,12 @@ def test_every_op_prints_as_its_attributes_or_has_no_printed_form(name: str) -> 
             assert node_attrs(printed, flat) == attrs, (call, printed)
             checked += 1
     assert checked
+
+
+def test_an_se_section_is_written_with_the_network() -> None:
+    """`write_spec(g, se_text)`: the rules select the written blocks as they did the model's."""
+    net = sedsl.from_torch(torchvision.models.resnet50(), input=64,
+                           se="ratio = 16; at residual.end of Bottleneck")
+    text = write_spec(net.base_ir, "ratio = 16; at residual.end of Bottleneck").text
+    assert text.endswith("se {\n  ratio = 16\n  at residual.end of Bottleneck\n}\n")
+    assert sedsl.loads(text).cost().se.params == net.cost().se.params == 28_088_024
