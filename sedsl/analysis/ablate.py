@@ -17,8 +17,12 @@ from sedsl.analysis.excite import GateStats, Unit, hooks, top1
 from sedsl.api import Network, load
 from sedsl.errors import SpecError
 from sedsl.ir.node import record
+from sedsl.language import ast
+from sedsl.language.ast import GENERATED
 from sedsl.language.parse import parse
 from sedsl.language.paths import LIBRARY_ROOT
+from sedsl.language.printer import unparse
+from sedsl.record import replace as replaced
 
 
 @dataclass(frozen=True)
@@ -31,32 +35,28 @@ class Variant:
 
 
 def variant_text(net: Network, spec: Path, stage: str, stage_units: list[Unit]) -> str:
-    """The spec's text with rules appended to its se section that disable SE in `stage`:
+    """The spec with rules added to its se section that disable SE in `stage`:
     `at POINT in STAGE { enabled = false }` for each rule that placed a block there (a later
-    rule for the same block and point replaces an earlier one)."""
+    rule for the same block and point replaces an earlier one). The rules are syntax-tree
+    nodes added to the parsed spec, which is printed back (sedsl.language.printer: the spec's
+    comments kept, a comment at the top saying what changed)."""
     from sedsl.compile.passes import plan_se
 
-    text = net.sources[next(iter(net.sources))]
     config = net.se
     names = {u.block for u in stage_units}
     spans = {ins.span for ins in plan_se(net.base_ir, config) if ins.block in names}
-    rules = [r for r in config.rules if r.span in spans]
-    lines = list(dict.fromkeys(f"{'at ' if r.where == 'at' else 'after '}{r.target} in {stage} "
-                               "{ enabled = false }" for r in rules))
-    module = parse(text, str(spec))
+    points = dict.fromkeys((r.where, r.target) for r in config.rules if r.span in spans)
+    module = parse(net.sources[next(iter(net.sources))], str(spec))
     if not module.se:
         raise SpecError(f"{spec} has no se section")
-    end = _offset(text, module.se[0].span.end_line, module.se[0].span.end_col)
-    close = text.rindex("}", 0, end)
-    added = f"  # sedsl excite --ablate stage: no SE blocks in {stage}\n" + \
-        "".join(f"  {line}\n" for line in lines)
-    head = text[:close].rstrip(" ")
-    return head + ("" if head.endswith("\n") else "\n") + added + text[close:]
-
-
-def _offset(text: str, line: int, col: int) -> int:
-    lines = text.splitlines(keepends=True)
-    return sum(len(x) for x in lines[: line - 1]) + col - 1
+    off = (ast.Setting("enabled", ast.Bool(False, GENERATED), GENERATED),)
+    added = tuple(ast.Rule(where, target, (ast.PathRange(stage, None, GENERATED),), (), off,
+                           GENERATED) for where, target in points)
+    section = replaced(module.se[0], rules=(*module.se[0].rules, *added))
+    note = ast.Comment(f"# sedsl excite --ablate stage: no SE blocks in {stage} (the last "
+                       "rules of the se section)", GENERATED)
+    return unparse(replaced(module, se=(section, *module.se[1:]),
+                           comments=(note, *module.comments)))
 
 
 def write_variant(net: Network, spec: Path, stage: str, stage_units: list[Unit],

@@ -78,7 +78,8 @@ def import_model(
                                                 "(default: print it).")] = None,
     input_size: InputOption = None,
 ) -> None:
-    """Import a PyTorch model and write it back as a readable .se spec."""
+    """Import a PyTorch model and write it back as a readable .se spec: exactly the model, or
+    an error naming what no spec can state (and no file)."""
     from sedsl.api import from_torch, input_override
     from sedsl.pytorch.importer import load_model
     from sedsl.targets.spec import write_spec
@@ -89,8 +90,6 @@ def import_model(
         shape = (3, *(size * 2 if len(size) == 1 else size))[-3:]
         net = from_torch(model, input=shape, name=name)
         written = write_spec(net.base_ir)
-    for note in written.notes:
-        err().print(f"no spec form: {note}")
     if output is None:
         sys.stdout.write(written.text)
         return

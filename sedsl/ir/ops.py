@@ -96,7 +96,12 @@ class Op(Record):
     # (`nn.ReLU(inplace=True)`), or an expression whose {0} is the input it writes into.
     inplace: str | None = None
     arity: int | None = 1  # how many inputs; None: several (merges, the fused SE block)
-    user: bool = True  # callable from a spec (merges and SE internals are not)
+    user: bool = True  # callable from a spec (merges and SE internals are not): a printed form
+    # How a call is printed from a node's attributes (sedsl.targets.spec.op_call): the first
+    # `positional` arguments by position (None: the required ones), up to the last one that must
+    # be written; later ones by keyword where they differ from the default (derived ones: from
+    # what `complete` works out). `user=False`: no printed form.
+    positional: int | None = None
     example: str = ""  # a call shown in errors; "" for the bare name
     doc: str = ""  # what it computes, in one line (the language server's hover shows it)
 
@@ -228,7 +233,7 @@ CONV = Op(
     infer=_conv_infer, torch=_conv_torch, params=_conv_params, macs=_conv_macs,
     fvcore=_conv_macs, check=_conv_check, complete=_conv_complete, resets=UNIT_STRIDE,
     activations=lambda a, ins, out: numel(out),
-    fresh=True, example="conv(64, 3)",
+    fresh=True, example="conv(64, 3)", positional=2,
     doc="2-D convolution (groups, dilation, bias); `groups = c_in` is depthwise",
 )
 
@@ -248,7 +253,7 @@ def _bn_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 BN = Op(
     "bn", (Arg("eps", "float", 1e-5), Arg("momentum", "prob", 0.1)),  # momentum: training only
-    infer=_same, torch=_bn_torch, fresh=True,
+    infer=_same, torch=_bn_torch, fresh=True, positional=1,
     params=lambda a, ins, out: 2 * ins[0][0],
     buffers=lambda a, ins, out: 2 * ins[0][0] + 1,  # running mean and var, num_batches_tracked
     fvcore=lambda a, ins, out: 2 * numel(ins[0]),  # eval-mode batch_norm with affine: 2 per element
@@ -299,11 +304,11 @@ def _pool_complete(attrs: dict[str, Any]) -> dict[str, Any]:
 _POOL_ARGS = (Arg("kernel", "pair"), Arg("stride", "pair", derived=True),
               Arg("padding", "pair0", 0), Arg("ceil", "bool", False))
 MAXPOOL = Op("maxpool", _POOL_ARGS, infer=_pool_infer, torch=_pool_torch("MaxPool2d"),
-             complete=_pool_complete, resets=UNIT_STRIDE, example="maxpool(3, 2)",
+             complete=_pool_complete, resets=UNIT_STRIDE, example="maxpool(3, 2)", positional=2,
              doc="max pooling (stride defaults to the window; `ceil = true` pools as Caffe)")
 AVGPOOL = Op("avgpool", (*_POOL_ARGS, Arg("count_pad", "bool", True)),
              infer=_pool_infer, torch=_pool_torch("AvgPool2d"), complete=_pool_complete,
-             resets=UNIT_STRIDE, example="avgpool(3, 2)",
+             resets=UNIT_STRIDE, example="avgpool(3, 2)", positional=2,
              doc="average pooling (stride defaults to the window; `ceil = true` pools as Caffe)")
 
 
@@ -360,7 +365,7 @@ LINEAR = Op(
     activations=lambda a, ins, out: numel(out),
     doc="fully connected layer on flat features (after `flatten`)",
 )
-DROPOUT = Op("dropout", (Arg("p", "prob", 0.5),), infer=_same,
+DROPOUT = Op("dropout", (Arg("p", "prob", 0.5),), infer=_same, positional=1,
              torch=lambda a, ins, out: TorchModule(f"nn.Dropout({a['p']!r})"),
              doc="dropout with probability p (training only: no cost)")
 
@@ -377,7 +382,7 @@ def _drop_path_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 # Drop path (stochastic depth) on a residual branch: a training-time op, free at inference.
 DROP_PATH = Op("drop_path", (Arg("p", "prob", 0.0),), infer=_same, torch=_drop_path_torch,
-               example="drop_path(0.2)",
+               example="drop_path(0.2)", positional=1,
                doc="stochastic depth on a residual branch (training only: no cost)")
 FLATTEN = Op("flatten", (), infer=lambda a, ins: (numel(ins[0]),),
              torch=lambda a, ins, out: TorchExpr("torch.flatten({0}, 1)"),

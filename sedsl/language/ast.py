@@ -9,12 +9,22 @@ from typing import TypeAlias
 from sedsl.errors import Span
 from sedsl.record import Record
 
+# The span of a node a program made rather than read: line 0 is no place in a text.
+GENERATED = Span("<generated>", 0, 0, 0, 0)
+
 # --- expressions ----------------------------------------------------------------------------
 
 
 class Number(Record):
+    """A number literal; `text` is its spelling (`1e-3`, `1.0`), which the printer keeps. The
+    spelling is not part of the value: `1e-3` and `0.001` are equal Numbers."""
+
     value: Fraction
     span: Span
+    text: str | None = None  # None: a number made by a program, printed in a canonical form
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.value, self.span)
 
 
 class ShapeLit(Record):
@@ -202,11 +212,23 @@ class Use(Record):
     span: Span
 
 
+class Comment(Record):
+    """`# ...` to the end of its line, trailing whitespace dropped. `own_line`: nothing but
+    whitespace before it on its line (else it trails code); `closes`: the next token is a `}`
+    (it ends a body). A comment at line 0 (made by a program, not read) heads the file."""
+
+    text: str
+    span: Span
+    own_line: bool = True
+    closes: bool = False
+
+
 class Module(Record):
-    """One parsed file."""
+    """One parsed file; `comments` in source order (the printer puts them back in place)."""
 
     file: str
     uses: tuple[Use, ...]
     blocks: tuple[BlockDef, ...]
     networks: tuple[BlockDef, ...]
     se: tuple[SeSection, ...]
+    comments: tuple[Comment, ...] = ()

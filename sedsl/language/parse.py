@@ -11,6 +11,7 @@ line run starts ~80 ms sooner). After editing the grammar, regenerate it with
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -83,7 +84,33 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
         blocks=tuple(i for i in items if isinstance(i, ast.BlockDef) and not i.is_network),
         networks=tuple(i for i in items if isinstance(i, ast.BlockDef) and i.is_network),
         se=tuple(i for i in items if isinstance(i, ast.SeSection)),
+        comments=comments(text, file),
     )
+
+
+# A string or a comment: the lexer's STRING and COMMENT. In a file that lexes, a `#` outside a
+# string starts a comment, and a `"` outside a comment starts a string that ends on its line.
+_STRING_OR_COMMENT = re.compile(r'"[^"\n]*"|#[^\n]*')
+
+
+def comments(text: str, file: str) -> tuple[ast.Comment, ...]:
+    """The comments of a text that lexes, with their places (the lexer drops them)."""
+    found = []
+    for m in _STRING_OR_COMMENT.finditer(text):
+        if m.group().startswith("#"):
+            start = text.rfind("\n", 0, m.start()) + 1
+            line = text.count("\n", 0, m.start()) + 1
+            col = m.start() - start + 1
+            body = m.group().rstrip()
+            own_line = not text[start:m.start()].strip(" \t\f")
+            after = _BLANKS_AND_COMMENTS.match(text, m.end())
+            closes = after is not None and text.startswith("}", after.end())
+            span = Span(file, line, col, line, col + len(body))
+            found.append(ast.Comment(body, span, own_line, closes))
+    return tuple(found)
+
+
+_BLANKS_AND_COMMENTS = re.compile(r"(?:[ \t\f\r\n\\]|#[^\n]*)*")
 
 
 def parse_expr(text: str, file: str = "<command line>") -> ast.Expr:
@@ -326,7 +353,8 @@ class _ToAst(Transformer[Token, Any]):  # type: ignore[misc]  # lark's, generate
         return ast.BinOp(str(c[1]), c[0], c[2], self._span(meta))
 
     def number(self, meta: Any, c: list[Token]) -> ast.Number:
-        return ast.Number(numbers.literal(str(c[0]), self._tok(c[0])), self._tok(c[0]))
+        span = self._tok(c[0])
+        return ast.Number(numbers.literal(str(c[0]), span), span, str(c[0]))
 
     def shape(self, meta: Any, c: list[Token]) -> ast.ShapeLit:
         return ast.ShapeLit(self._dims(c[0]), self._tok(c[0]))

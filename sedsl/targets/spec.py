@@ -1,421 +1,956 @@
-"""Graph IR -> a readable `.se` spec: the inverse of elaboration, for imported models.
+"""Graph IR -> a `.se` spec, for imported models (`sedsl import`): the inverse of elaboration.
+Exact or refused: never a spec of another network.
 
-Instances of one block kind become one `block` definition whose parameters are the numbers that
-differ between them; consecutive equal calls in a stage become `* n`. A structure the language
-cannot state (a gate computed inside a block, a concat of branches, a mean) is reported as a note
-and left out as a comment: what can be written is written.
+The graph is taken apart into sequences, residual units and parallel branches (a series-parallel
+decomposition: a merge's branches start at its immediate dominator and share no layer; nested
+channel concats, DenseNet's, are first rewritten as concats of two). The instances of one block
+kind become one `block` definition whose parameters are the numbers that differ between them, a
+projection shortcut or a residual connection that only some instances have becomes an `if`;
+consecutive equal calls become `* n`. The spec is built as a syntax tree (sedsl.language.ast) and
+printed by sedsl.language.printer, each op call from the op table's printed form (`op_call`).
+The written text is compiled again and must compute what the graph computes, node for node.
+
+Whatever the language cannot state is refused with a `NoSpecForm` that names the layer: a gate a
+block computes itself (its own SE block), an op a spec cannot call, data flow that no sequence,
+residual or parallel unit states.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import keyword
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, TypeAlias
 
+from sedsl.errors import SpecError
 from sedsl.ir.graph import Graph
-from sedsl.ir.node import Node, inputs, record, records
-from sedsl.ir.ops import Attr
+from sedsl.ir.node import Node, execution_order, inputs, record
+from sedsl.ir.ops import OPS, Attr, Op
+from sedsl.language import ast, numbers
+from sedsl.language.ast import GENERATED as G
+from sedsl.language.printer import KEYWORDS, Unprintable, skeleton, unparse
+from sedsl.record import Record
 
-# --- rendering one op ----------------------------------------------------------------------------
+# --- refusals -----------------------------------------------------------------------------------
 
-Slot = tuple[str, int]  # ("c", 64): a number a block definition may turn into a parameter
+
+class NoSpecForm(SpecError):
+    """A graph, or a part of one, that the spec language cannot state."""
+
+
+def _where(rec: Node, name: str) -> str:
+    return f"`{name}`" + (f" (in `{rec.kind}`)" if rec.kind else "")
+
+
+def _refuse_op(name: str, rec: Node) -> NoSpecForm:
+    if rec.op == "mul":
+        return NoSpecForm(f"{_where(rec, name)} multiplies a feature map by a gate the model "
+                          "computes itself (an SE or attention block of its own); a spec states "
+                          "SE blocks as `se` rules, which `sedsl import` does not write")
+    return NoSpecForm(f"{_where(rec, name)} is a `{rec.op}`, which no spec can call")
+
+
+# --- one op call, from the op table's printed form -----------------------------------------------
+
+# Arguments that a block definition may turn into parameters: (op, argument) -> slot kind.
+SLOTS = {("conv", "c_out"): "c", ("conv", "groups"): "c", ("linear", "c_out"): "c",
+         ("pad_channels", "c_out"): "c", ("conv", "stride"): "stride"}
+Slot: TypeAlias = Callable[[str, int], "ast.Expr | None"]  # (kind, value) -> an expression,
+# or None for the value itself
+
+
+def op_call(op: Op, attrs: dict[str, Attr], slot: Slot | None = None) -> ast.Expr:
+    """The spec call of `op` with these attributes: `conv(64, 3, stride = 2)`, or a bare `bn`.
+    `slot` may give the expression of a number a block definition makes a parameter."""
+    if not op.user:
+        raise NoSpecForm(f"`{op.name}` has no printed form")
+    attrs = with_defaults(op, attrs)
+    exprs: list[ast.Expr | None] = []
+    written: list[bool] = []
+    for a in op.args:
+        value = attrs[a.name]
+        kind = SLOTS.get((op.name, a.name))
+        given = None
+        if slot is not None and kind is not None and _scalar(value) is not None:
+            given = slot(kind, _scalar(value) or 0)
+        exprs.append(given)
+        written.append(given is not None or _must_write(op, a.name, attrs))
+    required = sum(1 for a in op.args if a.default is None and not a.derived)
+    positional = op.positional if op.positional is not None else required
+    last = max((i for i in range(min(positional, len(op.args))) if written[i]), default=-1)
+    args = []
+    for i, a in enumerate(op.args):
+        if i <= last or written[i]:
+            expr = exprs[i] or _literal(a.kind, attrs[a.name])
+            args.append(ast.Arg(None if i <= last else a.name, expr, G))
+    if not args:
+        return ast.Name(op.name, G)
+    return ast.Call(op.name, tuple(args), G, G)
+
+
+def with_defaults(op: Op, attrs: Mapping[str, Attr]) -> dict[str, Attr]:
+    """The attributes with the defaults of those a node leaves out (an import's `bn` has no
+    `momentum`), as the elaborator fills them in."""
+    full = {a.name: (a.default, a.default) if a.kind in ("pair", "pair0")
+            and isinstance(a.default, int) and not isinstance(a.default, bool) else a.default
+            for a in op.args if a.default is not None}
+    return {**full, **attrs}
+
+
+def _scalar(value: Attr) -> int | None:
+    """An int, or a pair of equal ints, as one number; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1] \
+            and isinstance(value[0], int):
+        return value[0]
+    return None
+
+
+def _must_write(op: Op, name: str, attrs: dict[str, Attr]) -> bool:
+    """An argument is written unless it has its default (or, derived, what `complete` gives)."""
+    arg = next(a for a in op.args if a.name == name)
+    value = attrs[name]
+    if arg.derived:
+        return bool(op.complete({**attrs, name: None})[name] != value)
+    if arg.default is None:
+        return True
+    default = arg.default
+    if arg.kind in ("pair", "pair0") and isinstance(default, int):
+        default = (default, default)
+    return bool(default != value)
+
+
+def _literal(kind: str, value: Attr) -> ast.Expr:
+    if kind == "bool":
+        return ast.Bool(bool(value), G)
+    if kind in ("pair", "pair0"):
+        assert isinstance(value, tuple)
+        if len(set(value)) == 1:
+            return _number(int(value[0]))
+        return ast.ShapeLit(tuple(int(v) for v in value), G)
+    assert isinstance(value, int | float) and not isinstance(value, bool)
+    return _number(value)
+
+
+def _number(value: int | float | Fraction) -> ast.Number:
+    try:
+        exact = value if isinstance(value, Fraction) else numbers.python_number(value, None)
+    except SpecError as err:
+        raise NoSpecForm(f"the number {value!r}: {err.message}") from None
+    return ast.Number(exact, G)
+
+
+# --- the graph as data flow ----------------------------------------------------------------------
+
+
+@dataclass
+class Flow:
+    """The graph's data flow, which the writer may rewrite: inputs by port, records, order."""
+
+    ins: dict[str, list[str]]
+    rec: dict[str, Node]
+    order: list[str]  # topological, declaration order where the data flow allows
+    output: str
+
+    @classmethod
+    def of(cls, g: Graph) -> Flow:
+        order = execution_order(g)
+        flow = cls({n: inputs(g, n) for n in order}, {n: record(g, n) for n in order}, order,
+                   str(g.graph["output"]))
+        used = flow.ancestors(flow.output)
+        for n in order:
+            if n not in used and n != flow.output:
+                raise NoSpecForm(f"{_where(flow.rec[n], n)} computes something the network's "
+                                 "output does not use")
+        return flow
+
+    def ancestors(self, n: str) -> set[str]:
+        seen, todo = {n}, [n]
+        while todo:
+            for u in self.ins[todo.pop()]:
+                if u not in seen:
+                    seen.add(u)
+                    todo.append(u)
+        return seen
+
+    def channel_concat(self, n: str) -> bool:
+        rec = self.rec[n]
+        return rec.op == "concat" and rec.attrs.get("axis", 0) == 0
+
+    def flatten_concats(self) -> None:
+        """DenseNet's concats of all earlier outputs as concats of two: cat(x, a, b) after
+        cat(x, a) is cat(cat(x, a), b); a concat of one tensor is that tensor."""
+        original = {n: list(self.ins[n]) for n in self.order if self.channel_concat(n)}
+        for n, ins in original.items():
+            prefix = max((m for m, other in original.items()
+                          if m != n and len(other) < len(ins) and ins[:len(other)] == other),
+                         key=lambda m: len(original[m]), default=None)
+            if prefix is not None:
+                self.ins[n] = [prefix, *ins[len(original[prefix]):]]
+        for n in original:
+            if len(self.ins[n]) == 1:
+                (src,) = self.ins[n]
+                for m in self.order:
+                    self.ins[m] = [src if u == n else u for u in self.ins[m]]
+                self.output = src if self.output == n else self.output
+                self.order.remove(n)
+                del self.ins[n]
+
+    def consumers(self) -> dict[str, list[tuple[str, int]]]:
+        out: dict[str, list[tuple[str, int]]] = {n: [] for n in self.order}
+        for n in self.order:
+            for port, u in enumerate(self.ins[n]):
+                out[u].append((n, port))
+        return out
+
+
+def dominators(flow: Flow) -> dict[str, str]:
+    """Each node's immediate dominator from the input (Cooper, Harvey and Kennedy, on a DAG in
+    topological order)."""
+    index = {n: i for i, n in enumerate(flow.order)}
+    idom: dict[str, str] = {flow.order[0]: flow.order[0]}
+    for n in flow.order[1:]:
+        preds = flow.ins[n]
+        d = preds[0]
+        for p in preds[1:]:
+            a, b = d, p
+            while a != b:
+                while index[a] > index[b]:
+                    a = idom[a]
+                while index[b] > index[a]:
+                    b = idom[b]
+            d = a
+        idom[n] = d
+    return idom
+
+
+# --- the series-parallel tree --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Call:
-    """One op call with its numbers as slots: `conv({0}, 3, stride = {1})` and their values."""
+class Layer:
+    node: str
+
+
+@dataclass(frozen=True)
+class Merge:
+    """`node` (an `op`) merges `branches`, each a chain from the merge's entry (empty: the entry
+    itself), in port order."""
+
+    node: str
+    op: str
+    branches: tuple[tuple[Part, ...], ...]
+
+
+Part: TypeAlias = Layer | Merge
+
+
+def decompose(flow: Flow) -> tuple[Part, ...]:
+    """The network as a chain of layers and merges, or NoSpecForm."""
+    idom = dominators(flow)
+    entry = flow.order[0]
+    top = _chain(flow, idom, entry, flow.output)
+    implied: Counter[tuple[str, str, int]] = Counter()
+    _edges(top, entry, implied)
+    actual = Counter((u, n, port) for n in flow.order for port, u in enumerate(flow.ins[n]))
+    if implied != actual:
+        seen: Counter[str] = Counter(nodes_of(top))
+        index = {n: i for i, n in enumerate(flow.order)}
+        consumers = flow.consumers()
+        twice = sorted((n for n, k in seen.items() if k > 1), key=index.__getitem__)
+        forks = [n for n in twice if len(consumers[n]) > 1] or twice  # where the paths part
+        u = forks[0] if forks else min((actual - implied) or (implied - actual))[0]
+        users = sorted(v for v, _ in consumers[u])
+        raise NoSpecForm(f"{_where(flow.rec[u], u)} feeds {', '.join(f'`{v}`' for v in users)} "
+                         "by paths that meet in a way no sequence, residual unit or parallel "
+                         "unit states")
+    return top
+
+
+def _chain(flow: Flow, idom: dict[str, str], entry: str, exit: str) -> tuple[Part, ...]:
+    parts: list[Part] = []
+    n = exit
+    while n != entry:
+        d = idom[n]
+        preds = flow.ins[n]
+        if len(preds) == 1 and preds[0] == d:
+            parts.append(Layer(n))
+        else:
+            branches = tuple(_chain(flow, idom, d, p) for p in preds)
+            parts.append(Merge(n, flow.rec[n].op, branches))
+        n = d
+    return tuple(reversed(parts))
+
+
+def _edges(parts: Sequence[Part], entry: str, out: Counter[tuple[str, str, int]]) -> str:
+    """The edges a chain implies; returns its output node."""
+    x = entry
+    for part in parts:
+        if isinstance(part, Layer):
+            out[(x, part.node, 0)] += 1
+            x = part.node
+        else:
+            for port, branch in enumerate(part.branches):
+                out[(_edges(branch, x, out), part.node, port)] += 1
+            x = part.node
+    return x
+
+
+def nodes_of(parts: Sequence[Part]) -> Iterator[str]:
+    for part in parts:
+        if isinstance(part, Merge):
+            for branch in part.branches:
+                yield from nodes_of(branch)
+        yield part.node
+
+
+# --- the writer ----------------------------------------------------------------------------------
+
+
+class Written(Record):
+    """The spec: its text and its syntax tree."""
 
     text: str
-    slots: tuple[Slot, ...]
+    module: ast.Module
 
 
-def _int(value: object) -> int:
-    assert isinstance(value, int), f"{value!r}: the elaborator and the importer store ints"
-    return value
+@dataclass
+class Instance:
+    """One block instance: a run of consecutive parts of one block."""
 
-
-def _n(value: Attr) -> int:
-    return _int(value[0] if isinstance(value, tuple) else value)
-
-
-def _pair(value: Attr) -> str:
-    assert isinstance(value, tuple)
-    return str(value[0]) if value[0] == value[1] else "x".join(map(str, value))
-
-
-def render(rec: Node) -> Call | None:
-    """The spec call for one node, or None when the language has no such op."""
-    a = rec.attrs
-    if rec.op == "conv":
-        k = a["kernel"]
-        assert isinstance(k, tuple) and isinstance(a["dilation"], tuple)
-        default_pad = tuple(_int(d) * (_int(x) - 1) // 2
-                            for d, x in zip(a["dilation"], k, strict=True))
-        slots: list[Slot] = [("c", _int(a["c_out"]))]
-        text = "conv({}, " + _pair(k)
-        if isinstance(a["stride"], tuple) and a["stride"][0] == a["stride"][1]:
-            text += ", stride = {}"  # a slot even at 1: units that differ in stride share a block
-            slots.append(("stride", _n(a["stride"])))
-        else:
-            text += f", stride = {_pair(a['stride'])}"
-        if a["padding"] != default_pad:
-            text += f", padding = {_pair(a['padding'])}"
-        if a["dilation"] != (1, 1):
-            text += f", dilation = {_pair(a['dilation'])}"
-        text += ", groups = {}"
-        slots.append(("c", _int(a["groups"])))
-        if a["bias"]:
-            text += ", bias = true"
-        return Call(text + ")", tuple(slots))
-    if rec.op == "bn":
-        return Call("bn" if a["eps"] == 1e-5 else f"bn(eps = {a['eps']!r})", ())
-    if rec.op in ("maxpool", "avgpool"):
-        text = f"{rec.op}({_pair(a['kernel'])}"
-        if a["stride"] != a["kernel"]:
-            text += f", {_pair(a['stride'])}"
-        if a["padding"] != (0, 0):
-            text += f", padding = {_pair(a['padding'])}"
-        if a["ceil"]:
-            text += ", ceil = true"
-        if rec.op == "avgpool" and not a.get("count_pad", True):
-            text += ", count_pad = false"
-        return Call(text + ")", ())
-    if rec.op == "linear":
-        return Call("linear({}" + (")" if a["bias"] else ", bias = false)"),
-                    (("c", _int(a["c_out"])),))
-    if rec.op == "dropout":
-        return Call(f"dropout({a['p']!r})", ())
-    if rec.op == "adaptive_avgpool":
-        return Call(f"adaptive_avgpool({_pair(a['size'])})", ())
-    if rec.op == "scale":
-        return Call(f"scale({a['factor']!r})", ())
-    if rec.op == "channel_shuffle":
-        return Call(f"channel_shuffle({a['groups']})", ())
-    if rec.op == "pad_channels":
-        return Call("pad_channels({})", (("c", _int(a["c_out"])),))
-    if rec.op in ("add", "concat", "mul", "squeeze", "se", "input"):
-        return None
-    return Call(rec.op, ())  # activations, global pools, flatten
-
-
-# --- units: the body of one block instance -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Body:
-    """A unit's layers: `pre`, then optionally a residual unit (`res`, `short`), then `post`."""
-
-    pre: tuple[Call, ...]
-    res: tuple[Call, ...] | None
-    short: tuple[Call, ...]
-    post: tuple[Call, ...]
-
-    @property
-    def plain(self) -> bool:
-        """A chain, or a chain wrapped in a residual unit with the identity shortcut."""
-        return self.res is None or not (self.pre or self.post or self.short)
-
-    def main(self) -> tuple[Call, ...]:
-        return (self.res or ()) if self.plain and self.res is not None else \
-            (*self.pre, *(self.res or ()), *self.post)
-
-    def key(self) -> tuple[object, ...]:
-        """What two instances must share to share a definition (numbers aside)."""
-        if self.plain:
-            return ("chain", tuple(c.text for c in self.main()))
-        return ("unit", tuple(c.text for c in self.pre), tuple(c.text for c in self.res or ()),
-                tuple(c.text for c in self.post))
-
-
-class NoSpecForm(Exception):
-    """A structure the language cannot state."""
-
-
-def _chain(g: Graph, names: Sequence[str], start: str) -> tuple[Call, ...]:
-    """Calls of a linear chain of nodes fed by `start`, or NoSpecForm."""
-    calls, prev = [], start
-    for n in names:
-        rec = record(g, n)
-        if inputs(g, n) != [prev]:
-            raise NoSpecForm(f"`{n}` ({rec.op}) does not follow the layer before it")
-        call = render(rec)
-        if call is None:
-            raise NoSpecForm(f"`{n}` is a `{rec.op}`, which a spec cannot write here")
-        calls.append(call)
-        prev = n
-    return tuple(calls)
-
-
-def unit_body(g: Graph, names: list[str], entry: str) -> Body:
-    """The body of the unit made of `names` (declaration order), fed by `entry`."""
-    ops = {record(g, n).op for n in names}
-    if "concat" in ops:
-        raise NoSpecForm("it concatenates parallel branches, which sedsl does not write back yet")
-    if "mul" in ops:
-        raise NoSpecForm("it scales by a gate it computes (the model's own SE or attention "
-                         "block): write it as an `se` rule")
-    adds = [n for n in names if record(g, n).attrs.get("branches") == ("residual", "shortcut")]
-    if not adds:
-        return Body(_chain(g, names, entry), None, (), ())
-    if len(adds) > 1:
-        raise NoSpecForm("it has more than one residual unit")
-    add = adds[0]
-    res = [n for n in names if record(g, n).branch == "residual"]
-    short = [n for n in names if record(g, n).branch == "shortcut"]
-    pre = [n for n in names[: names.index(add)] if n not in res and n not in short]
-    post = names[names.index(add) + 1:]
-    start = pre[-1] if pre else entry
-    return Body(_chain(g, pre, entry), _chain(g, res, start), _chain(g, short, start),
-                _chain(g, post, add))
-
-
-# --- block definitions ---------------------------------------------------------------------------
-
-
-def _fill(calls: Sequence[Call], exprs: Sequence[str]) -> str:
-    """Calls with their slots filled; `stride = 1` and `groups = 1` are the defaults."""
-    values, out = iter(exprs), []
-    for c in calls:
-        text = c.text.format(*(next(values) for _ in c.slots))
-        out.append(text.replace(", stride = 1", "").replace(", groups = 1", ""))
-    return " ".join(out)
-
-
-def _slots(calls: Sequence[Call]) -> list[Slot]:
-    return [s for c in calls for s in c.slots]
+    block: str
+    kind: str
+    parts: tuple[Part, ...]
+    c_in: int
+    c_out: int
+    key: object = None  # its form, numbers aside
+    slots: list[tuple[str, str, int]] = field(default_factory=list)  # (region, kind, value)
+    definition: Definition | None = None
+    index: int = 0  # in its definition
 
 
 @dataclass
 class Definition:
     name: str
-    bodies: list[Body] = field(default_factory=list)
-    c_in: list[int] = field(default_factory=list)
-    c_out: list[int] = field(default_factory=list)
+    instances: list[Instance]
+    mode: str = "plain"  # plain | shortcut (some have a projection) | residual (some add x)
     params: list[str] = field(default_factory=list)
     values: dict[str, list[int]] = field(default_factory=dict)  # parameter -> per instance
-    main: list[str] = field(default_factory=list)  # the text of each slot of the main chain
-    short: list[str] = field(default_factory=list)  # ... of the shortcut
-    condition: str | None = None  # of the shortcut (units) or of the residual wrapper (chains)
+    exprs: dict[str, list[ast.Expr | None]] = field(default_factory=dict)  # region -> slots
+    condition: ast.Expr | None = None
 
-    def expr(self, values: Sequence[int], kind: str, k: Sequence[int]) -> str:
-        """A slot's text from its values at instances `k`: a number, a parameter, `n * p`."""
-        for p, vs in self.values.items():
-            if [vs[i] for i in k] == list(values):
-                return p
-        if len(set(values)) == 1:
-            return str(values[0])
-        for p, vs in self.values.items():
-            ratios = {v // vs[i] if vs[i] and v % vs[i] == 0 else 0 for v, i in zip(values, k,
-                                                                               strict=True)}
-            if len(ratios) == 1 and ratios != {0} and ratios != {1}:
-                return f"{ratios.pop()} * {p}"
-        if len(k) != len(self.bodies):
-            raise NoSpecForm(f"a shortcut of `{self.name}` has numbers no parameter gives")
-        p = "stride" if kind == "stride" and "stride" not in self.values else \
-            f"c{sum(q.startswith('c') for q in self.params) + 1}"
-        self.params.append(p)
-        self.values[p] = list(values)
-        return p
-
-    def solve(self) -> None:
-        """Name the slots: constants stay numbers, equal ones share a parameter."""
-        every = range(len(self.bodies))
-        columns = zip(*(_slots(b.main()) for b in self.bodies), strict=True)
-        self.main = [self.expr([v for _, v in col], col[0][0], every) for col in columns]
-        with_short = [k for k in every if self.bodies[k].short]
-        if with_short:
-            if len({tuple(c.text for c in self.bodies[k].short) for k in with_short}) > 1:
-                raise NoSpecForm(f"the shortcuts of `{self.name}` differ")
-            cols = zip(*(_slots(self.bodies[k].short) for k in with_short), strict=True)
-            self.short = [self.expr([v for _, v in col], col[0][0], with_short) for col in cols]
-        self.params.sort(key=lambda p: p == "stride")  # required parameters first
-        self.condition = self._condition([bool(b.short) for b in self.bodies]
-                                         if not self.bodies[0].plain else
-                                         [b.res is not None for b in self.bodies])
-
-    def _condition(self, present: list[bool]) -> str | None:
-        """When only some instances project (units) or add their input (chains): the rule."""
-        if all(present) or not any(present):
-            return None
-        strides = self.values.get("stride", [1] * len(self.bodies))
-        out = self.main[max(i for i, s in enumerate(_slots(self.bodies[0].main()))
-                            if s[0] == "c" and self._is_c_out(i))]
-        changes = [s != 1 or ci != co for s, ci, co in zip(strides, self.c_in, self.c_out,
-                                                           strict=True)]
-        if self.bodies[0].plain and present == [not c for c in changes]:
-            return ("stride == 1 and " if "stride" in self.values else "") + f"c_in == {out}"
-        if not self.bodies[0].plain and present == changes:
-            return ("stride != 1 or " if "stride" in self.values else "") + f"c_in != {out}"
-        raise NoSpecForm(f"only some `{self.name}` units have a residual connection or a "
-                         "projection, by no rule sedsl can state")
-
-    def _is_c_out(self, index: int) -> bool:
-        """Slot `index` of the main chain is the first slot of a call (its c_out)."""
-        i = 0
-        for c in self.bodies[0].main():
-            if i == index:
-                return True
-            i += len(c.slots)
-        return False
-
-    def args(self, k: int) -> list[int]:
-        return [self.values[p][k] for p in self.params]
-
-    def text(self) -> list[str]:
-        sig = ", ".join(p + (" = 1" if p == "stride" else "") for p in self.params)
-        head = f"block {self.name}({sig}) {{"
-        b = self.bodies[0]
-        if b.plain:
-            chain = _fill(b.main(), self.main)
-            if self.condition is None:
-                inner = f"residual {{ {chain} }}" if b.res is not None else chain
-                return [head, *_wrap(inner, "  "), "}"]
-            call = f"{self.name}_body({', '.join(self.params)})"
-            return [f"block {self.name}_body({sig}) {{", *_wrap(chain, "  "), "}",
-                    head, f"  if {self.condition} {{ residual {{ {call} }} }}",
-                    f"  else {{ {call} }}", "}"]
-        n_pre, n_res = len(_slots(b.pre)), len(_slots(b.res or ()))
-        pre = _fill(b.pre, self.main[:n_pre])
-        res = _fill(b.res or (), self.main[n_pre:n_pre + n_res])
-        post = _fill(b.post, self.main[n_pre + n_res:])
-        with_short = next((x for x in self.bodies if x.short), b)
-        short = _fill(with_short.short, self.short)
-        if short and self.condition:
-            short = f"if {self.condition} {{ {short} }}"
-        lines = [head, *(_wrap(pre, "  ") if pre else []), "  residual {",
-                 *_wrap(res, "    "), "  }" + (f" shortcut {{ {short} }}" if short else ""),
-                 *(_wrap(post, "  ") if post else []), "}"]
-        return lines
+    def args(self, k: int) -> dict[str, int]:
+        return {p: self.values[p][k] for p in self.params}
 
 
-def _wrap(text: str, indent: str, width: int = 96) -> list[str]:
-    """Split a sequence of calls at spaces outside parentheses, to lines under `width`."""
-    words, depth, word = [], 0, ""
-    for ch in text:
-        depth += (ch in "({") - (ch in ")}")
-        if ch == " " and depth == 0:
-            words.append(word)
-            word = ""
-        else:
-            word += ch
-    words.append(word)
-    lines, line = [], ""
-    for w in words:
-        if line and len(indent) + len(line) + 1 + len(w) > width:
-            lines.append(indent + line)
-            line = w
-        else:
-            line = f"{line} {w}" if line else w
-    return [*lines, indent + line]
-
-
-# --- the spec ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Written:
-    text: str
-    notes: list[str]  # structures with no spec form
+class _Split(Exception):
+    """The instances cannot share this definition."""
 
 
 def write_spec(g: Graph, se_text: str = "") -> Written:
-    """A `.se` spec for the base graph `g` (declaration order), and what it could not write."""
-    notes: list[str] = []
-    stages: dict[str, list[tuple[str | None, list[str]]]] = {}  # stage -> units
-    for name, rec in records(g):
-        if rec.op == "input" or rec.role != "base":
-            continue
-        units = stages.setdefault(rec.stage or name, [])
-        if units and units[-1][0] == rec.block:  # the same instance, or loose layers in a row
-            units[-1][1].append(name)
-        else:
-            units.append((rec.block, [name]))
-    defs: dict[tuple[object, ...], Definition] = {}
-    placed: dict[str, list[tuple[Definition | None, int, str]]] = {}  # stage -> items
-    for stage, units in stages.items():
-        items = placed.setdefault(stage, [])
-        for block, names in units:
-            entry = _entry(g, names)
-            try:
-                if block is None:
-                    calls = _chain(g, names, entry)
-                    items.append((None, 0, _fill(calls, [str(v) for _, v in _slots(calls)])))
-                    continue
-                body = unit_body(g, names, entry)
-            except NoSpecForm as why:
-                notes.append(f"{block or stage}: {why}")
-                items.append((None, 0, f"# {block or stage}: no spec form ({why})"))
+    """The `.se` spec of the base graph `g` (and an `se { ... }` text to add), or NoSpecForm
+    naming what the language cannot state."""
+    name = str(g.graph["name"])
+    try:
+        module = _Writer(Flow.of(g), g).module(se_text)
+        text = unparse(module)
+    except NoSpecForm as err:
+        raise NoSpecForm(f"cannot write {name} as a spec: {err.message}") from None
+    except Unprintable as err:
+        raise NoSpecForm(f"cannot write {name} as a spec: {err}") from None
+    verify(text, g)
+    return Written(text, module)
+
+
+class _Writer:
+    def __init__(self, flow: Flow, g: Graph):
+        self.flow = flow
+        self.g = g
+        self.rec = flow.rec
+        flow.flatten_concats()
+        self.tree = decompose(flow)
+        self.instances: dict[int, Instance] = {}  # id(first part) -> its instance
+        self.definitions: list[Definition] = []
+        self.names: set[str] = set(OPS) | set(KEYWORDS) | _BUILTINS
+
+    # -- the module --
+
+    def module(self, se_text: str) -> ast.Module:
+        for inst in self._instances(self.tree):
+            self.instances[id(inst.parts[0])] = inst
+        self._define()
+        net = ast.BlockDef(self._unique(_identifier(str(self.g.graph["name"]), "network")), (),
+                           (ast.Input(tuple(self.g.graph["input"]), G), *self._stages()), G,
+                           is_network=True)
+        blocks = tuple(self._block(d) for d in self.definitions)
+        se: tuple[ast.SeSection, ...] = ()
+        if se_text.strip():
+            se = (_section(se_text),)
+        source = self.g.graph.get("file", "")
+        note = ast.Comment(f"# {net.name}: written by `sedsl import` from {source}".rstrip(), G)
+        return ast.Module("<written>", (), blocks, (net,), se, (note,))
+
+    def _stages(self) -> list[ast.Stmt]:
+        """One binding per stage (a top-level child of the model)."""
+        taken: set[str] = set()
+        out: list[ast.Stmt] = []
+        for stage, elements in _runs_by(self._elements(self.tree, inline=False)):
+            name = _unique_in(_layer_name(stage or "layer"), taken)
+            if len(elements) == 1:
+                value = elements[0].expr
+                assert value is not None
+            else:
+                value = ast.Group(tuple(self._statements(elements)), G)
+            out.append(ast.Bind(name, value, G, G))
+        return out
+
+    # -- block instances and their definitions --
+
+    def _owner(self, part: Part) -> str | None:
+        """The block a part belongs to (its merge layer aside: DenseNet's concat of a layer's
+        output belongs to the next layer); `"*"` when it spans several."""
+        if isinstance(part, Layer):
+            return self.rec[part.node].block
+        blocks = {self.rec[n].block for b in part.branches for n in nodes_of(b)}
+        if not blocks:
+            blocks = {self.rec[part.node].block}
+        return blocks.pop() if len(blocks) == 1 else "*"
+
+    def _segments(self, parts: Sequence[Part]) -> list[tuple[str | None, list[Part]]]:
+        """Consecutive parts of one block instance together; the others one by one."""
+        out: list[tuple[str | None, list[Part]]] = []
+        for part in parts:
+            owner = self._owner(part)
+            block = owner if owner not in (None, "*") else None
+            if block is not None and out and out[-1][0] == block:
+                out[-1][1].append(part)
+            else:
+                out.append((block, [part]))
+        return out
+
+    def _instances(self, parts: Sequence[Part]) -> Iterator[Instance]:
+        for block, seg in self._segments(parts):
+            if block is not None:
+                yield self._instance(block, seg)
                 continue
-            kind = record(g, names[0]).kind or "unit"
-            key = (kind, body.key())
-            d = defs.get(key)
-            if d is None:
-                same = sum(k[0] == kind for k in defs)
-                d = defs[key] = Definition(kind if not same else f"{kind}{same + 1}")
-            d.bodies.append(body)
-            d.c_in.append(record(g, entry).shape[0])
-            d.c_out.append(record(g, names[-1]).shape[0])
-            items.append((d, len(d.bodies) - 1, ""))
-    for d in defs.values():
-        try:
-            d.solve()
-        except NoSpecForm as why:
-            notes.append(str(why))
-    lines = [f"# {g.graph['name']}: written by `sedsl import` from {g.graph.get('file', '')}",
-             "", f"network {g.graph['name']} {{",
-             f"  input {'x'.join(map(str, g.graph['input']))}"]
-    for stage, items in placed.items():
-        runs = _runs(items)
-        if len(runs) == 1:
-            lines.append(f"  {stage} = {runs[0]}")
+            for part in seg:
+                if isinstance(part, Merge):
+                    for branch in part.branches:
+                        yield from self._instances(branch)
+
+    def _instance(self, block: str, parts: list[Part]) -> Instance:
+        first, last = parts[0], parts[-1]
+        entry = self._entry(first)
+        rec = self.rec[last.node]
+        kind = next((self.rec[n].kind for n in nodes_of(parts) if self.rec[n].block == block),
+                    None) or "Block"
+        inst = Instance(block, kind, tuple(parts), self.rec[entry].shape[0],
+                        rec.shape[0])
+        inst.key, inst.slots = self._form(inst.parts)
+        return inst
+
+    def _entry(self, part: Part) -> str:
+        """The node a part reads."""
+        n = part.node
+        while True:
+            if isinstance(part, Layer):
+                return self.flow.ins[n][0]
+            branch = next((b for b in part.branches if b), None)
+            if branch is None:
+                return self.flow.ins[n][0]
+            part, n = branch[0], branch[0].node
+
+    def _form(self, parts: Sequence[Part]) -> tuple[object, list[tuple[str, str, int]]]:
+        """An instance's body with its slot numbers as placeholders (its form), and the slots."""
+        slots: list[tuple[str, str, int]] = []
+
+        def record_slot(kind: str, value: int) -> ast.Expr:
+            slots.append((self.region, kind, value))
+            return ast.Name(f"<{kind}>", G)
+
+        self.region = "main"
+        return skeleton(self._body(parts, record_slot)), slots
+
+    def _define(self) -> None:
+        """Instances of a kind with one form share a definition; forms that differ only by a
+        projection shortcut, or by the residual connection, share one under an `if`."""
+        by_kind: dict[str, list[list[Instance]]] = {}
+        for inst in self.instances.values():
+            groups = by_kind.setdefault(inst.kind, [])
+            same = next((grp for grp in groups if grp[0].key == inst.key), None)
+            if same is None:
+                groups.append([inst])
+            else:
+                same.append(inst)
+        for kind, groups in by_kind.items():
+            for instances, mode in self._merge(groups):
+                d = Definition(self._unique(_identifier(kind, "Block")), instances, mode)
+                try:
+                    self._solve(d)
+                except _Split:  # instances of one form always share a definition
+                    raise AssertionError(f"{d.name}: no definition for one form") from None
+                for k, inst in enumerate(d.instances):
+                    inst.definition, inst.index = d, k
+                self.definitions.append(d)
+
+    def _merge(self, groups: list[list[Instance]]) -> Iterator[tuple[list[Instance], str]]:
+        """The groups of one form (of one kind), each joined with another where they differ
+        by a projection or a residual connection only and a rule says which have it."""
+        pending = list(groups)
+        while pending:
+            grp, mode = pending.pop(0), "plain"
+            for optional in ("shortcut", "residual"):
+                partner = next((o for o in pending if self._pair(grp[0], o[0], optional)), None)
+                if partner is None:
+                    continue
+                joined = sorted(grp + partner, key=self._position)
+                try:
+                    self._solve(Definition("", joined, optional))
+                except _Split:
+                    continue
+                pending.remove(partner)
+                grp, mode = joined, optional
+                break
+            yield grp, mode
+
+    def _position(self, inst: Instance) -> int:
+        return self.flow.order.index(inst.parts[0].node)
+
+    def _pair(self, a: Instance, b: Instance, mode: str) -> bool:
+        """Whether the forms of `a` and `b` differ only by the optional part of `mode`."""
+        if mode == "shortcut":
+            ra, rb = _without_shortcut(a.parts), _without_shortcut(b.parts)
         else:
-            lines.append(f"  {stage} = {{")
-            lines += [f"    {c}" for c in runs]
-            lines.append("  }")
-    lines.append("}")
-    for d in defs.values():
-        lines += ["", *d.text()]
-    if se_text.strip():
-        lines += ["", se_text.strip()]
-    for note in notes:
-        lines.insert(1, f"# no spec form: {note}")
-    return Written("\n".join(lines) + "\n", notes)
+            ra, rb = _without_residual(a.parts), _without_residual(b.parts)
+        if ra is None or rb is None or (ra == a.parts) == (rb == b.parts):
+            return False
+        return self._form(ra)[0] == self._form(rb)[0]
+
+    def _solve(self, d: Definition) -> None:
+        """Name the slots: a number equal in every instance stays a number, a column equal to a
+        parameter's (or a multiple of it) uses it, the others become parameters."""
+        d.params, d.values, d.exprs = [], {}, {}
+        every = list(range(len(d.instances)))
+        main = [[s for s in i.slots if s[0] == "main"] for i in d.instances]
+        if len({len(m) for m in main}) != 1:
+            raise _Split
+        d.exprs["main"] = [self._column(d, [m[j][2] for m in main], main[0][j][1], every)
+                           for j in range(len(main[0]))]
+        short = [k for k in every if any(s[0] == "short" for s in d.instances[k].slots)]
+        if short:
+            cols = [[s for s in d.instances[k].slots if s[0] == "short"] for k in short]
+            if len({tuple(c) for c in ([(s[1],) for s in col] for col in cols)}) != 1:
+                raise _Split
+            d.exprs["short"] = [self._column(d, [c[j][2] for c in cols], cols[0][j][1], short)
+                                for j in range(len(cols[0]))]
+        d.condition = self._condition(d) if d.mode != "plain" else None
+        d.params.sort(key=lambda p: p == "stride")  # required parameters first
+
+    def _column(self, d: Definition, values: list[int], kind: str,
+                which: list[int]) -> ast.Expr | None:
+        for p, vs in d.values.items():
+            if [vs[k] for k in which] == values:
+                return ast.Name(p, G)
+        if len(set(values)) == 1:
+            return None
+        if kind == "c":
+            for p, vs in d.values.items():
+                base = [vs[k] for k in which]
+                if p != "stride" and all(b and v % b == 0 for v, b in zip(values, base,
+                                                                         strict=True)):
+                    ratios = {v // b for v, b in zip(values, base, strict=True)}
+                    if len(ratios) == 1 and ratios != {1}:
+                        return ast.BinOp("*", _number(ratios.pop()), ast.Name(p, G), G)
+        if len(which) != len(d.instances):
+            raise _Split  # a shortcut's numbers that no parameter gives
+        p = "stride" if kind == "stride" and "stride" not in d.values else \
+            f"c{sum(q.startswith('c') for q in d.params) + 1}"
+        d.params.append(p)
+        d.values[p] = values
+        return ast.Name(p, G)
+
+    def _condition(self, d: Definition) -> ast.Expr:
+        """When some instances have the projection (or the residual connection): the rule, in
+        the block's stride and input and output channels, that says which."""
+        outs = [i.c_out for i in d.instances]
+        every = list(range(len(d.instances)))
+        out = self._column(d, outs, "c", every) if d.values else None
+        if out is None:
+            if len(set(outs)) != 1:
+                raise _Split
+            out = _number(outs[0])
+        strides = d.values.get("stride", [1] * len(d.instances))
+        changes = [s != 1 or i.c_in != o for s, i, o in zip(strides, d.instances, outs,
+                                                            strict=True)]
+        c_in = ast.Name("c_in", G)
+        if d.mode == "shortcut":
+            present = [_has_shortcut(i.parts) for i in d.instances]
+            if present != changes:
+                raise _Split
+            test: ast.Expr = ast.BinOp("!=", c_in, out, G)
+            if "stride" in d.values:
+                test = ast.BinOp("or", ast.BinOp("!=", ast.Name("stride", G), _number(1), G),
+                                 test, G)
+            return test
+        present = [_without_residual(i.parts) != i.parts for i in d.instances]
+        if present != [not c for c in changes]:
+            raise _Split
+        test = ast.BinOp("==", c_in, out, G)
+        if "stride" in d.values:
+            test = ast.BinOp("and", ast.BinOp("==", ast.Name("stride", G), _number(1), G),
+                             test, G)
+        return test
+
+    def _block(self, d: Definition) -> ast.BlockDef:
+        params = tuple(ast.Param(p, _number(1) if p == "stride" else None, G) for p in d.params)
+        template = next((i for i in d.instances if _has_shortcut(i.parts)), d.instances[0]) \
+            if d.mode == "shortcut" else \
+            next((i for i in d.instances if _without_residual(i.parts) != i.parts),
+                 d.instances[0])
+        counters = {"main": 0, "short": 0}
+
+        def solved(kind: str, value: int) -> ast.Expr | None:
+            expr = d.exprs[self.region][counters[self.region]]
+            counters[self.region] += 1
+            return expr
+
+        self.region = "main"
+        if d.mode == "residual":
+            inner = _without_residual(template.parts)
+            assert inner is not None and d.condition is not None
+            plain = self._body(inner, solved)
+            counters["main"] = 0
+            wrapped = self._body(template.parts, solved)
+            body: tuple[ast.Stmt, ...] = (ast.If(d.condition, wrapped, plain, G),)
+        else:
+            self.projection = d.condition
+            body = self._body(template.parts, solved)
+            self.projection = None
+        return ast.BlockDef(d.name, params, body, G)
+
+    # -- syntax ---
+
+    region = "main"  # the part of a definition being written: "main", or "short" (projection)
+    claimed = False  # the scope being written in is one whose `shortcut` a unit claims
+    projection: ast.Expr | None = None  # the condition a definition's projection is under
+
+    def _body(self, parts: Sequence[Part], slot: Slot) -> tuple[ast.Stmt, ...]:
+        """An instance's parts as statements (inside a definition: no block calls)."""
+        elements = [self._part(p, slot) for p in parts]
+        return tuple(self._statements(elements))
+
+    def _part(self, part: Part, slot: Slot | None) -> El:
+        rec = self.rec[part.node]
+        if isinstance(part, Layer):
+            if not OPS[rec.op].user:
+                raise _refuse_op(part.node, rec)
+            return El(op_call(OPS[rec.op], dict(rec.attrs), slot), rec.stage)
+        return El(self._merge_expr(part, slot), rec.stage)
+
+    def _merge_expr(self, part: Merge, slot: Slot | None) -> ast.Expr:
+        rec = self.rec[part.node]
+        branches = part.branches
+        sides = _sides(part)
+        if sides is not None:  # x + f(x), or g(x) + f(x): a residual unit (add commutes)
+            # its body shares the scope that the unit's shortcut claims `shortcut` in
+            saved_claim, self.claimed = self.claimed, self.claimed or bool(sides[1])
+            body = self._branch_body(sides[0], slot)
+            self.claimed = saved_claim
+            shortcut = None
+            if sides[1]:
+                saved, self.region = self.region, "short"
+                shortcut = self._branch_body(sides[1], slot)
+                self.region = saved
+                if self.projection is not None:
+                    shortcut = (ast.If(self.projection, shortcut, (), G),)
+            return ast.Residual((), body, shortcut, G, None)
+        if rec.op in ("add", "concat") and (rec.op == "add" or self.flow.channel_concat(part.node)):
+            if sum(1 for b in branches if not b) > 1:
+                raise NoSpecForm(f"`{part.node}` merges its input with itself")
+            saved_claim, self.claimed = self.claimed, False  # each branch has a scope
+            stmts = tuple(ast.Place(self._branch_expr(b, slot), G) for b in branches)
+            self.claimed = saved_claim
+            return ast.Parallel(rec.op, stmts, G, G)
+        raise _refuse_op(part.node, rec)
+
+    def _branch_body(self, parts: Sequence[Part], slot: Slot | None) -> tuple[ast.Stmt, ...]:
+        return tuple(self._statements(self._elements(parts, inline=slot is not None, slot=slot)))
+
+    def _branch_expr(self, parts: Sequence[Part], slot: Slot | None) -> ast.Expr:
+        if not parts:
+            return ast.Name("identity", G)
+        items = [e.expr for e in self._elements(parts, inline=slot is not None, slot=slot)
+                 if e.expr is not None]
+        return items[0] if len(items) == 1 else ast.Seq(tuple(items), G)
+
+    def _elements(self, parts: Sequence[Part], inline: bool,
+                  slot: Slot | None = None) -> list[El]:
+        """A chain as layer expressions: inside a definition its parts; elsewhere block calls
+        (runs of equal calls as `* n`), loose layers and units."""
+        if inline:
+            return [self._part(p, slot) for p in parts]
+        out: list[El] = []
+        for block, seg in self._segments(parts):
+            if block is None:
+                out += [self._part(p, None) for p in seg]
+                continue
+            inst = self.instances[id(seg[0])]
+            d = inst.definition
+            assert d is not None
+            previous = out[-1] if out else None
+            stage = self.rec[seg[-1].node].stage
+            if previous is not None and previous.run is not None and previous.run[0] is d \
+                    and previous.stage == stage and _repeats(d, previous.run[1],
+                                                             d.args(inst.index)):
+                previous.run = (d, previous.run[1], previous.run[2] + 1, previous.run[3])
+                continue
+            out.append(El(None, stage, (d, d.args(inst.index), 1, inst.block)))
+        for e in out:
+            if e.run is not None:
+                e.expr = _call(*e.run[:3])
+        return out
+
+    def _statements(self, elements: list[El]) -> Iterator[ast.Stmt]:
+        """Elements as statements: one from each call or unit, the bare names after a call
+        joining it (`conv(64, 3) bn relu`). A block run is a binding of its own, and so are
+        residual units with a shortcut where there are several: each needs a scope of its own,
+        or they would all claim the name `shortcut`."""
+        current: list[ast.Expr] = []
+        taken: set[str] = set()
+        projected = [e for e in elements
+                     if isinstance(e.expr, ast.Residual) and e.expr.shortcut is not None]
+        units = iter(range(1, len(elements) + 1))
+        for e in elements:
+            assert e.expr is not None
+            label = self._run_name(e, taken) if e.run is not None else None
+            if (len(projected) > 1 or self.claimed) and e in projected:
+                label = next(f"unit{k}" for k in units if f"unit{k}" not in taken)
+                taken.add(label)
+            if current and (label is not None or not isinstance(e.expr, ast.Name)
+                            or isinstance(current[-1], ast.Residual | ast.Parallel | ast.Group)):
+                yield _place(current)
+                current = []
+            if label is not None:
+                yield ast.Bind(label, e.expr, G, G)
+                continue
+            current.append(e.expr)
+        if current:
+            yield _place(current)
+
+    def _run_name(self, e: El, taken: set[str]) -> str:
+        """A name for a block run beside other layers (a run needs a scope of its own: two
+        unnamed residual units in one scope would both claim `shortcut`): the module that
+        holds its instances (`denseblock1`; `b4` for `features.4`), or its block's name."""
+        assert e.run is not None
+        path = e.run[3].split(".")[1:]  # below the stage
+        name = path[0] if path else ""
+        if (not _free_layer_name(_b(name)) or _b(name) in taken) and len(path) > 1:
+            name = "_".join(path)  # the first instance: `b0_1` for `stages.0.1`
+        name = _b(name)
+        if not _free_layer_name(name) or name in taken:
+            name = _identifier(e.run[0].name.lower(), "unit")
+            name = name if _free_layer_name(name) else f"{name}_"
+            candidate, k = name, 2
+            while candidate in taken:
+                candidate, k = f"{name}_{k}", k + 1
+            name = candidate
+        taken.add(name)
+        return name
+
+    def _unique(self, name: str) -> str:
+        name = _unique_in(name, self.names)
+        return name
 
 
-def _entry(g: Graph, names: list[str]) -> str:
-    inside = set(names)
-    outside = [u for n in names for u in inputs(g, n) if u not in inside]
-    return outside[0] if outside else "input"
+@dataclass
+class El:
+    """A layer expression of a chain and its stage; `run`: (definition, arguments, count,
+    first instance's block) for block calls."""
+
+    expr: ast.Expr | None
+    stage: str | None
+    run: tuple[Definition, dict[str, int], int, str] | None = None
 
 
-def _runs(items: list[tuple[Definition | None, int, str]]) -> list[str]:
-    """Calls, with a call followed by equal calls at stride 1 written once with `* n`."""
-    out: list[str] = []
-    last: tuple[Definition, list[int], int] | None = None
-    for d, k, text in items:
-        if d is None:
-            if last is not None:
-                out.append(_call(*last))
-                last = None
-            out.append(text)
+def _runs_by(elements: list[El]) -> Iterator[tuple[str | None, list[El]]]:
+    group: list[El] = []
+    for e in elements:
+        if group and group[-1].stage != e.stage:
+            yield group[-1].stage, group
+            group = []
+        group.append(e)
+    if group:
+        yield group[-1].stage, group
+
+
+def _place(items: list[ast.Expr]) -> ast.Place:
+    return ast.Place(items[0] if len(items) == 1 else ast.Seq(tuple(items), G), G)
+
+
+def _repeats(d: Definition, first: dict[str, int], args: dict[str, int]) -> bool:
+    """A call equal to the first of a run but at stride 1 (`* n` resets a block's `stride`)."""
+    return args == {**first, **({"stride": 1} if "stride" in first else {})}
+
+
+def _call(d: Definition, args: dict[str, int], count: int) -> ast.Expr:
+    given = [ast.Arg("stride" if p == "stride" else None, _number(v), G)
+             for p, v in args.items() if not (p == "stride" and v == 1)]
+    call: ast.Expr = ast.Call(d.name, tuple(given), G, G) if given else ast.Name(d.name, G)
+    return ast.BinOp("*", call, _number(count), G) if count > 1 else call
+
+
+# --- optional parts ------------------------------------------------------------------------------
+
+
+def _sides(part: Part) -> tuple[tuple[Part, ...], tuple[Part, ...]] | None:
+    """An add of two branches as a residual unit: (its body, its shortcut: empty for x)."""
+    if not isinstance(part, Merge) or part.op != "add" or len(part.branches) != 2:
+        return None
+    first, second = part.branches
+    if not first and not second:
+        return None
+    return (second, first) if not first else (first, second)
+
+
+def _has_shortcut(parts: Sequence[Part]) -> bool:
+    sides = _sides(parts[0]) if parts else None
+    return sides is not None and bool(sides[1])
+
+
+def _without_shortcut(parts: tuple[Part, ...]) -> tuple[Part, ...] | None:
+    """The parts with the first residual unit's projection removed (None: none to remove)."""
+    sides = _sides(parts[0]) if parts else None
+    if sides is None:
+        return None
+    if not sides[1]:
+        return parts
+    return (Merge(parts[0].node, "add", (sides[0], ())), *parts[1:])
+
+
+def _without_residual(parts: tuple[Part, ...]) -> tuple[Part, ...] | None:
+    """An instance that is one residual unit with the identity shortcut: its residual branch."""
+    sides = _sides(parts[0]) if len(parts) == 1 else None
+    if sides is not None:
+        return sides[0] if not sides[1] else None
+    return parts
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+_BUILTINS = {"floor", "ceil", "round", "min", "max", "abs", "make_divisible", "identity"}
+
+
+def _identifier(text: str, fallback: str) -> str:
+    """`text` as a NAME of the language: other characters become `_`, no leading `_`."""
+    clean = re.sub(r"\W", "_", text).strip("_") or fallback
+    if clean[0].isdigit():
+        clean = f"{fallback}_{clean}"
+    return clean if clean not in KEYWORDS else f"{clean}_"
+
+
+def _b(name: str) -> str:
+    """A module index as a name: `4` -> `b4`."""
+    return f"b{name}" if name[:1].isdigit() else name
+
+
+def _layer_name(text: str) -> str:
+    name = _identifier(text, "layer")
+    return name if _allowed(name) else f"{name}_"
+
+
+def _allowed(name: str) -> bool:
+    """A name the elaborator lets a layer have."""
+    from sedsl.compile.elaborate import MODULE_ATTRIBUTES
+
+    return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name)) and name not in KEYWORDS and \
+        not keyword.iskeyword(name) and name not in MODULE_ATTRIBUTES
+
+
+def _free_layer_name(name: str) -> bool:
+    """An allowed name that no automatic name beside it can take (`conv1`, `relu2`)."""
+    base = re.fullmatch(r"([A-Za-z_]*?)\d+", name)
+    return _allowed(name) and (base is None or base.group(1) not in OPS)
+
+
+def _unique_in(name: str, taken: set[str]) -> str:
+    candidate, k = name, 2
+    while candidate in taken:
+        candidate = f"{name}{k}" if not name[-1].isdigit() else f"{name}_{k}"
+        k += 1
+    taken.add(candidate)
+    return candidate
+
+
+def _section(se_text: str) -> ast.SeSection:
+    """An `se { ... }` text as a section of the written module (its layout is the printer's)."""
+    from sedsl.compile.se_rules import se_section
+    from sedsl.language.parse import parse
+
+    section: ast.SeSection = _placeless(parse(se_section(se_text), "<se>").se[0])
+    return section
+
+
+def _placeless(node: Any) -> Any:
+    """A copy of a syntax tree with every span made GENERATED (printed in the default layout)."""
+    if isinstance(node, Record):
+        values = {f: (G if f.endswith("span") and getattr(node, f) is not None else
+                      _placeless(getattr(node, f))) for f in node._fields}
+        return type(node)(**values)
+    if isinstance(node, tuple):
+        return tuple(_placeless(x) for x in node)
+    return node
+
+
+# --- the check: the written spec computes what the graph computes --------------------------------
+
+
+def verify(text: str, g: Graph) -> None:
+    """Compile `text` and compare its graph with `g`, layer by layer and as a whole computation
+    (concats of concats flattened); NoSpecForm if they differ (a bug in this writer)."""
+    from sedsl.compile.elaborate import elaborate
+    from sedsl.language.library import load_library
+    from sedsl.language.parse import parse
+
+    name = str(g.graph["name"])
+    try:
+        module = parse(text, "<written>")
+        done = elaborate(module, load_library(module, [], {}), {})
+    except SpecError as err:
+        raise NoSpecForm(f"cannot write {name} as a spec: the written text does not compile "
+                         f"({err.message}); this is a bug in sedsl's writer") from None
+    ours, theirs = _computation(done.graph), _computation(g)
+    if ours != theirs or tuple(done.graph.graph["input"]) != tuple(g.graph["input"]):
+        raise NoSpecForm(f"cannot write {name} as a spec: the written text computes something "
+                         "else; this is a bug in sedsl's writer")
+
+
+def _computation(g: Graph) -> tuple[Counter[object], int]:
+    """The layers (op, attributes, shapes) of `g` and a hash of its whole data flow."""
+    flow = Flow(
+        {n: inputs(g, n) for n in execution_order(g)}, {}, execution_order(g),
+        str(g.graph["output"]))
+    flow.rec = {n: record(g, n) for n in flow.order}
+    sig: dict[str, int] = {}
+    parts: dict[str, tuple[int, ...]] = {}  # a concat: the signatures it joins, flattened
+    layers: Counter[object] = Counter()
+    for n in flow.order:
+        rec = flow.rec[n]
+        full = with_defaults(OPS[rec.op], rec.attrs)
+        attrs = tuple(sorted((k, repr(v)) for k, v in full.items() if k != "branches"))
+        ins = [sig[u] for u in flow.ins[n]]
+        if flow.channel_concat(n):
+            joined = tuple(x for u in flow.ins[n] for x in parts.get(u, (sig[u],)))
+            parts[n] = joined
+            sig[n] = joined[0] if len(joined) == 1 else hash(("concat", joined))
             continue
-        args = d.args(k)
-        if last is not None and last[0] is d and _unit_stride(d, last[1]) == args:
-            last = (d, last[1], last[2] + 1)
-            continue
-        if last is not None:
-            out.append(_call(*last))
-        last = (d, args, 1)
-    if last is not None:
-        out.append(_call(*last))
-    return out
-
-
-def _unit_stride(d: Definition, args: list[int]) -> list[int]:
-    return [1 if p == "stride" else a for p, a in zip(d.params, args, strict=True)]
-
-
-def _call(d: Definition, args: list[int], n: int) -> str:
-    shown = [f"stride = {a}" if p == "stride" else str(a)
-             for p, a in zip(d.params, args, strict=True) if not (p == "stride" and a == 1)]
-    call = d.name + (f"({', '.join(shown)})" if shown else "")
-    return call + (f" * {n}" if n > 1 else "")
+        if rec.op == "add":
+            ins.sort()
+        sig[n] = hash((rec.op, attrs, tuple(ins), rec.shape))
+        layers[(rec.op, attrs, rec.shape)] += 1
+    return layers, sig[flow.output]
