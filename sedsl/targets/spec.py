@@ -233,13 +233,11 @@ def dominators(flow: Flow) -> dict[str, str]:
 # --- the series-parallel tree --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(Record):
     node: str
 
 
-@dataclass(frozen=True)
-class Merge:
+class Merge(Record):
     """`node` (an `op`) merges `branches`, each a chain from the merge's entry (empty: the entry
     itself), in port order."""
 
