@@ -211,18 +211,54 @@ def test_recipe_add_an_op(monkeypatch: pytest.MonkeyPatch) -> None:
         assert float(model(torch.randn(1, 3, 8, 8) * 4).abs().max()) <= 2.0
 
 
-def test_recipe_add_an_se_variant(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recipe_add_an_se_step_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     from sedsl.ir import se
 
     namespace: dict[str, object] = {}
-    exec(recipe("Add an SE variant", "python"), vars(se) | namespace, namespace)
+    exec(recipe("Add an SE step kind", "python"), vars(se) | namespace, namespace)
+    kind, variant = namespace["DROPOUT"], namespace["SE_DROP"]
+    assert isinstance(kind, se.StepKind) and isinstance(variant, se.Variant)
+    monkeypatch.setitem(se.STEP_KINDS, kind.name, kind)
+    monkeypatch.setitem(se.VARIANTS, variant.name, variant)
+    monkeypatch.setitem(se.SYMBOLS, "variant", frozenset(se.VARIANTS))
+    net = sedsl.loads(recipe("Add an SE step kind", "se"))
+    nodes = {r.se.step: r for _, r in records(net.graph) if r.se is not None}
+    assert list(nodes) == [s.name for s in variant.steps]
+    assert nodes["drop"].op == "dropout" and nodes["drop"].attrs["p"] == 0.2
+    assert "nn.Dropout(0.2)" in net.source()
+
+
+def test_recipe_add_a_variant(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sedsl.ir import se
+
+    namespace: dict[str, object] = {}
+    exec(recipe("Add a variant", "python"), vars(se) | namespace, namespace)
     variant = namespace["DOUBLE_GATE"]
     assert isinstance(variant, se.Variant)
     monkeypatch.setitem(se.VARIANTS, variant.name, variant)
     monkeypatch.setitem(se.SYMBOLS, "variant", frozenset(se.VARIANTS))
-    net = sedsl.loads(recipe("Add an SE variant", "se"))
-    steps = [r.se.step for _, r in records(net.graph) if r.se is not None]
-    assert steps == [s.name for s in variant.steps]
+    net = sedsl.loads(recipe("Add a variant", "se"))
+    tags = [r.se for _, r in records(net.graph) if r.se is not None]
+    assert [t.step for t in tags] == [s.name for s in variant.steps]
+    assert {t.rd_channels for t in tags} == {16 // 8}  # the variant's default ratio
+
+
+def test_recipe_add_an_importable_torch_construct(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sedsl.pytorch import importer
+
+    namespace: dict[str, object] = {}
+    exec(recipe("Add an op", "python"), vars(ops) | namespace, namespace)
+    op = namespace["HARDTANH"]
+    assert isinstance(op, ops.Op)
+    monkeypatch.setitem(ops.OPS, op.name, op)
+    monkeypatch.setattr(importer, "MODULES", dict(importer.MODULES))
+    exec(recipe("Add an importable torch construct", "python"), vars(importer) | {"nn": nn})
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardtanh(-0.5, 0.25)).eval()
+    net = sedsl.from_torch(model, input=(3, 8, 8))
+    assert [r.op for _, r in records(net.graph)][-1] == "hardtanh"
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(net.to_torch(fused=False).eval()(x), model(x))
 
 
 def test_recipe_add_a_network_family() -> None:

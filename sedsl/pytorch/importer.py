@@ -441,7 +441,7 @@ def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
         return Emit(_activation_module(m), {}, [x])
     if isinstance(m, nn.Identity):
         return x
-    handler = _MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
+    handler = MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
     if handler is None:
         raise Unsupported(f"uses {type(m).__module__}.{type(m).__qualname__}, which sedsl has "
                           "no op for")
@@ -520,7 +520,9 @@ def _flatten(x: T, start_dim: int = 1, end_dim: int = -1) -> Emit:
     return Emit("flatten", {}, [x])
 
 
-_MODULES: dict[type, Callable[[Any, T], Any]] = {
+# The leaf modules import maps, by class: each gives an Emit (the op and its attributes) for the
+# module and its input. An importable construct is one entry here (with its op, if new).
+MODULES: dict[type, Callable[[Any, T], Any]] = {
     nn.Conv2d: _conv,
     nn.BatchNorm2d: _bn,
     nn.MaxPool2d: _pool,
