@@ -456,9 +456,67 @@ def sanitizer(s: Session) -> dict[str, Any]:
     return {"ran": True, "exit": run.returncode, "tail": tail}
 
 
+VARIANT_SPEC = """
+network one_block {{
+  input {c}x{hw}x{hw}
+  b = {{ bn }}
+}}
+
+se {{
+  variant = {variant}
+  at block.end
+}}
+"""
+VARIANTS = ["se", "eca", "ceca", "gc", "gca", "cbam", "lcbam", "coord", "srm", "gct", "simam",
+            "scse", "ge"]
+
+
+def variants(s: Session) -> dict[str, Any]:
+    """The attention family in eager PyTorch (sedsl's plain lowering), one block on U = 256 x
+    56 x 56, batch 32, bf16, channels_last: forward and forward + backward time above BN alone,
+    beside each block's passes over U from the cost model (what sets their wall-clock time)."""
+    import torch
+
+    import sedsl
+
+    c, hw, n = (16, 8, 2) if s.dry else (256, 56, 32)
+    x = network_input_shape(s, torch, n, c, hw)
+    base = sedsl.loads(VARIANT_SPEC.format(c=c, hw=hw, variant="se"), path="one_block.se")
+    rows = [time_block(s, torch, "bn only", base.to_torch(fused=False, se=False), x, 0.0)]
+    for name in VARIANTS:
+        if s.left() < 10:
+            rows.append({"variant": name, "skipped": "budget"})
+            break
+        net = sedsl.loads(VARIANT_SPEC.format(c=c, hw=hw, variant=name), path="one_block.se")
+        passes = float(sum(net.cost().passes.values()))
+        rows.append(time_block(s, torch, name, net.to_torch(fused=False), x, passes))
+        print(rows[-1], flush=True)
+    for r in rows[1:]:
+        if "fwd_ms" in r:
+            r["fwd_over_bn_ms"] = round(r["fwd_ms"] - rows[0]["fwd_ms"], 4)
+            r["fwdbwd_over_bn_ms"] = round(r["fwdbwd_ms"] - rows[0]["fwdbwd_ms"], 4)
+    return {"rows": rows, "u": f"{c}x{hw}x{hw}", "batch": n}
+
+
+def network_input_shape(s: Session, torch: Any, n: int, c: int, hw: int) -> Any:
+    x = torch.randn((n, c, hw, hw), device=device(s)).to(torch.bfloat16)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def time_block(s: Session, torch: Any, name: str, model: Any, x: Any,
+               passes: float) -> dict[str, Any]:
+    model = prepare(s, torch, model, torch.bfloat16).train()
+    fwd = bench_ms(no_grad(torch, model, x), s.dry)
+    xg = x.detach().requires_grad_(True)
+    step = bench_ms(train_step(model, xg), s.dry)
+    return {"variant": name, "passes_over_u": round(passes, 2), "fwd_ms": round(fwd, 4),
+            "fwdbwd_ms": round(step, 4)}
+
+
 SECTIONS: list[tuple[str, Callable[[Session], dict[str, Any]], float]] = [
     ("env", env, 0), ("tests", tests, 30), ("blocks", blocks, 30), ("networks", networks, 40),
-    ("memory", memory, 20), ("compile", compiled, 40), ("sanitizer", sanitizer, 40),
+    ("memory", memory, 20), ("variants", variants, 20), ("compile", compiled, 40),
+    ("sanitizer", sanitizer, 40),
 ]
 
 
@@ -480,6 +538,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += table("Networks", sec.get("networks", {}).get("rows", []))
     lines += table("SE network / base network", sec.get("networks", {}).get("overhead", []))
     lines += table("Training-step memory", sec.get("memory", {}).get("rows", []))
+    lines += table("The attention family, one block (eager, bf16, channels_last)",
+                   sec.get("variants", {}).get("rows", []))
     lines += table("torch.compile: blocks", sec.get("compile", {}).get("blocks", []))
     lines += table("torch.compile: networks", sec.get("compile", {}).get("networks", []))
     return "\n".join(lines) + "\n"
