@@ -120,9 +120,7 @@ def _torchrun(task: Task, folder: Path) -> dict[str, Any]:
 def source_root() -> Path | None:
     """The folder holding the sedsl package when it runs from a source checkout (not an
     install): child processes and Ray workers must import this sedsl, not another."""
-    import sedsl
-
-    root = Path(sedsl.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # sedsl/analysis/trial.py
     return root if (root / "pyproject.toml").exists() else None
 
 
