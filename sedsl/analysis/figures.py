@@ -67,6 +67,7 @@ def draw_compare(doc: dict[str, Any], stem: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     plt.rcParams["svg.hashsalt"] = "sedsl"
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -79,7 +80,7 @@ def draw_compare(doc: dict[str, Any], stem: Path) -> list[Path]:
     ax.set(xlabel="parameters", ylabel="val top-1 (%)",
            title=f"{doc['network']} on {doc['data']}: {len(doc['seeds'])} seeds, "
                  f"mean ± std (dots: seeds)")
-    ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.legend(fontsize=7, loc="best")
     paths = _save(fig, stem)
     plt.close(fig)
