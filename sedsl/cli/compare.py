@@ -41,7 +41,7 @@ def compare(
     ray: Annotated[str | None, typer.Option(
         metavar="auto|ADDRESS", help="Run the trials as Ray tasks: `auto` joins a running "
         "cluster (RAY_ADDRESS, or `ray start` here) or starts one here; or a cluster's "
-        "address (pip install 'sedsl[ray]').")] = None,
+        "address (pip install 'sedsl\\[ray]').")] = None,
     cpus_per_trial: Annotated[float, typer.Option(min=0.0, help="Ray: CPUs a trial "
                                                   "reserves.")] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option(min=0.0, help="Ray: GPUs a trial "
@@ -86,7 +86,7 @@ def compare(
             ray=ray, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
 
         def say(line: str) -> None:
-            err().print(line, soft_wrap=True)
+            err().print(line, soft_wrap=True, markup=False)
 
         doc = cmp.compare(spec, overrides, points, opts, output, say)
     if as_json:
@@ -103,4 +103,4 @@ def compare(
 
     figure = "compare.svg/.png" if available() else \
         "no figure: pip install 'sedsl[analysis]' for matplotlib"
-    err().print(f"wrote {output}/compare.json, compare.csv, {figure}")
+    err().print(f"wrote {output}/compare.json, compare.csv, {figure}", markup=False)
