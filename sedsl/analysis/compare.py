@@ -234,9 +234,14 @@ def _run_ray(todo: list[Task], folder: Path, opts: Options, report: Report) -> N
     started = False
     if not ray.is_initialized():
         # from a source checkout, the driver's sedsl is shipped to the workers
-        ray.init(address=None if opts.ray == "auto" else opts.ray, log_to_driver=False,
-                 configure_logging=False,
-                 runtime_env={"py_modules": [str(root / "sedsl")]} if root else None)
+        try:
+            ray.init(address=None if opts.ray == "auto" else opts.ray, log_to_driver=False,
+                     configure_logging=False,
+                     runtime_env={"py_modules": [str(root / "sedsl")]} if root else None)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise SpecError(f"cannot join Ray at `{opts.ray}`: {str(e).splitlines()[0]}", None,
+                            "--ray auto, or the head node's HOST:6379 (`ray start --head` "
+                            "there)") from None
         started = True
     elif root is not None:  # joined as the caller set Ray up: workers on this machine
         env = {"env_vars": {"PYTHONPATH": str(root)}}
