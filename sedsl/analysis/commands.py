@@ -115,7 +115,7 @@ def run_excite(net: Network, spec: Path, weights: Path, data: str, folder: Path,
             out.print(f"wrote {folder / 'excite.json'} and {len(paths)} figures")
         else:
             out.print(f"wrote {folder / 'excite.json'}; figures need matplotlib "
-                      "(pip install 'sedsl[analysis]')")
+                      "(pip install 'sedsl[analysis]')", markup=False)
     return doc
 
 

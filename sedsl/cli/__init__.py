@@ -3,7 +3,7 @@ family; importing them registers their commands."""
 
 from __future__ import annotations
 
-from sedsl.cli import analysis, build, cost, fmt, lsp, model  # noqa: F401  (registers commands)
+from sedsl.cli import analysis, build, compare, cost, fmt, lsp, model  # noqa: F401  (registers)
 from sedsl.cli.app import app, main
 
 __all__ = ["app", "main"]

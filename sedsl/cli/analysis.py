@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 # --- train / excite (sedsl.analysis; torch and the optional extras load inside) ----------------
 
 DataOption = Annotated[str, typer.Option(
-    "--data", help="sklearn:digits, or a folder of class folders (optionally train/ and val/).")]
+    "--data", help="sklearn:digits, mnist5k (5,000 real 28x28 MNIST digits), or a folder of "
+    "class folders (optionally train/ and val/).")]
 ResizeOption = Annotated[int | None, typer.Option(
     help="Resize the shorter image side to this before the centre crop (default: crop/0.875).")]
 NormOption = Annotated[str | None, typer.Option(
