@@ -288,7 +288,7 @@ MUTANTS: dict[str, tuple[str, Callable[[pytest.MonkeyPatch], None]]] = {
     "ge_theta_biased_gather": ("ge_theta", lambda mp: mp.setitem(se_ir.VARIANTS, "ge", _steps(
         "ge", lambda s: replace(s, args=(*s.args, ("bias", True))) if s.name == "gather"
         else s))),
-    "srm_bn_flops_uncounted": ("srm", lambda mp: mp.setitem(ops.OPS, "bn", dataclasses.replace(
+    "srm_bn_flops_uncounted": ("srm", lambda mp: mp.setitem(ops.OPS, "bn", replace(
         ops.OPS["bn"], fvcore=lambda a, ins, out: 0))),
     "ge_theta_plus_without_relu": ("ge_theta_plus", lambda mp: mp.setitem(
         se_ir.VARIANTS, "ge", _steps("ge", lambda s: None if s.name == "gather_act" else s))),
