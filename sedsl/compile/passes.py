@@ -270,14 +270,21 @@ def _last_step(g: Graph, steps: dict[str, str]) -> str:
 
 
 def insert_se(g: Graph, plan: Iterable[Insertion]) -> Graph:
-    """Add one SE block per insertion, right after the tensor it scales."""
+    """Add one SE block per insertion, right after the tensor it scales. Points on one tensor
+    may overlap (a block's `block.end` feeds the next block's `residual.start`): the SE block
+    whose point covers more of the tensor's consumers comes first, and the narrower one
+    recalibrates its output, whatever the order of the rules."""
+    plan = list(plan)
     source = {(v, p): u for u, v, p in g.edges(data="port")}
     source[OUTPUT] = g.graph["output"]
     follows: dict[str, list[tuple[str, Node, list[str]]]] = {}  # node -> SE nodes after it
     taken = {name.rsplit(".", i)[0] for name in g.nodes for i in range(name.count(".") + 1)}
-    for ins in plan:
-        u = source[ins.point.consumers[0]] if ins.point.consumers else ins.point.producer
-        nodes = _se_nodes(g, ins, u, taken)
+    scopes = [_unit_name(ins.block, taken) for ins in plan]  # named in the rules' order
+    order = sorted(range(len(plan)), key=lambda i: -len(plan[i].point.consumers))
+    for i in order:
+        ins = plan[i]
+        u = _recalibrated(source, ins, plan) if ins.point.consumers else ins.point.producer
+        nodes = _se_nodes(g, ins, u, scopes[i])
         follows.setdefault(u, []).extend(nodes)
         for consumer in ins.point.consumers:
             source[consumer] = nodes[-1][0]
@@ -301,11 +308,26 @@ def insert_se(g: Graph, plan: Iterable[Insertion]) -> Graph:
     return out
 
 
-def _se_nodes(g: Graph, ins: Insertion, u: str,
-              taken: set[str]) -> list[tuple[str, Node, list[str]]]:
-    """The steps of the block's variant as nodes named <block>.se[k].<step>, recalibrating `u`:
-    each step kind builds its op and attributes, the op table gives the shape."""
-    s, shape = ins.settings.resolved(), record(g, u).shape
+def _recalibrated(source: dict[tuple[str, int], str], ins: Insertion,
+                  plan: list[Insertion]) -> str:
+    """The tensor an insertion's consumers read now: the point's own, or the output of an SE
+    block already placed on a wider point of it. Two points that share some consumers but not
+    all cannot both be honoured."""
+    now = {source[c] for c in ins.point.consumers}
+    if len(now) > 1:
+        other = next((o for o in plan if o is not ins and o.point.producer == ins.point.producer
+                      and set(o.point.consumers) & set(ins.point.consumers)), ins)
+        raise SpecError(f"this SE block in {ins.block} overlaps another one on the same tensor "
+                        f"(the rule at line {other.span.line}) without containing it", ins.span,
+                        "put the two blocks at points that do not share a tensor")
+    return now.pop()
+
+
+def _se_nodes(g: Graph, ins: Insertion, u: str, scope: str) -> list[tuple[str, Node, list[str]]]:
+    """The steps of the block's variant as nodes named `scope`.<step> (<block>.se[k]),
+    recalibrating `u`: each step kind builds its op and attributes, the op table gives the
+    shape. `u` is the point's tensor or an SE block's output on it: the same shape."""
+    s, shape = ins.settings.resolved(), record(g, ins.point.producer).shape
     if len(shape) != 3:
         raise SpecError(f"an SE block needs a CxHxW feature map; {ins.block} has a flat one here",
                         ins.span)
@@ -320,7 +342,6 @@ def _se_nodes(g: Graph, ins: Insertion, u: str,
         raise SpecError(f"ratio {s.ratio} leaves no channels in the SE block of {ins.block} "
                         f"({base} / {s.ratio} rounds to {rd})", ins.span,
                         "use a smaller ratio here, or an explicit width")
-    scope = _unit_name(ins.block, taken)
     tag = partial(SeTag, unit=scope, settings=s, channels=shape[0], base_channels=base,
                   rd_channels=rd)
     names: dict[str, str] = {"x": u}
