@@ -70,6 +70,31 @@ def test_a_huge_exponent_is_not_a_lark_visit_error() -> None:
     assert type(e) is sedsl.SpecError
 
 
+# --- the cases of issue 21 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("call", "part"), [
+    ("conv(8, 3, stride = 3x0)", "`stride` must be whole numbers >= 1, got 3x0"),
+    ("conv(8, 0x3)", "`kernel` must be whole numbers >= 1, got 0x3"),
+    ("conv(8, 3, dilation = 0x1)", "`dilation` must be whole numbers >= 1"),
+    ("maxpool(3x0)", "`kernel` must be whole numbers >= 1"),
+    ("avgpool(3, stride = 0x2)", "`stride` must be whole numbers >= 1"),
+    ("adaptive_avgpool(0x3)", "`size` must be whole numbers >= 1"),
+    ("conv(8, 3, stride = 2x2x2)", "`stride` must be a number or HxW"),
+    ("bn(0)", "`eps` must be a number > 0"),
+])
+def test_a_shape_argument_obeys_the_rules_of_a_number(call: str, part: str) -> None:
+    """Each part of an HxW argument is checked as a number argument is (`stride = 3x0` was a
+    ZeroDivisionError in the window rule); the error points at the argument."""
+    e = spec_error(f"network n {{\n  input 3x8x8\n  {call}\n}}\n")
+    assert part in e.message and e.span is not None and e.span.line == 3 and e.span.col > 3
+
+
+def test_padding_may_be_zero_in_one_direction() -> None:
+    net = sedsl.loads("network n {\n  input 3x8x8\n  conv(8, 3x1, padding = 1x0)\n}\n")
+    assert net.ir.graph["output"] and net.cost().se.params == 8 * 3 * 3
+
+
 # --- limits ---------------------------------------------------------------------------------
 
 

@@ -405,7 +405,9 @@ def item_span(layer: Layer, default: Span) -> Span:
 
 
 def convert(value: Value, kind: str, what: str, span: Span) -> Attr:
-    """A spec value as an op attribute of the given kind, or a SpecError at `span`."""
+    """A spec value as an op attribute of the given kind (`sedsl.ir.ops.Arg`), or a SpecError
+    at `span`. A pair is a number or an HxW shape, and each of its parts obeys the rule a
+    number would (`stride = 3x0` is refused as `stride = 0` is)."""
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -413,10 +415,17 @@ def convert(value: Value, kind: str, what: str, span: Span) -> Attr:
     if kind in ("pair", "pair0") and isinstance(value, tuple):
         if len(value) != 2:
             raise SpecError(f"{what} must be a number or HxW, got {describe(value)}", span)
+        least = 0 if kind == "pair0" else 1
+        if min(value) < least:
+            raise SpecError(f"{what} must be whole numbers >= {least}, got {show(value)}", span)
         return (value[0], value[1])
     if not isinstance(value, Fraction) or isinstance(value, bool):
         raise SpecError(f"{what} must be a number, got {describe(value)}", span)
     if kind == "float":
+        return float(value)
+    if kind == "positive":
+        if value <= 0:
+            raise SpecError(f"{what} must be a number > 0, got {num(value)}", span)
         return float(value)
     if kind == "prob":
         if not 0 <= value < 1:
