@@ -7,6 +7,7 @@ not in the family: it is a bug in sedsl."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from difflib import get_close_matches
 
@@ -98,8 +99,12 @@ class SpecError(SedslError):
         )
 
 
+_LINE_END = re.compile(r"\r?\n|\r")
+
+
 def _excerpt(text: str, span: Span) -> list[str]:
-    source_lines = text.split("\n")  # as the lexer counts lines: not at \f, \x1c, U+2028...
+    # as the lexer counts lines: at \n, \r\n and a lone \r; not at \f, \x1c, U+2028...
+    source_lines = _LINE_END.split(text)
     if not 1 <= span.line <= len(source_lines):
         return []
     line = _printable(source_lines[span.line - 1].rstrip())
@@ -127,8 +132,11 @@ _WIDE = 400  # the most of one source line an excerpt shows
 _PICTURES = {c: chr(0x2400 + c) for c in range(32) if c != 9} | {127: "\u2421"}
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # not a character: shown as U+FFFD, one column
+
+
 def _printable(line: str) -> str:
-    return line.translate(_PICTURES)
+    return _SURROGATE.sub("\ufffd", line.translate(_PICTURES))
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:

@@ -95,6 +95,44 @@ def test_padding_may_be_zero_in_one_direction() -> None:
     assert net.ir.graph["output"] and net.cost().se.params == 8 * 3 * 3
 
 
+def test_use_through_a_symlink_loop(tmp_path: Path) -> None:
+    (tmp_path / "a.se").symlink_to("b.se")
+    (tmp_path / "b.se").symlink_to("a.se")
+    (tmp_path / "spec.se").write_text('use "a.se"\n' + TINY)
+    with time_budget(2.0), pytest.raises(sedsl.SpecError, match="a symlink loop") as caught:
+        sedsl.load(tmp_path / "spec.se")  # was a RuntimeError from pathlib
+    assert caught.value.span is not None and caught.value.span.line == 1
+    assert run("check", str(tmp_path / "a.se"))[0] == 1  # the spec itself: a clean error too
+
+
+@pytest.mark.parametrize("where", ['use "lib/\udcff.se"\n', '# a note \ud800\n',
+                                   "block b(s = \"x\udfff\") { bn }\n"])
+def test_a_lone_surrogate_is_refused_where_it_stands(where: str) -> None:
+    """Text that is no UTF-8 (only a str passed in Python or an editor can hold it) is refused
+    at its place; it was a UnicodeEncodeError in the parser's transformer for a `use` path."""
+    e = spec_error(where + TINY)
+    assert "lone surrogate" in e.message and e.span is not None and e.span.line == 1
+    assert "\ufffd" in str(e) and "\udcff" not in str(e)  # the excerpt prints anywhere
+
+
+def test_cr_only_line_ends_are_line_ends(tmp_path: Path) -> None:
+    """Old Mac files end lines with a lone CR, which Python reads as a line end: so does sedsl
+    (it was one comment line: "this file defines no network")."""
+    (tmp_path / "mac.se").write_bytes(("# a spec\r" + TINY).replace("\n", "\r").encode())
+    assert sedsl.load(tmp_path / "mac.se").name == "tiny"
+    (tmp_path / "bad.se").write_bytes(TINY.replace("bn", "bnn").replace("\n", "\r").encode())
+    with pytest.raises(sedsl.SpecError) as caught:
+        sedsl.load(tmp_path / "bad.se")
+    assert str(caught.value).split("\n")[:3] == [
+        f"{tmp_path / 'bad.se'}:3:14: error: unknown name `bnn`",
+        "3 |   conv(8, 3) bnn relu", "  |              ^^^"]
+
+
+def test_a_syntax_error_at_a_line_end_reads_well() -> None:
+    e = spec_error("network n {\n  input\n}\n")
+    assert e.message == "unexpected end of line; expected a shape like 3x224x224"
+
+
 # --- limits ---------------------------------------------------------------------------------
 
 
