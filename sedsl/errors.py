@@ -2,8 +2,9 @@
 a hint, printed by the command as `error: ...` without a traceback. `SpecError` is the one about
 spec text (or an override of it): it carries a `Span` and renders the line with a caret. The
 others say which input was wrong: a torch model or weights (`ModelError`), a data source
-(`DataError`), a device (`DeviceError`), the command line (`UsageError`). A `CompilerError` is
-not in the family: it is a bug in sedsl."""
+(`DataError`), a device (`DeviceError`), the command line (`UsageError`), or which optional
+dependency is not installed (`MissingExtra`). A `CompilerError` is not in the family: it is a
+bug in sedsl."""
 
 from __future__ import annotations
 
@@ -65,6 +66,11 @@ class DeviceError(SedslError):
 
 class UsageError(SedslError):
     """A command line that does not say what to do (exit status 2, as click's)."""
+
+
+class MissingExtra(SedslError):
+    """An optional dependency a feature needs is not installed: the hint names the extra of
+    sedsl's package that brings it (`pip install 'sedsl[png]'`; sedsl.extras)."""
 
 
 class SpecError(SedslError):

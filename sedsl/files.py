@@ -79,6 +79,15 @@ def read_bytes(path: Path, limit: int) -> bytes:
 def folder_for(path: Path) -> None:
     """Make the folders above `path` that are missing (as `mkdir -p`); a file where a folder
     must be is named."""
+    check_folders(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise Unusable(reason(err)) from None
+
+
+def check_folders(path: Path) -> None:
+    """The folders above `path` are folders, as far as they exist."""
     for parent in reversed(path.parents):
         try:
             info = os.stat(parent)
@@ -91,10 +100,6 @@ def folder_for(path: Path) -> None:
                 from None
         if not stat.S_ISDIR(info.st_mode):
             raise Unusable(f"{shown(parent)} is a file, not a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise Unusable(reason(err)) from None
 
 
 def reason(err: OSError) -> str:

@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sedsl.errors import SpecError
+from sedsl import extras
+from sedsl.errors import DataError
+from sedsl.files import Unusable, regular, shown
 
 SPLIT_SEED = 0  # the train/val split never depends on the training seed
 VAL_SHARE = 0.2
@@ -66,7 +68,7 @@ class Source:
     def split(self, which: str) -> Split:
         """"train", "val" or "all"."""
         if which not in ("train", "val", "all"):
-            raise SpecError(f"unknown split `{which}`", None, "train, val or all")
+            raise DataError(f"unknown split `{which}`", "train, val or all")
         found: Split = getattr(self, which)
         return found
 
@@ -74,21 +76,21 @@ class Source:
 def open_source(text: str, shape: tuple[int, ...], prep: Prep | None = None) -> Source:
     """`sklearn:digits`, or a folder of class folders (or with train/ and val/ inside)."""
     if len(shape) != 3:
-        raise SpecError(f"the network's input is {shape}; data sources give C x H x W images")
+        raise DataError(f"the network's input is {shape}; data sources give C x H x W images")
     if text == "sklearn:digits":
         return digits(shape)
     if text.startswith("sklearn:"):
-        raise SpecError(f"unknown dataset `{text}`", None, "sklearn:digits")
+        raise DataError(f"unknown dataset `{text}`", "sklearn:digits")
     root = Path(text)
     if not root.is_dir():
-        raise SpecError(f"no data at `{text}`", None,
+        raise DataError(f"no data at `{shown(text)}`",
                         "a folder with one folder per class, or sklearn:digits")
     prep = prep or Prep()
     if (root / "train").is_dir() and (root / "val").is_dir():
         train = image_folder(root / "train", shape, prep)
         val = image_folder(root / "val", shape, prep)
         if train.classes != val.classes:
-            raise SpecError(f"{root}/train and {root}/val have different class folders")
+            raise DataError(f"{root}/train and {root}/val have different class folders")
         return Source(text, concat(train, val), train, val)
     data = image_folder(root, shape, prep)
     return Source(text, data, *split(data))
@@ -111,12 +113,8 @@ def concat(a: Split, b: Split) -> Split:
 def digits(shape: tuple[int, ...]) -> Source:
     """The UCI handwritten digits (1797 8x8 images, 10 classes), resized to the input shape
     (bilinear) and replicated over its channels; pixel values 0..16 scaled to mean 0, std 1."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise SpecError("sklearn:digits needs scikit-learn", None,
-                        "pip install 'sedsl[analysis]'") from None
-    bunch = load_digits()
+    datasets = extras.require("sklearn.datasets", "analysis", "sklearn:digits")
+    bunch = datasets.load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16  # (N, 1, 8, 8) in [0, 1]
     c, h, w = shape
     if (h, w) != (8, 8):
@@ -130,27 +128,30 @@ def digits(shape: tuple[int, ...]) -> Source:
 
 def image_folder(root: Path, shape: tuple[int, ...], prep: Prep) -> Split:
     """One folder per class, every file in it an image (hidden files are skipped)."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise SpecError("image folders need Pillow", None, "pip install 'sedsl[analysis]'") \
-            from None
+    extras.require("PIL.Image", "analysis", "image folders")
+    from PIL import Image, UnidentifiedImageError
+
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise SpecError(f"{root} has no class folders", None, "one folder per class")
+        raise DataError(f"{root} has no class folders", "one folder per class")
     files: list[Path] = []
     labels: list[int] = []
     for k, name in enumerate(classes):
         found = sorted(p for p in (root / name).iterdir() if not p.name.startswith("."))
         if not found:
-            raise SpecError(f"the class folder {root / name} is empty", None,
+            raise DataError(f"the class folder {root / name} is empty",
                             "remove it or add images")
         for p in found:
+            try:
+                regular(p)  # a FIFO would block Image.open, a device feed it forever
+            except Unusable as err:
+                raise DataError(f"{shown(p)} is not an image: {err.reason}",
+                                "a class folder may hold images only") from None
             try:
                 with Image.open(p) as im:
                     im.verify()  # reads the header only
             except (UnidentifiedImageError, OSError):
-                raise SpecError(f"{p} is not an image", None,
+                raise DataError(f"{shown(p)} is not an image",
                                 "a class folder may hold images only") from None
             files.append(p)
             labels.append(k)
@@ -194,4 +195,4 @@ def _per_channel(values: tuple[float, ...], c: int) -> list[float]:
         return [sum(values) / 3]
     if len(values) == 1:
         return list(values) * c
-    raise SpecError(f"{len(values)} normalisation values for {c} channels")
+    raise DataError(f"{len(values)} normalisation values for {c} channels")
