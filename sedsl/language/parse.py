@@ -304,7 +304,11 @@ class _ToAst(Transformer[Token, Any]):  # type: ignore[misc]  # lark's, generate
         return tuple(c)
 
     def param(self, meta: Any, c: list[Any]) -> ast.Param:
-        return ast.Param(str(c[0]), c[1] if len(c) > 1 else None, self._span(meta))
+        choices = c.pop(1) if len(c) > 1 and isinstance(c[1], tuple) else ()
+        return ast.Param(str(c[0]), c[1] if len(c) > 1 else None, self._span(meta), choices)
+
+    def choices(self, meta: Any, c: list[ast.Expr]) -> tuple[ast.Expr, ...]:
+        return tuple(c)
 
     # statements
     def body(self, meta: Any, c: list[ast.Stmt]) -> tuple[ast.Stmt, ...]:
