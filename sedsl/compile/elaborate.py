@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from sedsl import limits
+from sedsl.compile import estimate
 from sedsl.compile.se_rules import evaluate_se
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
 from sedsl.ir.graph import Graph
@@ -130,6 +131,7 @@ class Elaborator:
                 input_shape: tuple[int, ...] | None) -> tuple[Graph, Env]:
         """The network's graph, and its parameters (the scope of the se section)."""
         env = self.evaluator.parameters(net, overrides)
+        estimate.check(net, env, self.evaluator)  # a network past the node limit, refused now
         shape, span = _input_shape(net, input_shape)
         self.graph.graph.update(name=net.name, input=shape, file=net.span.file)
         x = self._input(shape, span)
