@@ -356,15 +356,15 @@ def elaborate(module: ast.Module, library: Library, overrides: Mapping[str, Valu
     net = module.networks[0]
     el = elaborator(library)
     params = {p.name for p in net.params}
-    for name in overrides:
+    graph, env = el.network(net, {k: v for k, v in overrides.items() if k in params},
+                            input_shape)
+    for name in overrides:  # after the network: a mistake in it is the first to report
         if name not in params and name not in SETTINGS:
             raise SpecError(f"unknown parameter `{name}`", NOWHERE,
                             did_you_mean(name, params | set(SETTINGS))
                             or f"the parameters of `{net.name}`: "
                             f"{', '.join(p.name for p in net.params) or 'none'}; or an SE "
                             "setting (ratio, squeeze, ...)")
-    graph, env = el.network(net, {k: v for k, v in overrides.items() if k in params},
-                            input_shape)
     se = evaluate_se(module.se, el.evaluator, env,
                      {k: v for k, v in overrides.items() if k not in params})
     return Elaborated(graph, se)
