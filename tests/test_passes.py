@@ -291,3 +291,18 @@ def test_points_that_partly_overlap_are_refused() -> None:
     assert apart.number_of_nodes() == net.base_ir.number_of_nodes() + 12
     with pytest.raises(sedsl.SpecError, match="overlaps another one"):
         passes.insert_se(net.base_ir, [on(*consumers[:2]), on(*consumers[1:])])
+
+
+def test_se_on_both_inputs_of_an_add_fuses_one() -> None:
+    """SE blocks on the residual branch and on the identity shortcut both end in the add: only
+    one fused block may take it in (both did: a cycle, reported as a bug in fuse_se)."""
+    net = sedsl.loads(TWO.replace("RULES", "at residual.end in b2\n  at shortcut.end in b2"))
+    fused = passes.run(net.ir, passes.LOWERING)
+    assert [r.op for _, r in records(fused)].count("se") == 2
+    assert sum(1 for n, r in records(fused) if r.op == "se"
+               and len(passes.inputs(fused, n)) == 2) == 1  # the one that took in the add
+    x = torch.randn(2, 8, 6, 6)
+    plain, fast = net.to_torch(fused=False).eval(), net.to_torch().eval()
+    fast.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x))

@@ -393,8 +393,13 @@ def block_input_channels(g: Graph, inside: set[str]) -> int:
 def fuse_se(g: Graph) -> Graph:
     """SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for every
     SE block the kernels implement (`kernel_supports`); the others stay plain ops."""
-    fusions = [f for f in (_match_se(g, steps) for steps in se_units(g).values())
-               if f is not None]
+    fusions = []
+    claimed: set[str] = set()  # an add both of whose inputs are SE blocks joins one of them
+    for steps in se_units(g).values():
+        fusion = _match_se(g, steps, claimed)
+        if fusion is not None:
+            fusions.append(fusion)
+            claimed.update(fusion[1])
     if not fusions:
         return g
     drop = {n for f in fusions for n in f[1]}
@@ -426,9 +431,11 @@ def kernel_supports(s: SeSettings) -> bool:
             and s.excite in KERNEL_ACTIVATIONS and s.gate in KERNEL_ACTIVATIONS)
 
 
-def _match_se(g: Graph,
-              steps: dict[str, str]) -> tuple[str, list[str], Node, list[str]] | None:
-    """(unit, the nodes it replaces, the fused record, its inputs) or None: not fusable."""
+def _match_se(g: Graph, steps: dict[str, str],
+              claimed: set[str]) -> tuple[str, list[str], Node, list[str]] | None:
+    """(unit, the nodes it replaces, the fused record, its inputs) or None: not fusable. The
+    residual add after it (and an activation after that) join it unless another SE block's
+    fusion has `claimed` them (SE on both the residual branch and the shortcut)."""
     if "squeeze" not in steps:
         return None
     squeeze = record(g, steps["squeeze"])
@@ -441,7 +448,8 @@ def _match_se(g: Graph,
     scale = members[-1]
     srcs, last, merge_act = [inputs(g, scale)[0]], scale, "none"
     add = _sole_consumer(g, scale)
-    if add is not None and record(g, add).op == "add" and g.in_degree(add) == 2:
+    if add is not None and add not in claimed and record(g, add).op == "add" \
+            and g.in_degree(add) == 2:
         members.append(add)
         srcs.append(next(x for x in inputs(g, add) if x != scale))
         last = add
