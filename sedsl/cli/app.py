@@ -206,7 +206,10 @@ def output_folder(path: Path, option: str = "-o", make: bool = True,
     folders: one that is a file is a usage error. `is_folder`: the path is itself a folder."""
     inner = path / "_" if is_folder else path
     try:
-        files.folder_for(inner) if make else files.check_folders(inner)
+        if make:
+            files.folder_for(inner)
+        else:
+            files.check_folders(inner)
     except files.Unusable as err:
         raise UsageError(f"{option} {files.shown(path)}: {err.reason}") from None
 
