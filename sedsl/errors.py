@@ -2,11 +2,13 @@
 a hint, printed by the command as `error: ...` without a traceback. `SpecError` is the one about
 spec text (or an override of it): it carries a `Span` and renders the line with a caret. The
 others say which input was wrong: a torch model or weights (`ModelError`), a data source
-(`DataError`), a device (`DeviceError`), the command line (`UsageError`). A `CompilerError` is
-not in the family: it is a bug in sedsl."""
+(`DataError`), a device (`DeviceError`), the command line (`UsageError`), or which optional
+dependency is not installed (`MissingExtra`). A `CompilerError` is not in the family: it is a
+bug in sedsl."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from difflib import get_close_matches
 
@@ -66,6 +68,11 @@ class UsageError(SedslError):
     """A command line that does not say what to do (exit status 2, as click's)."""
 
 
+class MissingExtra(SedslError):
+    """An optional dependency a feature needs is not installed: the hint names the extra of
+    sedsl's package that brings it (`pip install 'sedsl[png]'`; sedsl.extras)."""
+
+
 class SpecError(SedslError):
     """A mistake in a spec (or in an override of one): what went wrong, where, and a hint."""
 
@@ -98,8 +105,12 @@ class SpecError(SedslError):
         )
 
 
+_LINE_END = re.compile(r"\r?\n|\r")
+
+
 def _excerpt(text: str, span: Span) -> list[str]:
-    source_lines = text.split("\n")  # as the lexer counts lines: not at \f, \x1c, U+2028...
+    # as the lexer counts lines: at \n, \r\n and a lone \r; not at \f, \x1c, U+2028...
+    source_lines = _LINE_END.split(text)
     if not 1 <= span.line <= len(source_lines):
         return []
     line = _printable(source_lines[span.line - 1].rstrip())
@@ -127,8 +138,11 @@ _WIDE = 400  # the most of one source line an excerpt shows
 _PICTURES = {c: chr(0x2400 + c) for c in range(32) if c != 9} | {127: "\u2421"}
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # not a character: shown as U+FFFD, one column
+
+
 def _printable(line: str) -> str:
-    return line.translate(_PICTURES)
+    return _SURROGATE.sub("\ufffd", line.translate(_PICTURES))
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:

@@ -20,6 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 import sedsl
+from bench.fuzz import time_budget
 from sedsl.cli import app
 
 pytest.importorskip("sklearn")
@@ -362,15 +363,20 @@ def test_image_folder_matches_torchvision(tmp_path: Path) -> None:
 
 def test_bad_image_folders(tmp_path: Path) -> None:
     from sedsl.analysis.data import Prep, image_folder
-    from sedsl.errors import SpecError
+    from sedsl.errors import DataError
 
     (tmp_path / "a").mkdir()
     image(tmp_path / "a" / "x.png")
     (tmp_path / "b").mkdir()
-    with pytest.raises(SpecError, match=r"the class folder .*b is empty"):
+    with pytest.raises(DataError, match=r"the class folder .*b is empty"):
         image_folder(tmp_path, (3, 8, 8), Prep())
+    os.mkfifo(tmp_path / "b" / "pipe.png")  # Image.open would block on it
+    with time_budget(5.0), pytest.raises(DataError, match=r"pipe\.png is not an image: not a "
+                                         "regular file"):
+        image_folder(tmp_path, (3, 8, 8), Prep())
+    (tmp_path / "b" / "pipe.png").unlink()
     (tmp_path / "b" / "notes.txt").write_text("not a picture")
-    with pytest.raises(SpecError, match=r"notes\.txt is not an image"):
+    with pytest.raises(DataError, match=r"notes\.txt is not an image"):
         image_folder(tmp_path, (3, 8, 8), Prep())
 
 

@@ -81,7 +81,7 @@ def test_png(tmp_path: Path) -> None:
     assert width > 200 and height > 1000  # a tall picture of the whole network
 
 
-def test_png_needs_output_and_depth_positive() -> None:
-    assert CliRunner().invoke(app, ["graph", str(R50), "--format", "png"]).exit_code == 1
+def test_png_needs_output_and_depth_positive() -> None:  # usage errors: exit status 2
+    assert CliRunner().invoke(app, ["graph", str(R50), "--format", "png"]).exit_code == 2
     assert CliRunner().invoke(app, ["graph", str(R50), "--format", "svg",
-                                    "--depth", "0"]).exit_code == 1
+                                    "--depth", "0"]).exit_code == 2

@@ -159,3 +159,66 @@ network n {
   b = residual { conv(4, 3) } shortcut { }
 }""")
     assert [r.op for _, r in records(net.graph)] == ["input", "conv", "add", "conv", "add"]
+
+
+# --- allowed values (issue 21) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("spec", "name", "value", "hint"), [
+    ("efficientnet.se", "size", "b9", None),  # silently built B7
+    ("efficientnet.se", "size", "B3", 'did you mean "b3"?'),  # silently built B7 too
+    ("se_resnet50.se", "layout", "tim", 'did you mean "timm"?'),  # built the Caffe layout
+    ("regnet_y.se", "size", "400MF", 'did you mean "400mf"?'),  # "no block of kind y_block"
+    ("ecaresnet50d.se", "kernels", "k357", 'did you mean "k3557"?'),
+])
+def test_a_value_outside_a_parameters_values_is_an_error_at_its_declaration(
+        spec: str, name: str, value: str, hint: str | None) -> None:
+    with pytest.raises(sedsl.SpecError) as caught:
+        sedsl.load(SPECS / spec, **{name: value})
+    e = caught.value
+    declared = (SPECS / spec).read_text().split("\n")[e.span.line - 1] if e.span else ""
+    assert e.message.startswith(f"`{name}` takes ") and e.message.endswith(f'not "{value}"')
+    assert declared[e.span.col - 1:].startswith(f"{name}: ")  # type: ignore[union-attr]
+    assert e.hint == hint
+
+
+def test_efficientnet_names_every_size() -> None:
+    with pytest.raises(sedsl.SpecError) as caught:
+        sedsl.load(SPECS / "efficientnet.se", size="b9")
+    assert ", ".join(f'"b{i}"' for i in range(7)) + ' or "b7"' in caught.value.message
+
+
+def test_allowed_values_of_every_kind() -> None:
+    body = ('network n(k: 1 | 3 | 5 = 3, on: true | false = true, s: 3x3 | 1x7 = 1x7) {\n'
+            "  input 4x8x8\n  conv(4, if on then k else 1, padding = 0) conv(4, s)\n}\n")
+    assert record(load(body, k=5).graph, "conv1").attrs["kernel"] == (5, 5)
+    assert record(load(body, s=(3, 3)).graph, "conv2").attrs["kernel"] == (3, 3)
+    assert record(load(body, on=False).graph, "conv1").attrs["kernel"] == (1, 1)
+    for name, bad, shown in (("k", 2, "`k` takes 1, 3 or 5, not 2"),
+                             ("s", "7x1", "`s` takes 3x3 or 1x7, not 7x1")):
+        with pytest.raises(sedsl.SpecError, match=shown):
+            load(body, **{name: bad})
+    with pytest.raises(sedsl.SpecError, match="not layers"):
+        load("network n(a: relu | silu = relu) {\n  input 4x8x8\n  a\n}\n")
+
+
+def test_block_arguments_and_defaults_obey_their_values() -> None:
+    block = 'block b(c, mode: "a" | "b" = if c_in > 4 then "a" else "c") { conv(c, 1) }\n'
+    assert load(block + "network n {\n  input 8x8x8\n  x = b(4)\n}\n").graph
+    with pytest.raises(sedsl.SpecError, match='`mode` of block `b` takes "a" or "b", not "c"'):
+        load(block + "network n {\n  input 2x8x8\n  x = b(4)\n}\n")  # the default, where placed
+    with pytest.raises(sedsl.SpecError) as caught:
+        load(block + 'network n {\n  input 8x8x8\n  x = b(4, mode = "A")\n}\n')
+    declared = f"{SPECS / 'inline.se'}:2:12"
+    assert caught.value.hint == f'did you mean "a"? `mode` is declared at {declared}'
+
+
+@pytest.mark.parametrize(("name", "hint"), [("clases", "did you mean `classes`"),
+                                            ("layot", "did you mean `layout`?"),
+                                            ("ratoi", "did you mean `ratio`?")])
+def test_set_suggests_the_networks_parameters_and_the_se_settings(name: str, hint: str) -> None:
+    """`--set clases=10` suggested `base` (an SE setting), `--set layot=timm` nothing."""
+    with pytest.raises(sedsl.SpecError) as caught:
+        sedsl.load(SPECS / "se_resnet50.se", **{name: "10"})
+    assert caught.value.message == f"unknown parameter `{name}`"
+    assert caught.value.hint is not None and caught.value.hint.startswith(hint)

@@ -100,4 +100,4 @@ def test_cli_exports_run_without_sedsl(tmp_path: Path) -> None:
 
 def test_unknown_format(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["export", str(write_tiny(tmp_path)), "--format", "tflite"])
-    assert done.exit_code == 1
+    assert done.exit_code == 2  # a usage error, as graph's --format

@@ -239,10 +239,10 @@ async def test_hover_on_an_op_a_rule_a_setting_a_parameter(client: LanguageClien
     shown = await hover(client, uri, ratio.line, ratio.character)
     assert shown is not None and shown.startswith("**ratio** = `16` — SE setting")
     assert "takes: a number > 0" in shown
-    layout = position_of(text, "layout = ")
+    layout = position_of(text, 'layout: "caffe"')
     shown = await hover(client, uri, layout.line, layout.character)
     assert shown is not None and shown.startswith('**layout** = `"caffe"` — network parameter')
-    assert 'takes: a string; the spec tests "caffe", "timm"' in shown
+    assert 'takes: one of `"caffe"`, `"timm"`' in shown  # as the spec declares them
 
 
 # --- inlay hints and code lenses ----------------------------------------------------------------

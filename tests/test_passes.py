@@ -12,6 +12,7 @@ import sedsl
 from sedsl.compile import passes
 from sedsl.ir.node import Node, record, records
 from sedsl.ir.se import SeSettings
+from sedsl.record import replace
 from tests.conftest import SPECS, compiled
 
 TINY = """
@@ -222,3 +223,86 @@ def test_verify_catches_broken_graphs() -> None:
     g.remove_edge("conv2.block1.add1", "conv2.block1.relu3")
     with pytest.raises(sedsl.CompilerError, match="takes 1 inputs, it has 0"):
         passes.verify(g)
+
+
+TWO = """
+block unit(c) {
+  residual { conv(c, 3) bn relu conv(c, 3) bn }
+  relu
+}
+
+network two {
+  input 8x6x6
+  b1 = unit(8)
+  b2 = unit(8)
+}
+
+se {
+  ratio = 4
+  RULES
+}
+"""
+
+
+def _se(m: nn.Module, u: torch.Tensor) -> torch.Tensor:
+    return u * m.gate(m.fc2(m.act(m.fc1(u.mean((2, 3), keepdim=True)))))
+
+
+def _two_by_hand(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """b1 with SE at block.end; b2 with SE at residual.start, reading b1's SE output."""
+    b1, b2 = m.b1, m.b2
+    y = torch.relu(b1.bn2(b1.conv2(torch.relu(b1.bn1(b1.conv1(x))))) + x)
+    y = _se(b1.se, y)
+    r = b2.bn2(b2.conv2(torch.relu(b2.bn1(b2.conv1(_se(b2.se, y))))))
+    return torch.relu(r + y)
+
+
+@pytest.mark.parametrize("base", ["channels", "block_in"])
+@pytest.mark.parametrize("post_first", [True, False], ids=["post-first", "pre-first"])
+def test_overlapping_points_chain(base: str, post_first: bool) -> None:
+    """b1's block.end is every consumer of b1's output, b2's residual.start some of them: the
+    wider point's SE block comes first, in either rule order (this was a KeyError)."""
+    rules = [f"at block.end in b1 {{ base = {base} }}", "at residual.start in b2"]
+    net = sedsl.loads(TWO.replace("RULES", "\n  ".join(rules if post_first else rules[::-1])))
+    assert passes.inputs(net.ir, "b2.se.squeeze") == ["b1.se.scale"]
+    assert sorted(net.ir.predecessors("b2.add1")) == ["b1.se.scale", "b2.bn2"]
+    assert structure(passes.apply_se(net.ir, net.se)) == structure(net.ir)  # still idempotent
+    x = torch.randn(2, 8, 6, 6)
+    plain, fused = net.to_torch(fused=False).eval(), net.to_torch().eval()
+    fused.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), _two_by_hand(plain, x))
+        torch.testing.assert_close(fused(x), plain(x))
+
+
+def test_points_that_partly_overlap_are_refused() -> None:
+    """Points come from nested scopes, so two on one tensor are nested or apart; insertions
+    made in Python that share some consumers, but not all, are an error."""
+    net = sedsl.loads("network t {\n  input 8x6x6\n  s = { conv(8, 3) }\n"
+                      "  p = parallel add { a = relu; b = relu; c = relu }\n}\n"
+                      "se {\n  ratio = 4\n  at block.end in s\n}\n")
+    (post,) = passes.plan_se(net.base_ir, net.se)
+    consumers = post.point.consumers  # the three branches
+
+    def on(*ports: tuple[str, int]) -> passes.Insertion:
+        return replace(post, point=replace(post.point, consumers=ports))
+
+    apart = passes.insert_se(net.base_ir, [on(*consumers[:2]), on(consumers[2])])
+    assert apart.number_of_nodes() == net.base_ir.number_of_nodes() + 12
+    with pytest.raises(sedsl.SpecError, match="overlaps another one"):
+        passes.insert_se(net.base_ir, [on(*consumers[:2]), on(*consumers[1:])])
+
+
+def test_se_on_both_inputs_of_an_add_fuses_one() -> None:
+    """SE blocks on the residual branch and on the identity shortcut both end in the add: only
+    one fused block may take it in (both did: a cycle, reported as a bug in fuse_se)."""
+    net = sedsl.loads(TWO.replace("RULES", "at residual.end in b2\n  at shortcut.end in b2"))
+    fused = passes.run(net.ir, passes.LOWERING)
+    assert [r.op for _, r in records(fused)].count("se") == 2
+    assert sum(1 for n, r in records(fused) if r.op == "se"
+               and len(passes.inputs(fused, n)) == 2) == 1  # the one that took in the add
+    x = torch.randn(2, 8, 6, 6)
+    plain, fast = net.to_torch(fused=False).eval(), net.to_torch().eval()
+    fast.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x))

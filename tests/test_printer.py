@@ -151,6 +151,19 @@ def test_long_lines_wrap_as_the_shipped_specs_do() -> None:
     assert any(line.startswith(" " * 6 + "else if") for line in lines)
 
 
+def test_allowed_values_print_and_wrap() -> None:
+    """`name: a | b = default`: spaced, and a long list wraps under its first value."""
+    text = 'network n(a:"x"|"y"="x", b: 1|-2|(3+1), c: 3x3 | 1x7) { input 3x8x8 }\n'
+    assert fmt(text) == ('network n(a: "x" | "y" = "x", b: 1 | -2 | (3 + 1), c: 3x3 | 1x7) '
+                         "{ input 3x8x8 }\n")
+    sizes = " | ".join(f'"size{i}"' for i in range(14))
+    out = assert_round_trip(f"network n(classes = 10, size: {sizes} = \"size0\") {{\n"
+                            "  input 3x8x8\n}\n")
+    lines = out.splitlines()
+    assert all(len(line) <= WIDTH for line in lines) and lines[1].endswith("|")
+    assert lines[2].startswith(" " * lines[1].index('"size0"') + '"size')
+
+
 def test_one_line_bodies_stay_on_one_line_and_others_do_not() -> None:
     text = ("block a { conv(8, 3) bn }\n\nblock b {\n  conv(8, 3) bn\n}\n\nnetwork n {\n"
             "  input 3x8x8\n  x = residual { a }\n  y = residual {\n    b\n  }\n"

@@ -102,7 +102,7 @@ def test_layer_table_formats() -> None:
     assert " conv2.block1 | bottleneck |" in markdown
     csv_text = _cli("cost", R50, "--by", "layer", "--csv", "--depth", "1")
     assert len(csv_text.strip().splitlines()) == 1 + 6
-    assert CliRunner().invoke(app, ["cost", R50, "--by", "layer", "--batch", "x"]).exit_code == 1
+    assert CliRunner().invoke(app, ["cost", R50, "--by", "layer", "--batch", "x"]).exit_code == 2
 
 
 def test_sweep_plot_svg(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import sedsl
@@ -68,6 +71,69 @@ def test_an_overlong_use_path() -> None:
 def test_a_huge_exponent_is_not_a_lark_visit_error() -> None:
     e = spec_error("network n {\n  input 3x8x8\n  x = 1e999999\n  bn\n}\n")
     assert type(e) is sedsl.SpecError
+
+
+# --- the cases of issue 21 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("call", "part"), [
+    ("conv(8, 3, stride = 3x0)", "`stride` must be whole numbers >= 1, got 3x0"),
+    ("conv(8, 0x3)", "`kernel` must be whole numbers >= 1, got 0x3"),
+    ("conv(8, 3, dilation = 0x1)", "`dilation` must be whole numbers >= 1"),
+    ("maxpool(3x0)", "`kernel` must be whole numbers >= 1"),
+    ("avgpool(3, stride = 0x2)", "`stride` must be whole numbers >= 1"),
+    ("adaptive_avgpool(0x3)", "`size` must be whole numbers >= 1"),
+    ("conv(8, 3, stride = 2x2x2)", "`stride` must be a number or HxW"),
+    ("bn(0)", "`eps` must be a number > 0"),
+])
+def test_a_shape_argument_obeys_the_rules_of_a_number(call: str, part: str) -> None:
+    """Each part of an HxW argument is checked as a number argument is (`stride = 3x0` was a
+    ZeroDivisionError in the window rule); the error points at the argument."""
+    e = spec_error(f"network n {{\n  input 3x8x8\n  {call}\n}}\n")
+    assert part in e.message and e.span is not None and e.span.line == 3 and e.span.col > 3
+
+
+def test_padding_may_be_zero_in_one_direction() -> None:
+    net = sedsl.loads("network n {\n  input 3x8x8\n  conv(8, 3x1, padding = 1x0)\n}\n")
+    assert net.ir.graph["output"] and net.cost().se.params == 8 * 3 * 3
+
+
+def test_use_through_a_symlink_loop(tmp_path: Path) -> None:
+    (tmp_path / "a.se").symlink_to("b.se")
+    (tmp_path / "b.se").symlink_to("a.se")
+    (tmp_path / "spec.se").write_text('use "a.se"\n' + TINY)
+    with time_budget(2.0), pytest.raises(sedsl.SpecError, match="a symlink loop") as caught:
+        sedsl.load(tmp_path / "spec.se")  # was a RuntimeError from pathlib
+    assert caught.value.span is not None and caught.value.span.line == 1
+    assert run("check", str(tmp_path / "a.se"))[0] == 1  # the spec itself: a clean error too
+
+
+@pytest.mark.parametrize("where", ['use "lib/\udcff.se"\n', '# a note \ud800\n',
+                                   "block b(s = \"x\udfff\") { bn }\n"])
+def test_a_lone_surrogate_is_refused_where_it_stands(where: str) -> None:
+    """Text that is no UTF-8 (only a str passed in Python or an editor can hold it) is refused
+    at its place; it was a UnicodeEncodeError in the parser's transformer for a `use` path."""
+    e = spec_error(where + TINY)
+    assert "lone surrogate" in e.message and e.span is not None and e.span.line == 1
+    assert "\ufffd" in str(e) and "\udcff" not in str(e)  # the excerpt prints anywhere
+
+
+def test_cr_only_line_ends_are_line_ends(tmp_path: Path) -> None:
+    """Old Mac files end lines with a lone CR, which Python reads as a line end: so does sedsl
+    (it was one comment line: "this file defines no network")."""
+    (tmp_path / "mac.se").write_bytes(("# a spec\r" + TINY).replace("\n", "\r").encode())
+    assert sedsl.load(tmp_path / "mac.se").name == "tiny"
+    (tmp_path / "bad.se").write_bytes(TINY.replace("bn", "bnn").replace("\n", "\r").encode())
+    with pytest.raises(sedsl.SpecError) as caught:
+        sedsl.load(tmp_path / "bad.se")
+    assert str(caught.value).split("\n")[:3] == [
+        f"{tmp_path / 'bad.se'}:3:14: error: unknown name `bnn`",
+        "3 |   conv(8, 3) bnn relu", "  |              ^^^"]
+
+
+def test_a_syntax_error_at_a_line_end_reads_well() -> None:
+    e = spec_error("network n {\n  input\n}\n")
+    assert e.message == "unexpected end of line; expected a shape like 3x224x224"
 
 
 # --- limits ---------------------------------------------------------------------------------
@@ -222,6 +288,146 @@ def test_exit_statuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_graph_output_is_a_file(tmp_path: Path) -> None:
     assert run("graph", R50, "-o", str(tmp_path))[0] == 2
+
+
+# --- the command line's edges (issue 21) ----------------------------------------------------
+
+DIGITS = str(SPECS / "se_digits.se")
+
+
+@pytest.mark.parametrize("args", [
+    ["check", DIGITS, "--set", "ratio"], ["cost", DIGITS, "--ratio", ","],
+    ["cost", DIGITS, "--sweep", "ratio"], ["cost", DIGITS, "--sweep", "ratio=,"],
+    ["cost", DIGITS, "--by", "layer", "--batch", "x"], ["graph", DIGITS, "--format", "png"],
+    ["graph", DIGITS, "--format", "svg", "--depth", "0"], ["export", DIGITS, "--format", "x"],
+    ["train", DIGITS, "--data", "sklearn:digits", "--optimizer", "x"],
+    ["excite", DIGITS, "--weights", "w.pt", "--data", "sklearn:digits", "--split", "x"],
+    ["lsp", "--set", "ratio"],
+])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    """An option that does not say what to do is a usage error (2), everywhere: `--set ratio`
+    and `--ratio ,` exited 1, as a mistake in the spec does."""
+    code, out = run(*args)
+    assert code == 2 and "Traceback" not in out, out
+
+
+def test_an_output_below_a_file_is_a_usage_error(tmp_path: Path, tiny: Path) -> None:
+    file = tmp_path / "file"
+    file.write_text("precious")
+    for args in (["build", str(tiny), "-o", str(file / "sub")],  # was "File exists", exit 1
+                 ["graph", str(tiny), "--format", "svg", "-o", str(file / "x.svg")],
+                 ["export", str(tiny), "-o", str(file / "x.onnx")],
+                 ["cost", str(tiny), "--plot", str(file / "p.svg")],
+                 ["train", str(tiny), "--data", "sklearn:digits", "-o", str(file)]):
+        code, out = run(*args)
+        assert code == 2 and f"{file} is a file, not a folder" in " ".join(out.split()), out
+    assert file.read_text() == "precious" and sorted(tmp_path.iterdir()) == [file, tiny]
+
+
+def test_outputs_get_their_folders(tmp_path: Path, tiny: Path) -> None:
+    """`graph -o newdir/x.svg` makes newdir, as build and export do (it failed)."""
+    assert run("graph", str(tiny), "--format", "svg", "-o", str(tmp_path / "new" / "x.svg"))[0] \
+        == 0
+    assert (tmp_path / "new" / "x.svg").read_text().startswith("<svg")
+    assert run("graph", str(tiny), "-o", str(tmp_path / "a" / "b" / "g.json"))[0] == 0
+
+
+def test_printed_paths_are_not_markup(tmp_path: Path, tiny: Path) -> None:
+    """rich read `[/x]` in a path as a closing tag: a MarkupError, reported as a bug."""
+    code, out = run("build", str(tiny), "-o", str(tmp_path / "[/x]"))
+    assert code == 0 and "[/x]/model.py" in out
+
+
+def test_weights_files_are_read_by_one_loader(tmp_path: Path, tiny: Path) -> None:
+    """`export --weights` with a missing file, a folder, a non-state-dict or a whole pickled
+    module was a bug report (exit 3); the loader excite and train use says what is wrong."""
+    import torch
+
+    from sedsl.pytorch import saved
+
+    torch.save(torch.nn.Linear(2, 3), tmp_path / "module.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    (tmp_path / "text.pt").write_text("not a torch file")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    os.mkfifo(tmp_path / "fifo.pt")
+    for name, message in (("missing.pt", "No such file"), ("module.pt", "a whole model?"),
+                          ("list.pt", "holds a list, not a state dict"),
+                          ("text.pt", "not a file torch.save wrote"),
+                          ("empty.pt", "empty or cut short"), ("fifo.pt", "not a regular file"),
+                          (".", "it is a directory")):
+        with time_budget(5.0), pytest.raises(sedsl.ModelError, match=re.escape(message)):
+            saved.state_dict(tmp_path / name)
+        code, out = run("export", str(tiny), "--weights", str(tmp_path / name))
+        assert code == 1 and message in " ".join(out.split()), out
+    torch.save({"w": torch.zeros(1)}, tmp_path / "state.pt")
+    assert list(saved.state_dict(tmp_path / "state.pt")) == ["w"]
+
+
+@pytest.mark.parametrize(("module", "extra", "args"), [
+    ("onnxscript", "onnx", ["export", "SPEC", "--format", "onnx"]),
+    ("resvg_py", "png", ["graph", "SPEC", "--format", "png", "-o", "x.png"]),
+    ("matplotlib", "plot", ["cost", "SPEC", "--plot", "p.svg"]),
+    ("pygls", "lsp", ["lsp"]),
+])
+def test_a_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, tiny: Path, module: str,
+                                  extra: str, args: list[str]) -> None:
+    """Every optional dependency is asked for the same way (`export --format onnx` without
+    onnx reported a bug in sedsl)."""
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` raises ImportError
+    code, out = run(*[str(tiny) if a == "SPEC" else a for a in args])
+    assert code == 1 and f"pip install 'sedsl[{extra}]'" in out and "bug" not in out, out
+
+
+def test_every_extra_is_declared() -> None:
+    import tomllib
+
+    from sedsl import extras
+
+    declared = tomllib.loads((SPECS.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert set(extras.EXTRAS) <= set(declared)
+
+
+@pytest.mark.parametrize("command", ["build", "check", "cost", "graph", "export", "import", "fmt",
+                                     "train", "excite", "lsp"])
+def test_help_shows_every_option_as_written(command: str) -> None:
+    """typer reads help texts as rich markup: `sedsl[plot]` lost its `[plot]`. Every option's
+    help, and the words of `--by`, appear as written."""
+    from sedsl.cli import app as typer_app
+
+    result = CliRunner().invoke(typer_app, [command, "--help"], env={"COLUMNS": "200"})
+    shown = " ".join(result.stdout.replace("│", " ").split())
+    click_command = typer.main.get_command(typer_app).commands[command]  # type: ignore[attr-defined]
+    for param in click_command.params:
+        help_text = getattr(param, "help", None)
+        if help_text and not getattr(param, "hidden", False):
+            assert " ".join(help_text.replace("\\[", "[").split()) in shown, param.name
+    if command == "cost":
+        assert "pip install 'sedsl[plot]'" in shown and "stage, block, op or layer" in shown
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT")
+def test_ctrl_c_while_starting_prints_no_traceback(tiny: Path) -> None:
+    """A Ctrl-C at random moments of the first ~100 ms: sedsl's code (once it runs) ends with
+    status 130 and no traceback. Before it runs, Python itself is starting: killed by the
+    signal, or its own start-up report, which names no sedsl file."""
+    rnd = random.Random(21)
+    package = f"{SPECS.parent / 'sedsl'}{os.sep}"  # a traceback through sedsl's code names it
+    for _ in range(12):
+        p = subprocess.Popen([sys.executable, "-m", "sedsl.cli", "check", str(tiny)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": str(SPECS.parent)})
+        time.sleep(rnd.uniform(0, 0.1))
+        p.send_signal(signal.SIGINT)
+        errors = p.communicate(timeout=60)[1].decode()
+        if "sedsl: interrupted" in errors or package in errors:
+            # sedsl stopped: 130 (or, when the Ctrl-C came inside an eval() such as
+            # namedtuple's, Python 3.11 still ends by SIGINT after the exit: -2)
+            assert p.returncode in (130, -signal.SIGINT), (p.returncode, errors)
+            assert errors == "sedsl: interrupted\n", errors
+        else:  # it had finished (0); it stopped in typer's parsing (130, silently); Python was
+            # still starting (its own report, no word from sedsl: 1, or killed by SIGINT: -2)
+            assert p.returncode in (0, 1, 130, -signal.SIGINT), (p.returncode, errors)
 
 
 # --- atomic builds ------------------------------------------------------------------------

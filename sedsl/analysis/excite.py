@@ -20,10 +20,11 @@ from torch import Tensor, nn
 from sedsl.analysis import dist
 from sedsl.analysis.data import Split
 from sedsl.compile.passes import se_units
-from sedsl.errors import SpecError
+from sedsl.errors import ModelError, SpecError
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import inputs, record
 from sedsl.ir.vocab import ACTIVATIONS
+from sedsl.pytorch import saved
 
 FORMAT = "sedsl.excite/1"
 ONE = 2**32  # fixed point: a gate value s is summed as round(s * 2^32)
@@ -233,22 +234,7 @@ def top1(model: nn.Module, data: Split, indices: list[int], rank: int = 0,
 def load_weights(model: nn.Module, path: Path, network: str) -> None:
     """Load a state dict (.pt/.pth, a sedsl checkpoint, or .safetensors) into `model`;
     a file for another spec is an error naming the missing, unexpected and mis-shaped keys."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SpecError(f"no weights file {path}", None) from None
-    except Exception as e:  # pickle, zip and safetensors errors alike
-        raise SpecError(f"cannot read weights from {path}: {e}", None,
-                        "a state dict saved with torch.save, or a .safetensors file") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # a sedsl train checkpoint
-    if not isinstance(state, dict):
-        raise SpecError(f"{path} holds a {type(state).__name__}, not a state dict", None)
+    state = saved.state_dict(path)
     ours = model.state_dict()
     missing = [k for k in ours if k not in state]
     unexpected = [k for k in state if k not in ours]
@@ -257,8 +243,8 @@ def load_weights(model: nn.Module, path: Path, network: str) -> None:
     if missing or unexpected or misshaped:
         parts = [f"{len(v)} {what}: {_few(v)}" for what, v in (
             ("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if v]
-        raise SpecError(f"{path} does not fit {network}: " + "; ".join(parts), None,
-                        "were these weights trained from another spec or other --set values?")
+        raise ModelError(f"{path} does not fit {network}: " + "; ".join(parts),
+                         "were these weights trained from another spec or other --set values?")
     model.load_state_dict(state)
 
 

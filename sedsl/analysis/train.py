@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from sedsl.analysis import dist
 from sedsl.analysis.data import Source, Split
 from sedsl.api import Network
-from sedsl.errors import SpecError
+from sedsl.errors import ModelError, SpecError
+from sedsl.pytorch import saved
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
@@ -112,7 +113,7 @@ def train(net: Network, source: Source, out: Path, cfg: TrainConfig, *, se: bool
 
 def _progress(rank: int) -> Progress:
     """A progress bar on a terminal (rank 0); silent when stderr is piped."""
-    console = Console(stderr=True)
+    console = Console(stderr=True, markup=False)
     bar = Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=console,
                    transient=True, disable=rank != 0 or not console.is_terminal)
     bar.start()
@@ -205,14 +206,16 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
 
 def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
              cfg: TrainConfig) -> list[Epoch]:
-    where = next(model.parameters()).device
-    state = torch.load(path, map_location=where, weights_only=True)
+    state = saved.read(path, "the checkpoint")
+    if not isinstance(state, dict) or not {"config", "model", "optimizer", "rows"} <= set(state):
+        raise ModelError(f"{path} is not a sedsl train checkpoint",
+                         "train into a new folder, or without --resume")
     # a checkpoint from before an option existed holds that option's default
-    saved = {k: v for k, v in {**asdict(TrainConfig()), **state["config"]}.items()
-             if k != "epochs"}
+    before = {k: v for k, v in {**asdict(TrainConfig()), **state["config"]}.items()
+              if k != "epochs"}
     now = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
-    if saved != now:
-        diff = ", ".join(f"{k}={saved[k]!r}" for k in saved if saved[k] != now.get(k))
+    if before != now:
+        diff = ", ".join(f"{k}={before[k]!r}" for k in before if before[k] != now.get(k))
         raise SpecError(f"{path} was trained with other options ({diff})", None,
                         "resume with the same options, or train into a new folder")
     if state["config"]["epochs"] != cfg.epochs:

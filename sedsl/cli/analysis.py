@@ -14,8 +14,9 @@ from sedsl.cli.app import (
     _overrides,
     _spec_errors,
     app,
+    output_folder,
 )
-from sedsl.errors import NOWHERE, SpecError
+from sedsl.errors import UsageError
 
 if TYPE_CHECKING:
     pass
@@ -39,7 +40,7 @@ def _prep(resize: int | None, mean: str | None, std: str | None) -> Any:
         try:
             return default if text is None else tuple(float(v) for v in text.split(","))
         except ValueError:
-            raise SpecError(f"`{text}` is not a list of numbers", NOWHERE, "e.g. 0.5,0.5,0.5") \
+            raise UsageError(f"`{text}` is not a list of numbers", "e.g. 0.5,0.5,0.5") \
                 from None
 
     return Prep(resize, floats(mean, IMAGENET_MEAN), floats(std, IMAGENET_STD))
@@ -77,6 +78,9 @@ def train(
     from sedsl.analysis.commands import run_train
     from sedsl.analysis.train import TrainConfig
 
+    if optimizer not in ("sgd", "adamw"):
+        raise UsageError(f"--optimizer takes sgd or adamw, not `{optimizer}`")
+    output_folder(output, make=False, is_folder=True)
     with _spec_errors():
         net = _load(spec, sets, input_size)
         cfg = TrainConfig(epochs, batch, optimizer, lr, weight_decay, label_smoothing, seed)
@@ -119,7 +123,10 @@ def excite(
 
     with _spec_errors():
         if ablate not in (None, "stage"):
-            raise SpecError(f"--ablate takes `stage`, not `{ablate}`", NOWHERE)
+            raise UsageError(f"--ablate takes `stage`, not `{ablate}`")
+        if split not in ("train", "val", "all"):
+            raise UsageError(f"--split takes train, val or all, not `{split}`")
+        output_folder(output, make=False, is_folder=True)
         net = _load(spec, sets, input_size)
         run_excite(net, spec, weights, data, output, _prep(resize, mean, std), split=split,
                    per_class=per_class, classes=names(classes), blocks=names(blocks),

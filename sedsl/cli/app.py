@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from sedsl.errors import NOWHERE, SedslError, Span, SpecError, UsageError
+from sedsl import files
+from sedsl.errors import SedslError, Span, SpecError, UsageError
 from sedsl.language import numbers
 from sedsl.version import __version__
 
@@ -104,7 +105,8 @@ def _console(stderr: bool) -> Console:
     if stderr not in _consoles:
         from rich.console import Console
 
-        _consoles[stderr] = Console(stderr=stderr, highlight=False)
+        # no markup: what is printed holds paths and names the user chose (`-o 'out[/x]'`)
+        _consoles[stderr] = Console(stderr=stderr, highlight=False, markup=False)
     return _consoles[stderr]
 
 SetOption = Annotated[list[str] | None, typer.Option(
@@ -140,8 +142,7 @@ def _overrides(sets: list[str] | None, input_size: str | None) -> dict[str, Any]
     for item in sets or []:
         name, eq, value = item.partition("=")
         if not eq or not name.strip().isidentifier():
-            raise SpecError(f"--set takes NAME=VALUE, got `{item}`", NOWHERE,
-                            "e.g. --set ratio=8")
+            raise UsageError(f"--set takes NAME=VALUE, got `{item}`", "e.g. --set ratio=8")
         _check_option_value("--set", item, len(name) + 1, value)
         values[name.strip()] = value
     if input_size is not None:
@@ -176,26 +177,41 @@ def _load(spec: Path, sets: list[str] | None, input_size: str | None = None,
 # --- writing files ------------------------------------------------------------------------------
 
 
-def _write_file(path: Path, text: str) -> None:
-    """One file, whole or not at all: written beside it, then renamed over it."""
+def _write_file(path: Path, data: str | bytes, option: str = "-o") -> None:
+    """One file, whole or not at all: written beside it, then renamed over it; the folders
+    above it are made as needed."""
     import tempfile
 
     if path.is_dir():
-        raise typer.BadParameter(f"{path} is a folder; -o names the file to write",
-                                 param_hint="-o")
-    folder = path.parent
+        raise typer.BadParameter(f"{path} is a folder; {option} names the file to write",
+                                 param_hint=option)
+    output_folder(path, option)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     except OSError as e:
-        raise SpecError(f"cannot write {path}: {e.strerror}") from None
+        raise SedslError(f"cannot write {files.shown(path)}: {files.reason(e)}") from None
+
+
+def output_folder(path: Path, option: str = "-o", make: bool = True,
+                  is_folder: bool = False) -> None:
+    """Make the folders above an output path (`make`), or only check that those there are
+    folders: one that is a file is a usage error. `is_folder`: the path is itself a folder."""
+    inner = path / "_" if is_folder else path
+    try:
+        if make:
+            files.folder_for(inner)
+        else:
+            files.check_folders(inner)
+    except files.Unusable as err:
+        raise UsageError(f"{option} {files.shown(path)}: {err.reason}") from None
 
 
 def _umask() -> int:
@@ -206,23 +222,39 @@ def _umask() -> int:
 
 def main() -> None:
     """The `sedsl` command. Typer turns every command's signature into click options as it
-    starts (~35 ms for all of them), so a run that names a command builds only that one."""
-    name = sys.argv[1] if len(sys.argv) > 1 else ""
-    chosen = [c for c in app.registered_commands
-              if (c.name or c.callback.__name__.replace("_", "-")) == name]  # type: ignore[union-attr]
-    runner = app
-    if name in ("check", "cost", "graph"):
-        # A one-shot compile makes ~10^5 objects that live to the end and leaves almost no
-        # cycles: the cyclic collector's passes over them are ~5% of the run, for nothing.
-        gc.disable()
-    if chosen:
-        runner = _typer()
-        runner.registered_commands = chosen
-        runner.callback()(lambda: None)  # a callback keeps it a group: `sedsl NAME ...` as always
+    starts (~35 ms for all of them), so a run that names a command builds only that one. A
+    Ctrl-C at any moment ends it with status 130 and no traceback."""
     try:
+        name = sys.argv[1] if len(sys.argv) > 1 else ""
+        chosen = [c for c in app.registered_commands
+                  if (c.name or c.callback.__name__.replace("_", "-")) == name]  # type: ignore[union-attr]
+        runner = app
+        if name in ("check", "cost", "graph"):
+            # A one-shot compile makes ~10^5 objects that live to the end and leaves almost no
+            # cycles: the cyclic collector's passes over them are ~5% of the run, for nothing.
+            gc.disable()
+        if chosen:
+            runner = _typer()
+            runner.registered_commands = chosen
+            runner.callback()(lambda: None)  # a callback keeps it a group: `sedsl NAME ...`
         runner()
+    except KeyboardInterrupt:  # outside a command (typer's parsing, or starting up)
+        sys.stderr.write("sedsl: interrupted\n")
+        raise SystemExit(INTERRUPTED) from None
     finally:
         _flush()
+        _done()
+
+
+def _done() -> None:
+    """The work is over: a Ctrl-C while Python shuts down just ends the process (no
+    KeyboardInterrupt in an exit handler). Only the command's own process does this."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        with suppress(ValueError, OSError):
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _flush() -> None:

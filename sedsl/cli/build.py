@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sedsl import extras, files
 from sedsl.cli.app import (
     InputOption,
     SetOption,
@@ -25,7 +26,7 @@ from sedsl.cli.app import (
     out,
 )
 from sedsl.cli.cost import _print_summary
-from sedsl.errors import NOWHERE, SpecError
+from sedsl.errors import SedslError, UsageError
 
 if TYPE_CHECKING:
     from sedsl.api import Network
@@ -57,15 +58,15 @@ def build(
         net = _load(spec, sets, input_size)
         graph = net.base_ir if no_se else net.ir
         cost = net.cost()
-        files = {
+        written = {
             "model.py": net.source(fused=not no_fuse, se=not no_se),
             "graph.json": serialize.dumps(graph) + "\n",
             "summary.json": json.dumps(_summary(net, cost, spec, no_se), indent=1) + "\n",
         }
         folder = output or Path("build") / net.name
-        _write_build(folder, files)
+        _write_build(folder, written)
     _print_summary(cost, no_se)
-    out().print(f"wrote {', '.join(str(folder / f) for f in files)}")
+    out().print(f"wrote {', '.join(str(folder / f) for f in written)}")
 
 
 def _summary(net: Network, cost: Cost, spec: Path, no_se: bool) -> dict[str, Any]:
@@ -80,7 +81,13 @@ BUILD_FILES = frozenset({"model.py", "graph.json", "summary.json", "__pycache__"
 
 
 def _check_build_target(folder: Path) -> None:
-    """-o must be absent, empty, or an earlier build: sedsl never deletes anything else."""
+    """-o must be absent, empty, or an earlier build: sedsl never deletes anything else; the
+    folders above it must be folders (or not yet exist)."""
+    try:
+        files.check_folders(folder)
+    except files.Unusable as err:
+        raise typer.BadParameter(f"{files.shown(folder)}: {err.reason}", param_hint="-o") \
+            from None
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise typer.BadParameter(f"{folder} exists and is not a folder", param_hint="-o")
     if folder.is_dir():
@@ -92,7 +99,7 @@ def _check_build_target(folder: Path) -> None:
                 param_hint="-o")
 
 
-def _write_build(folder: Path, files: dict[str, str]) -> None:
+def _write_build(folder: Path, written: dict[str, str]) -> None:
     """The build folder appears whole, or not at all, and an earlier build stays whole until
     the new one replaces it: the files are written into a temporary folder beside the target,
     which is then renamed into place (under a lock, so concurrent builds take turns)."""
@@ -101,19 +108,20 @@ def _write_build(folder: Path, files: dict[str, str]) -> None:
 
     parent = folder.parent
     staging: Path | None = None
+    _check_build_target(folder)  # the default build/<network> too
     try:
         with _uninterrupted():  # a Ctrl-C between making the folder and owning it would leak it
             parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp",
                                             dir=parent))
-        for name, text in files.items():
+        for name, text in written.items():
             (staging / name).write_text(text, encoding="utf-8")
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp made it private
         with _locked(parent), _uninterrupted():
             _check_build_target(folder)  # again: another build may have run meanwhile
             _rename_into_place(staging, folder)
     except OSError as e:
-        raise SpecError(f"cannot write {folder}: {e.strerror}") from None
+        raise SedslError(f"cannot write {files.shown(folder)}: {files.reason(e)}") from None
     finally:
         if staging is not None:  # gone already when the build succeeded
             with _uninterrupted():
@@ -233,19 +241,15 @@ def _draw(g: Any, fmt: str, depth: int | None, output: Path | None) -> str:
     from sedsl.targets.draw import to_png, to_svg
 
     if depth is not None and depth < 1:
-        raise SpecError("--depth takes a number of name parts, 1 or more", NOWHERE)
-    svg = to_svg(g, depth)
+        raise UsageError("--depth takes a number of name parts, 1 or more")
     if fmt == "png":
         if output is None:
-            raise SpecError("--format png needs -o FILE.png", NOWHERE)
-        try:
-            data = to_png(svg)
-        except ImportError:
-            raise SpecError("--format png needs resvg", NOWHERE, "pip install 'sedsl[png]'"
-                            " or draw --format svg") from None
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, output)
+            raise UsageError("--format png needs -o FILE.png")
+        extras.require("resvg_py", "png", "--format png")
+    svg = to_svg(g, depth)
+    if fmt == "png":
+        assert output is not None
+        _write_file(output, to_png(svg))
     return svg
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from sedsl import extras, files
 from sedsl.cli.app import (
     InputOption,
     SetOption,
@@ -20,8 +21,9 @@ from sedsl.cli.app import (
     app,
     err,
     out,
+    output_folder,
 )
-from sedsl.errors import NOWHERE, SpecError
+from sedsl.errors import SedslError, UsageError
 
 if TYPE_CHECKING:
     from sedsl.api import Network
@@ -46,7 +48,9 @@ def cost(
     input_size: InputOption = None,
     sets: SetOption = None,
     by: Annotated[str, typer.Option(metavar="GROUP",
-                                    help="Group rows by stage, block or op.")] = "stage",
+                                    help="Group rows by stage, block, op or layer (a table of "
+                                    "module paths with activations and training memory).")
+    ] = "stage",
     verify: Annotated[bool, typer.Option(
         metavar="", help="Also run fvcore on the lowered module.")] = False,
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON document.")] = False,
@@ -60,11 +64,14 @@ def cost(
     ] = "1,32,256",
     plot: Annotated[Path | None, typer.Option(
         metavar="FILE.svg", help="Plot params and FLOPs per stage against the sweep "
-        "(needs matplotlib: pip install 'sedsl[plot]').")] = None,
+        "(needs matplotlib: pip install 'sedsl\\[plot]').")] = None,
 ) -> None:
     """Parameter and FLOP overhead of the SE blocks: base vs SE network, and where it comes from."""
     from sedsl.targets.cost import CONVENTIONS
 
+    if plot is not None:  # before the work: what the plot needs, and where it goes
+        extras.require("matplotlib", "plot", "--plot")
+        output_folder(plot, "--plot", make=False)
     with _spec_errors():
         if convention not in CONVENTIONS:
             raise typer.BadParameter(f"unknown convention `{convention}`; expected "
@@ -116,13 +123,13 @@ def _batches(text: str) -> list[int]:
     try:
         return parse_batches(text)
     except ValueError as e:
-        raise SpecError(str(e), NOWHERE, "e.g. --batch 1,32,256") from None
+        raise UsageError(f"--batch: {e}", "e.g. --batch 1,32,256") from None
 
 
 def _ratios(text: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values:
-        raise SpecError("--ratio takes a list like 2,4,8,16,32", NOWHERE)
+        raise UsageError("--ratio takes a list like 2,4,8,16,32", f"not `{text}`")
     start = 0
     for value in text.split(","):  # each value checked as a spec's number, pointing into it
         _check_option_value("--ratio", text, start, value)
@@ -140,10 +147,10 @@ def _sweep_points(ratio: str | None, sweeps: list[str] | None) -> list[dict[str,
         name, eq, text = item.partition("=")
         name = name.strip()
         if not eq or not name.isidentifier():
-            raise SpecError(f"--sweep takes NAME=V1,V2,..., got `{item}`", NOWHERE,
-                            "e.g. --sweep where=pre,standard,post,identity")
+            raise UsageError(f"--sweep takes NAME=V1,V2,..., got `{item}`",
+                             "e.g. --sweep where=pre,standard,post,identity")
         if name in dict(axes):
-            raise SpecError(f"`{name}` is swept twice", NOWHERE, "give each name one --sweep")
+            raise UsageError(f"`{name}` is swept twice", "give each name one --sweep")
         axes.append((name, _values(f"--sweep {name}", text, "avg,max")))
     points: list[dict[str, str]] = [{}]
     for name, values in axes:
@@ -154,7 +161,7 @@ def _sweep_points(ratio: str | None, sweeps: list[str] | None) -> list[dict[str,
 def _values(option: str, text: str, example: str) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values:
-        raise SpecError(f"{option} takes a list like {example}", NOWHERE)
+        raise UsageError(f"{option} takes a list like {example}", f"not `{text}`")
     return values
 
 
@@ -353,10 +360,7 @@ def _print_layers(reports: list[tuple[Path, dict[str, str], Network, Cost]], dep
 
 def _plot(reports: list[tuple[Path, dict[str, str], Network, Cost]], target: Path) -> None:
     """Params and FLOPs per stage against the swept setting, written to `target`."""
-    try:
-        from sedsl.targets.plot import sweep_plot
-    except ImportError:
-        raise SpecError("--plot needs matplotlib", NOWHERE, "pip install 'sedsl[plot]'") from None
+    from sedsl.targets.plot import sweep_plot
 
     def label(spec: Path, point: dict[str, str]) -> str:
         swept = ", ".join(f"{k}={v}" for k, v in point.items())
@@ -365,7 +369,11 @@ def _plot(reports: list[tuple[Path, dict[str, str], Network, Cost]], target: Pat
 
     points = [(label(spec, p), c) for spec, p, _, c in reports]
     swept = sorted({k for _, p, *_ in reports for k in p})
-    sweep_plot(points, target, setting=", ".join(swept) or "spec")
+    output_folder(target, "--plot")
+    try:
+        sweep_plot(points, target, setting=", ".join(swept) or "spec")
+    except OSError as e:
+        raise SedslError(f"cannot write {files.shown(target)}: {files.reason(e)}") from None
     err().print(f"wrote {target}")
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sedsl.cli.app import USAGE_ERROR, SetOption, app
+from sedsl.cli.app import SetOption, app
+from sedsl.errors import UsageError
 
 
 @app.command()
@@ -22,13 +22,16 @@ def lsp(
 ) -> None:
     """Run the language server over stdin/stdout: diagnostics, hover with shapes and exact
     cost, inlay hints, code lenses, definitions, completion (docs/editors.md)."""
-    try:
-        from sedsl.lsp.compiler import Settings
-        from sedsl.lsp.server import serve
-    except ImportError as e:
-        sys.stderr.write(f"sedsl lsp needs pygls ({e.name} is missing): "
-                         "pip install 'sedsl[lsp]'\n")
-        raise typer.Exit(USAGE_ERROR) from None
-    overrides = tuple((name.strip(), value) for name, _, value in
-                      (item.partition("=") for item in sets or []))
-    serve(Settings(overrides, tuple(str(p) for p in search_path or ())))
+    from sedsl import extras
+
+    extras.require("pygls", "lsp", "sedsl lsp")
+    from sedsl.lsp.compiler import Settings
+    from sedsl.lsp.server import serve
+
+    overrides = []
+    for item in sets or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip().isidentifier():
+            raise UsageError(f"--set takes NAME=VALUE, got `{item}`", "e.g. --set ratio=8")
+        overrides.append((name.strip(), value))
+    serve(Settings(tuple(overrides), tuple(str(p) for p in search_path or ())))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sedsl import extras
 from sedsl.cli.app import (
     InputOption,
     SetOption,
@@ -18,9 +19,9 @@ from sedsl.cli.app import (
     app,
     err,
     out,
+    output_folder,
 )
 from sedsl.cli.cost import _g
-from sedsl.errors import NOWHERE, SpecError
 
 if TYPE_CHECKING:
     pass
@@ -43,28 +44,41 @@ def export_model(
     no_se: Annotated[bool, typer.Option("--no-se", metavar="", help="The base network.")] = False,
 ) -> None:
     """Export SPEC's model to ONNX, TorchScript or torch.export; the file runs without sedsl."""
-    with _spec_errors():
-        from sedsl.pytorch.export import FORMATS
+    from sedsl.pytorch.export import FORMATS
 
-        if fmt not in FORMATS:
-            raise SpecError(f"unknown format `{fmt}`", NOWHERE, ", ".join(FORMATS))
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"unknown format `{fmt}`; expected {', '.join(FORMATS)}",
+                                 param_hint="--format")
+    if fmt == "onnx":  # torch's dynamo exporter writes with both
+        for module in ("onnxscript", "onnx"):
+            extras.require(module, "onnx", "export --format onnx")
+    if output is not None:
+        output_folder(output, make=False)
+    state = None
+    if weights is not None:
+        from sedsl.pytorch import saved
+
+        state = saved.state_dict(weights)  # a bad file is refused before the compile
+    with _spec_errors():
         net = _load(spec, sets, input_size)
+    target = output or Path("build") / f"{net.name}{FORMATS[fmt]}"
+    if target.is_dir():
+        raise typer.BadParameter(f"{target} is a folder; -o names the file to write",
+                                 param_hint="-o")
+    output_folder(target)
     with err().status(f"exporting {net.name} ({fmt})", spinner="dots"):
         import torch
 
         from sedsl.pytorch.export import export
 
         model = net.to_torch(fused=fused, se=not no_se)
-        if weights is not None:
+        if state is not None:
             from sedsl.pytorch.weights import transfer_weights
 
-            transfer_weights(torch.load(weights, map_location="cpu"), model)
-        target = output or Path("build") / f"{net.name}{FORMATS[fmt]}"
-        target.parent.mkdir(parents=True, exist_ok=True)
+            transfer_weights(state, model)
         example = torch.randn(1, *net.ir.graph["input"])
         export(model, example, fmt, target)
     out().print(f"wrote {target}")
-
 
 
 # --- import -------------------------------------------------------------------------------------

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from sedsl import limits
+from sedsl.compile import estimate
 from sedsl.compile.se_rules import evaluate_se
-from sedsl.errors import NOWHERE, Span, SpecError
+from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, add_node
 from sedsl.ir.ops import OPS, Shape
-from sedsl.ir.se import SeConfig
+from sedsl.ir.se import SETTINGS, SeConfig
 from sedsl.language import ast
 from sedsl.language.evaluate import (
     LAYERS,
@@ -130,6 +131,7 @@ class Elaborator:
                 input_shape: tuple[int, ...] | None) -> tuple[Graph, Env]:
         """The network's graph, and its parameters (the scope of the se section)."""
         env = self.evaluator.parameters(net, overrides)
+        estimate.check(net, env, self.evaluator)  # a network past the node limit, refused now
         shape, span = _input_shape(net, input_shape)
         self.graph.graph.update(name=net.name, input=shape, file=net.span.file)
         x = self._input(shape, span)
@@ -247,6 +249,10 @@ class Elaborator:
             else:
                 assert param.default is not None, "checked when the call was evaluated"
                 env.values[param.name] = self.eval(param.default, env)
+                if param.choices:  # a default may depend on c_in: checked where it is placed
+                    allowed = self.evaluator.choices(param, env)
+                    self.evaluator.check_choice(param, env.values[param.name], allowed,
+                                                param.default.span, block.name)
         return self.run(block.body, Env({}, env), x, scope)
 
     def _place_closure(self, c: Closure, x: Tensor, scope: Scope) -> Tensor:
@@ -352,6 +358,13 @@ def elaborate(module: ast.Module, library: Library, overrides: Mapping[str, Valu
     params = {p.name for p in net.params}
     graph, env = el.network(net, {k: v for k, v in overrides.items() if k in params},
                             input_shape)
+    for name in overrides:  # after the network: a mistake in it is the first to report
+        if name not in params and name not in SETTINGS:
+            raise SpecError(f"unknown parameter `{name}`", NOWHERE,
+                            did_you_mean(name, params | set(SETTINGS))
+                            or f"the parameters of `{net.name}`: "
+                            f"{', '.join(p.name for p in net.params) or 'none'}; or an SE "
+                            "setting (ratio, squeeze, ...)")
     se = evaluate_se(module.se, el.evaluator, env,
                      {k: v for k, v in overrides.items() if k not in params})
     return Elaborated(graph, se)

@@ -270,14 +270,21 @@ def _last_step(g: Graph, steps: dict[str, str]) -> str:
 
 
 def insert_se(g: Graph, plan: Iterable[Insertion]) -> Graph:
-    """Add one SE block per insertion, right after the tensor it scales."""
+    """Add one SE block per insertion, right after the tensor it scales. Points on one tensor
+    may overlap (a block's `block.end` feeds the next block's `residual.start`): the SE block
+    whose point covers more of the tensor's consumers comes first, and the narrower one
+    recalibrates its output, whatever the order of the rules."""
+    plan = list(plan)
     source = {(v, p): u for u, v, p in g.edges(data="port")}
     source[OUTPUT] = g.graph["output"]
     follows: dict[str, list[tuple[str, Node, list[str]]]] = {}  # node -> SE nodes after it
     taken = {name.rsplit(".", i)[0] for name in g.nodes for i in range(name.count(".") + 1)}
-    for ins in plan:
-        u = source[ins.point.consumers[0]] if ins.point.consumers else ins.point.producer
-        nodes = _se_nodes(g, ins, u, taken)
+    scopes = [_unit_name(ins.block, taken) for ins in plan]  # named in the rules' order
+    order = sorted(range(len(plan)), key=lambda i: -len(plan[i].point.consumers))
+    for i in order:
+        ins = plan[i]
+        u = _recalibrated(source, ins, plan) if ins.point.consumers else ins.point.producer
+        nodes = _se_nodes(g, ins, u, scopes[i])
         follows.setdefault(u, []).extend(nodes)
         for consumer in ins.point.consumers:
             source[consumer] = nodes[-1][0]
@@ -301,11 +308,26 @@ def insert_se(g: Graph, plan: Iterable[Insertion]) -> Graph:
     return out
 
 
-def _se_nodes(g: Graph, ins: Insertion, u: str,
-              taken: set[str]) -> list[tuple[str, Node, list[str]]]:
-    """The steps of the block's variant as nodes named <block>.se[k].<step>, recalibrating `u`:
-    each step kind builds its op and attributes, the op table gives the shape."""
-    s, shape = ins.settings.resolved(), record(g, u).shape
+def _recalibrated(source: dict[tuple[str, int], str], ins: Insertion,
+                  plan: list[Insertion]) -> str:
+    """The tensor an insertion's consumers read now: the point's own, or the output of an SE
+    block already placed on a wider point of it. Two points that share some consumers but not
+    all cannot both be honoured."""
+    now = {source[c] for c in ins.point.consumers}
+    if len(now) > 1:
+        other = next((o for o in plan if o is not ins and o.point.producer == ins.point.producer
+                      and set(o.point.consumers) & set(ins.point.consumers)), ins)
+        raise SpecError(f"this SE block in {ins.block} overlaps another one on the same tensor "
+                        f"(the rule at line {other.span.line}) without containing it", ins.span,
+                        "put the two blocks at points that do not share a tensor")
+    return now.pop()
+
+
+def _se_nodes(g: Graph, ins: Insertion, u: str, scope: str) -> list[tuple[str, Node, list[str]]]:
+    """The steps of the block's variant as nodes named `scope`.<step> (<block>.se[k]),
+    recalibrating `u`: each step kind builds its op and attributes, the op table gives the
+    shape. `u` is the point's tensor or an SE block's output on it: the same shape."""
+    s, shape = ins.settings.resolved(), record(g, ins.point.producer).shape
     if len(shape) != 3:
         raise SpecError(f"an SE block needs a CxHxW feature map; {ins.block} has a flat one here",
                         ins.span)
@@ -320,7 +342,6 @@ def _se_nodes(g: Graph, ins: Insertion, u: str,
         raise SpecError(f"ratio {s.ratio} leaves no channels in the SE block of {ins.block} "
                         f"({base} / {s.ratio} rounds to {rd})", ins.span,
                         "use a smaller ratio here, or an explicit width")
-    scope = _unit_name(ins.block, taken)
     tag = partial(SeTag, unit=scope, settings=s, channels=shape[0], base_channels=base,
                   rd_channels=rd)
     names: dict[str, str] = {"x": u}
@@ -372,8 +393,13 @@ def block_input_channels(g: Graph, inside: set[str]) -> int:
 def fuse_se(g: Graph) -> Graph:
     """SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for every
     SE block the kernels implement (`kernel_supports`); the others stay plain ops."""
-    fusions = [f for f in (_match_se(g, steps) for steps in se_units(g).values())
-               if f is not None]
+    fusions = []
+    claimed: set[str] = set()  # an add both of whose inputs are SE blocks joins one of them
+    for steps in se_units(g).values():
+        fusion = _match_se(g, steps, claimed)
+        if fusion is not None:
+            fusions.append(fusion)
+            claimed.update(fusion[1])
     if not fusions:
         return g
     drop = {n for f in fusions for n in f[1]}
@@ -405,9 +431,11 @@ def kernel_supports(s: SeSettings) -> bool:
             and s.excite in KERNEL_ACTIVATIONS and s.gate in KERNEL_ACTIVATIONS)
 
 
-def _match_se(g: Graph,
-              steps: dict[str, str]) -> tuple[str, list[str], Node, list[str]] | None:
-    """(unit, the nodes it replaces, the fused record, its inputs) or None: not fusable."""
+def _match_se(g: Graph, steps: dict[str, str],
+              claimed: set[str]) -> tuple[str, list[str], Node, list[str]] | None:
+    """(unit, the nodes it replaces, the fused record, its inputs) or None: not fusable. The
+    residual add after it (and an activation after that) join it unless another SE block's
+    fusion has `claimed` them (SE on both the residual branch and the shortcut)."""
     if "squeeze" not in steps:
         return None
     squeeze = record(g, steps["squeeze"])
@@ -420,7 +448,8 @@ def _match_se(g: Graph,
     scale = members[-1]
     srcs, last, merge_act = [inputs(g, scale)[0]], scale, "none"
     add = _sole_consumer(g, scale)
-    if add is not None and record(g, add).op == "add" and g.in_degree(add) == 2:
+    if add is not None and add not in claimed and record(g, add).op == "add" \
+            and g.in_degree(add) == 2:
         members.append(add)
         srcs.append(next(x for x in inputs(g, add) if x != scale))
         last = add

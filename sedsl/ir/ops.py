@@ -29,7 +29,7 @@ class Arg(Record):
     """An argument a spec passes to an op: `conv(64, 3, stride = 2)`."""
 
     name: str
-    kind: str  # count | pair | pair0 | float | prob | bool
+    kind: str  # count (>= 1) | pair (count or HxW) | pair0 (>= 0) | float | positive | prob | bool
     default: Attr | None = None  # None: required, unless derived
     derived: bool = False  # when not given, `complete` works it out from the other arguments
 
@@ -252,7 +252,7 @@ def _bn_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 
 
 BN = Op(
-    "bn", (Arg("eps", "float", 1e-5), Arg("momentum", "prob", 0.1)),  # momentum: training only
+    "bn", (Arg("eps", "positive", 1e-5), Arg("momentum", "prob", 0.1)),  # momentum: training only
     infer=_same, torch=_bn_torch, fresh=True, positional=1,
     params=lambda a, ins, out: 2 * ins[0][0],
     buffers=lambda a, ins, out: 2 * ins[0][0] + 1,  # running mean and var, num_batches_tracked

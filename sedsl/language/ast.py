@@ -161,9 +161,12 @@ Stmt: TypeAlias = Bind | Place | Input | If
 
 
 class Param(Record):
+    """`name`, `name = default`, or `name: "a" | "b" = "a"` (the values it takes)."""
+
     name: str
     default: Expr | None
     span: Span
+    choices: tuple[Expr, ...] = ()  # () : any value of the default's kind
 
 
 class BlockDef(Record):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from difflib import get_close_matches
 from fractions import Fraction
 from typing import Any, TypeAlias
 
@@ -179,6 +180,8 @@ class Evaluator:
                 raise SpecError(f"network parameter `{param.name}` has no default", param.span,
                                 f"give it one, or set it: --set {param.name}=...")
             default = self.eval(param.default, env)
+            allowed = self.choices(param, env)
+            self.check_choice(param, default, allowed, param.default.span)
             value = overrides.get(param.name, default)
             if isinstance(value, str) and not isinstance(default, str):
                 value = self.coerce(value, default, env)
@@ -187,8 +190,33 @@ class Evaluator:
             if kind_of(value) != kind_of(default):
                 raise SpecError(f"`{param.name}` takes {kind_of(default)} (default "
                                 f"{show(default)}), not {describe(value)}", NOWHERE)
+            # a value from outside the spec: the error points at the declaration
+            self.check_choice(param, value, allowed, param.span)
             env.values[param.name] = value
         return env
+
+    def choices(self, param: ast.Param, env: Env) -> list[Value]:
+        """The values a parameter declares it takes (`size: "b0" | "b1"`); [] for any."""
+        allowed: list[Value] = []
+        for choice in param.choices:
+            value = self.eval(choice, env)
+            if isinstance(value, LAYERS):
+                raise SpecError("the values a parameter takes are numbers, bools, strings or "
+                                f"shapes, not layers: {describe(value)}", choice.span)
+            allowed.append(value)
+        return allowed
+
+    def check_choice(self, param: ast.Param, value: Value, allowed: list[Value],
+                     span: Span, block: str | None = None) -> None:
+        """Refuse a value outside the parameter's declared values, with the closest of them."""
+        if not allowed or any(kind_of(value) == kind_of(a) and value == a for a in allowed):
+            return
+        owner = f" of block `{block}`" if block else ""
+        hints = [h for h in (closest(value, allowed),) if h]
+        if (span.file, span.line) != (param.span.file, param.span.line):
+            hints.append(f"`{param.name}` is declared at {param.span}")
+        raise SpecError(f"`{param.name}`{owner} takes {alternatives(allowed)}, not "
+                        f"{show(value)}", span, " ".join(hints) or None)
 
     def coerce(self, text: str, default: Value, env: Env) -> Value:
         """Override text as a value of the default's kind: `relu6` names a layer when the
@@ -257,6 +285,11 @@ class Evaluator:
             if missing:
                 raise SpecError(f"block `{block.name}` needs {listing(missing)}", e.span,
                                 f"its parameters: {signature(block)}")
+            for param in block.params:
+                if param.choices and param.name in args:
+                    value, span = args[param.name]
+                    allowed = self.choices(param, Env({}, self.globals))
+                    self.check_choice(param, value, allowed, span, block.name)
             return BlockCall(block, {k: v for k, (v, _) in args.items()}, e.span)
         hint = did_you_mean(e.func, self.visible(env))
         if env.lookup(e.func) is not None:
@@ -405,7 +438,9 @@ def item_span(layer: Layer, default: Span) -> Span:
 
 
 def convert(value: Value, kind: str, what: str, span: Span) -> Attr:
-    """A spec value as an op attribute of the given kind, or a SpecError at `span`."""
+    """A spec value as an op attribute of the given kind (`sedsl.ir.ops.Arg`), or a SpecError
+    at `span`. A pair is a number or an HxW shape, and each of its parts obeys the rule a
+    number would (`stride = 3x0` is refused as `stride = 0` is)."""
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -413,10 +448,17 @@ def convert(value: Value, kind: str, what: str, span: Span) -> Attr:
     if kind in ("pair", "pair0") and isinstance(value, tuple):
         if len(value) != 2:
             raise SpecError(f"{what} must be a number or HxW, got {describe(value)}", span)
+        least = 0 if kind == "pair0" else 1
+        if min(value) < least:
+            raise SpecError(f"{what} must be whole numbers >= {least}, got {show(value)}", span)
         return (value[0], value[1])
     if not isinstance(value, Fraction) or isinstance(value, bool):
         raise SpecError(f"{what} must be a number, got {describe(value)}", span)
     if kind == "float":
+        return float(value)
+    if kind == "positive":
+        if value <= 0:
+            raise SpecError(f"{what} must be a number > 0, got {num(value)}", span)
         return float(value)
     if kind == "prob":
         if not 0 <= value < 1:
@@ -434,6 +476,22 @@ def convert_default(value: Attr, kind: str) -> Attr:
     if kind in ("pair", "pair0") and isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
     return value
+
+
+def alternatives(values: list[Value]) -> str:
+    """`"a", "b" or "c"`: values as a spec writes them."""
+    shown = [show(v) for v in values]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
+
+
+def closest(value: Value, allowed: list[Value]) -> str | None:
+    """`did you mean "timm"?` for a value near one of the allowed ones: the same letters in
+    another case (`B3`), or a close spelling (`tim`)."""
+    text = value if isinstance(value, str) else show(value)
+    spelled = {(a if isinstance(a, str) else show(a)): a for a in allowed}
+    same = [a for t, a in spelled.items() if t.lower() == text.lower()]
+    near = same or [spelled[t] for t in get_close_matches(text, list(spelled), n=1, cutoff=0.6)]
+    return f"did you mean {show(near[0])}?" if near else None
 
 
 def listing(names: list[str]) -> str:

@@ -47,7 +47,7 @@ class SedslLexer(RegexLexer):  # type: ignore[misc]  # pygments ships no types
     tokens: ClassVar[dict[str, list[object]]] = {
         "root": [
             (r"[\t \f]+", Whitespace),
-            (r"\r?\n", Whitespace),
+            (r"\r?\n|\r", Whitespace),
             (r"\\[\t \f]*\r?\n", Text),  # a backslash continues the line
             (r"#[^\n]*", Comment.Single),
             (r'"[^"\n]*"', String.Double),
@@ -65,7 +65,7 @@ class SedslLexer(RegexLexer):  # type: ignore[misc]  # pygments ships no types
             (r"[0-9]+", Number.Integer),
             (r"[A-Za-z_]\w*", Name),
             (r"==|!=|<=|>=|//|\.\.|[<>+\-*/%=]", Operator),
-            (r"[(){},;.]", Punctuation),
+            (r"[(){},;.:|]", Punctuation),
         ],
     }
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
 
-from sedsl import limits
+from sedsl import files, limits
 from sedsl.errors import Span, SpecError
 from sedsl.language import ast, source
 from sedsl.language.parse import parse
@@ -40,7 +40,13 @@ def read_file(path: Path, name: str, span: Span) -> tuple[str, ast.Module]:
 def load_library(module: ast.Module, roots: list[Path], sources: dict[str, str],
                  read: Reader = read_file) -> Library:
     """The module's blocks and those of everything it `use`s; read texts land in `sources`."""
-    return Library(_blocks(module, roots, sources, [Path(module.file).resolve()], read))
+    try:
+        roots = [files.resolve(r) for r in roots]
+        stack = [files.resolve(Path(module.file))]
+    except files.Unusable as err:
+        raise SpecError(f"cannot look up the spec search path: {err.reason}",
+                        Span(module.file, 1, 1, 1, 1)) from None
+    return Library(_blocks(module, roots, sources, stack, read))
 
 
 def _blocks(module: ast.Module, roots: list[Path], sources: dict[str, str],
@@ -83,15 +89,21 @@ def _define(blocks: dict[str, ast.BlockDef], block: ast.BlockDef) -> None:
 
 
 def _resolve(use: ast.Use, roots: list[Path]) -> Path:
+    """The file a `use` names: the first root (resolved already) that holds it, followed through
+    its symlinks, which must not lead out of the roots."""
     if Path(use.path).is_absolute():
         raise SpecError("imports are relative to the spec search path", use.span,
                         f'e.g. use "lib/{Path(use.path).name}"')
     for root in roots:
-        candidate = (root / use.path).resolve()
-        if not any(candidate.is_relative_to(r.resolve()) for r in roots):
+        try:
+            candidate = files.resolve(root / use.path)
+        except files.Unusable as err:
+            raise SpecError(f"cannot use `{use.path}`: {err.reason}", use.span) from None
+        if not any(candidate.is_relative_to(r) for r in roots):
             raise SpecError(f"`{use.path}` leaves the spec search path", use.span,
                             "imports may not reach outside the spec's folder and the library")
-        if source.is_file(candidate):
+        if files.is_file(candidate):
             return candidate
-    searched = [_display(r) if r != LIBRARY_ROOT else "sedsl's block library" for r in roots]
+    searched = [_display(r) if r != LIBRARY_ROOT.resolve() else "sedsl's block library"
+                for r in roots]
     raise SpecError(f"cannot find `{use.path}`", use.span, "searched " + ", ".join(searched))

@@ -18,7 +18,7 @@ from typing import Any
 
 from sedsl import limits
 from sedsl.errors import Span, SpecError
-from sedsl.language import ast, numbers
+from sedsl.language import ast, numbers, source
 from sedsl.language._lalr import (
     Lark,
     Lark_StandAlone,
@@ -76,6 +76,7 @@ def _parser(start: str) -> Lark:
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
     """Parse one .se file."""
+    text = source.line_ends(text)
     tree = _run(text, file, "start")
     items = _to_ast(tree, file)
     return ast.Module(
@@ -124,6 +125,8 @@ def _run(text: str, file: str, start: str) -> Tree[Any]:
     if len(text) > limits.current().spec_bytes:
         raise limits.exceeded(f"{file} is too large for a spec", "spec_bytes",
                               Span(file, 1, 1, 1, 2))
+    source.check_text(text, file)
+    text = source.line_ends(text)
     try:
         tree = _parser(start).parse(text, start=start)
     except UnexpectedInput as err:
@@ -168,8 +171,9 @@ _DESCRIBE = {
     "_NL": "the end of the line",
     "$END": "the end of the file",
     "COMPARE": "a comparison",
-    "DIV_OP": "`/`, `//` or `%`",
+    "DIV_OP": "`/`, `//`, `%`",
 }
+_ENDS = {"_NL": "end of line", "$END": "end of file"}  # "unexpected end of line; expected ..."
 _EXPRESSION_STARTS = {"NAME", "NUMBER", "SHAPE", "STRING", "LPAR", "LBRACE", "MINUS", "NOT",
                       "TRUE", "FALSE", "RESIDUAL", "PARALLEL", "IF"}
 
@@ -191,7 +195,7 @@ def _expected(names: set[str]) -> str:
     if not words:
         return ""
     if len(words) > 6:
-        words = [*words[:6], "..."]
+        return "; expected " + ", ".join(words[:6]) + ", ..."
     listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
     return "; expected " + listed
 
@@ -206,14 +210,14 @@ def _syntax_error(err: UnexpectedInput, text: str, file: str) -> SpecError:
         return SpecError(f"unexpected character `{char}`", span)
     if isinstance(err, UnexpectedToken):
         tok = err.token
-        what = _describe(tok.type) if tok.type in ("_NL", "$END") else f"`{tok.value}`"
+        what = _ENDS.get(tok.type, f"`{tok.value}`")
         end = (tok.end_column or col + 1) if tok.type not in ("_NL", "$END") else col + 1
         span = Span(file, line, col, line, end)
         hint = _hint_for(tok, err.expected) or _open_paren(text, tok, err.expected)
         return SpecError(f"unexpected {what}" + _expected(set(err.expected)), span, hint)
     if isinstance(err, UnexpectedEOF):
         # lines as the lexer counts them (\f is no line break); the last, without its newline
-        lines = (text[:-1] if text.endswith("\n") else text).split("\n")
+        lines = (text[:-1] if text.endswith("\n") else text).split("\n")  # text: line_ends
         end = len(lines[-1].rstrip("\r")) + 1
         span = Span(file, len(lines), end, len(lines), end + 1)
         return SpecError("unexpected end of file" + _expected(set(err.expected)), span)
@@ -300,7 +304,11 @@ class _ToAst(Transformer[Token, Any]):  # type: ignore[misc]  # lark's, generate
         return tuple(c)
 
     def param(self, meta: Any, c: list[Any]) -> ast.Param:
-        return ast.Param(str(c[0]), c[1] if len(c) > 1 else None, self._span(meta))
+        choices = c.pop(1) if len(c) > 1 and isinstance(c[1], tuple) else ()
+        return ast.Param(str(c[0]), c[1] if len(c) > 1 else None, self._span(meta), choices)
+
+    def choices(self, meta: Any, c: list[ast.Expr]) -> tuple[ast.Expr, ...]:
+        return tuple(c)
 
     # statements
     def body(self, meta: Any, c: list[ast.Stmt]) -> tuple[ast.Stmt, ...]:

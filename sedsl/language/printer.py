@@ -388,10 +388,18 @@ def _flat_rule(r: ast.Rule, force: bool = False) -> str | None:
 
 
 def _flat_param(p: ast.Param) -> str | None:
+    head = name(p.name) + _flat_choices(p)
     if p.default is None:
-        return name(p.name)
+        return head
     value = _flat_expr(p.default, EXPR)
-    return None if value is None else f"{name(p.name)} = {value}"
+    return None if value is None else f"{head} = {value}"
+
+
+def _flat_choices(p: ast.Param) -> str:
+    """`: "a" | "b"`, the values a parameter takes (each a factor, as the grammar has them)."""
+    if not p.choices:
+        return ""
+    return ": " + " | ".join(_flat_expr(c, FACTOR, True) or "" for c in p.choices)
 
 
 def _contains_body(e: ast.Expr) -> bool:
@@ -830,15 +838,36 @@ class _Printer:
             else:
                 self._entry(node, tail)
 
+    def choices(self, values: tuple[ast.Expr, ...], reserve: int) -> None:
+        """`: "a" | "b" | ...`, as many a line as fit, lined up under the first."""
+        self.write(": ")
+        col = self.col
+        for k, value in enumerate(values):
+            text = _flat_expr(value, FACTOR, True) or ""
+            if k:
+                tail = reserve if k == len(values) - 1 else 2
+                if self.col + 3 + len(text) + tail <= WIDTH:
+                    self.write(" | ")
+                else:
+                    self.write(" |")
+                    self.wrap(col)
+            self.write(text)
+
     def _entry(self, node: ast.Arg | ast.Param, reserve: int) -> None:
         value = node.value if isinstance(node, ast.Arg) else node.default
         if node.name is not None:
-            self.write(name(node.name) + (" = " if value is not None else ""))
+            self.write(name(node.name))
+            if isinstance(node, ast.Param) and node.choices:
+                after = 0 if value is None else 3 + len(_flat_expr(value, EXPR) or "")
+                self.choices(node.choices, after + reserve)
+            self.write(" = " if value is not None else "")
         if value is not None:
             self.expr(value, EXPR, reserve)
 
 
 def _atomic(node: ast.Arg | ast.Param) -> bool:
+    if isinstance(node, ast.Param) and node.choices:
+        return False  # its values wrap
     value = node.value if isinstance(node, ast.Arg) else node.default
     return value is None or not isinstance(value, ast.Call | ast.Seq | ast.Cond | ast.BinOp)
 

@@ -1,10 +1,13 @@
-"""Reading spec files: regular files only, bounded in size, UTF-8 (docs/language.md, "Limits")."""
+"""Reading spec files: regular files only, bounded in size, UTF-8 (docs/language.md, "Limits");
+and the checks every spec text passes, wherever it came from (a file, `sedsl.loads`, an
+editor's buffer): Unicode that UTF-8 can hold, and line ends as Python reads them."""
 
 from __future__ import annotations
 
-import stat
+import re
 from pathlib import Path
 
+from sedsl import files
 from sedsl.errors import Span, SpecError
 from sedsl.limits import current, exceeded
 
@@ -15,23 +18,13 @@ def read_spec(path: Path, span: Span | None = None) -> str:
     Devices, FIFOs and directories are refused before they are opened for reading, so that
     /dev/zero cannot fill memory and a FIFO cannot block forever."""
     shown = str(path)
-    try:
-        info = path.stat()
-    except (OSError, ValueError) as err:
-        raise SpecError(f"cannot read {shown}: {_reason(err)}", span) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise SpecError(f"cannot read {shown}: it is a directory", span)
-    if not stat.S_ISREG(info.st_mode):
-        raise SpecError(f"cannot read {shown}: not a regular file (a device, FIFO or socket)",
-                        span)
     limit = current().spec_bytes
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as err:
-        raise SpecError(f"cannot read {shown}: {_reason(err)}", span) from None
+        data = files.read_bytes(path, limit)
+    except files.Unusable as err:
+        raise SpecError(f"cannot read {files.shown(path)}: {err.reason}", span) from None
     if len(data) > limit:
-        raise exceeded(f"{shown} is too large for a spec", "spec_bytes", span)
+        raise exceeded(f"{files.shown(path)} is too large for a spec", "spec_bytes", span)
     return decode(data, shown, span)
 
 
@@ -41,22 +34,42 @@ def decode(data: bytes, shown: str, span: Span | None = None) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1  # in bytes
+        before = data[:err.start].decode("utf-8-sig")  # valid: the error is the first
+        line, col = position(before, len(before))
         where = Span(shown, line, col, line, col + 1)
-        raise SpecError(f"cannot read {shown}: not UTF-8 text (byte 0x{data[err.start]:02x})",
-                        where, "save the file as UTF-8") from None
+        raise SpecError(f"cannot read {files.shown(shown)}: not UTF-8 text "
+                        f"(byte 0x{data[err.start]:02x})", where, "save the file as UTF-8") \
+            from None
+
+
+# A line ends at \n, \r\n or a lone \r (old Mac files), as Python's universal newlines read it.
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def line_ends(text: str) -> str:
+    """The text with each lone \\r made a \\n: the same length, every offset and column kept,
+    and the lines those Python (and the Language Server Protocol) see."""
+    return _LONE_CR.sub("\n", text) if "\r" in text else text
+
+
+def check_text(text: str, file: str) -> None:
+    """Refuse text that is not Unicode UTF-8 can hold: a lone surrogate (U+D800..U+DFFF),
+    which a file cannot contain but a string passed to `sedsl.loads` or an editor can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        line, col = position(text, err.start)
+        raise SpecError(f"the text holds U+{ord(text[err.start]):04X}, a lone surrogate, which "
+                        "is not a character", Span(file, line, col, line, col + 1),
+                        "a spec is UTF-8 text; remove it") from None
+
+
+def position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of `offset` in text whose line ends are \\n (see line_ends)."""
+    text = line_ends(text[:offset])
+    return text.count("\n") + 1, offset - (text.rfind("\n") + 1) + 1
 
 
 def is_file(path: Path) -> bool:
     """Whether `path` is a regular file; False for a path the OS cannot even look up."""
-    try:
-        return path.is_file()
-    except (OSError, ValueError):  # a name too long, a NUL byte
-        return False
-
-
-def _reason(err: Exception) -> str:
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
-    return "not a valid path"  # ValueError: a NUL byte in it
+    return files.is_file(path)

@@ -201,6 +201,8 @@ def _param_text(view: View, param: ast.Param) -> str:
 
 
 def _takes(view: View, param: ast.Param) -> str:
+    if param.choices:  # declared: `size: "b0" | "b1" = "b0"`
+        return "one of " + ", ".join(f"`{view.snippet(c.span) or '?'}`" for c in param.choices)
     d = param.default
     if isinstance(d, ast.Bool):
         return "true or false"

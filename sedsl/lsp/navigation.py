@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lsprotocol import types as lsp
 
+from sedsl import files
 from sedsl.errors import Span
 from sedsl.ir.ops import OPS
 from sedsl.language import ast
@@ -175,9 +176,11 @@ def _check_rename(view: View, block: ast.BlockDef, new: str) -> None:
         raise RenameRefused(f"`{new}` is not a name")
     if new in OPS or new in words.BUILTINS or new in words.KEYWORDS or new in lib.blocks:
         raise RenameRefused(f"`{new}` is taken: an op, a built-in, a keyword or a block")
-    file = Path(block.span.file)
-    if (Path.cwd() / file).resolve().is_relative_to(LIBRARY_ROOT.resolve()) \
-            and block.span.file != view.path:
+    try:
+        where = files.resolve(Path.cwd() / block.span.file)
+    except files.Unusable:
+        where = Path(block.span.file)
+    if where.is_relative_to(LIBRARY_ROOT.resolve()) and block.span.file != view.path:
         raise RenameRefused(f"`{block.name}` is defined in sedsl's block library "
                             f"({block.span.file}); copy it into your spec to rename it")
 

@@ -25,6 +25,7 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
+from sedsl import files
 from sedsl.lsp import completion, diagnostics, formatting, hover, inline, navigation
 from sedsl.lsp.compiler import Cancelled, LibraryCache, Settings, Snapshot
 from sedsl.lsp.text import uri_to_path
@@ -285,8 +286,8 @@ def _quiet(future: Any) -> None:
 
 def _resolved(path: str) -> str:
     try:
-        return str(Path(path).resolve())
-    except (OSError, ValueError, RuntimeError):
+        return str(files.resolve(Path(path)))
+    except files.Unusable:
         return path
 
 

@@ -1,7 +1,8 @@
 """Positions three ways: offsets into the text, LSP positions (0-based lines split at \\r\\n, \\r
 and \\n; characters counted in the negotiated encoding, UTF-16 by default) and sedsl spans
-(1-based lines split at \\n only, as the lexer counts them; columns in code points; end
-exclusive). Every conversion goes through the offset, so the two line models never mix."""
+(1-based lines split at \\n and a lone \\r, as the parser reads them (sedsl.language.source.
+line_ends); columns in code points; end exclusive). Every conversion goes through the offset,
+so the two line models never mix."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from lsprotocol import types as lsp
 from sedsl.errors import Span
 
 _LSP_BREAK = re.compile(r"\r\n|\r|\n")
+_SEDSL_BREAK = re.compile(r"\n|\r(?!\n)")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -26,7 +28,7 @@ class Text:
         self.text = text
         self.encoding = encoding
         self._lsp = [0, *(m.end() for m in _LSP_BREAK.finditer(text))]
-        self._sedsl = [0, *(m.end() for m in re.finditer("\n", text))]
+        self._sedsl = [0, *(m.end() for m in _SEDSL_BREAK.finditer(text))]
 
     # -- offsets and LSP positions --
 
