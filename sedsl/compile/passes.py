@@ -166,6 +166,9 @@ def _select(g: Graph, rule: SeRule, tree: dict[str, list[str]],
     return [b for b in picked if not rule.kinds or found[b] in rule.kinds]
 
 
+select_blocks = _select  # the instances a rule selects (sedsl.compile.se_infer's notes)
+
+
 # --- apply_se -----------------------------------------------------------------------------------
 
 
@@ -186,8 +189,9 @@ def plan_se(g: Graph, se: SeConfig) -> list[Insertion]:
         matched = 0
         for block in _select(g, rule, tree, found):
             point = find_point(g, block, rule, members.get(block, set()))
-            if point is None:
-                continue
+            if point is None or (len(record(g, point.producer).shape) != 3 and not rule.kinds
+                                 and rule.where == "at"):
+                continue  # no such point; or flat features (a classifier head's block.end)
             matched += 1
             key = (point.producer, point.consumers)
             if key not in plan or plan[key][0] != i:  # nested blocks share points: first wins

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -29,11 +30,14 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from sedsl.compile import passes
+from sedsl.compile.se_infer import Wanted, check, infer, units_at
+from sedsl.compile.se_rules import parse_se
 from sedsl.errors import Span, SpecError
 from sedsl.ir.graph import Graph
-from sedsl.ir.node import Node, add_node, inputs, record, records
+from sedsl.ir.node import Node, add_node, input_shapes, inputs, record, records
 from sedsl.ir.ops import OPS, Attr, Shape, same_padding
 from sedsl.ir.vocab import ACTIVATIONS
+from sedsl.pytorch import attention
 from sedsl.record import Record
 from sedsl.record import replace as replace_record
 
@@ -46,18 +50,74 @@ def make_node(op: str, attrs: Mapping[str, Attr], shape: Shape, name: str, block
 
 
 class Imported(Record):
-    """A traced model as sedsl's IR: the verified base graph and its weights by node name."""
+    """A traced model as sedsl's IR: the base graph (the model without its own attention
+    blocks) and its weights by node name; the model's attention blocks as the text of an `se`
+    section (`se`: the rules that put them into the base graph), the graph with them
+    (`se_graph`) and their weights under its node names; notes on what the import left out."""
 
     graph: Graph
     weights: Mapping[str, torch.Tensor]  # node-named state dict -> the model's own tensors
+    se: str = ""
+    se_graph: Graph | None = None
+    se_weights: Mapping[str, torch.Tensor] = MappingProxyType({})
+    notes: tuple[str, ...] = ()
 
 
 def import_model(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
                  name: str | None = None) -> Imported:
-    """Trace `model` into a base graph (no SE rules applied: `sedsl.from_torch` does that)."""
+    """Trace `model` into a base graph and the rules of its own attention blocks (the rules
+    are not applied to `graph`: `sedsl.from_torch` applies them, or the caller's instead)."""
     shape = _input_shape(input)
-    graph, module_names = build_graph(model, shape, name or type(model).__name__)
-    return Imported(passes.verify(graph, "from_torch"), _renamed_state(model, module_names))
+    built = build_graph(model, shape, name or type(model).__name__)
+    graph = passes.verify(built.graph, "from_torch")
+    weights, dropped = _renamed_state(model, built.module_names, {o.path for o in built.own})
+    notes = tuple(_dropped_note(model, path) for path in dropped)
+    if not built.own:
+        return Imported(graph, weights, notes=notes)
+    wanted = [o.wanted for o in built.own]
+    text = infer(graph, wanted)
+    config = parse_se(text)
+    check(graph, config, wanted)
+    se_graph = passes.run(graph, passes.pipeline(config))
+    return Imported(graph, weights, text, se_graph, _se_weights(model, built.own, se_graph),
+                    notes)
+
+
+def _dropped_note(model: nn.Module, path: str) -> str:
+    module = model.get_submodule(path)
+    n = sum(p.numel() for p in module.parameters())
+    return (f"`{path}` ({type(module).__name__}, {n:,} parameters) is never called by the "
+            "traced forward (eval mode): left out of the network and its cost")
+
+
+def _se_weights(model: nn.Module, own: list[OwnSe], g: Graph) -> dict[str, torch.Tensor]:
+    """The attention modules' tensors under the names of the SE blocks that replace them; a
+    block whose parameter count differs from its module's is refused (a recognition bug)."""
+    units = units_at(g)
+    by_unit: dict[str, list[str]] = {}
+    for name, rec in records(g):
+        if rec.se is not None:
+            by_unit.setdefault(rec.se.unit, []).append(name)
+    out: dict[str, torch.Tensor] = {}
+    for o in own:
+        unit = units[o.wanted.key]
+        module = model.get_submodule(o.path)
+        expected = sum(p.numel() for p in module.parameters())
+        got = sum(OPS[record(g, n).op].params(record(g, n).attrs, input_shapes(g, n),
+                                              record(g, n).shape) for n in by_unit[unit])
+        if got != expected:
+            raise SpecError(f"`{o.path}` ({type(module).__name__}) has {expected:,} parameters "
+                            f"but its `{o.wanted.settings.variant}` block {got:,}", None,
+                            "this is a bug in sedsl's recognition of attention modules")
+        steps = o.recognised.steps
+        for key, tensor in module.state_dict(keep_vars=False).items():
+            prefix = max((p for p in steps if key.startswith(p + ".")), key=len, default=None)
+            if prefix is None:
+                raise SpecError(f"`{o.path}.{key}` belongs to no step of its "
+                                f"`{o.wanted.settings.variant}` block", None,
+                                "this is a bug in sedsl's recognition of attention modules")
+            out[f"{unit}.{steps[prefix]}{key[len(prefix):]}"] = tensor.detach()
+    return out
 
 
 def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], g: Graph) -> None:
@@ -128,16 +188,34 @@ def _input_shape(value: tuple[int, ...] | int) -> Shape:
     return dims
 
 
-def _renamed_state(model: nn.Module, names: Mapping[str, str]) -> dict[str, torch.Tensor]:
-    """The model's state dict under node names (a module path -> the node it became)."""
+def _renamed_state(model: nn.Module, names: Mapping[str, str], own: set[str]
+                   ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The model's state dict under node names (a module path -> the node it became), without
+    the attention modules' (`own`); and the modules holding tensors that the traced forward
+    never calls, outermost first (their tensors are left out)."""
     state = {}
+    dropped: list[str] = []
     for key, tensor in model.state_dict(keep_vars=False).items():
         path, leaf = key.rsplit(".", 1) if "." in key else ("", key)
+        if any(path == o or path.startswith(o + ".") for o in own):
+            continue
         if path not in names:
-            raise SpecError(f"`{key}` belongs to a module the traced forward never calls",
-                            None, "sedsl keeps the weights of the layers the model runs")
+            if not any(path == d or path.startswith(d + ".") for d in dropped):
+                dropped.append(_outermost_uncalled(path, names))
+            continue
         state[f"{names[path]}.{leaf}"] = tensor.detach()
-    return state
+    return state, dropped
+
+
+def _outermost_uncalled(path: str, names: Mapping[str, str]) -> str:
+    """The outermost module around `path` that no called module lies in (`aux1` for
+    `aux1.conv.conv`)."""
+    parts = path.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+            return prefix
+    return path
 
 
 # --- tracing -------------------------------------------------------------------------------------
@@ -151,8 +229,10 @@ class _Tracer(fx.Tracer):
         self.failed_in: tuple[str, str] | None = None
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        # timm's BatchNormAct2d (batch norm + activation) re-implements BatchNorm2d.forward
-        return isinstance(m, nn.BatchNorm2d) or super().is_leaf_module(m, module_qualified_name)
+        # timm's BatchNormAct2d (batch norm + activation) re-implements BatchNorm2d.forward;
+        # attention modules sedsl reads as SE variants become SE blocks (pytorch/attention.py)
+        return isinstance(m, nn.BatchNorm2d) or attention.is_attention(m) or \
+            super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
@@ -199,10 +279,20 @@ def _first_line(err: BaseException) -> str:
 
 
 class T(Record):
-    """A tensor while mapping: the IR node that produces it and its shape without the batch."""
+    """A tensor while mapping: the IR node that produces it and its shape without the batch;
+    `via`: the attention module whose output it is (the base graph reads its input instead)."""
 
     node: str
     shape: Shape
+    via: str | None = None
+
+
+class OwnSe(Record):
+    """One of the model's own attention modules: its path, what it is, and where."""
+
+    path: str
+    recognised: attention.Recognised
+    wanted: Wanted
 
 
 class Unsupported(Exception):
@@ -218,6 +308,10 @@ class _Builder:
     taken: set[str] = field(default_factory=set)
     reserved: set[str] = field(default_factory=set)  # module paths: function calls avoid them
     module_names: dict[str, str] = field(default_factory=dict)  # module path -> node name
+    stacks: dict[str, list[tuple[str, type]]] = field(default_factory=dict)  # node -> modules
+    adders: set[str] = field(default_factory=set)  # modules whose forward adds tensors
+    own: dict[str, tuple[attention.Recognised, T]] = field(default_factory=dict)  # path ->
+    readers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # path -> (node, x)
 
     def node_name(self, path: str, base: str | None) -> str:
         """A unique node name: the module path, or `<scope>.<op>` for a function call."""
@@ -233,13 +327,18 @@ class _Builder:
         return name
 
     def emit(self, op: str, attrs: Mapping[str, Attr], xs: list[T], name: str,
-             scope: tuple[str | None, str | None]) -> T:
-        """Add a node: check and infer its shape with the op table's rules."""
+             stack: list[tuple[str, type]]) -> T:
+        """Add a node: check and infer its shape with the op table's rules. Its block comes
+        later (`_assign_blocks`), from `stack`: the modules around the call."""
         shapes = [x.shape for x in xs]
         OPS[op].check(attrs, shapes)
         shape = OPS[op].infer(attrs, shapes)
-        rec = make_node(op, attrs, shape, name, scope[0], scope[1], self.span)
+        rec = make_node(op, attrs, shape, name, None, None, self.span)
         add_node(self.graph, name, rec, [x.node for x in xs])
+        self.stacks[name] = stack
+        for x in xs:
+            if x.via is not None:
+                self.readers.setdefault(x.via, []).append((name, x.node))
         return T(name, shape)
 
 
@@ -253,8 +352,17 @@ def _identifier(part: str, depth: int) -> str:
     return clean if clean.isidentifier() and not keyword.iskeyword(clean) else f"m_{clean}"
 
 
-def build_graph(model: nn.Module, shape: Shape, name: str) -> tuple[Graph, dict[str, str]]:
-    """The base graph of `model` for an input `shape` (C, H, W), and module path -> node name."""
+class Built(Record):
+    """What tracing gives: the base graph, module path -> node name, the attention modules."""
+
+    graph: Graph
+    module_names: dict[str, str]
+    own: list[OwnSe]
+
+
+def build_graph(model: nn.Module, shape: Shape, name: str) -> Built:
+    """The base graph of `model` for an input `shape` (C, H, W): the model without its own
+    attention modules, which are listed with where they were."""
     fx_graph = trace(model)
     span = Span(f"<{name}>", 1, 1, 1, 1)
     g = Graph(name=name, input=shape, file=f"<torch {type(model).__module__}."
@@ -279,8 +387,24 @@ def build_graph(model: nn.Module, shape: Shape, name: str) -> tuple[Graph, dict[
         raise SpecError(f"the model returns {type(output).__name__}, not one tensor", None,
                         "sedsl imports models with one input and one output tensor")
     g.graph["output"] = output.node
+    _assign_blocks(g, b)
     _mark_residuals(g)
-    return g, b.module_names
+    return Built(g, b.module_names, _own(g, b, output))
+
+
+def _own(g: Graph, b: _Builder, output: T) -> list[OwnSe]:
+    """The attention modules, each with the tensor it recalibrates and the inputs (node, port:
+    ports as residual units left them) that read its output."""
+    out = []
+    for path, (rec, x) in b.own.items():
+        consumers = {(n, int(g.edges[src, n]["port"])) for n, src in b.readers.get(path, [])}
+        if output.via == path:
+            consumers.add(passes.OUTPUT)
+        cls = type(b.modules[path]).__name__
+        wanted = Wanted(x.node, frozenset(consumers), rec.settings, rec.rd, rec.kernel,
+                        f"`{path}` ({cls})")
+        out.append(OwnSe(path, rec, wanted))
+    return out
 
 
 def _placeholder(node: fx.Node, b: _Builder, shape: Shape) -> Any:
@@ -316,16 +440,22 @@ def _is_container(cls: type) -> bool:
     return issubclass(cls, nn.Sequential) and cls.forward is nn.Sequential.forward
 
 
-def _block(node: fx.Node, b: _Builder) -> tuple[str | None, str | None]:
-    """The block instance of a call: its outermost enclosing module that is not a container
-    (so a Bottleneck's inner modules belong to it, as the layers of a spec's block do)."""
-    stack = _stack(node)
-    if node.op == "call_module":
-        stack = stack[:-1]
-    for path, cls in stack:
-        if not _is_container(cls):
-            return _path_name(path), cls.__name__
-    return None, None
+def _assign_blocks(g: Graph, b: _Builder) -> None:
+    """Each node's block instance: the outermost module around its call that is not a
+    container, nor a module that only groups residual units (a stage such as timm's RegStage
+    or DlaTree: it adds no tensors itself, modules inside it do), so that every residual unit
+    is an instance of its own and a Bottleneck's inner modules belong to it, as the layers of
+    a spec's block do."""
+    def grouping(path: str) -> bool:
+        return path not in b.adders and any(a.startswith(path + ".") for a in b.adders)
+
+    for name, stack in b.stacks.items():
+        for path, cls in stack:
+            if path and not _is_container(cls) and not grouping(path):
+                rec = record(g, name)
+                g.nodes[name]["record"] = replace_record(rec, block=_path_name(path),
+                                                         kind=cls.__name__)
+                break
 
 
 def _path_name(path: str) -> str:
@@ -348,11 +478,17 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
         raise SpecError(f"{owner}: {err}", None, _HINT) from None
     except SpecError as err:
         raise SpecError(f"{what}: {err.message}", None, err.hint) from None
+    if isinstance(mapped, attention.Recognised):
+        return _attention(node, mapped, args[0], b)
     if not isinstance(mapped, Emit):
         return mapped  # a pass-through (identity, dropout off) or a plain value (x.size(0))
-    scope = _block(node, b)
+    stack = _stack(node)
     if node.op != "call_module":
-        return b.emit(mapped.op, mapped.attrs, mapped.inputs, b.node_name(where, mapped.op), scope)
+        if mapped.op == "add":
+            b.adders.add(where)
+        return b.emit(mapped.op, mapped.attrs, mapped.inputs, b.node_name(where, mapped.op),
+                      stack)
+    stack = stack[:-1]  # a module's own call is inside the modules around it
     target = str(node.target)
     if target in b.module_names and any(True for _ in b.modules[target].parameters()):
         raise SpecError(f"`{target}` ({type(b.modules[target]).__name__}) is called twice "
@@ -360,10 +496,25 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
                         "weight sharing has no form in sedsl's graph")
     name = b.node_name(target, None)
     b.module_names.setdefault(target, name)
-    y = b.emit(mapped.op, mapped.attrs, mapped.inputs, name, scope)
+    y = b.emit(mapped.op, mapped.attrs, mapped.inputs, name, stack)
     for child, op in mapped.then:  # layers a module runs after its own op, under their paths
-        y = b.emit(op, {}, [y], b.node_name(f"{target}.{child}", None), scope)
+        y = b.emit(op, {}, [y], b.node_name(f"{target}.{child}", None), stack)
     return y
+
+
+def _attention(node: fx.Node, rec: attention.Recognised, x: T, b: _Builder) -> T:
+    """An attention module's call: its output is its input in the base graph, marked `via` it,
+    so that the inputs reading it are known (its SE block goes between them)."""
+    path = str(node.target)
+    if x.via is not None:
+        raise SpecError(f"`{path}` ({type(b.modules[path]).__name__}) recalibrates the output "
+                        f"of `{x.via}` directly", None,
+                        "sedsl places one attention block at a point; two in a row have no rule")
+    if path in b.own:
+        raise SpecError(f"`{path}` ({type(b.modules[path]).__name__}) is called twice", None,
+                        "weight sharing has no form in sedsl's graph")
+    b.own[path] = (rec, x)
+    return T(x.node, x.shape, path)
 
 
 _HINT = ("sedsl maps conv, batch norm, activations, pooling, linear, dropout, flatten, add, "
@@ -433,10 +584,19 @@ def _activation_module(m: nn.Module) -> str:
 
 
 def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-    """A leaf module call as an op (an Emit), or its pass-through value."""
+    """A leaf module call as an op (an Emit), an attention module as what it is (Recognised),
+    or its pass-through value."""
     if len(args) != 1 or kwargs:
         raise Unsupported(f"calls {type(m).__name__} with {len(args)} arguments")
     x = _tensor(args[0], type(m).__name__)
+    if attention.is_attention(m):
+        if len(x.shape) != 3:
+            raise Unsupported("recalibrates a flat tensor; attention blocks take C x H x W")
+        try:
+            return attention.recognise(m)
+        except attention.NotVariant as err:
+            raise Unsupported(f"is an attention module sedsl reads as an SE variant, but {err}"
+                              ) from None
     if type(m) in ACTIVATION_MODULES:
         return Emit(_activation_module(m), {}, [x])
     if isinstance(m, nn.Identity):
