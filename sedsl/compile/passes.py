@@ -366,7 +366,10 @@ def _unit_name(block: str, taken: set[str]) -> str:
 def block_input_channels(g: Graph, inside: set[str]) -> int:
     """Channels of the tensor entering a block instance (whose nodes are `inside`)."""
     entry = _entry(g, inside, None)
-    assert entry is not None, "a block instance has one input"
+    if entry is None:
+        block = record(g, next(iter(inside))).block
+        raise SpecError(f"`base = block_in` needs the block's input channels, but {block} has "
+                        "several inputs", None, "use base = channels here")
     return record(g, entry.producer).shape[0]
 
 

@@ -40,6 +40,8 @@ from sedsl.ir.se import SETTINGS, VARIANTS, SeConfig, SeRule, SeSettings
 from sedsl.record import Record
 
 Consumers = frozenset[tuple[str, int]]
+Places = Mapping[tuple[str, Consumers], tuple[str, str, str]]  # block -> (instance, at, point)
+Channels = Mapping[str, "int | None"]  # instance -> its input channels (None: several inputs)
 
 
 class Wanted(Record):
@@ -86,7 +88,7 @@ def infer(g: Graph, wanted: Sequence[Wanted]) -> str:
         return ""
     found, members = instances(g), subtrees(g)
     places = {w.key: _locate(g, w, found, members) for w in wanted}
-    c_in = {b: block_input_channels(g, members[b]) for b, _, _ in places.values()}
+    c_in = {b: _input_channels(g, members[b]) for b, _, _ in places.values()}
     wanted = [Wanted(w.producer, w.consumers, fixed(w.settings), w.rd, w.kernel, w.name)
               for w in wanted]
     groups: dict[tuple[Any, ...], list[Wanted]] = {}
@@ -168,6 +170,14 @@ def _locate(g: Graph, w: Wanted, found: Mapping[str, str | None],
                  "input also feeds other layers has no rule")
 
 
+def _input_channels(g: Graph, inside: set[str]) -> int | None:
+    """The block's input channels, or None for a block with several inputs."""
+    try:
+        return block_input_channels(g, inside)
+    except SpecError:
+        return None
+
+
 def _point(g: Graph, block: str, where: str, target: str, inside: set[str]) -> Point | None:
     try:
         return find_point(g, block, _probe(where, target), inside)
@@ -182,8 +192,8 @@ _ROUNDS: tuple[tuple[str | int, float], ...] = (
                                      for d in (1, 2, 4, 8, 16, 32)))
 
 
-def _joint(g: Graph, wanted: Sequence[Wanted], places: Mapping[tuple[str, Consumers],
-           tuple[str, str, str]], c_in: Mapping[str, int]) -> dict[SeSettings, dict[str, Any]]:
+def _joint(g: Graph, wanted: Sequence[Wanted], places: Places,
+           c_in: Channels) -> dict[SeSettings, dict[str, Any]]:
     """One reduction for all blocks of one settings, where one fits them all (EfficientNet's
     C_in / 4 holds in every block, with or without expansion: `base = block_in`)."""
     by: dict[SeSettings, list[Wanted]] = {}
@@ -197,15 +207,15 @@ def _joint(g: Graph, wanted: Sequence[Wanted], places: Mapping[tuple[str, Consum
     return out
 
 
-def _sizes(g: Graph, ws: list[Wanted], places: Mapping[tuple[str, Consumers],
-           tuple[str, str, str]], c_in: Mapping[str, int], attempt: str,
-           joint: Mapping[SeSettings, dict[str, Any]]) -> Iterable[tuple[dict[str, Any],
-                                                                        list[Wanted]]]:
+def _sizes(g: Graph, ws: list[Wanted], places: Places, c_in: Channels, attempt: str,
+           joint: Mapping[SeSettings, dict[str, Any]]
+           ) -> Iterable[tuple[dict[str, Any], list[Wanted]]]:
     """(size settings, the blocks they hold for): one reduction for the group where one fits,
     else an explicit width per width; ECA's kernel `auto` where timm's rule gives it."""
     parts: list[tuple[dict[str, Any], list[Wanted]]]
-    fit = joint.get(ws[0].settings) if attempt == "joint" else \
-        _reduction(g, ws, places, c_in) if attempt == "group" else None
+    fit = joint.get(ws[0].settings) if attempt == "joint" else None
+    if fit is None and attempt != "width":
+        fit = _reduction(g, ws, places, c_in)
     if fit is not None or all(w.rd is None for w in ws):
         parts = [(fit or {}, ws)]
     else:
@@ -228,13 +238,15 @@ def _auto_kernel(g: Graph, w: Wanted) -> int:
     return w.settings.set(kernel="auto").resolved().eca_kernel(record(g, w.producer).shape[0])
 
 
-def _reduction(g: Graph, ws: Sequence[Wanted], places: Mapping[tuple[str, Consumers],
-               tuple[str, str, str]], c_in: Mapping[str, int]) -> dict[str, Any] | None:
+def _reduction(g: Graph, ws: Sequence[Wanted], places: Places,
+               c_in: Channels) -> dict[str, Any] | None:
     """The simplest ratio, rounding and base that give every block its width, or None."""
     if any(w.rd is None for w in ws):
         return None if any(w.rd is not None for w in ws) else {}
-    bases = {"channels": [record(g, w.producer).shape[0] for w in ws],
-             "block_in": [c_in[places[w.key][0]] for w in ws]}
+    bases = {"channels": [record(g, w.producer).shape[0] for w in ws]}
+    entering = [c_in[places[w.key][0]] for w in ws]
+    if None not in entering:
+        bases["block_in"] = [c for c in entering if c is not None]
     widths = [w.rd for w in ws]
     settings = ws[0].settings
     best: tuple[tuple[Any, ...], dict[str, Any]] | None = None

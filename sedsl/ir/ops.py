@@ -470,14 +470,20 @@ def _elementwise(a: Attrs, ins: Shapes, out: Shape) -> int:
 
 # The SE squeeze, F_sq: a statistic over H x W (sedsl.ir.vocab.SQUEEZES), as timm computes it.
 # fvcore counts none of mean, amax, var, pow, sum, sqrt, so its totals on timm's SE models equal
-# sedsl's.
+# sedsl's; it counts adaptive average pooling (torchvision's SqueezeExcitation: `avgpool`).
 def _twice_for_avgmax(a: Attrs, ins: Shapes, out: Shape) -> int:
     """avgmax reads its input twice (a mean and a max); the others once."""
     return numel(ins[0]) * (2 if a["mode"] == "avgmax" else 1) + numel(out)
 
 
+def _squeeze_fvcore(a: Attrs, ins: Shapes, out: Shape) -> int:
+    """fvcore counts adaptive average pooling (one per input element), no reduction."""
+    return numel(ins[0]) if a["mode"] == "avgpool" else 0
+
+
 SQUEEZE = Op(
     "squeeze", (), infer=_global, user=False, paper=_elementwise, traffic=_twice_for_avgmax,
+    fvcore=_squeeze_fvcore,
     torch=lambda a, ins, out: TorchExpr(SQUEEZES[str(a["mode"])].expr),
 )
 

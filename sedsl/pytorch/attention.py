@@ -106,7 +106,7 @@ def _torchvision_se(m: Any) -> Recognised:
     if not isinstance(m.avgpool, nn.AdaptiveAvgPool2d) or m.avgpool.output_size not in (1, (1, 1)):
         raise NotVariant("its pooling is not a global average")
     bias = _same_bias(_fc(m.fc1, "fc1"), _fc(m.fc2, "fc2", m.fc1.out_channels))
-    s = _settings(excite=activation(m.activation, "activation"),
+    s = _settings(squeeze="avgpool", excite=activation(m.activation, "activation"),
                   gate=activation(m.scale_activation, "scale activation"), bias=bias)
     return Recognised(s, m.fc1.out_channels, None, {"fc1": "fc1", "fc2": "fc2"})
 

@@ -809,7 +809,9 @@ def _mark_residuals(g: Graph) -> None:
     """Label each block's residual add: ports (residual, shortcut), and its branches' nodes.
 
     A residual add takes the block's input (or a projection of it: the shorter path) and a
-    branch from it; the two paths share no node."""
+    branch from it; the two paths share no node. A block with a second input may add it as the
+    shortcut (timm's DLA: a tree projects its input for its first unit): the other path, from
+    the block's input, is the residual branch and the shortcut has no layer in the block."""
     members: dict[str, set[str]] = {}
     for name, rec in records(g):
         if rec.block is not None:
@@ -819,27 +821,41 @@ def _mark_residuals(g: Graph) -> None:
             continue
         inside = members[rec.block]
         entry = {u for u, v in g.in_edges(inside) if u not in inside}
-        if len(entry) != 1:
-            continue
-        (x,) = entry
-        paths = [_path(g, u, inside, x) for u in inputs(g, name)]
-        if None in paths:
-            continue
-        p0, p1 = paths
-        assert p0 is not None and p1 is not None
-        if p0 & p1 or len(p0) == len(p1):
-            continue
-        short, long = (0, 1) if len(p0) < len(p1) else (1, 0)
         srcs = inputs(g, name)
-        for n in paths[long] or ():
+        sides = _sides(g, srcs, inside, entry)
+        if sides is None:
+            continue
+        (long, residual), (short, shortcut) = sides
+        for n in residual:
             g.nodes[n]["record"] = replace_record(record(g, n), branch="residual")
-        for n in paths[short] or ():
+        for n in shortcut:
             g.nodes[n]["record"] = replace_record(record(g, n), branch="shortcut")
         g.remove_edges_from([(s, name) for s in srcs])
         g.add_edge(srcs[long], name, port=0)
         g.add_edge(srcs[short], name, port=1)
         g.nodes[name]["record"] = replace_record(rec, attrs={**rec.attrs,
                                                       "branches": ("residual", "shortcut")})
+
+
+def _sides(g: Graph, srcs: list[str], inside: set[str], entry: set[str]
+           ) -> tuple[tuple[int, set[str]], tuple[int, set[str]]] | None:
+    """((port, nodes) of the residual branch, (port, nodes) of the shortcut) of an add of
+    `srcs` in a block (`inside`, whose inputs are `entry`), or None: no residual unit."""
+    if len(entry) == 1:
+        (x,) = entry
+        p0, p1 = (_path(g, u, inside, x) for u in srcs)
+        if p0 is None or p1 is None or p0 & p1 or len(p0) == len(p1):
+            return None
+        short, long = (0, 1) if len(p0) < len(p1) else (1, 0)
+        return (long, (p0, p1)[long]), (short, (p0, p1)[short])
+    for short, long in ((1, 0), (0, 1)):
+        if srcs[short] not in entry:
+            continue
+        for x in sorted(entry - {srcs[short]}):
+            path = _path(g, srcs[long], inside, x)
+            if path:
+                return (long, path), (short, set())
+    return None
 
 
 def _path(g: Graph, u: str, inside: set[str], x: str) -> set[str] | None:
