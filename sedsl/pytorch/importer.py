@@ -70,7 +70,8 @@ def import_model(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
     shape = _input_shape(input)
     built = build_graph(model, shape, name or type(model).__name__)
     graph = passes.verify(built.graph, "from_torch")
-    weights, dropped = _renamed_state(model, built.module_names, {o.path for o in built.own})
+    weights, dropped = _renamed_state(model, built.module_names, {o.path for o in built.own},
+                                      built.direct)
     notes = tuple(_dropped_note(model, path) for path in dropped)
     if not built.own:
         return Imported(graph, weights, notes=notes)
@@ -188,14 +189,18 @@ def _input_shape(value: tuple[int, ...] | int) -> Shape:
     return dims
 
 
-def _renamed_state(model: nn.Module, names: Mapping[str, str], own: set[str]
-                   ) -> tuple[dict[str, torch.Tensor], list[str]]:
+def _renamed_state(model: nn.Module, names: Mapping[str, str], own: set[str],
+                   direct: Mapping[str, str]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The model's state dict under node names (a module path -> the node it became), without
-    the attention modules' (`own`); and the modules holding tensors that the traced forward
-    never calls, outermost first (their tensors are left out)."""
+    the attention modules' (`own`); a tensor the forward reads itself (`direct`: a layer scale)
+    as its node's, flat; and the modules holding tensors that the traced forward never calls,
+    outermost first (their tensors are left out)."""
     state = {}
     dropped: list[str] = []
     for key, tensor in model.state_dict(keep_vars=False).items():
+        if key in direct:
+            state[direct[key]] = tensor.detach().reshape(-1)
+            continue
         path, leaf = key.rsplit(".", 1) if "." in key else ("", key)
         if any(path == o or path.startswith(o + ".") for o in own):
             continue
@@ -222,11 +227,18 @@ def _outermost_uncalled(path: str, names: Mapping[str, str]) -> str:
 
 
 class _Tracer(fx.Tracer):
-    """torch.fx's tracer, remembering which module was being traced when tracing failed."""
+    """torch.fx's tracer, mapping each node onto sedsl's ops as it records it (`on_node`), so
+    that the shapes of traced tensors are known while the forward runs: `x.shape`, `x.size()`
+    and `x.dim()` are numbers (`_ShapedProxy`), and shape checks, padding arithmetic and
+    reshapes in a forward run as plain Python. It remembers which module was being traced
+    when tracing failed."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_node: Callable[[fx.Node], Any] | None = None,
+                 values: dict[fx.Node, Any] | None = None) -> None:
         super().__init__()
         self.failed_in: tuple[str, str] | None = None
+        self.on_node = on_node
+        self.values = {} if values is None else values  # node -> what it maps to
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         # timm's BatchNormAct2d (batch norm + activation) re-implements BatchNorm2d.forward;
@@ -243,6 +255,64 @@ class _Tracer(fx.Tracer):
                 self.failed_in = (self.path_of_module(m), type(m).__name__)
             raise
 
+    def create_proxy(self, kind: str, target: Any, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], name: str | None = None, type_expr: Any = None,
+                     proxy_factory_fn: Callable[[fx.Node], fx.Proxy] | None = None) -> Any:
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr,
+                                     proxy_factory_fn)
+        if self.on_node is not None and isinstance(proxy, fx.Proxy):
+            self.values[proxy.node] = self.on_node(proxy.node)
+        return proxy
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ShapedProxy(node, self)
+
+
+class _ShapedProxy(fx.Proxy):
+    """A traced value whose shape sedsl knows: its shape, size and dims are plain numbers (the
+    batch is 1), so a forward's Python that reads them runs instead of being recorded."""
+
+    def _full(self) -> torch.Size | None:
+        values = getattr(self.tracer, "values", {})
+        shape = _full_shape(values.get(self.node))
+        return None if shape is None else torch.Size(shape)
+
+    def size(self, dim: int | None = None) -> Any:
+        full = self._full()
+        if full is None:
+            return self.tracer.create_proxy("call_method", "size",
+                                            (self,) if dim is None else (self, dim), {})
+        return full if dim is None else full[dim]
+
+    def dim(self) -> Any:
+        full = self._full()
+        return len(full) if full is not None else \
+            self.tracer.create_proxy("call_method", "dim", (self,), {})
+
+    def numel(self) -> Any:
+        full = self._full()
+        return math.prod(full) if full is not None else \
+            self.tracer.create_proxy("call_method", "numel", (self,), {})
+
+    @property
+    def shape(self) -> Any:
+        full = self._full()
+        return full if full is not None else fx.Proxy.__getattr__(self, "shape")
+
+    @property
+    def ndim(self) -> Any:
+        full = self._full()
+        return len(full) if full is not None else fx.Proxy.__getattr__(self, "ndim")
+
+
+def _full_shape(value: Any) -> tuple[int, ...] | None:
+    """The shape with the batch (of 1) of a mapped value, where it is a tensor."""
+    if isinstance(value, T):
+        return (1, *value.shape)
+    if isinstance(value, Param):
+        return value.shape
+    return None
+
 
 @contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
@@ -256,13 +326,18 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
-def trace(model: nn.Module) -> fx.Graph:
-    """The model's torch.fx graph, or a SpecError naming the module tracing failed in."""
-    tracer = _Tracer()
+def trace(model: nn.Module, on_node: Callable[[fx.Node], Any] | None = None,
+          values: dict[fx.Node, Any] | None = None) -> fx.Graph:
+    """The model's torch.fx graph, each node mapped by `on_node` as it is recorded (into
+    `values`), or a SpecError naming the module tracing failed in (or the one `on_node`
+    raised)."""
+    tracer = _Tracer(on_node, values)
     try:
         with _eval_mode(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return tracer.trace(model)
+    except SpecError:
+        raise
     except Exception as err:
         where, cls = tracer.failed_in or ("", type(model).__name__)
         what = f"`{where}` ({cls})" if where else f"the model ({cls})"
@@ -280,11 +355,39 @@ def _first_line(err: BaseException) -> str:
 
 class T(Record):
     """A tensor while mapping: the IR node that produces it and its shape without the batch;
-    `via`: the attention module whose output it is (the base graph reads its input instead)."""
+    `via`: the attention module whose output it is (the base graph reads its input instead);
+    `last`: the model holds it channels-last (permuted to N x H x W x C, ConvNeXt's MLP), which
+    the graph does not: ops that work per position read it as channels-first."""
 
     node: str
     shape: Shape
     via: str | None = None
+    last: bool = False
+
+
+class Pieces(Record):
+    """`torch.split` / `chunk` of a tensor along its channels: each piece becomes a
+    `channel_slice` where the forward takes it."""
+
+    x: T
+    bounds: tuple[tuple[int, int], ...]
+
+
+class Grouped(Record):
+    """A feature map viewed as N x groups x C/groups x H x W (channel shuffle's first step);
+    `swapped`: its two channel axes transposed."""
+
+    x: T
+    groups: int
+    swapped: bool = False
+
+
+class Param(Record):
+    """A parameter or buffer the forward reads directly (`self.weight`): its state-dict key
+    and shape (with no batch)."""
+
+    key: str
+    shape: tuple[int, ...]
 
 
 class OwnSe(Record):
@@ -312,6 +415,9 @@ class _Builder:
     adders: set[str] = field(default_factory=set)  # modules whose forward adds tensors
     own: dict[str, tuple[attention.Recognised, T]] = field(default_factory=dict)  # path ->
     readers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # path -> (node, x)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # state key -> tensor
+    direct: dict[str, str] = field(default_factory=dict)  # state key -> node tensor it became
+    slices: dict[tuple[str, str, str], T] = field(default_factory=dict)  # one node per piece
 
     def node_name(self, path: str, base: str | None) -> str:
         """A unique node name: the module path, or `<scope>.<op>` for a function call."""
@@ -327,7 +433,7 @@ class _Builder:
         return name
 
     def emit(self, op: str, attrs: Mapping[str, Attr], xs: list[T], name: str,
-             stack: list[tuple[str, type]]) -> T:
+             stack: list[tuple[str, type]], last: bool = False) -> T:
         """Add a node: check and infer its shape with the op table's rules. Its block comes
         later (`_assign_blocks`), from `stack`: the modules around the call."""
         shapes = [x.shape for x in xs]
@@ -339,7 +445,7 @@ class _Builder:
         for x in xs:
             if x.via is not None:
                 self.readers.setdefault(x.via, []).append((name, x.node))
-        return T(name, shape)
+        return T(name, shape, last=last)
 
 
 def _identifier(part: str, depth: int) -> str:
@@ -358,12 +464,12 @@ class Built(Record):
     graph: Graph
     module_names: dict[str, str]
     own: list[OwnSe]
+    direct: dict[str, str]  # state key -> node tensor, for tensors the forward reads itself
 
 
 def build_graph(model: nn.Module, shape: Shape, name: str) -> Built:
     """The base graph of `model` for an input `shape` (C, H, W): the model without its own
     attention modules, which are listed with where they were."""
-    fx_graph = trace(model)
     span = Span(f"<{name}>", 1, 1, 1, 1)
     g = Graph(name=name, input=shape, file=f"<torch {type(model).__module__}."
                    f"{type(model).__qualname__}>")
@@ -371,25 +477,24 @@ def build_graph(model: nn.Module, shape: Shape, name: str) -> Built:
     b.reserved = {_path_name(n) for n in b.modules if n}
     b.taken.add("input")
     env: dict[fx.Node, Any] = {}
-    output: Any = None
-    for node in fx_graph.nodes:
+
+    def on_node(node: fx.Node) -> Any:
         if node.op == "placeholder":
-            env[node] = _placeholder(node, b, shape)
-        elif node.op == "output":
-            output = _resolve(node.args[0], env)
-        elif node.op == "get_attr":
-            raise SpecError(f"`{_scope(node) or 'the model'}` reads the tensor `{node.target}` "
-                            "directly", None, "sedsl maps calls of layers and functions; a "
-                            "parameter used as a value has no op")
-        else:
-            env[node] = _map(node, env, b)
+            return _placeholder(node, b, shape)
+        if node.op == "get_attr":
+            return _param(node, b)
+        return _map(node, env, b)
+
+    fx_graph = trace(model, on_node, env)
+    output_node = next(n for n in fx_graph.nodes if n.op == "output")
+    output = _resolve(output_node.args[0], env)
     if not isinstance(output, T):
         raise SpecError(f"the model returns {type(output).__name__}, not one tensor", None,
                         "sedsl imports models with one input and one output tensor")
     g.graph["output"] = output.node
     _assign_blocks(g, b)
     _mark_residuals(g)
-    return Built(g, b.module_names, _own(g, b, output))
+    return Built(g, b.module_names, _own(g, b, output), b.direct)
 
 
 def _own(g: Graph, b: _Builder, output: T) -> list[OwnSe]:
@@ -405,6 +510,15 @@ def _own(g: Graph, b: _Builder, output: T) -> list[OwnSe]:
                         f"`{path}` ({cls})")
         out.append(OwnSe(path, rec, wanted))
     return out
+
+
+def _param(node: fx.Node, b: _Builder) -> Param:
+    """A tensor the forward reads as a value: what it is used for decides (F.linear's weight, a
+    layer scale); anything else is refused where it is used."""
+    key = str(node.target)
+    if not b.tensors:
+        b.tensors = {**dict(b.model.named_parameters()), **dict(b.model.named_buffers())}
+    return Param(key, tuple(b.tensors[key].shape))
 
 
 def _placeholder(node: fx.Node, b: _Builder, shape: Shape) -> Any:
@@ -474,32 +588,72 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
             mapped = map_call(node.op, node.target, args, kwargs)
             what = f"`{where or 'the model'}`"
     except Unsupported as err:
-        owner = f"`{where}` ({_stack(node)[-1][1].__name__})" if where else "the model"
-        raise SpecError(f"{owner}: {err}", None, _HINT) from None
+        cls = _stack(node)[-1][1].__name__ if where else ""
+        owner = f"`{where}` ({cls})" if where else "the model"
+        problem = str(err)
+        if "StdConv" in cls:  # timm's StdConv2d, ScaledStdConv2d (NF-Nets, BiT)
+            problem = ("standardises its weight in the forward (weight standardisation, as "
+                       "NF-Nets and BiT do), which sedsl's conv has no form for: its weight is "
+                       "a parameter")
+        raise SpecError(f"{owner}: {problem}", None, _HINT) from None
     except SpecError as err:
         raise SpecError(f"{what}: {err.message}", None, err.hint) from None
     if isinstance(mapped, attention.Recognised):
         return _attention(node, mapped, args[0], b)
     if not isinstance(mapped, Emit):
         return mapped  # a pass-through (identity, dropout off) or a plain value (x.size(0))
+    last = _layout(mapped, what if node.op == "call_module" else
+                   f"`{where}` ({_stack(node)[-1][1].__name__})" if where else "the model")
     stack = _stack(node)
-    if node.op != "call_module":
+    if node.op != "call_module" and mapped.module is None:
         if mapped.op == "add":
             b.adders.add(where)
-        return b.emit(mapped.op, mapped.attrs, mapped.inputs, b.node_name(where, mapped.op),
-                      stack)
-    stack = stack[:-1]  # a module's own call is inside the modules around it
-    target = str(node.target)
-    if target in b.module_names and any(True for _ in b.modules[target].parameters()):
-        raise SpecError(f"`{target}` ({type(b.modules[target]).__name__}) is called twice "
+        if mapped.op == "channel_slice":  # one node per piece, however often it is taken
+            piece = (mapped.inputs[0].node, str(mapped.attrs["start"]),
+                     str(mapped.attrs["stop"]))
+            if piece not in b.slices:
+                b.slices[piece] = b.emit(mapped.op, mapped.attrs, mapped.inputs,
+                                         b.node_name(where, mapped.op), stack, last)
+            return b.slices[piece]
+        y = b.emit(mapped.op, mapped.attrs, mapped.inputs, b.node_name(where, mapped.op),
+                   stack, last)
+        for state_key, tensor in mapped.tensors:
+            b.direct[state_key] = f"{y.node}.{tensor}"
+        return y
+    if node.op == "call_module":
+        stack = stack[:-1]  # a module's own call is inside the modules around it
+    target = str(node.target) if mapped.module is None else mapped.module
+    holder = b.modules[target]
+    if target in b.module_names and any(True for _ in holder.parameters()):
+        raise SpecError(f"`{target}` ({type(holder).__name__}) is called twice "
                         "with the same weights", None,
                         "weight sharing has no form in sedsl's graph")
     name = b.node_name(target, None)
     b.module_names.setdefault(target, name)
-    y = b.emit(mapped.op, mapped.attrs, mapped.inputs, name, stack)
-    for child, op in mapped.then:  # layers a module runs after its own op, under their paths
-        y = b.emit(op, {}, [y], b.node_name(f"{target}.{child}", None), stack)
+    y = b.emit(mapped.op, mapped.attrs, mapped.inputs, name, stack, last)
+    for child, op, attrs in mapped.then:  # layers a module runs after its own op, by path
+        y = b.emit(op, attrs, [y], b.node_name(f"{target}.{child}", None), stack, last)
     return y
+
+
+# Ops that work per element or per position: they keep a channels-last tensor channels-last.
+_PER_POSITION = frozenset({*ACTIVATIONS, "leaky_relu", "dropout", "drop_path", "scale", "add",
+                           "layer_scale"})
+
+
+def _layout(mapped: Emit, what: str) -> bool:
+    """Whether the op's output is channels-last; an op that needs the channels first refuses a
+    channels-last input."""
+    if mapped.last is not None:
+        return mapped.last
+    last = [x.last for x in mapped.inputs]
+    if not any(last):
+        return False
+    if mapped.op in _PER_POSITION and all(last):
+        return True
+    raise SpecError(f"{what}: runs `{mapped.op}` on a channels-last tensor (permuted to "
+                    "N x H x W x C)", None, "sedsl reads channels-last code where it is a "
+                    "layer norm, a linear layer or an elementwise op between two permutes")
 
 
 def _attention(node: fx.Node, rec: attention.Recognised, x: T, b: _Builder) -> T:
@@ -525,12 +679,19 @@ _HINT = ("sedsl maps conv, batch norm, activations, pooling, linear, dropout, fl
 
 
 class Emit(Record):
-    """An op to add; `then`: (child module, op) run after it, e.g. BatchNormAct2d's `act`."""
+    """An op to add; `then`: (child module, op, attributes) run after it, e.g. BatchNormAct2d's
+    `act`; `module`: the module whose tensors a function call uses (`F.linear(x, self.weight)`:
+    the node takes that module's path and tensors); `tensors`: (state-dict key, the node's
+    tensor name) of tensors it uses directly (a layer scale's `gamma`); `last`: the output is
+    channels-last (None: as its inputs, for ops that work per element)."""
 
     op: str
     attrs: dict[str, Attr]
     inputs: list[T]
-    then: tuple[tuple[str, str], ...] = ()
+    then: tuple[tuple[str, str, dict[str, Attr]], ...] = ()
+    module: str | None = None
+    tensors: tuple[tuple[str, str], ...] = ()
+    last: bool | None = None
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -597,15 +758,47 @@ def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
         except attention.NotVariant as err:
             raise Unsupported(f"is an attention module sedsl reads as an SE variant, but {err}"
                               ) from None
-    if type(m) in ACTIVATION_MODULES:
-        return Emit(_activation_module(m), {}, [x])
+    act = _activation_of(m, x)
+    if act is not None:
+        return act
     if isinstance(m, nn.Identity):
         return x
+    if isinstance(m, nn.LayerNorm):
+        return _layer_norm(x, tuple(m.normalized_shape), m.weight is not None, m.eps)
+    if isinstance(m, nn.Linear) and x.last:
+        return Emit("channel_linear", {"c_out": m.out_features, "bias": m.bias is not None},
+                    [x], last=True)
     handler = _MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
     if handler is None:
         raise Unsupported(f"uses {type(m).__module__}.{type(m).__qualname__}, which sedsl has "
                           "no op for")
     return handler(m, x)
+
+
+def _activation_of(m: nn.Module, x: T) -> Emit | None:
+    """An activation module as its op: torch's of the vocabulary, LeakyReLU (with its slope),
+    or timm's own classes of the vocabulary's activations; None for other modules."""
+    if type(m) in ACTIVATION_MODULES:
+        return Emit(_activation_module(m), {}, [x])
+    if isinstance(m, nn.LeakyReLU):
+        return Emit("leaky_relu", {"slope": float(m.negative_slope)}, [x])
+    if type(m).__module__.startswith("timm.layers.activations"):
+        try:
+            return Emit(attention.activation(m, "activation"), {}, [x])
+        except attention.NotVariant:
+            return None
+    return None
+
+
+def _layer_norm(x: T, shape: tuple[int, ...], affine: bool, eps: float,
+                module: str | None = None) -> Emit:
+    """Layer norm over a channels-last tensor's channels (ConvNeXt): sedsl's `layer_norm`."""
+    if not x.last or shape != (x.shape[0],):
+        raise Unsupported(f"normalises over {shape} of a {'x'.join(map(str, x.shape))} "
+                          "tensor; sedsl's layer norm normalises over the channels")
+    if not affine:
+        raise Unsupported("normalises without affine weights")
+    return Emit("layer_norm", {"eps": float(eps)}, [x], module=module, last=True)
 
 
 def _conv(m: nn.Conv2d, x: T) -> Emit:
@@ -629,13 +822,14 @@ def _conv(m: nn.Conv2d, x: T) -> Emit:
 def _bn(m: nn.BatchNorm2d, x: T) -> Emit:
     if not (m.affine and m.track_running_stats):
         raise Unsupported("uses batch norm without affine weights or running statistics")
-    then: list[tuple[str, str]] = []
+    then: list[tuple[str, str, dict[str, Attr]]] = []
     for child, sub in m.named_children():  # timm's BatchNormAct2d: `drop` and `act` after it
-        if isinstance(sub, nn.Identity):
+        if isinstance(sub, nn.Identity | nn.Dropout):
             continue
-        if child != "act" or type(sub) not in ACTIVATION_MODULES:
+        act = _activation_of(sub, x) if child == "act" else None
+        if act is None or act.op not in _PER_POSITION:
             raise Unsupported(f"runs `{child}` ({type(sub).__name__}) inside its batch norm")
-        then.append((child, ACTIVATION_MODULES[type(sub)]))
+        then.append((child, act.op, act.attrs))
     return Emit("bn", {"eps": float(m.eps)}, [x], tuple(then))
 
 
@@ -701,25 +895,16 @@ def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str,
         if any(k != "inplace" for k in kwargs) or len(args) > 2:
             raise Unsupported(f"calls {target.__name__} with options {dict(kwargs)}")
         return Emit(_ACTIVATION_CALLS[target], {}, [_tensor(args[0], target.__name__)])
-    if target in (operator.add, operator.iadd, torch.add):
-        return _add(args, kwargs)
-    if target in (operator.mul, operator.imul, torch.mul):
-        return _mul(args)
-    if target in (torch.cat, torch.concat):
-        return _cat(*args, **kwargs)
-    if target is torch.flatten:
-        return _flatten(_tensor(args[0], "flatten"), *args[1:], **kwargs)
-    if target is F.adaptive_avg_pool2d:
-        return _adaptive(_arg(args, kwargs, 1, "output_size"), _tensor(args[0], "pool"), "avg")
-    if target is F.adaptive_max_pool2d:
-        return _adaptive(_arg(args, kwargs, 1, "output_size"), _tensor(args[0], "pool"), "max")
-    if target is F.dropout:
-        return _dropout(_arg(args, kwargs, 1, "p", 0.5), _tensor(args[0], "dropout"))
+    handler = _FUNCTIONS.get(target)
+    if handler is not None:
+        return handler(args, kwargs)
     if getattr(target, "__name__", "") == "stochastic_depth":
         # torchvision's drop-path: the identity at inference, which is what sedsl imports.
         return _tensor(args[0], "stochastic_depth")
-    if target is operator.getitem and not isinstance(args[0], T):
-        return args[0][args[1]]
+    if target is operator.getitem:
+        return _getitem(args[0], args[1])
+    if target is getattr and isinstance(args[0], T | Param):
+        return _attribute(args[0], str(args[1]))
     if target in (operator.floordiv, operator.sub, operator.truediv) and \
             not any(isinstance(a, T) for a in args):
         return target(*args)
@@ -727,8 +912,20 @@ def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str,
     module = getattr(target, "__module__", None) or ""
     if module.startswith("torch._C") and hasattr(F, str(name)):
         module = "torch.nn.functional"  # F.gelu is torch._C._nn.gelu
-    raise Unsupported(f"calls `{module + '.' if module else ''}{name}`, which sedsl has no op "
-                      "for")
+    called = f"{module + '.' if module else ''}{name}"
+    used = next((a for a in (*args, *kwargs.values()) if isinstance(a, Param)), None)
+    if used is not None:
+        raise Unsupported(_param_use(called, used))
+    raise Unsupported(f"calls `{called}`, which sedsl has no op for")
+
+
+def _param_use(called: str, p: Param) -> str:
+    if called.endswith(("batch_norm", "std", "var")):
+        return (f"computes its convolution weight from `{p.key}` in the forward (weight "
+                "standardisation, as NF-Nets and BiT do), which sedsl's conv does not: its "
+                "weight is a parameter")
+    return (f"computes `{called}` with the tensor `{p.key}` directly; sedsl maps tensors "
+            "read by a linear layer, a convolution, a layer norm or a layer scale")
 
 
 def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], i: int, name: str,
@@ -736,8 +933,232 @@ def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], i: int, name: str,
     return args[i] if len(args) > i else kwargs.get(name, default)
 
 
+def _attribute(x: T | Param, name: str) -> Any:
+    """`x.shape`, `x.dtype`, ... of a traced tensor: the values the forward would see (batch
+    1, float32 on the CPU)."""
+    if name == "shape":
+        return torch.Size(_full_shape(x) or ())
+    if name == "dtype":
+        return torch.float32
+    if name == "device":
+        return torch.device("cpu")
+    if name == "ndim":
+        return len(_full_shape(x) or ())
+    raise Unsupported(f"reads the tensor attribute `.{name}`")
+
+
+def _module_of(p: Param) -> str:
+    return p.key.rsplit(".", 1)[0] if "." in p.key else ""
+
+
+def _weights(w: Any, b: Any, what: str) -> str:
+    """The module whose `weight` (and `bias`) a functional call uses: the node takes its path."""
+    if not isinstance(w, Param) or not (b is None or isinstance(b, Param)) or \
+            not w.key.endswith(".weight") or (b is not None and b.key != w.key[:-6] + "bias"):
+        raise Unsupported(f"calls {what} with weights that are not a module's `weight` and "
+                          "`bias`")
+    return _module_of(w)
+
+
+def _f_linear(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
+    x = _tensor(args[0], "linear")
+    w, bias = _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+    module = _weights(w, bias, "F.linear")
+    attrs: dict[str, Attr] = {"c_out": w.shape[0], "bias": bias is not None}
+    if x.last:
+        return Emit("channel_linear", attrs, [x], module=module, last=True)
+    return Emit("linear", attrs, [x], module=module)
+
+
+def _f_conv2d(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
+    x = _tensor(args[0], "conv2d")
+    w, bias = _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+    module = _weights(w, bias, "F.conv2d")
+    stride, padding = _arg(args, kwargs, 3, "stride", 1), _arg(args, kwargs, 4, "padding", 0)
+    dilation, groups = _arg(args, kwargs, 5, "dilation", 1), _arg(args, kwargs, 6, "groups", 1)
+    kernel = (int(w.shape[2]), int(w.shape[3]))
+    if padding == "same":
+        if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
+            raise Unsupported("pads an even kernel `same` (unequal padding)")
+        padding = same_padding(kernel, _pair(dilation))
+    elif padding == "valid":
+        padding = 0
+    return Emit("conv", {"c_out": int(w.shape[0]), "kernel": kernel, "stride": _pair(stride),
+                         "padding": _pair(padding), "dilation": _pair(dilation),
+                         "groups": int(groups), "bias": bias is not None}, [x], module=module)
+
+
+def _f_layer_norm(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
+    x = _tensor(args[0], "layer_norm")
+    w, bias = _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")
+    shape = _arg(args, kwargs, 1, "normalized_shape")
+    module = _weights(w, bias, "F.layer_norm") if w is not None else None
+    return _layer_norm(x, tuple(shape), w is not None and bias is not None,
+                       float(_arg(args, kwargs, 4, "eps", 1e-5)), module)
+
+
+def _f_pad(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    x = _tensor(args[0], "pad")
+    pad = tuple(_arg(args, kwargs, 1, "pad"))
+    mode, value = _arg(args, kwargs, 2, "mode", "constant"), _arg(args, kwargs, 3, "value", 0)
+    if mode != "constant" or (value or 0) != 0 or len(pad) != 4 or min(pad) < 0 or x.last:
+        raise Unsupported(f"pads {pad} with {mode} {value}; sedsl pads H and W with zeros")
+    if not any(pad):
+        return x
+    left, right, top, bottom = (int(v) for v in pad)
+    return Emit("pad", {"left": left, "right": right, "top": top, "bottom": bottom}, [x])
+
+
+def _f_pool(kind: str) -> Callable[[tuple[Any, ...], Mapping[str, Any]], Emit]:
+    """F.max_pool2d / F.avg_pool2d as the pooling ops."""
+    def pool(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
+        x = _tensor(args[0], f"{kind}_pool2d")
+        kernel = _arg(args, kwargs, 1, "kernel_size")
+        stride = _arg(args, kwargs, 2, "stride") or kernel
+        attrs: dict[str, Attr] = {"kernel": _pair(kernel), "stride": _pair(stride),
+                                  "padding": _pair(_arg(args, kwargs, 3, "padding", 0))}
+        if kind == "max":
+            if _pair(_arg(args, kwargs, 4, "dilation", 1)) != (1, 1) or \
+                    _arg(args, kwargs, 6, "return_indices", False):
+                raise Unsupported("max-pools with dilation or indices")
+            return Emit("maxpool", {**attrs, "ceil": bool(_arg(args, kwargs, 5, "ceil_mode",
+                                                                 False))}, [x])
+        if _arg(args, kwargs, 6, "divisor_override") is not None:
+            raise Unsupported("average-pools with a divisor override")
+        return Emit("avgpool", {**attrs, "ceil": bool(_arg(args, kwargs, 4, "ceil_mode", False)),
+                                "count_pad": bool(_arg(args, kwargs, 5, "count_include_pad",
+                                                       True))}, [x])
+    return pool
+
+
+def _f_leaky(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
+    slope = _arg(args, kwargs, 1, "negative_slope", 0.01)
+    return Emit("leaky_relu", {"slope": float(slope)}, [_tensor(args[0], "leaky_relu")])
+
+
+def _f_split(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Pieces:
+    """torch.split(x, size or sizes, dim) along the channels."""
+    x = _tensor(args[0], "split")
+    sizes, dim = _arg(args, kwargs, 1, "split_size_or_sections"), _arg(args, kwargs, 2, "dim", 0)
+    if sizes is None:
+        sizes = kwargs.get("split_size")
+    return _pieces(x, sizes, dim)
+
+
+def _pieces(x: T, sizes: Any, dim: int) -> Pieces:
+    c = x.shape[0]
+    if dim not in (1, -3) or len(x.shape) != 3 or x.last:
+        raise Unsupported(f"splits along dim {dim}; sedsl splits channels")
+    widths = [int(sizes)] * -(-c // int(sizes)) if isinstance(sizes, int) else \
+        [int(v) for v in sizes]
+    bounds, start = [], 0
+    for w in widths:
+        stop = min(start + w, c)
+        bounds.append((start, stop))
+        start = stop
+    if start != c:
+        raise Unsupported(f"splits {c} channels into {widths}")
+    return Pieces(x, tuple(bounds))
+
+
+def _f_chunk(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Pieces:
+    x = _tensor(args[0], "chunk")
+    n, dim = int(_arg(args, kwargs, 1, "chunks")), _arg(args, kwargs, 2, "dim", 0)
+    return _pieces(x, -(-x.shape[0] // n), dim)
+
+
+def _getitem(value: Any, index: Any) -> Any:
+    """A piece of a split, a channel range `x[:, a:b]`, or an item of a plain value."""
+    if isinstance(value, Pieces):
+        start, stop = value.bounds[index]
+        return _slice(value.x, start, stop)
+    if not isinstance(value, T):
+        return value[index]
+    index = index if isinstance(index, tuple) else (index,)
+    while len(index) > 2 and index[-1] == slice(None):  # x[:, a:b, :, :]
+        index = index[:-1]
+    if len(index) == 2 and index[0] == slice(None) and isinstance(index[1], slice) and \
+            index[1].step in (None, 1) and len(value.shape) == 3 and not value.last:
+        start, stop, _ = index[1].indices(value.shape[0])
+        return _slice(value, start, stop)
+    raise Unsupported(f"indexes a tensor with {index}; sedsl takes channel ranges x[:, a:b]")
+
+
+def _slice(x: T, start: int, stop: int) -> Any:
+    if (start, stop) == (0, x.shape[0]):
+        return x
+    return Emit("channel_slice", {"start": start, "stop": stop}, [x])
+
+
+def _permute(x: Any, dims: tuple[int, ...]) -> T:
+    """NCHW -> NHWC and back (ConvNeXt's channels-last MLP)."""
+    x = _tensor(x, "permute")
+    dims = tuple(d % 4 for d in dims)
+    if len(x.shape) == 3 and dims == (0, 2, 3, 1) and not x.last:
+        return T(x.node, x.shape, x.via, True)
+    if dims == (0, 3, 1, 2) and x.last:
+        return T(x.node, x.shape, x.via, False)
+    raise Unsupported(f"permutes dims to {dims}; sedsl reads NCHW -> NHWC and back only")
+
+
+def _transpose(x: Any, a: int, b: int) -> Grouped:
+    if isinstance(x, Grouped) and sorted((a % 5, b % 5)) == [1, 2]:
+        return Grouped(x.x, x.groups, not x.swapped)
+    raise Unsupported(f"transposes dims {a} and {b}; sedsl reads channel shuffles only")
+
+
+def _reshape(x: Any, dims: tuple[Any, ...]) -> Any:
+    """Flattening; a channel shuffle's views (N x g x C/g x H x W and back)."""
+    if isinstance(x, Param):
+        return Param(x.key, _resolved_dims(dims, math.prod(x.shape)))
+    if isinstance(x, Grouped):
+        c, h, w = x.x.shape
+        if tuple(dims[1:]) in ((c, h, w), (-1, h, w)):
+            return Emit("channel_shuffle", {"groups": x.groups}, [x.x]) if x.swapped else x.x
+        raise Unsupported(f"reshapes grouped channels to {tuple(dims)}")
+    x = _tensor(x, "view")
+    if len(dims) == 2 and dims[0] in (1, -1) and dims[1] in (-1, math.prod(x.shape)):
+        return _flatten(x)
+    if len(x.shape) == 3 and not x.last and len(dims) == 5 and \
+            tuple(dims[3:]) == x.shape[1:] and dims[1] not in (-1, 1):
+        groups = int(dims[1])
+        if dims[2] in (-1, x.shape[0] // groups) and x.shape[0] % groups == 0:
+            return Grouped(x, groups)
+    if tuple(d for d in dims[1:]) == x.shape and not x.last:
+        return x
+    raise Unsupported(f"reshapes to {tuple(dims)}; sedsl reshapes by flattening and channel "
+                      "shuffles only")
+
+
+def _resolved_dims(dims: tuple[Any, ...], total: int) -> tuple[int, ...]:
+    known = math.prod(int(d) for d in dims if d != -1)
+    return tuple(total // known if d == -1 else int(d) for d in dims)
+
+
+def _mean(x: Any, dims: Any, keep: bool) -> Emit:
+    x = _tensor(x, "mean")
+    axes = sorted(d % 4 for d in (dims if isinstance(dims, tuple | list) else [dims])) \
+        if dims is not None else []
+    if len(x.shape) == 3 and axes == [2, 3] and not x.last:
+        return Emit("mean", {"keep": keep}, [x])
+    raise Unsupported(f"averages over {dims} (keepdim={keep}); sedsl averages over H x W")
+
+
 def _method(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     x = args[0]
+    if isinstance(x, Param | Grouped) and name in ("view", "reshape", "contiguous", "to",
+                                                   "transpose", "type_as"):
+        if name in ("contiguous", "to", "type_as"):
+            return x
+        if name == "transpose":
+            return _transpose(x, *args[1:3])
+        return _reshape(x, _dims(args))
+    if isinstance(x, Param):
+        raise Unsupported(_param_use(f".{name}()", x))
+    if isinstance(x, Grouped):
+        raise Unsupported(f"views its channels as {x.groups} groups (N x g x C/g x H x W) and "
+                          f"calls `.{name}()` on them; sedsl reads such views as channel "
+                          "shuffles only")
     if not isinstance(x, T):
         raise Unsupported(f"calls `.{name}()` on {type(x).__name__}")
     if name == "size":
@@ -746,7 +1167,8 @@ def _method(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
         return full if dim is None else full[dim]
     if name == "dim":
         return 1 + len(x.shape)
-    if name in ("contiguous",):
+    if name in ("contiguous", "float", "type_as") or (name == "to" and not any(
+            isinstance(a, str) and a not in ("cpu",) for a in args[1:])):
         return x
     if name in _ACTIVATION_METHODS:
         return Emit(_ACTIVATION_METHODS[name], {}, [x])
@@ -757,20 +1179,23 @@ def _method(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     if name == "flatten":
         return _flatten(x, *args[1:], **kwargs)
     if name in ("view", "reshape"):
-        dims = args[1] if len(args) == 2 and isinstance(args[1], tuple | list) else args[1:]
-        if len(dims) == 2 and dims[0] in (1, -1) and dims[1] in (-1, math.prod(x.shape)):
-            return _flatten(x)
-        raise Unsupported(f"reshapes to {tuple(dims)}; sedsl reshapes only by flattening")
+        return _reshape(x, _dims(args))
+    if name == "permute":
+        return _permute(x, _dims(args))
+    if name == "transpose":
+        return _transpose(x, *args[1:3])
     if name == "mean":
-        dims = _arg(args, kwargs, 1, "dim")
-        keep = bool(_arg(args, kwargs, 2, "keepdim", False))
-        if len(x.shape) == 3 and dims is not None and \
-                sorted(d % 4 for d in (dims if isinstance(dims, tuple | list) else [dims])) \
-                == [2, 3] and keep:
-            return Emit("squeeze", {"mode": "avg"}, [x])
-        raise Unsupported(f"averages over {dims} (keepdim={keep}); sedsl averages over H x W "
-                          "keeping the dims")
+        return _mean(x, _arg(args, kwargs, 1, "dim"), bool(_arg(args, kwargs, 2, "keepdim",
+                                                                   False)))
+    if name in ("split", "chunk"):
+        return (_f_split if name == "split" else _f_chunk)(args, kwargs)
     raise Unsupported(f"calls the tensor method `.{name}()`, which sedsl has no op for")
+
+
+def _dims(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A method's dims, given as `view(a, b)` or `view((a, b))`."""
+    dims = args[1] if len(args) == 2 and isinstance(args[1], tuple | list) else args[1:]
+    return tuple(dims)
 
 
 def _add(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
@@ -784,6 +1209,8 @@ def _mul(args: tuple[Any, ...]) -> Emit:
     a, b = args[0], args[1]
     if isinstance(b, T) and not isinstance(a, T):
         a, b = b, a
+    if isinstance(a, T) and isinstance(b, Param):
+        return _layer_scale(a, b)
     if isinstance(a, T) and isinstance(b, int | float) and not isinstance(b, bool):
         return Emit("scale", {"factor": float(b)}, [a])
     if isinstance(a, T) and isinstance(b, T):
@@ -795,11 +1222,50 @@ def _mul(args: tuple[Any, ...]) -> Emit:
                       "per-channel gate, or a constant)")
 
 
+def _layer_scale(x: T, p: Param) -> Emit:
+    """x times a parameter of one value per channel (layer scale), channels-first or last."""
+    c = x.shape[0]
+    ones = [d for d in p.shape if d != 1]
+    per_channel = ones == [c] and (p.shape[-1] == c if x.last else
+                                   len(p.shape) >= 3 and p.shape[-3] == c)
+    if len(x.shape) != 3 or not per_channel:
+        raise Unsupported(f"multiplies a {'x'.join(map(str, x.shape))} tensor by "
+                          f"`{p.key}` of shape {p.shape}; sedsl scales by one value per channel")
+    return Emit("layer_scale", {}, [x], tensors=((p.key, "weight"),))
+
+
 def _cat(tensors: Any, dim: int = 0) -> Emit:
     xs = [_tensor(t, "cat") for t in tensors]
     if dim not in (1, -3) or any(len(x.shape) != 3 for x in xs):
         raise Unsupported(f"concatenates along dim {dim}; sedsl concatenates channels")
     return Emit("concat", {}, xs)
+
+
+_FUNCTIONS: dict[Any, Callable[[tuple[Any, ...], Mapping[str, Any]], Any]] = {
+    **dict.fromkeys((operator.add, operator.iadd, torch.add), _add),
+    **dict.fromkeys((operator.mul, operator.imul, torch.mul), lambda a, k: _mul(a)),
+    **dict.fromkeys((torch.cat, torch.concat), lambda a, k: _cat(*a, **k)),
+    torch.flatten: lambda a, k: _flatten(_tensor(a[0], "flatten"), *a[1:], **k),
+    F.adaptive_avg_pool2d: lambda a, k: _adaptive(_arg(a, k, 1, "output_size"),
+                                                  _tensor(a[0], "pool"), "avg"),
+    F.adaptive_max_pool2d: lambda a, k: _adaptive(_arg(a, k, 1, "output_size"),
+                                                  _tensor(a[0], "pool"), "max"),
+    F.dropout: lambda a, k: _dropout(_arg(a, k, 1, "p", 0.5), _tensor(a[0], "dropout")),
+    F.linear: _f_linear,
+    F.conv2d: _f_conv2d,
+    F.layer_norm: _f_layer_norm,
+    F.pad: _f_pad,
+    F.avg_pool2d: _f_pool("avg"),
+    F.max_pool2d: _f_pool("max"),
+    F.leaky_relu: _f_leaky,
+    torch.split: _f_split,
+    torch.chunk: _f_chunk,
+    torch.permute: lambda a, k: _permute(a[0], tuple(_arg(a, k, 1, "dims"))),
+    torch.transpose: lambda a, k: _transpose(a[0], a[1], a[2]),
+    torch.mean: lambda a, k: _mean(a[0], _arg(a, k, 1, "dim"), bool(_arg(a, k, 2, "keepdim",
+                                                                          False))),
+    torch.reshape: lambda a, k: _reshape(a[0], tuple(_arg(a, k, 1, "shape"))),
+}
 
 
 # --- residual units ------------------------------------------------------------------------------
