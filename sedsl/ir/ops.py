@@ -511,6 +511,28 @@ CHANNEL_LINEAR = Op(
         support=("ChannelLinear",)),
     doc="a linear layer over the channels of each position (ConvNeXt's MLP, channels-first)")
 
+def _upsample_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    mode = "'bilinear', align_corners=" + repr(bool(a["align"])) if a["bilinear"] else "'nearest'"
+    return TorchModule(f"nn.Upsample(scale_factor={a['scale']}, mode={mode})")
+
+
+def _upsample_infer(a: Attrs, ins: Shapes) -> Shape:
+    c, h, w = _spatial("upsample", ins[0])
+    if a["align"] and not a["bilinear"]:
+        raise fail("`align = true` is bilinear upsampling's option", "add `bilinear = true`")
+    return (c, h * _int(a, "scale"), w * _int(a, "scale"))
+
+
+# Upsampling by a whole factor, nearest or bilinear (HRNet's fuse layers). fvcore counts one per
+# output element for nearest, four for bilinear.
+UPSAMPLE = Op("upsample", (Arg("scale", "count"), Arg("bilinear", "bool", False),
+                           Arg("align", "bool", False)),
+              infer=_upsample_infer, torch=_upsample_torch, fresh=True, example="upsample(2)",
+              positional=1,
+              fvcore=lambda a, ins, out: numel(out) * (4 if a["bilinear"] else 1),
+              doc="upsampling by a whole factor: nearest, or bilinear (`align`: corners)")
+
+
 # --- merges and the SE internals (not callable from a spec) ---------------------------------------
 
 
@@ -810,7 +832,7 @@ OPS: dict[str, Op] = {
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
         CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
-        LAYER_SCALE, CHANNEL_LINEAR,
+        LAYER_SCALE, CHANNEL_LINEAR, UPSAMPLE,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )

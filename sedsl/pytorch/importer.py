@@ -14,6 +14,7 @@ tensor runs through the model. Documentation: docs/import.md.
 from __future__ import annotations
 
 import importlib
+import itertools
 import keyword
 import math
 import operator
@@ -68,7 +69,10 @@ def import_model(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
     """Trace `model` into a base graph and the rules of its own attention blocks (the rules
     are not applied to `graph`: `sedsl.from_torch` applies them, or the caller's instead)."""
     shape = _input_shape(input)
-    built = build_graph(model, shape, name or type(model).__name__)
+    try:
+        built = build_graph(model, shape, name or type(model).__name__)
+    except SpecError as err:
+        raise _transformer(model, err) or err from None
     graph = passes.verify(built.graph, "from_torch")
     weights, dropped = _renamed_state(model, built.module_names, {o.path for o in built.own},
                                       built.direct)
@@ -82,6 +86,24 @@ def import_model(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
     se_graph = passes.run(graph, passes.pipeline(config))
     return Imported(graph, weights, text, se_graph, _se_weights(model, built.own, se_graph),
                     notes)
+
+
+# Modules that work on token sequences: a model that fails to import and has one is a vision
+# transformer (or a hybrid), which sedsl's C x H x W graph does not hold.
+_TOKENS = re.compile(r"Attention|Transformer|PatchEmbed|EncoderBlock|WindowPartition")
+
+
+def _transformer(model: nn.Module, err: SpecError) -> SpecError | None:
+    """The error for a vision transformer: out of scope, naming the module that says so."""
+    found = next(((path, type(m).__name__) for path, m in model.named_modules()
+                  if _TOKENS.search(type(m).__name__)), None)
+    if found is None:
+        return None
+    path, cls = found
+    return SpecError(f"{type(model).__name__} is a vision transformer (`{path or 'the model'}` "
+                     f"is a {cls}): sedsl's graph holds C x H x W feature maps, and "
+                     "transformers (ViT, Swin, MaxViT, hybrids) are out of scope", None,
+                     f"what stopped the import: {err.message}")
 
 
 def _dropped_note(model: nn.Module, path: str) -> str:
@@ -492,9 +514,67 @@ def build_graph(model: nn.Module, shape: Shape, name: str) -> Built:
         raise SpecError(f"the model returns {type(output).__name__}, not one tensor", None,
                         "sedsl imports models with one input and one output tensor")
     g.graph["output"] = output.node
+    g = b.graph = _partial_residuals(g, b)
     _assign_blocks(g, b)
     _mark_residuals(g)
     return Built(g, b.module_names, _own(g, b, output), b.direct)
+
+
+def _partial_residuals(g: Graph, b: _Builder) -> Graph:
+    """ReXNet's partial-channel residual, `cat([x[:, :c] + s, x[:, c:]])`, as `x +
+    pad_channels(s)`: the same values (the padded channels add zeros), as a residual unit a
+    spec states (`shortcut { pad_channels(C) }`)."""
+    found: dict[str, tuple[str, str, str, str, str]] = {}  # concat -> x, s, piece, add, rest
+    for name, rec in records(g):
+        if rec.op != "concat" or g.in_degree(name) != 2:
+            continue
+        add, rest = inputs(g, name)
+        if record(g, add).op != "add" or record(g, rest).op != "channel_slice":
+            continue
+        for piece, s in itertools.permutations(inputs(g, add)):
+            x = inputs(g, rest)[0]
+            head, tail = record(g, piece).attrs, record(g, rest).attrs
+            if record(g, piece).op == "channel_slice" and inputs(g, piece) == [x] and \
+                    (head["start"], head["stop"], tail["start"], tail["stop"]) == \
+                    (0, record(g, s).shape[0], record(g, s).shape[0], record(g, x).shape[0]) \
+                    and list(g.successors(piece)) == [add] and \
+                    list(g.successors(add)) == [name] == list(g.successors(rest)):
+                found[name] = (x, s, piece, add, rest)
+                break
+    if not found:
+        return g
+    dropped = {n for x, s, piece, add, rest in found.values() for n in (piece, rest)} | \
+        set(found)
+    out = Graph(**g.graph)
+    rename = {name: parts[3] for name, parts in found.items()}  # the concat -> the new add
+    for name, rec in records(g):
+        if name in found:
+            x, s, _, add, _ = found[name]
+            pad = b.node_name(_path_of(add), "pad_channels")
+            c = record(g, x).shape[0]
+            shape = (c, *record(g, s).shape[1:])
+            out.add_node(pad, record=replace_record(record(g, s), op="pad_channels",
+                                                    attrs={"c_out": c}, shape=shape))
+            out.add_edge(rename.get(s, s), pad, port=0)
+            out.add_node(add, record=replace_record(record(g, add), shape=shape))
+            out.add_edge(rename.get(x, x), add, port=0)
+            out.add_edge(pad, add, port=1)
+            b.stacks[pad] = b.stacks[add]
+            b.stacks.pop(name, None)
+        elif name not in dropped and name not in {p[3] for p in found.values()}:
+            out.add_node(name, record=rec)
+    for u, v, port in g.edges(data="port"):
+        if v not in dropped and v not in rename.values():
+            out.add_edge(rename.get(u, u), v, port=port)
+    for n in dropped:
+        b.stacks.pop(n, None)
+    out.graph["output"] = rename.get(g.graph["output"], g.graph["output"])
+    return out
+
+
+def _path_of(node: str) -> str:
+    """The scope of a function call's node (`features.2` for `features.2.add`)."""
+    return node.rsplit(".", 1)[0] if "." in node else ""
 
 
 def _own(g: Graph, b: _Builder, output: T) -> list[OwnSe]:
@@ -518,7 +598,13 @@ def _param(node: fx.Node, b: _Builder) -> Param:
     key = str(node.target)
     if not b.tensors:
         b.tensors = {**dict(b.model.named_parameters()), **dict(b.model.named_buffers())}
-    return Param(key, tuple(b.tensors[key].shape))
+    tensor = b.tensors.get(key)
+    if tensor is None:  # a constant torch.fx made a copy of (a non-persistent buffer, ...)
+        tensor = getattr(b.model, key, None)
+    if not isinstance(tensor, torch.Tensor):
+        raise SpecError(f"`{_scope(node) or 'the model'}` reads `{key}`, which is no tensor of "
+                        "the model's state", None, _HINT)
+    return Param(key, tuple(tensor.shape))
 
 
 def _placeholder(node: fx.Node, b: _Builder, shape: Shape) -> Any:
@@ -859,6 +945,24 @@ def _adaptive(size: Any, x: T, mode: str) -> Emit:
     return Emit("adaptive_avgpool", {"size": (h, w)}, [x])
 
 
+def _upsample(x: T, size: Any, scale: Any, mode: str, align: Any) -> Emit:
+    """nn.Upsample / F.interpolate by a whole factor, nearest or bilinear."""
+    if len(x.shape) != 3 or x.last:
+        raise Unsupported("upsamples a tensor that is no C x H x W feature map")
+    _, h, w = x.shape
+    if scale is None and size is not None:
+        sh, sw = _pair(size)
+        scale = sh // h if sh % h == 0 and sw % w == 0 and sh // h == sw // w else None
+    factors = {float(v) for v in (scale if isinstance(scale, tuple | list) else [scale])} \
+        if scale is not None else set()
+    if len(factors) != 1 or not next(iter(factors)).is_integer() or mode not in ("nearest",
+                                                                                  "bilinear"):
+        raise Unsupported(f"upsamples {mode} to size {size} / by {scale}; sedsl upsamples by a "
+                          "whole factor, nearest or bilinear")
+    return Emit("upsample", {"scale": int(factors.pop()), "bilinear": mode == "bilinear",
+                             "align": bool(align)}, [x])
+
+
 def _linear(m: nn.Linear, x: T) -> Emit:
     return Emit("linear", {"c_out": m.out_features, "bias": m.bias is not None}, [x])
 
@@ -885,6 +989,7 @@ _MODULES: dict[type, Callable[[Any, T], Any]] = {
     nn.Dropout: lambda m, x: _dropout(m.p, x),
     nn.Flatten: lambda m, x: _flatten(x, m.start_dim, m.end_dim),
     nn.ChannelShuffle: lambda m, x: Emit("channel_shuffle", {"groups": m.groups}, [x]),
+    nn.Upsample: lambda m, x: _upsample(x, m.size, m.scale_factor, m.mode, m.align_corners),
 }
 
 def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
@@ -1258,6 +1363,10 @@ _FUNCTIONS: dict[Any, Callable[[tuple[Any, ...], Mapping[str, Any]], Any]] = {
     F.avg_pool2d: _f_pool("avg"),
     F.max_pool2d: _f_pool("max"),
     F.leaky_relu: _f_leaky,
+    F.interpolate: lambda a, k: _upsample(_tensor(a[0], "interpolate"), _arg(a, k, 1, "size"),
+                                          _arg(a, k, 2, "scale_factor"),
+                                          _arg(a, k, 3, "mode", "nearest"),
+                                          _arg(a, k, 4, "align_corners")),
     torch.split: _f_split,
     torch.chunk: _f_chunk,
     torch.permute: lambda a, k: _permute(a[0], tuple(_arg(a, k, 1, "dims"))),
