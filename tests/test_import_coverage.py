@@ -155,7 +155,7 @@ def test_weight_standardisation_and_transformers_are_refused_by_name() -> None:
         sedsl.from_torch(nn.Sequential(timm_layers.StdConv2d(3, 8, 3)), input=16)
     with torch.device("meta"):
         vit = torchvision.models.vit_b_16()
-    with pytest.raises(sedsl.SpecError, match="VisionTransformer is a vision transformer"):
+    with pytest.raises(sedsl.SpecError, match="VisionTransformer computes on token sequences"):
         sedsl.from_torch(vit, input=224)
 
 

@@ -757,8 +757,9 @@ LAYER_NORM = Op(
     doc="layer norm over the channels of each position (eps)", infer=_same,
     fresh=True, params=_per_channel(2),
     fvcore=lambda a, ins, out: 5 * numel(ins[0]),
-    torch=lambda a, ins, out: TorchModule(f"LayerNorm2d({ins[0][0]}, eps={a['eps']!r})",
-                                          support=("LayerNorm2d",)))
+    torch=lambda a, ins, out: TorchModule(f"nn.LayerNorm({ins[0][0]}, eps={a['eps']!r})")
+    if len(ins[0]) == 1 else TorchModule(f"LayerNorm2d({ins[0][0]}, eps={a['eps']!r})",
+                                         support=("LayerNorm2d",)))
 
 
 def _attn_pool_infer(a: Attrs, ins: Shapes) -> Shape:

@@ -76,7 +76,9 @@ def import_model(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
     graph = passes.verify(built.graph, "from_torch")
     weights, dropped = _renamed_state(model, built.module_names, {o.path for o in built.own},
                                       built.direct)
-    notes = tuple(_dropped_note(model, path) for path in dropped)
+    notes = (*built.notes, *(_dropped_note(model, path) for path in dropped
+                             if not any(path == u or path.startswith(u + ".")
+                                        for u in built.unused)))
     if not built.own:
         return Imported(graph, weights, notes=notes)
     wanted = [o.wanted for o in built.own]
@@ -100,10 +102,10 @@ def _transformer(model: nn.Module, err: SpecError) -> SpecError | None:
     if found is None:
         return None
     path, cls = found
-    return SpecError(f"{type(model).__name__} is a vision transformer (`{path or 'the model'}` "
-                     f"is a {cls}): sedsl's graph holds C x H x W feature maps, and "
-                     "transformers (ViT, Swin, MaxViT, hybrids) are out of scope", None,
-                     f"what stopped the import: {err.message}")
+    return SpecError(f"{type(model).__name__} computes on token sequences (`{path or 'the model'}`"
+                     f" is a {cls}): sedsl's graph holds C x H x W feature maps, and vision "
+                     "transformers (ViT, Swin, MaxViT) and attention over tokens are out of scope",
+                     None, f"what stopped the import: {err.message}")
 
 
 def _dropped_note(model: nn.Module, path: str) -> str:
@@ -440,6 +442,8 @@ class _Builder:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # state key -> tensor
     direct: dict[str, str] = field(default_factory=dict)  # state key -> node tensor it became
     slices: dict[tuple[str, str, str], T] = field(default_factory=dict)  # one node per piece
+    notes: list[str] = field(default_factory=list)  # what the import left out
+    unused: set[str] = field(default_factory=set)  # modules whose outputs nothing uses
 
     def node_name(self, path: str, base: str | None) -> str:
         """A unique node name: the module path, or `<scope>.<op>` for a function call."""
@@ -487,6 +491,8 @@ class Built(Record):
     module_names: dict[str, str]
     own: list[OwnSe]
     direct: dict[str, str]  # state key -> node tensor, for tensors the forward reads itself
+    notes: tuple[str, ...] = ()
+    unused: frozenset[str] = frozenset()  # modules left out: their outputs are never used
 
 
 def build_graph(model: nn.Module, shape: Shape, name: str) -> Built:
@@ -514,10 +520,44 @@ def build_graph(model: nn.Module, shape: Shape, name: str) -> Built:
         raise SpecError(f"the model returns {type(output).__name__}, not one tensor", None,
                         "sedsl imports models with one input and one output tensor")
     g.graph["output"] = output.node
-    g = b.graph = _partial_residuals(g, b)
+    g = b.graph = _partial_residuals(_unused(g, b), b)
     _assign_blocks(g, b)
     _mark_residuals(g)
-    return Built(g, b.module_names, _own(g, b, output), b.direct)
+    return Built(g, b.module_names, _own(g, b, output), b.direct, tuple(b.notes),
+                 frozenset(b.unused))
+
+
+def _unused(g: Graph, b: _Builder) -> Graph:
+    """The graph without what the forward computes and never uses (timm's DLA pools a tree's
+    input whether or not it needs it): such layers are left out, with a note."""
+    used, todo = {str(g.graph["output"])}, [str(g.graph["output"])]
+    while todo:
+        for u in g.predecessors(todo.pop()):
+            if u not in used:
+                used.add(u)
+                todo.append(u)
+    unused = [n for n in g.nodes if n not in used and n != "input"]
+    if not unused:
+        return g
+    out = Graph(**g.graph)
+    for name, rec in records(g):
+        if name in used or name == "input":
+            out.add_node(name, record=rec)
+    for u, v, port in g.edges(data="port"):
+        if u in out and v in out:
+            out.add_edge(u, v, port=port)
+    for n in unused:
+        b.stacks.pop(n, None)
+    paths = sorted(path for path, node in b.module_names.items() if node in unused)
+    for path in paths:
+        del b.module_names[path]
+        b.unused.add(path)
+    count = sum(p.numel() for path in paths for p in b.modules[path].parameters())
+    shown = ", ".join(f"`{u}`" for u in unused[:3]) + (" ..." if len(unused) > 3 else "")
+    b.notes.append(f"{shown} ({len(unused)} layer{'s' if len(unused) > 1 else ''}, {count:,} "
+                   "parameters) compute what the model's output never uses: left out of the "
+                   "network and its cost")
+    return out
 
 
 def _partial_residuals(g: Graph, b: _Builder) -> Graph:
@@ -855,6 +895,8 @@ def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
         return Emit("channel_linear", {"c_out": m.out_features, "bias": m.bias is not None},
                     [x], last=True)
     handler = _MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
+    if isinstance(m, nn.BatchNorm1d) and len(x.shape) == 1:
+        handler = _MODULES[nn.BatchNorm2d]  # batch norm of flat features (RepViT's head)
     if handler is None:
         raise Unsupported(f"uses {type(m).__module__}.{type(m).__qualname__}, which sedsl has "
                           "no op for")
@@ -878,13 +920,14 @@ def _activation_of(m: nn.Module, x: T) -> Emit | None:
 
 def _layer_norm(x: T, shape: tuple[int, ...], affine: bool, eps: float,
                 module: str | None = None) -> Emit:
-    """Layer norm over a channels-last tensor's channels (ConvNeXt): sedsl's `layer_norm`."""
-    if not x.last or shape != (x.shape[0],):
+    """Layer norm over a channels-last tensor's channels (ConvNeXt), or over flat features:
+    sedsl's `layer_norm`."""
+    if not (x.last or len(x.shape) == 1) or shape != (x.shape[0],):
         raise Unsupported(f"normalises over {shape} of a {'x'.join(map(str, x.shape))} "
                           "tensor; sedsl's layer norm normalises over the channels")
     if not affine:
         raise Unsupported("normalises without affine weights")
-    return Emit("layer_norm", {"eps": float(eps)}, [x], module=module, last=True)
+    return Emit("layer_norm", {"eps": float(eps)}, [x], module=module, last=x.last)
 
 
 def _conv(m: nn.Conv2d, x: T) -> Emit:
@@ -1013,6 +1056,9 @@ def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str,
     if target in (operator.floordiv, operator.sub, operator.truediv) and \
             not any(isinstance(a, T) for a in args):
         return target(*args)
+    if target is operator.truediv and isinstance(args[0], T) and isinstance(args[1], int | float) \
+            and args[1] > 0 and math.frexp(args[1])[0] == 0.5:
+        return Emit("scale", {"factor": 1 / args[1]}, [args[0]])  # x / 2^k: exactly x * 2^-k
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", str(target))
     module = getattr(target, "__module__", None) or ""
     if module.startswith("torch._C") and hasattr(F, str(name)):
@@ -1303,8 +1349,11 @@ def _dims(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(dims)
 
 
-def _add(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
+def _add(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit | T:
     a, b = args[0], args[1]
+    for x, zero in ((a, b), (b, a)):  # `out = 0; out += ...` (MobileOne's missing branches)
+        if isinstance(x, T) and isinstance(zero, int | float) and zero == 0:
+            return x
     if not (isinstance(a, T) and isinstance(b, T)) or kwargs.get("alpha", 1) != 1:
         raise Unsupported("adds a constant to a tensor; sedsl adds tensors of one shape")
     return Emit("add", {}, [a, b])

@@ -685,8 +685,11 @@ class _Writer:
     claimed = False  # the scope being written in is one whose `shortcut` a unit claims
     projection: ast.Expr | None = None  # the condition a definition's projection is under
 
+    top_unit: str | None = None  # the merge of the residual unit an instance starts with
+
     def _body(self, parts: Sequence[Part], slot: Slot) -> tuple[ast.Stmt, ...]:
         """An instance's parts as statements (inside a definition: no block calls)."""
+        self.top_unit = parts[0].node if parts and isinstance(parts[0], Merge) else None
         elements = [self._part(p, slot) for p in parts]
         return tuple(self._statements(elements))
 
@@ -709,10 +712,13 @@ class _Writer:
             self.claimed = saved_claim
             shortcut = None
             if sides[1]:
-                saved, self.region = self.region, "short"
+                # the block's own unit (its first part) has the optional projection; units
+                # nested in it or after it have theirs always
+                top = part.node == self.top_unit
+                saved, self.region = self.region, "short" if top else self.region
                 shortcut = self._branch_body(sides[1], slot)
                 self.region = saved
-                if self.projection is not None:
+                if self.projection is not None and top:
                     shortcut = (ast.If(self.projection, shortcut, (), G),)
             return ast.Residual((), body, shortcut, G, None)
         if rec.op in ("add", "concat") and (rec.op == "add" or self.flow.channel_concat(part.node)):
