@@ -152,6 +152,14 @@ def _ese(m: Any) -> Recognised:
     return Recognised(s, None, None, {"fc": "fc"})
 
 
+def _hgnet_ese(m: Any) -> Recognised:
+    """HGNet's EseModule: mean, one FC from C to C with a bias, a sigmoid."""
+    if not _fc(m.conv, "conv"):
+        raise NotVariant("its FC has no bias")
+    s = _settings(variant="ese", gate=activation(m.sigmoid, "gate"))
+    return Recognised(s, None, None, {"conv": "fc"})
+
+
 def _conv1d(m: Any, what: str, c_in: int, c_out: int) -> tuple[int, int, bool]:
     """A Conv1d across channels: (kernel, padding, bias)."""
     if not isinstance(m, nn.Conv1d) or (m.in_channels, m.out_channels) != (c_in, c_out) or \
@@ -274,6 +282,7 @@ CLASSES: dict[str, Callable[[Any], Recognised]] = {
     "torchvision.ops.misc.SqueezeExcitation": _torchvision_se,
     "timm.layers.squeeze_excite.SEModule": _timm_se,
     "timm.layers.squeeze_excite.EffectiveSEModule": _ese,
+    "timm.models.hgnet.EseModule": _hgnet_ese,
     "timm.models._efficientnet_blocks.SqueezeExcite": _timm_effnet_se,
     "timm.models.senet.SEModule": _legacy_se,
     "timm.layers.eca.EcaModule": _eca,

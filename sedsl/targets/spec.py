@@ -206,6 +206,42 @@ class Flow:
                 self.order.remove(n)
                 del self.ins[n]
 
+    def nest_concats(self) -> None:
+        """A concat of a chain's outputs (VoVNet's OSA module, HGNet: cat(x, a, b) with b
+        computed from a, a from x) as concats of two, nested from the right: cat(x, cat(a, b)),
+        each a parallel concat of its input and what follows from it. The same channels in the
+        same order; done wherever the first input dominates the others."""
+        idom = dominators(self)
+
+        def dominates(a: str, b: str) -> bool:
+            while b != a and idom[b] != b:
+                b = idom[b]
+            return b == a
+
+        def split(node: str, start: int, stop: int, name: str) -> str:
+            """node's inputs [start:stop] as a concat of their own, inserted before it."""
+            ins = self.ins[node]
+            part = ins[start:stop]
+            shapes = [self.rec[u].shape for u in part]
+            self.rec[name] = replace(self.rec[node], shape=(sum(s[0] for s in shapes),
+                                                            *shapes[0][1:]))
+            self.ins[name], self.ins[node] = part, [*ins[:start], name, *ins[stop:]]
+            self.order.insert(self.order.index(node), name)
+            return name
+
+        for n in [m for m in self.order if self.channel_concat(m)]:
+            ins = self.ins[n]
+            j = next((i for i in range(1, len(ins)) if not dominates(ins[0], ins[i])), len(ins))
+            if j < 3:
+                continue  # no chain of three from the first input
+            node = n  # the new nodes' names are never printed: merges have no names
+            if j < len(ins):  # SelecSLS: cat(a, b, c, skip) = cat(cat(a, b, c), skip)
+                node = split(n, 0, j, f"{n}~p")
+            k = 0
+            while len(self.ins[node]) > 2:
+                k += 1
+                node = split(node, 1, len(self.ins[node]), f"{n}~{k}")
+
     def consumers(self) -> dict[str, list[tuple[str, int]]]:
         out: dict[str, list[tuple[str, int]]] = {n: [] for n in self.order}
         for n in self.order:
@@ -419,6 +455,7 @@ class _Writer:
         self.g = g
         self.rec = flow.rec
         flow.flatten_concats()
+        flow.nest_concats()
         self.tree = decompose(flow)
         self.instances: dict[int, Instance] = {}  # id(first part) -> its instance
         self.definitions: list[Definition] = []
@@ -736,8 +773,10 @@ class _Writer:
     def _branch_expr(self, parts: Sequence[Part], slot: Slot | None) -> ast.Expr:
         if not parts:
             return ast.Name("identity", G)
-        items = [e.expr for e in self._elements(parts, inline=slot is not None, slot=slot)
-                 if e.expr is not None]
+        elements = self._elements(parts, inline=slot is not None, slot=slot)
+        if any(e.run is not None for e in elements):  # a block run needs a name to be a run of
+            return ast.Group(tuple(self._statements(elements)), G)  # instances (SE rules)
+        items = [e.expr for e in elements if e.expr is not None]
         return items[0] if len(items) == 1 else ast.Seq(tuple(items), G)
 
     def _elements(self, parts: Sequence[Part], inline: bool,
