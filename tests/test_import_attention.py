@@ -240,3 +240,19 @@ def test_block_end_does_not_land_on_the_classifier_head() -> None:
     """timm's ResNet pools and flattens in `global_pool` (a block): its block.end is flat."""
     net = sedsl.from_torch(timm.create_model("resnet18"), input=SIZE, se="at block.end")
     assert net.cost().variants == {"se": 8}
+
+
+def test_write_back_states_any_se_graph_as_rules() -> None:
+    """Rules with ranges, per-instance overrides and `after` points are written in the written
+    spec's names and reload to the same SE network (here rules given to from_torch)."""
+    with torch.device("meta"):
+        model = torchvision.models.resnet50()
+    rules = ("ratio = 8; at residual.end in layer2..layer3; at residual.end in layer3.1 "
+             "{ ratio = 4 }; after relu_1 in layer4.2 { variant = eca }")
+    net = sedsl.from_torch(model, input=SIZE, se=rules)
+    assert net.cost().variants == {"se": 10, "eca": 1}
+    text = write_spec(net.base_ir, se_graph=net.ir).text
+    back = sedsl.loads(text).cost()
+    assert (back.se.params, back.se.flops) == (net.cost().se.params, net.cost().se.flops)
+    assert back.variants == {"se": 10, "eca": 1}
+    assert "at residual.end in layer3.block2 of Bottleneck { ratio = 4 }" in text

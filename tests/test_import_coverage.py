@@ -164,8 +164,6 @@ def test_weight_standardisation_and_transformers_are_refused_by_name() -> None:
     ("torchvision", "shufflenet_v2_x0_5", 64, ()),  # chunk, concat, channel shuffle
     ("torchvision", "googlenet", 64, ("aux1", "aux2")),  # heads eval never calls
     ("torchvision", "inception_v3", 75, ("AuxLogits",)),  # F.avg_pool2d, F.max_pool2d
-    ("torchvision", "convnext_tiny", 32, ()),  # channels-last block, layer scale
-    ("timm", "mobilenetv3_small_050", 64, ()),  # classifier by F.linear
     ("timm", "tf_mobilenetv3_small_minimal_100", 64, ()),  # Conv2dSame
     ("timm", "rexnet_100", 64, ()),  # cat([x[:, :c] + s, x[:, c:]]) as x + pad_channels(s)
 ])

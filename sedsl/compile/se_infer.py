@@ -211,14 +211,24 @@ def _sizes(g: Graph, ws: list[Wanted], places: Places, c_in: Channels, attempt: 
            joint: Mapping[SeSettings, dict[str, Any]]
            ) -> Iterable[tuple[dict[str, Any], list[Wanted]]]:
     """(size settings, the blocks they hold for): one reduction for the group where one fits,
-    else an explicit width per width; ECA's kernel `auto` where timm's rule gives it."""
-    parts: list[tuple[dict[str, Any], list[Wanted]]]
+    else one per set of blocks that share their simplest one (a per-stage ratio), else an
+    explicit width per width; ECA's kernel `auto` where timm's rule gives it."""
+    parts: list[tuple[dict[str, Any], list[Wanted]]] = []
     fit = joint.get(ws[0].settings) if attempt == "joint" else None
     if fit is None and attempt != "width":
         fit = _reduction(g, ws, places, c_in)
     if fit is not None or all(w.rd is None for w in ws):
         parts = [(fit or {}, ws)]
-    else:
+    elif attempt != "width":
+        own = [(w, _reduction(g, [w], places, c_in)) for w in ws]
+        if all(r is not None for _, r in own):
+            for w, r in own:
+                group = next((p for p in parts if p[0] == r), None)
+                if group is None:
+                    parts.append((r or {}, [w]))
+                else:
+                    group[1].append(w)
+    if not parts:
         by_rd: dict[int | None, list[Wanted]] = {}
         for w in ws:
             by_rd.setdefault(w.rd, []).append(w)

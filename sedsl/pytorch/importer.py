@@ -332,7 +332,8 @@ class _ShapedProxy(fx.Proxy):
 def _full_shape(value: Any) -> tuple[int, ...] | None:
     """The shape with the batch (of 1) of a mapped value, where it is a tensor."""
     if isinstance(value, T):
-        return (1, *value.shape)
+        c, *hw = value.shape
+        return (1, *hw, c) if value.last else (1, *value.shape)
     if isinstance(value, Param):
         return value.shape
     return None
@@ -622,7 +623,8 @@ def _own(g: Graph, b: _Builder, output: T) -> list[OwnSe]:
     ports as residual units left them) that read its output."""
     out = []
     for path, (rec, x) in b.own.items():
-        consumers = {(n, int(g.edges[src, n]["port"])) for n, src in b.readers.get(path, [])}
+        consumers = {(n, int(g.edges[src, n]["port"])) for n, src in b.readers.get(path, [])
+                     if n in g and src in set(g.predecessors(n))}  # readers left out: none
         if output.via == path:
             consumers.add(passes.OUTPUT)
         cls = type(b.modules[path]).__name__
@@ -1313,11 +1315,11 @@ def _method(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     if not isinstance(x, T):
         raise Unsupported(f"calls `.{name}()` on {type(x).__name__}")
     if name == "size":
-        full = (1, *x.shape)  # the batch is 1 while mapping
+        full = _full_shape(x) or ()  # the batch is 1 while mapping
         dim = _arg(args, kwargs, 1, "dim")
         return full if dim is None else full[dim]
     if name == "dim":
-        return 1 + len(x.shape)
+        return len(_full_shape(x) or ())
     if name in ("contiguous", "float", "type_as") or (name == "to" and not any(
             isinstance(a, str) and a not in ("cpu",) for a in args[1:])):
         return x
