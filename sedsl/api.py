@@ -39,6 +39,7 @@ class Network(Record):
     se: SeConfig
     sources: Mapping[str, str]  # file -> text of every file the spec read
     weights: Mapping[str, Any] | None = None  # node-named tensors to load (an imported model's)
+    notes: tuple[str, ...] = ()  # what the compiler says beside errors (an import's left-outs)
 
     @cached_property
     def graph(self) -> nx.DiGraph:
@@ -127,20 +128,29 @@ def loads(text: str, *, path: str = "<string>", input: tuple[int, ...] | str | i
 
 def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),
                se: str | None = None, name: str | None = None) -> Network:
-    """Import a torch.fx-traceable model as a Network carrying its weights; `se` is the text of
-    an `se { ... }` section applied to it (errors point into that text)."""
+    """Import a torch.fx-traceable model as a Network carrying its weights.
+
+    The model's own attention modules (SE, ECA, GC, CBAM, ...: sedsl.pytorch.attention) become
+    SE blocks placed by rules (`net.sources["<se>"]`), so the base network is the model without
+    them. `se`, the text of an `se { ... }` section, replaces those rules (errors point into
+    it); `se=""` gives the base network alone."""
+    from sedsl.compile.se_infer import coverage_notes
     from sedsl.compile.se_rules import SE_FILE, parse_se, se_section
     from sedsl.pytorch.importer import import_model
 
     imported = import_model(model, input, name)
-    section = se_section(se or "")
+    own = se is None
+    section = imported.se if own else se_section(se or "")
     sources = {SE_FILE: section}
     try:
-        config = parse_se(section)
-        graph = passes.run(imported.graph, passes.pipeline(config))
+        config = parse_se(section or se_section(""))
+        graph = imported.se_graph if own and imported.se_graph is not None else \
+            passes.run(imported.graph, passes.pipeline(config))
     except SpecError as err:
         raise err.attach(sources) from None
-    return Network(graph, imported.graph, config, sources, imported.weights)
+    weights = {**imported.weights, **(imported.se_weights if own else {})}
+    notes = (*imported.notes, *coverage_notes(imported.graph, config))
+    return Network(graph, imported.graph, config, sources, weights, notes)
 
 
 @contextmanager

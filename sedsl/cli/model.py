@@ -93,7 +93,8 @@ def import_model(
     input_size: InputOption = None,
 ) -> None:
     """Import a PyTorch model and write it back as a readable .se spec: exactly the model, or
-    an error naming what no spec can state (and no file)."""
+    an error naming what no spec can state (and no file). The model's own attention blocks
+    (SE, ECA, CBAM, ...) are written as `se` rules: `--no-se` builds the model without them."""
     from sedsl.api import from_torch, input_override
     from sedsl.pytorch.importer import load_model
     from sedsl.targets.spec import write_spec
@@ -103,13 +104,16 @@ def import_model(
         size = input_override(input_size) or (224,)
         shape = (3, *(size * 2 if len(size) == 1 else size))[-3:]
         net = from_torch(model, input=shape, name=name)
-        written = write_spec(net.base_ir)
+        written = write_spec(net.base_ir, se_graph=net.ir)
+    for note in net.notes:
+        err().print(f"note: {note}", highlight=False)
     if output is None:
         sys.stdout.write(written.text)
         return
     _write_file(output, written.text)
     c = net.cost()
+    blocks = ", ".join(f"{n} {v}" for v, n in c.variants.items())
+    se = f"; with its {blocks} attention blocks {c.se.params:,} params, {_g(c.se.flops)} " \
+        "FLOPs" if blocks else ""
     out().print(f"wrote {output}: {name}, {len(written.text.splitlines())} lines, "
-              f"{c.base.params:,} params, {_g(c.base.flops)} FLOPs (fvcore)")
-
-
+                f"{c.base.params:,} params, {_g(c.base.flops)} FLOPs (fvcore){se}")

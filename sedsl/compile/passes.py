@@ -166,6 +166,9 @@ def _select(g: Graph, rule: SeRule, tree: dict[str, list[str]],
     return [b for b in picked if not rule.kinds or found[b] in rule.kinds]
 
 
+select_blocks = _select  # the instances a rule selects (sedsl.compile.se_infer's notes)
+
+
 # --- apply_se -----------------------------------------------------------------------------------
 
 
@@ -186,8 +189,9 @@ def plan_se(g: Graph, se: SeConfig) -> list[Insertion]:
         matched = 0
         for block in _select(g, rule, tree, found):
             point = find_point(g, block, rule, members.get(block, set()))
-            if point is None:
-                continue
+            if point is None or (len(record(g, point.producer).shape) != 3 and not rule.kinds
+                                 and rule.where == "at"):
+                continue  # no such point; or flat features (a classifier head's block.end)
             matched += 1
             key = (point.producer, point.consumers)
             if key not in plan or plan[key][0] != i:  # nested blocks share points: first wins
@@ -383,7 +387,10 @@ def _unit_name(block: str, taken: set[str]) -> str:
 def block_input_channels(g: Graph, inside: set[str]) -> int:
     """Channels of the tensor entering a block instance (whose nodes are `inside`)."""
     entry = _entry(g, inside, None)
-    assert entry is not None, "a block instance has one input"
+    if entry is None:
+        block = record(g, next(iter(inside))).block
+        raise SpecError(f"`base = block_in` needs the block's input channels, but {block} has "
+                        "several inputs", None, "use base = channels here")
     return record(g, entry.producer).shape[0]
 
 

@@ -29,7 +29,8 @@ class Arg(Record):
     """An argument a spec passes to an op: `conv(64, 3, stride = 2)`."""
 
     name: str
-    kind: str  # count (>= 1) | pair (count or HxW) | pair0 (>= 0) | float | positive | prob | bool
+    kind: str  # count (>= 1) | index (a whole number >= 0) | pair (count or HxW) | pair0 (>= 0)
+    #             | float | positive | prob | bool
     default: Attr | None = None  # None: required, unless derived
     derived: bool = False  # when not given, `complete` works it out from the other arguments
 
@@ -427,6 +428,112 @@ PAD_CHANNELS = Op("pad_channels", (Arg("c_out", "count"),), infer=_pad_channels_
                   torch=_pad_channels_torch, example="pad_channels(64)",
                   doc="zero channels appended up to c_out (ReXNet's partial-channel residual)")
 
+# --- what imported models compute (every one a spec can call too) ---------------------------------
+
+
+def _mean_infer(a: Attrs, ins: Shapes) -> Shape:
+    c = _spatial("mean", ins[0])[0]
+    return (c, 1, 1) if a["keep"] else (c,)
+
+
+# The mean over H x W as a reduction (`x.mean((2, 3))`: MNASNet's head). fvcore counts no mean,
+# where it counts `global_avgpool` (adaptive average pooling): the two ops differ in their count.
+MEAN = Op("mean", (Arg("keep", "bool", False),), infer=_mean_infer, fresh=True, positional=0,
+          torch=lambda a, ins, out: TorchExpr(
+              "{0}.mean((2, 3), keepdim=True)" if a["keep"] else "{0}.mean((2, 3))"),
+          doc="the mean over H x W: C flat features, or C x 1 x 1 with `keep = true` (a "
+              "reduction: fvcore counts none, unlike `global_avgpool`)")
+
+
+def _channel_slice_infer(a: Attrs, ins: Shapes) -> Shape:
+    c, h, w = _spatial("channel_slice", ins[0])
+    start, stop = _int(a, "start"), _int(a, "stop")
+    if not start < stop <= c:
+        raise fail(f"`channel_slice({start}, {stop})` needs 0 <= start < stop <= {c}, the "
+                   "input's channels")
+    return (stop - start, h, w)
+
+
+# Channels [start, stop) of the input: the pieces of `torch.split`, `chunk` and `x[:, a:b]`
+# (ShuffleNetV2, CSPNet, MixNet, GhostNet). A view: no cost, not a fresh tensor.
+CHANNEL_SLICE = Op("channel_slice", (Arg("start", "index"), Arg("stop", "count")),
+                   infer=_channel_slice_infer, example="channel_slice(0, 32)",
+                   torch=lambda a, ins, out: TorchExpr(f"{{0}}[:, {a['start']}:{a['stop']}]"),
+                   doc="the channels [start, stop) of the input (a split's piece)")
+
+
+def _pad_infer(a: Attrs, ins: Shapes) -> Shape:
+    c, h, w = _spatial("pad", ins[0])
+    return (c, h + _int(a, "top") + _int(a, "bottom"), w + _int(a, "left") + _int(a, "right"))
+
+
+# Zero padding, also unequal (TensorFlow's `same` padding, timm's Conv2dSame: one more row and
+# column after than before at stride 2). fvcore counts no padding.
+PAD = Op("pad", (Arg("left", "index"), Arg("right", "index"), Arg("top", "index"),
+                 Arg("bottom", "index")), infer=_pad_infer, fresh=True, example="pad(0, 1, 0, 1)",
+         torch=lambda a, ins, out: TorchExpr(
+             f"nn.functional.pad({{0}}, ({a['left']}, {a['right']}, {a['top']}, {a['bottom']}))"),
+         doc="zero padding: left, right, top, bottom (unequal where TensorFlow's `same` pads)")
+
+
+def _leaky_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    return TorchModule(f"nn.LeakyReLU({a['slope']!r})")
+
+
+LEAKY_RELU = Op("leaky_relu", (Arg("slope", "float", 0.01),), infer=_same, torch=_leaky_torch,
+                positional=1, example="leaky_relu(0.1)",
+                doc="activation: x if x > 0 else slope * x")
+
+# A learned scale per channel (ConvNeXt's layer scale `gamma * x`): C parameters. fvcore counts
+# no elementwise multiply.
+LAYER_SCALE = Op("layer_scale", (), infer=_same, fresh=True, params=lambda a, ins, out: ins[0][0],
+                 torch=lambda a, ins, out: TorchModule(f"LayerScale({ins[0][0]})",
+                                                       support=("LayerScale",)),
+                 doc="a learned scale per channel (layer scale): C parameters")
+
+
+def _channel_linear_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
+    return numel(ins[0]) * _int(a, "c_out")
+
+
+# A fully connected layer over the channels of each position: ConvNeXt's MLP, which applies
+# nn.Linear to a channels-last tensor, as a channels-first op. The same computation as a 1x1
+# conv; its weight keeps nn.Linear's layout (c_out x c_in), so the model's tensors load as they
+# are, and fvcore counts its matmul as it counts the model's linear layer.
+CHANNEL_LINEAR = Op(
+    "channel_linear", (Arg("c_out", "count"), Arg("bias", "bool", True)), fresh=True,
+    infer=lambda a, ins: (_int(a, "c_out"), *_spatial("channel_linear", ins[0])[1:]),
+    params=lambda a, ins, out: ins[0][0] * _int(a, "c_out") + (_int(a, "c_out") if a["bias"]
+                                                               else 0),
+    macs=_channel_linear_macs, fvcore=_channel_linear_macs,
+    activations=lambda a, ins, out: numel(out), example="channel_linear(256)",
+    torch=lambda a, ins, out: TorchModule(
+        f"ChannelLinear({ins[0][0]}, {a['c_out']}, bias={a['bias']})",
+        support=("ChannelLinear",)),
+    doc="a linear layer over the channels of each position (ConvNeXt's MLP, channels-first)")
+
+def _upsample_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    mode = "'bilinear', align_corners=" + repr(bool(a["align"])) if a["bilinear"] else "'nearest'"
+    return TorchModule(f"nn.Upsample(scale_factor={a['scale']}, mode={mode})")
+
+
+def _upsample_infer(a: Attrs, ins: Shapes) -> Shape:
+    c, h, w = _spatial("upsample", ins[0])
+    if a["align"] and not a["bilinear"]:
+        raise fail("`align = true` is bilinear upsampling's option", "add `bilinear = true`")
+    return (c, h * _int(a, "scale"), w * _int(a, "scale"))
+
+
+# Upsampling by a whole factor, nearest or bilinear (HRNet's fuse layers). fvcore counts one per
+# output element for nearest, four for bilinear.
+UPSAMPLE = Op("upsample", (Arg("scale", "count"), Arg("bilinear", "bool", False),
+                           Arg("align", "bool", False)),
+              infer=_upsample_infer, torch=_upsample_torch, fresh=True, example="upsample(2)",
+              positional=1,
+              fvcore=lambda a, ins, out: numel(out) * (4 if a["bilinear"] else 1),
+              doc="upsampling by a whole factor: nearest, or bilinear (`align`: corners)")
+
+
 # --- merges and the SE internals (not callable from a spec) ---------------------------------------
 
 
@@ -470,14 +577,20 @@ def _elementwise(a: Attrs, ins: Shapes, out: Shape) -> int:
 
 # The SE squeeze, F_sq: a statistic over H x W (sedsl.ir.vocab.SQUEEZES), as timm computes it.
 # fvcore counts none of mean, amax, var, pow, sum, sqrt, so its totals on timm's SE models equal
-# sedsl's.
+# sedsl's; it counts adaptive average pooling (torchvision's SqueezeExcitation: `avgpool`).
 def _twice_for_avgmax(a: Attrs, ins: Shapes, out: Shape) -> int:
     """avgmax reads its input twice (a mean and a max); the others once."""
     return numel(ins[0]) * (2 if a["mode"] == "avgmax" else 1) + numel(out)
 
 
+def _squeeze_fvcore(a: Attrs, ins: Shapes, out: Shape) -> int:
+    """fvcore counts adaptive average pooling (one per input element), no reduction."""
+    return numel(ins[0]) if a["mode"] == "avgpool" else 0
+
+
 SQUEEZE = Op(
     "squeeze", (), infer=_global, user=False, paper=_elementwise, traffic=_twice_for_avgmax,
+    fvcore=_squeeze_fvcore,
     torch=lambda a, ins, out: TorchExpr(SQUEEZES[str(a["mode"])].expr),
 )
 
@@ -638,14 +751,16 @@ def _per_channel(n: int) -> Count:
     return lambda a, ins, out: n * ins[0][0]
 
 
-# Layer norm over the channels of each position (timm's LayerNorm2d, GCNet's transform). fvcore
-# counts aten::layer_norm with an affine transform as 5 per element.
+# Layer norm over the channels of each position (timm's LayerNorm2d, GCNet's transform,
+# ConvNeXt's norms). fvcore counts aten::layer_norm with an affine transform as 5 per element.
 LAYER_NORM = Op(
-    "layer_norm", (), doc="layer norm over the channels of each position", infer=_same,
-    user=False, fresh=True, params=_per_channel(2),
+    "layer_norm", (Arg("eps", "float", 1e-6),), positional=1,
+    doc="layer norm over the channels of each position (eps)", infer=_same,
+    fresh=True, params=_per_channel(2),
     fvcore=lambda a, ins, out: 5 * numel(ins[0]),
-    torch=lambda a, ins, out: TorchModule(f"LayerNorm2d({ins[0][0]}, eps={a['eps']!r})",
-                                          support=("LayerNorm2d",)))
+    torch=lambda a, ins, out: TorchModule(f"nn.LayerNorm({ins[0][0]}, eps={a['eps']!r})")
+    if len(ins[0]) == 1 else TorchModule(f"LayerNorm2d({ins[0][0]}, eps={a['eps']!r})",
+                                         support=("LayerNorm2d",)))
 
 
 def _attn_pool_infer(a: Attrs, ins: Shapes) -> Shape:
@@ -718,7 +833,8 @@ OPS: dict[str, Op] = {
     for op in (
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
-        CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS,
+        CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
+        LAYER_SCALE, CHANNEL_LINEAR, UPSAMPLE,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )

@@ -68,6 +68,9 @@ SQUEEZES: dict[str, Squeeze] = {s.name: s for s in (
     Squeeze("avg", "{0}.mean((2, 3), keepdim=True)",
             "the mean over H x W (the paper's global average pooling)", True, "mean"),
     Squeeze("max", "{0}.amax((2, 3), keepdim=True)", "the maximum over H x W", True, "amax"),
+    Squeeze("avgpool", "nn.functional.adaptive_avg_pool2d({0}, 1)",
+            "the mean over H x W by adaptive average pooling, as torchvision's "
+            "SqueezeExcitation computes it (fvcore counts this one: one per element)"),
     Squeeze("avgmax", "0.5 * {0}.mean((2, 3), keepdim=True) + 0.5 * {0}.amax((2, 3), keepdim=True)",
             "the average of the mean and the maximum (timm's light CBAM)"),
     Squeeze("std", "{0}.std((2, 3), keepdim=True)",

@@ -464,7 +464,7 @@ def convert(value: Value, kind: str, what: str, span: Span) -> Attr:
         if not 0 <= value < 1:
             raise SpecError(f"{what} must be in [0, 1), got {num(value)}", span)
         return float(value)
-    least = 0 if kind == "pair0" else 1
+    least = 0 if kind in ("pair0", "index") else 1
     if value.denominator != 1 or value < least:
         raise SpecError(f"{what} must be a whole number >= {least}, got {num(value)}", span,
                         "use // for whole-number division" if value.denominator != 1 else None)

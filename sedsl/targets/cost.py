@@ -4,6 +4,7 @@ one. Conventions are documented in docs/cost_model.md."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -101,6 +102,7 @@ class Cost(Record):
     nodes: list[NodeCost]  # the SE network's nodes
     estimate: Estimate
     passes: dict[str, Fraction]  # per attention block, its passes over U (`block_passes`)
+    variants: dict[str, int] = {}  # noqa: RUF012  SE blocks per variant, in network order
 
     @property
     def overhead(self) -> Totals:
@@ -151,6 +153,7 @@ class Cost(Record):
                 "other": o.params - round(float(est.params)) - est.bias - est.rounding,
             },
             "se_passes": round(float(sum(self.passes.values(), Fraction(0))), 4),
+            "se_variants": dict(self.variants),
             "by": by,
             "rows": [asdict(r) for r in self.rows(by)],
         }
@@ -216,4 +219,5 @@ def analyse(base: Graph, se: Graph, convention: str = "fvcore") -> Cost:
         base=Totals(sum(n.params for n in base_nodes), sum(n.flops for n in base_nodes)),
         se=Totals(sum(n.params for n in se_nodes), sum(n.flops for n in se_nodes)),
         nodes=se_nodes, estimate=_estimate(se), passes=block_passes(se, se_nodes),
+        variants=dict(Counter(tag.settings.variant for tag in _units(se).values())),
     )

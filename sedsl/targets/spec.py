@@ -25,14 +25,18 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, TypeAlias
 
+from sedsl.compile import passes
+from sedsl.compile.passes import OUTPUT, se_units
+from sedsl.compile.se_infer import NoRule, Wanted, fixed, infer, units_at
 from sedsl.errors import SpecError
 from sedsl.ir.graph import Graph
-from sedsl.ir.node import Node, execution_order, inputs, record
+from sedsl.ir.node import Node, execution_order, inputs, record, records
 from sedsl.ir.ops import OPS, Attr, Op
+from sedsl.ir.se import VARIANTS
 from sedsl.language import ast, numbers
 from sedsl.language.ast import GENERATED as G
 from sedsl.language.printer import KEYWORDS, Unprintable, skeleton, unparse
-from sedsl.record import Record
+from sedsl.record import Record, replace
 
 # --- refusals -----------------------------------------------------------------------------------
 
@@ -202,6 +206,42 @@ class Flow:
                 self.order.remove(n)
                 del self.ins[n]
 
+    def nest_concats(self) -> None:
+        """A concat of a chain's outputs (VoVNet's OSA module, HGNet: cat(x, a, b) with b
+        computed from a, a from x) as concats of two, nested from the right: cat(x, cat(a, b)),
+        each a parallel concat of its input and what follows from it. The same channels in the
+        same order; done wherever the first input dominates the others."""
+        idom = dominators(self)
+
+        def dominates(a: str, b: str) -> bool:
+            while b != a and idom[b] != b:
+                b = idom[b]
+            return b == a
+
+        def split(node: str, start: int, stop: int, name: str) -> str:
+            """node's inputs [start:stop] as a concat of their own, inserted before it."""
+            ins = self.ins[node]
+            part = ins[start:stop]
+            shapes = [self.rec[u].shape for u in part]
+            self.rec[name] = replace(self.rec[node], shape=(sum(s[0] for s in shapes),
+                                                            *shapes[0][1:]))
+            self.ins[name], self.ins[node] = part, [*ins[:start], name, *ins[stop:]]
+            self.order.insert(self.order.index(node), name)
+            return name
+
+        for n in [m for m in self.order if self.channel_concat(m)]:
+            ins = self.ins[n]
+            j = next((i for i in range(1, len(ins)) if not dominates(ins[0], ins[i])), len(ins))
+            if j < 3:
+                continue  # no chain of three from the first input
+            node = n  # the new nodes' names are never printed: merges have no names
+            if j < len(ins):  # SelecSLS: cat(a, b, c, skip) = cat(cat(a, b, c), skip)
+                node = split(n, 0, j, f"{n}~p")
+            k = 0
+            while len(self.ins[node]) > 2:
+                k += 1
+                node = split(node, 1, len(self.ins[node]), f"{n}~{k}")
+
     def consumers(self) -> dict[str, list[tuple[str, int]]]:
         out: dict[str, list[tuple[str, int]]] = {n: [] for n in self.order}
         for n in self.order:
@@ -351,9 +391,11 @@ class _Split(Exception):
     """The instances cannot share this definition."""
 
 
-def write_spec(g: Graph, se_text: str = "") -> Written:
+def write_spec(g: Graph, se_text: str = "", se_graph: Graph | None = None) -> Written:
     """The `.se` spec of the base graph `g` (and an `se { ... }` text to add), or NoSpecForm
-    naming what the language cannot state."""
+    naming what the language cannot state. `se_graph` is `g` with attention blocks (an imported
+    model's own): the spec states them as `se` rules, in the written names, that give exactly
+    those blocks (`--no-se` is then `g`)."""
     name = str(g.graph["name"])
     try:
         module = _Writer(Flow.of(g), g).module(se_text)
@@ -362,8 +404,49 @@ def write_spec(g: Graph, se_text: str = "") -> Written:
         raise NoSpecForm(f"cannot write {name} as a spec: {err.message}") from None
     except Unprintable as err:
         raise NoSpecForm(f"cannot write {name} as a spec: {err}") from None
-    verify(text, g)
+    written = verify(text, g)
+    if se_graph is not None and se_units(se_graph):
+        if se_text.strip():
+            raise ValueError("write_spec takes an se text or an SE graph, not both")
+        try:
+            rules = infer(written, _wanted(g, se_graph, written))
+        except NoRule as err:
+            raise NoSpecForm(f"cannot write {name} as a spec: {err.message}") from None
+        module = replace(module, se=(_section(rules),))
+        text = unparse(module)
+        verify(text, g, se_graph)
     return Written(text, module)
+
+
+def _wanted(g: Graph, se_graph: Graph, written: Graph) -> list[Wanted]:
+    """The attention blocks of `se_graph` (whose base is `g`) as blocks the written base graph
+    should carry, in its names: each node of `g` is the node of `written` that computes the
+    same (the same signature, `_signatures`)."""
+    ours: dict[int, list[str]] = {}
+    for n, sig in _signatures(written).items():
+        ours.setdefault(sig, []).append(n)
+    same = {n: ours[sig].pop(0) for n, sig in _signatures(g).items() if ours.get(sig)}
+    out = []
+    for (x, consumers), unit in units_at(se_graph).items():
+        tag = next(r.se for _, r in records(se_graph) if r.se is not None and r.se.unit == unit)
+        assert tag is not None
+        steps = VARIANTS[tag.settings.variant].steps_for(tag.settings)
+        if x not in same or any(c not in same for c, _ in consumers if (c, 0) != OUTPUT):
+            raise NoSpecForm(f"the attention block `{unit}` recalibrates a tensor the written "
+                             "spec does not have; this is a bug in sedsl's writer")
+        there: set[tuple[str, int]] = set()
+        for c, port in consumers:
+            if (c, port) == OUTPUT:
+                there.add(OUTPUT)
+                continue
+            ports = [p for p, u in enumerate(inputs(written, same[c])) if u == same[x]]
+            there.add((same[c], port if port in ports else ports[0] if ports else port))
+        rd = tag.rd_channels if any("rd" in (s.width, s.arg("c_in")) for s in steps) else None
+        kernel = tag.settings.eca_kernel(tag.channels) \
+            if any(s.kind == "channel_conv" and not s.arg("k") for s in steps) else None
+        out.append(Wanted(same[x], frozenset(there), fixed(tag.settings), rd, kernel,
+                          f"`{unit}`"))
+    return out
 
 
 class _Writer:
@@ -372,6 +455,7 @@ class _Writer:
         self.g = g
         self.rec = flow.rec
         flow.flatten_concats()
+        flow.nest_concats()
         self.tree = decompose(flow)
         self.instances: dict[int, Instance] = {}  # id(first part) -> its instance
         self.definitions: list[Definition] = []
@@ -638,8 +722,11 @@ class _Writer:
     claimed = False  # the scope being written in is one whose `shortcut` a unit claims
     projection: ast.Expr | None = None  # the condition a definition's projection is under
 
+    top_unit: str | None = None  # the merge of the residual unit an instance starts with
+
     def _body(self, parts: Sequence[Part], slot: Slot) -> tuple[ast.Stmt, ...]:
         """An instance's parts as statements (inside a definition: no block calls)."""
+        self.top_unit = parts[0].node if parts and isinstance(parts[0], Merge) else None
         elements = [self._part(p, slot) for p in parts]
         return tuple(self._statements(elements))
 
@@ -662,10 +749,13 @@ class _Writer:
             self.claimed = saved_claim
             shortcut = None
             if sides[1]:
-                saved, self.region = self.region, "short"
+                # the block's own unit (its first part) has the optional projection; units
+                # nested in it or after it have theirs always
+                top = part.node == self.top_unit
+                saved, self.region = self.region, "short" if top else self.region
                 shortcut = self._branch_body(sides[1], slot)
                 self.region = saved
-                if self.projection is not None:
+                if self.projection is not None and top:
                     shortcut = (ast.If(self.projection, shortcut, (), G),)
             return ast.Residual((), body, shortcut, G, None)
         if rec.op in ("add", "concat") and (rec.op == "add" or self.flow.channel_concat(part.node)):
@@ -683,8 +773,10 @@ class _Writer:
     def _branch_expr(self, parts: Sequence[Part], slot: Slot | None) -> ast.Expr:
         if not parts:
             return ast.Name("identity", G)
-        items = [e.expr for e in self._elements(parts, inline=slot is not None, slot=slot)
-                 if e.expr is not None]
+        elements = self._elements(parts, inline=slot is not None, slot=slot)
+        if any(e.run is not None for e in elements):  # a block run needs a name to be a run of
+            return ast.Group(tuple(self._statements(elements)), G)  # instances (SE rules)
+        items = [e.expr for e in elements if e.expr is not None]
         return items[0] if len(items) == 1 else ast.Seq(tuple(items), G)
 
     def _elements(self, parts: Sequence[Part], inline: bool,
@@ -908,9 +1000,10 @@ def _placeless(node: Any) -> Any:
 # --- the check: the written spec computes what the graph computes --------------------------------
 
 
-def verify(text: str, g: Graph) -> None:
+def verify(text: str, g: Graph, se_graph: Graph | None = None) -> Graph:
     """Compile `text` and compare its graph with `g`, layer by layer and as a whole computation
-    (concats of concats flattened); NoSpecForm if they differ (a bug in this writer)."""
+    (concats of concats flattened), and its SE network with `se_graph` where given; NoSpecForm
+    if they differ (a bug in this writer). Returns the written text's base graph."""
     from sedsl.compile.elaborate import elaborate
     from sedsl.language.library import load_library
     from sedsl.language.parse import parse
@@ -919,24 +1012,28 @@ def verify(text: str, g: Graph) -> None:
     try:
         module = parse(text, "<written>")
         done = elaborate(module, load_library(module, [], {}), {})
+        se = passes.run(done.graph, passes.pipeline(done.se)) if se_graph is not None else None
     except SpecError as err:
         raise NoSpecForm(f"cannot write {name} as a spec: the written text does not compile "
                          f"({err.message}); this is a bug in sedsl's writer") from None
     ours, theirs = _computation(done.graph), _computation(g)
-    if ours != theirs or tuple(done.graph.graph["input"]) != tuple(g.graph["input"]):
+    if ours != theirs or tuple(done.graph.graph["input"]) != tuple(g.graph["input"]) or \
+            (se is not None and se_graph is not None
+             and _computation(se) != _computation(se_graph)):
         raise NoSpecForm(f"cannot write {name} as a spec: the written text computes something "
                          "else; this is a bug in sedsl's writer")
+    return done.graph
 
 
-def _computation(g: Graph) -> tuple[Counter[object], int]:
-    """The layers (op, attributes, shapes) of `g` and a hash of its whole data flow."""
-    flow = Flow(
-        {n: inputs(g, n) for n in execution_order(g)}, {}, execution_order(g),
-        str(g.graph["output"]))
-    flow.rec = {n: record(g, n) for n in flow.order}
+def _signatures(g: Graph, layers: Counter[object] | None = None) -> dict[str, int]:
+    """Each node's signature: a hash of its op, attributes, shape and its inputs' signatures
+    (adds commute; concats of concats are flattened), equal for nodes that compute the same
+    from the input. `layers` counts the layers (op, attributes, shape) on the way."""
+    order = execution_order(g)
+    flow = Flow({n: inputs(g, n) for n in order}, {n: record(g, n) for n in order}, order,
+                str(g.graph["output"]))
     sig: dict[str, int] = {}
     parts: dict[str, tuple[int, ...]] = {}  # a concat: the signatures it joins, flattened
-    layers: Counter[object] = Counter()
     for n in flow.order:
         rec = flow.rec[n]
         full = with_defaults(OPS[rec.op], rec.attrs)
@@ -950,5 +1047,13 @@ def _computation(g: Graph) -> tuple[Counter[object], int]:
         if rec.op == "add":
             ins.sort()
         sig[n] = hash((rec.op, attrs, tuple(ins), rec.shape))
-        layers[(rec.op, attrs, rec.shape)] += 1
-    return layers, sig[flow.output]
+        if layers is not None:
+            layers[(rec.op, attrs, rec.shape)] += 1
+    return sig
+
+
+def _computation(g: Graph) -> tuple[Counter[object], int]:
+    """The layers (op, attributes, shapes) of `g` and a hash of its whole data flow."""
+    layers: Counter[object] = Counter()
+    sig = _signatures(g, layers)
+    return layers, sig[str(g.graph["output"])]

@@ -15,6 +15,26 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)
         x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)''',
+    # A learned scale per channel (ConvNeXt's layer scale), its weight of C values.
+    "LayerScale": '''
+class LayerScale(nn.Module):
+    """x times a learned scale per channel (ConvNeXt's layer scale)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight.view(1, -1, 1, 1) * x''',
+    # nn.Linear over the channels of each position of an (N, C, H, W) tensor (ConvNeXt's MLP).
+    "ChannelLinear": '''
+class ChannelLinear(nn.Linear):
+    """A linear layer over the channels of each position, as ConvNeXt applies nn.Linear to its
+    channels-last tensor (the weight in nn.Linear's layout)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.linear(x.permute(0, 2, 3, 1), self.weight, self.bias)
+        return y.permute(0, 3, 1, 2)''',
     # timm's EcaModule / CecaModule conv: the Conv1d over the squeezed channels, shaped back.
     "ChannelConv": '''
 class ChannelConv(nn.Conv1d):

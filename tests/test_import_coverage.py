@@ -1,0 +1,181 @@
+"""What imports now (issue 22 item 4), each construct checked against the model that has it:
+parameters, fvcore's FLOPs on the model, outputs (every parameter and BN statistic randomised,
+the imported weights), and the written spec reloaded with the model's weights
+(`sedsl.transfer_weights`). Small modules keep it fast; the zoo models that needed each
+construct are checked for parameters and outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import sedsl
+from sedsl.ir.node import records
+from sedsl.targets.spec import write_spec
+from tests.references import assert_same_outputs, fvcore_count, n_params, randomise
+
+timm = pytest.importorskip("timm")
+torchvision = pytest.importorskip("torchvision")
+timm_layers = pytest.importorskip("timm.layers")
+convnext = pytest.importorskip("timm.models.convnext")
+
+
+def exact(model: nn.Module, size: int = 16, flops: bool = True,
+          in_order: bool = False) -> sedsl.Network:
+    """Import `model` (randomised) and check it against itself, its fvcore count and its
+    written spec, the model's weights copied by structure (`in_order`: its state dict in
+    registration order); returns the imported network."""
+    model = randomise(model)
+    shape = (3, size, size)
+    net = sedsl.from_torch(model, input=size, name="m")
+    assert net.cost().se.params == n_params(model)
+    assert_same_outputs(net.to_torch(fused=False), model, shape, tol=1e-5)
+    if flops:
+        assert net.cost().se.flops == fvcore_count(model, shape)
+    back = sedsl.loads(write_spec(net.base_ir, se_graph=net.ir).text)
+    assert back.cost().se.params == n_params(model)
+    state = model.state_dict()  # a module's own tensors (a layer scale) come before its
+    # children's; sedsl's layer scale runs after the MLP: it goes last
+    last = [k for k in state if k.endswith(("gamma", "layer_scale"))]
+    source = {**{k: v for k, v in state.items() if k not in last},
+              **{k: state[k].reshape(-1) for k in last}} if in_order else model
+    assert_same_outputs(sedsl.transfer_weights(source, back.to_torch(fused=False)), model,
+                        shape, tol=1e-5)
+    return net
+
+
+def ops(net: sedsl.Network) -> list[str]:
+    return [r.op for _, r in records(net.ir)]
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn: Any) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result: torch.Tensor = self.fn(x)
+        return result
+
+
+def test_mean_over_h_and_w() -> None:
+    """MNASNet's head: `x.mean([2, 3])`, which fvcore does not count (global_avgpool it does)."""
+    net = exact(nn.Sequential(nn.Conv2d(3, 8, 3), Lambda(lambda x: x.mean([2, 3])),
+                              nn.Linear(8, 4)))
+    assert "mean" in ops(net) and "global_avgpool" not in ops(net)
+
+
+class SplitConcat(nn.Module):
+    """Split into pieces, a layer per piece, concat (MixNet); chunk and x[:, a:b] (ShuffleNet,
+    GhostNet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 12, 1)
+        self.a, self.b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(8, 8, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        a, b = torch.split(x, [4, 8], dim=1)
+        y = torch.cat([self.a(a), self.b(b)], dim=1)
+        left, right = y.chunk(2, dim=1)
+        return torch.cat([right, left[:, :6, :, :]], 1)
+
+
+def test_split_chunk_slice_and_concat() -> None:
+    net = exact(SplitConcat())
+    assert ops(net).count("channel_slice") == 4
+
+
+def test_channel_shuffle_as_views() -> None:
+    """torchvision's ShuffleNetV2 shuffles by view / transpose / view."""
+    def shuffle(x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.size()
+        x = torch.transpose(x.view(n, 2, c // 2, h, w), 1, 2).contiguous()
+        return x.view(n, -1, h, w)
+
+    net = exact(nn.Sequential(nn.Conv2d(3, 8, 1), Lambda(shuffle), nn.Conv2d(8, 8, 1)))
+    assert "channel_shuffle" in ops(net)
+
+
+def test_tensorflow_same_padding_and_functional_pools() -> None:
+    """timm's Conv2dSame pads unequally (shapes are known while tracing); F.max_pool2d and
+    F.avg_pool2d are the pooling ops."""
+    model = nn.Sequential(timm_layers.Conv2dSame(3, 8, 3, stride=2), nn.ReLU(),
+                          Lambda(lambda x: F.max_pool2d(x, 3, 2, padding=1)),
+                          Lambda(lambda x: F.avg_pool2d(x, 3, stride=1, padding=1,
+                                                        count_include_pad=False)))
+    net = exact(model, size=18)
+    assert ops(net)[1:5] == ["pad", "conv", "relu", "maxpool"]
+
+
+def test_leaky_relu_in_batch_norm_act_and_a_linear_classifier() -> None:
+    """CSPNet's BatchNormAct2d with LeakyReLU; timm's Linear reads its weight (F.linear)."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3),
+                          timm_layers.BatchNormAct2d(8, act_layer=nn.LeakyReLU),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), timm_layers.Linear(8, 5))
+    net = exact(model)
+    assert ops(net)[-1] == "linear" and "leaky_relu" in ops(net)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: convnext.ConvNeXtBlock(16, ls_init_value=0.5),  # timm: conv_mlp=False, gamma
+    lambda: torchvision.models.convnext.CNBlock(16, 0.5, 0.0),  # torchvision: layer_scale
+], ids=["timm", "torchvision"])
+def test_convnext_block_as_channels_first_ops(make: Any) -> None:
+    """Permute, LayerNorm over C, Linear on C, GELU, Linear, layer scale, permute back: the
+    channels-first ops, their tensors under the model's own keys (the layer scale's gains
+    `.weight`). The block owns its layer scale, which transfer_weights' structural matcher
+    reads as one unit for the whole block: the written spec takes the tensors in order (the
+    layer scale after the MLP, where it runs, as its C values)."""
+    model = nn.Sequential()
+    model.add_module("stem", nn.Conv2d(3, 16, 1))
+    model.add_module("block", make())
+    net = exact(model, in_order=True)
+    assert {"layer_norm", "channel_linear", "layer_scale"} <= set(ops(net))
+    keys = set(net.to_torch(fused=False).state_dict())
+    assert {k for k in randomise(model).state_dict() if "gamma" not in k and
+            "layer_scale" not in k} <= keys
+
+
+@pytest.mark.parametrize("bilinear", [False, True])
+def test_upsample(bilinear: bool) -> None:
+    mode = "bilinear" if bilinear else "nearest"
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2, mode=mode),
+                          Lambda(lambda x: F.interpolate(x, scale_factor=2)))
+    assert "upsample" in ops(exact(model))
+
+
+def test_weight_standardisation_and_transformers_are_refused_by_name() -> None:
+    with pytest.raises(sedsl.SpecError, match=r"`0` \(StdConv2d\): standardises its weight"):
+        sedsl.from_torch(nn.Sequential(timm_layers.StdConv2d(3, 8, 3)), input=16)
+    with torch.device("meta"):
+        vit = torchvision.models.vit_b_16()
+    with pytest.raises(sedsl.SpecError, match="VisionTransformer computes on token sequences"):
+        sedsl.from_torch(vit, input=224)
+
+
+@pytest.mark.parametrize(("zoo", "name", "size", "left_out"), [
+    ("torchvision", "mnasnet0_5", 64, ()),  # mean over H x W
+    ("torchvision", "shufflenet_v2_x0_5", 64, ()),  # chunk, concat, channel shuffle
+    ("torchvision", "googlenet", 64, ("aux1", "aux2")),  # heads eval never calls
+    ("torchvision", "inception_v3", 75, ("AuxLogits",)),  # F.avg_pool2d, F.max_pool2d
+    ("timm", "tf_mobilenetv3_small_minimal_100", 64, ()),  # Conv2dSame
+    ("timm", "rexnet_100", 64, ()),  # cat([x[:, :c] + s, x[:, c:]]) as x + pad_channels(s)
+])
+def test_zoo_models_import_exactly(zoo: str, name: str, size: int,
+                                   left_out: tuple[str, ...]) -> None:
+    kwargs = {"init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    model = randomise(torchvision.models.get_model(name, **kwargs) if zoo == "torchvision" else
+                      timm.create_model(name))
+    net = sedsl.from_torch(model, input=size, name=name)
+    dropped = sum(n_params(model.get_submodule(m)) for m in left_out)
+    assert net.cost().se.params == n_params(model) - dropped
+    assert [n.split("`")[1] for n in net.notes] == list(left_out)
+    assert_same_outputs(net.to_torch(fused=False), model, (3, size, size), tol=1e-5)
+    back = sedsl.loads(write_spec(net.base_ir, se_graph=net.ir).text).cost()
+    assert (back.base.params, back.se.params) == (net.cost().base.params, net.cost().se.params)
