@@ -67,18 +67,71 @@ def check(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | Non
         raise ValueError(f"max squeeze needs H*W > 0; got u of shape {tuple(u.shape)}")
 
 
+_CHECKED: set[tuple[Any, ...]] = set()  # argument signatures `check` has passed
+
+
+def _signature(t: Tensor | None) -> tuple[Any, ...] | None:
+    return None if t is None else (t.shape, t.dtype, t.device)
+
+
+def checked(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+            identity: Tensor | None, squeeze: str, excite: str, gate: str, act: str) -> None:
+    """`check`, once per signature (shapes, dtypes, devices, names: all it looks at), so that
+    the calls of a training loop skip the validation; w1 and w2 may be 1x1 conv weights."""
+    key = (*map(_signature, (u, w1, b1, w2, b2, identity)), squeeze, excite, gate, act)
+    if key not in _CHECKED:
+        check(u, _matrix(w1), b1, _matrix(w2), b2, identity, squeeze, excite, gate, act)
+        if len(_CHECKED) > 4096:
+            _CHECKED.clear()
+        _CHECKED.add(key)
+
+
+def _matrix(w: Tensor) -> Tensor:
+    """A 1x1 conv weight (O, I, 1, 1) as its (O, I) matrix, a view."""
+    return w.flatten(1) if w.dim() == 4 else w
+
+
+def _forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+             identity: Tensor | None, squeeze: str, excite: str, gate: str,
+             act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The op's forward: the Triton kernels or the reference, after `checked`."""
+    if use_triton(u):
+        return _forward_triton(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    checked(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    with torch.autocast(u.device.type, enabled=False):  # s in fp32, as the fake promises
+        return reference.forward(u, _matrix(w1), b1, _matrix(w2), b2, identity, squeeze, excite,
+                                 gate, act)
+
+
+def _forward_triton(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+                    identity: Tensor | None, squeeze: str, excite: str, gate: str,
+                    act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    checked(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    out: tuple[Tensor, Tensor, Tensor, Tensor] = kernels().forward(
+        u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    return out
+
+
+_TRITON_SE: list[Any] = []
+
+
+def kernels() -> Any:
+    """sedsl.pytorch.kernels.triton_se, imported on first use (it imports triton)."""
+    if not _TRITON_SE:
+        from sedsl.pytorch.kernels import triton_se
+
+        _TRITON_SE.append(triton_se)
+    return _TRITON_SE[0]
+
+
 @torch.library.custom_op("sedsl::se_block", mutates_args=())
 def se_block_op(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
                 identity: Tensor | None, squeeze: str, excite: str, gate: str,
                 act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(out, z, s, idx) of the SE block; see the module docstring."""
-    check(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
-    with torch.autocast(u.device.type, enabled=False):  # s in fp32, as the fake promises
-        if use_triton(u):
-            from sedsl.pytorch.kernels import triton_se  # imports triton: only when kernels run
-
-            return triton_se.forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
-        return reference.forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    if w1.dim() != 2 or w2.dim() != 2:  # the schema's w1 (R, C), w2 (C, R)
+        check(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    return _forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
 
 
 @se_block_op.register_fake
@@ -99,17 +152,28 @@ def se_block_backward_op(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None,
                          squeeze: str, excite: str, gate: str,
                          act: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(dU, dIdentity, dW1, db1, dW2, db2); absent inputs get empty tensors."""
-    args = (grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z, grad_s,
-            squeeze, excite, gate, act)
-    with torch.autocast(u.device.type, enabled=False):
-        if use_triton(u):
-            from sedsl.pytorch.kernels import triton_se
-
-            grads = triton_se.backward(*args)
-        else:
-            grads = reference.backward(*args)
-    du, di, dw1, db1, dw2, db2 = grads
+    du, di, dw1, db1, dw2, db2 = _backward_impl(grad, u, w1, b1, w2, b2, identity, z, s, idx,
+                                                grad_z, grad_s, squeeze, excite, gate, act)
     return du, _or_empty(di, u), dw1, _or_empty(db1, u), dw2, _or_empty(db2, u)
+
+
+def _backward_impl(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
+                   b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor,
+                   idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None, squeeze: str,
+                   excite: str, gate: str,
+                   act: str) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None, Tensor,
+                                  Tensor | None]:
+    """The op's backward: the Triton kernels or the reference; gradients of 1x1 conv weights
+    come back in their shapes."""
+    if use_triton(u):
+        grads = kernels().backward(grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z,
+                                   grad_s, squeeze, excite, gate, act)
+    else:
+        with torch.autocast(u.device.type, enabled=False):
+            grads = reference.backward(grad, u, _matrix(w1), b1, _matrix(w2), b2, identity, z,
+                                       s, idx, grad_z, grad_s, squeeze, excite, gate, act)
+    du, di, dw1, db1, dw2, db2 = grads
+    return du, di, dw1.view(w1.shape), db1, dw2.view(w2.shape), db2
 
 
 @se_block_backward_op.register_fake
@@ -143,8 +207,11 @@ def _backward(ctx: Any, grad: Tensor, grad_z: Tensor | None, grad_s: Tensor | No
     u, w1, b1, w2, b2, identity, z, s, idx = ctx.saved_tensors
     if grad is None:  # only z or s was used
         grad = torch.zeros_like(u)
-    du, di, dw1, db1, dw2, db2 = torch.ops.sedsl.se_block_backward(
-        grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z, grad_s, *ctx.config)
+    args = (grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z, grad_s, *ctx.config)
+    if getattr(ctx, "direct", False):  # the eager path (_Fused): no dispatcher
+        du, di, dw1, db1, dw2, db2 = _backward_impl(*args)
+    else:
+        du, di, dw1, db1, dw2, db2 = torch.ops.sedsl.se_block_backward(*args)
     has_b1, has_b2, has_identity = ctx.has
     if has_identity and identity is None:  # act == "none": dIdentity = dOut
         di = grad
@@ -155,16 +222,66 @@ def _backward(ctx: Any, grad: Tensor, grad_z: Tensor | None, grad_s: Tensor | No
 se_block_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _Fused(torch.autograd.Function):
+    """The op's autograd without the dispatcher, for eager calls (`_call`): the same forward
+    and backward implementations, setup and saved tensors as the registered op. Going through
+    torch.library's dispatch (the op, its autograd wrapper, the redispatch to the device) costs
+    about as much host time as the four forward launches did after sedsl.pytorch.kernels.launch."""
+
+    @staticmethod
+    def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        # ctx in forward, not a setup_context: apply() would bind the arguments to the
+        # signature with inspect on every call (~20 µs)
+        output = _forward_triton(*args)
+        _setup_context(ctx, args, output)
+        ctx.direct = True
+        return output
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> tuple[Tensor | None, ...]:
+        return _backward(ctx, *grads)
+
+
+_MODES = getattr(torch._C, "_len_torch_dispatch_stack", None)
+_FUNCTORCH = getattr(torch._C, "_are_functorch_transforms_active", None)
+_TRACING = getattr(torch._C, "_get_tracing_state", None)  # TorchScript's torch.jit.trace
+
+
+def _eager(*tensors: Tensor | None) -> bool:
+    """Whether a call may skip the dispatcher: not traced (torch.compile, torch.export,
+    TorchScript as fvcore traces), under no dispatch mode (FlopCounterMode, fake tensors,
+    make_fx) or functorch transform, and no tensor subclass: wherever the op must be seen."""
+    if _MODES is None or _FUNCTORCH is None or _TRACING is None:  # a torch without these
+        return False
+    return not (torch.compiler.is_compiling() or _TRACING() is not None or _MODES()
+                or _FUNCTORCH()
+                or torch.overrides.has_torch_function([t for t in tensors if t is not None]))
+
+
+def _call(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+          identity: Tensor | None, squeeze: str, excite: str, gate: str, act: str,
+          triton: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The op's outputs: eager calls on the Triton path directly (through `_Fused` when a
+    gradient is needed), everything else through `torch.ops.sedsl.se_block`; w1 and w2 as
+    matrices or 1x1 conv weights; `triton`: use_triton(u) when the caller knows it."""
+    if (use_triton(u) if triton is None else triton) and _eager(u, identity):
+        if torch.is_grad_enabled() and any(
+                t is not None and t.requires_grad for t in (u, w1, b1, w2, b2, identity)):
+            out: tuple[Tensor, Tensor, Tensor, Tensor] = _Fused.apply(
+                u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+            return out
+        return _forward_triton(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    result: tuple[Tensor, Tensor, Tensor, Tensor] = torch.ops.sedsl.se_block(
+        u, _matrix(w1), b1, _matrix(w2), b2, identity, squeeze, excite, gate, act)
+    return result
+
+
 def se_block(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
              identity: Tensor | None = None, *, squeeze: str = "avg", excite: str = "relu",
              gate: str = "sigmoid", act: str = "none") -> Tensor:
     """act(gate(excite(squeeze_hw(U) W1^T + b1) W2^T + b2) * U + identity), one fused op;
     w1/w2 as (R, C)/(C, R) matrices or (R, C, 1, 1)/(C, R, 1, 1) 1x1 conv weights."""
-    w1 = w1.flatten(1) if w1.dim() == 4 else w1  # (R, C)
-    w2 = w2.flatten(1) if w2.dim() == 4 else w2  # (C, R)
-    out: Tensor = torch.ops.sedsl.se_block(u, w1, b1, w2, b2, identity, squeeze, excite, gate,
-                                           act)[0]
-    return out
+    return _call(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)[0]
 
 
 class SqueezeExcite(nn.Module):
@@ -184,12 +301,11 @@ class SqueezeExcite(nn.Module):
     def forward(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
         if not use_triton(u):
             return self.plain(u, identity)
-        out, _, s, _ = torch.ops.sedsl.se_block(
-            u, self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1),
-            self.fc2.bias, identity, self.squeeze, self.excite, self.gate, self.act)
-        self.probe(s[:, :, None, None])  # the op's own s, as a view
-        result: Tensor = out
-        return result
+        out, _, s, _ = _call(u, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+                             identity, self.squeeze, self.excite, self.gate, self.act, True)
+        if _hooked(self.probe):
+            self.probe(s[:, :, None, None])  # the op's own s, as a view
+        return out
 
     def plain(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
         """The block as ordinary torch ops: where the kernels do not run (the CPU), eager mode,
@@ -206,3 +322,13 @@ class SqueezeExcite(nn.Module):
     def extra_repr(self) -> str:
         return (f"squeeze={self.squeeze!r}, excite={self.excite!r}, gate={self.gate!r}, "
                 f"act={self.act!r}")
+
+
+def _hooked(m: nn.Module) -> bool:
+    """Whether calling m could run a hook (its own or a global one): the probe is an identity,
+    so without hooks it is skipped (a module call and a view, ~5 µs of an eager block's host
+    time), but under tracing it is always called."""
+    from torch.nn.modules import module as nn_module
+
+    return bool(m._forward_hooks or m._forward_pre_hooks or nn_module._global_forward_hooks
+                or nn_module._global_forward_pre_hooks or not _eager())

@@ -58,8 +58,9 @@ and offsets are int64 when a tensor spans 2^31 elements or more (WIDE).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import functools
+import math
+from typing import Any
 
 import torch
 import triton
@@ -68,6 +69,7 @@ from torch import Tensor
 
 from sedsl.pytorch.kernels import reference
 from sedsl.pytorch.kernels.interpret import interpreting
+from sedsl.pytorch.kernels.launch import Launch
 
 # What `_act` / `_act_grad` and the squeeze kernel implement; sedsl.ir.vocab's `kernel` flags must
 # name exactly these (tests/test_vocab.py checks), so the fusion pass fuses nothing else.
@@ -102,9 +104,12 @@ _SMALL_ARGS = ["N", "C", "R", "HW", "SPLITS", "RB", "CB", "C_PER", "w1_sr", "w1_
                "w2_sc", "w2_sr", "b2_s"]
 
 
+_INTERPRET = interpreting()  # fixed once triton is imported (it reads TRITON_INTERPRET then)
+
+
 def _configs(*warps: int) -> list[triton.Config]:
     """Autotune space (num_warps) on a GPU; a single config under the interpreter."""
-    return [triton.Config({}, num_warps=w) for w in (warps[:1] if interpreting() else warps)]
+    return [triton.Config({}, num_warps=w) for w in (warps[:1] if _INTERPRET else warps)]
 
 
 # --- device functions ---------------------------------------------------------------------------
@@ -752,11 +757,21 @@ _bwd_input_tuned = triton.autotune(_configs(8, 4), key=["NUMEL", "C", "HW"])(_bw
 # --- launchers ----------------------------------------------------------------------------------
 
 
+Meta = tuple[tuple[int, ...], tuple[int, ...]]  # a tensor's (shape, strides): what plans key on
+
+
+def meta(t: Tensor) -> Meta:
+    return tuple(t.shape), t.stride()
+
+
 def layout(t: Tensor) -> tuple[int, int, int, int, int]:
     """(LAYOUT code, sn, sc, sh, sw) of a 4-D tensor for `_offsets`; codes 0-2 flatten h and w
     into one index whose stride sw carries."""
-    _, c, h, w = t.shape
-    sn, sc, sh, sw = t.stride()
+    return _layout(meta(t))
+
+
+def _layout(m: Meta) -> tuple[int, int, int, int, int]:
+    (_, c, h, w), (sn, sc, sh, sw) = m
     if h == 1 or w == 1 or sh == w * sw:
         shw = sh if w == 1 else sw
         if shw == 1 or h * w == 1:
@@ -769,8 +784,23 @@ def layout(t: Tensor) -> tuple[int, int, int, int, int]:
 
 def wide(*tensors: Tensor) -> bool:
     """True when an element offset of one of the tensors does not fit in int32."""
-    return any(sum((d - 1) * abs(st) for d, st in zip(t.shape, t.stride(), strict=True))
-               > _INT32_MAX or t.numel() > _INT32_MAX for t in tensors)
+    return _wide(*map(meta, tensors))
+
+
+def _wide(*metas: Meta) -> bool:
+    return any(sum((d - 1) * abs(st) for d, st in zip(shape, stride, strict=True))
+               > _INT32_MAX or math.prod(shape) > _INT32_MAX for shape, stride in metas)
+
+
+def _contiguous(m: Meta) -> bool:
+    """Tensor.is_contiguous() from (shape, strides): row-major, size-1 dims anything."""
+    shape, stride = m
+    want = 1
+    for d, st in zip(reversed(shape), reversed(stride), strict=True):
+        if d != 1 and st != want:
+            return False
+        want *= d
+    return True
 
 
 def _pow2(n: int) -> int:
@@ -889,28 +919,53 @@ def excite_bytes(n: int, c: int, r: int, splits: int, wsize: int, bias: bool,
     return {"_excite_bwd_kernel": bwd, "_excite_wgrad_kernel": wgrad}
 
 
-@contextlib.contextmanager
-def _device(t: Tensor) -> Iterator[None]:
-    if t.is_cuda:
-        with torch.cuda.device(t.device):
-            yield
-    else:
-        yield
+# --- plans: every launch's grid, integer arguments and constexprs, cached per shape -------------
+#
+# A plan depends only on shapes, strides, element sizes and the block's choices, so each is
+# computed once per shape and kept (functools.lru_cache): a call then costs a dictionary lookup
+# and its launches (sedsl.pytorch.kernels.launch), not the tile arithmetic and Triton's argument
+# binding again (bench/se_host_overhead.py measures it).
+
+
+def _tunables() -> tuple[Any, ...]:
+    """The tile sizes and thresholds above (tests change some) and the interpreter switch: part
+    of every plan's cache key."""
+    return (_STREAM_BYTES, _STREAM_ELEMS, _REDUCE_BYTES, _REDUCE_ELEMS, _REDUCE_PROGRAMS,
+            _SPLIT_STEPS, _EXCITE_PROGRAMS, _PRODUCT, _FC_ROWS, _WGRAD_TILE, _INT32_MAX,
+            _FLAT_MIN_HW, _INTERPRET)
+
+
+_plan = functools.lru_cache(maxsize=4096)
+
+
+def elsewhere(t: Tensor) -> bool:
+    """Whether t is on a GPU other than the current one (Triton launches on the current
+    device: the caller switches with torch.cuda.device)."""
+    return t.is_cuda and t.get_device() != torch.cuda.current_device()
+
+
+@_plan
+def _squeeze_plan(um: Meta, itemsize: int, is_max: bool,
+                  _tun: tuple[Any, ...]) -> tuple[Launch, int]:
+    """(the squeeze launch on (U, partial z, partial ties), number of splits S)."""
+    n, c, h, w = um[0]
+    code, sn, sc, sh, sw = _layout(um)
+    bc, bhw = reduce_tile(c, h * w, code == 1, itemsize)
+    cb = _cdiv(c, bc)
+    s, split_len = splits(n, cb, h * w, bhw)
+    launch = Launch(_squeeze_tuned, s * cb * n, (n, c, h * w, w, sn, sc, sh, sw, cb, s, split_len),
+                    {"U_LAYOUT": code, "MAX": is_max, "WIDE": _wide(um), "BLOCK_C": bc,
+                     "BLOCK_HW": bhw})
+    return launch, s
 
 
 def _squeeze_partials(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     """Partial squeezes (S, N, C) fp32 and, for "max", partial tie counts (S, N, C) int32."""
-    n, c, h, w = u.shape
-    code, sn, sc, sh, sw = layout(u)
-    bc, bhw = reduce_tile(c, h * w, code == 1, u.element_size())
-    cb = _cdiv(c, bc)
-    s, split_len = splits(n, cb, h * w, bhw)
+    launch, s = _squeeze_plan(meta(u), u.element_size(), mode == "max", _tunables())
+    n, c = u.shape[:2]
     zp = u.new_empty((s, n, c), dtype=torch.float32)
     cp = u.new_empty((s, n, c) if mode == "max" else (0,), dtype=torch.int32)
-    with _device(u):
-        _squeeze_tuned[(s * cb * n,)](
-            u, zp, cp, n, c, h * w, w, sn, sc, sh, sw, cb, s, split_len, U_LAYOUT=code,
-            MAX=mode == "max", WIDE=wide(u), BLOCK_C=bc, BLOCK_HW=bhw)
+    launch(u, zp, cp)
     return zp, cp
 
 
@@ -925,6 +980,37 @@ def squeeze(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     return z, torch.where(zp == z, cp, 0).sum(0, dtype=torch.int32)
 
 
+Weights = tuple[tuple[int, int], int | None, tuple[int, int], int | None]  # W1, b1, W2, b2 strides
+
+
+def _weights(w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None) -> Weights:
+    """The weights' strides (None for an absent bias): what the excitation plans key on. W1
+    and W2 may be 1x1 conv weights (R, C, 1, 1) and (C, R, 1, 1): their first two strides are
+    the matrix's."""
+    return ((w1.stride(0), w1.stride(1)), None if b1 is None else b1.stride(0),
+            (w2.stride(0), w2.stride(1)), None if b2 is None else b2.stride(0))
+
+
+@_plan
+def _excite_plan(n: int, c: int, r: int, sp: int, ws: Weights, is_max: bool, excite_act: str,
+                 gate: str, _tun: tuple[Any, ...]) -> tuple[Launch, Launch]:
+    """The fc1 launch on (partials, partial ties, z, ties, W1, b1, h) and the fc2 launch on
+    (h, W2, b2, s)."""
+    (w1_sr, w1_sc), b1_s, (w2_sc, w2_sr), b2_s = ws
+    bm, br, bk = fc1_tiles(n, c, r)
+    rb = _cdiv(n, bm)
+    fc1 = Launch(_excite_fc1_kernel, rb * _cdiv(r, br), (n, c, r, sp, w1_sr, w1_sc, b1_s or 0, rb),
+                 {"MAX": is_max, "HAS_B1": b1_s is not None, "EXCITE": excite_act,
+                  "BLOCK_M": bm, "BLOCK_R": br, "BLOCK_K": bk})
+    bm, br, bc, c_per = fc2_tiles(n, c, r)
+    rb = _cdiv(n, bm)
+    fc2 = Launch(_excite_fc2_kernel, rb * _cdiv(c, c_per),
+                 (n, c, r, w2_sc, w2_sr, b2_s or 0, rb, c_per),
+                 {"HAS_B2": b2_s is not None, "GATE": gate, "BLOCK_M": bm, "BLOCK_R": br,
+                  "BLOCK_C": bc})
+    return fc1, fc2
+
+
 def excite(zp: Tensor, cp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
            b2: Tensor | None, squeeze_mode: str, excite_act: str,
            gate: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -934,72 +1020,67 @@ def excite(zp: Tensor, cp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
     sp, n, c = zp.shape
     r = w1.shape[0]
     is_max = squeeze_mode == "max"
+    fc1, fc2 = _excite_plan(n, c, r, sp, _weights(w1, b1, w2, b2), is_max, excite_act, gate,
+                            _tunables())
     z = zp[0] if sp == 1 else zp.new_empty((n, c))
     cnt = (cp[0] if sp == 1 else cp.new_empty((n, c))) if is_max else cp
     h, s = zp.new_empty((n, r)), zp.new_empty((n, c))
-    bm, br, bk = fc1_tiles(n, c, r)
-    rb = _cdiv(n, bm)
-    with _device(zp):
-        _excite_fc1_kernel[(rb * _cdiv(r, br),)](
-            zp, cp, z, cnt, w1, w1 if b1 is None else b1, h, n, c, r, sp,
-            w1.stride(0), w1.stride(1), _stride(b1), rb, MAX=is_max,
-            HAS_B1=b1 is not None, EXCITE=excite_act, BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk)
-        bm, br, bc, c_per = fc2_tiles(n, c, r)
-        rb = _cdiv(n, bm)
-        _excite_fc2_kernel[(rb * _cdiv(c, c_per),)](
-            h, w2, w2 if b2 is None else b2, s, n, c, r, w2.stride(0), w2.stride(1),
-            _stride(b2), rb, c_per, HAS_B2=b2 is not None, GATE=gate, BLOCK_M=bm, BLOCK_R=br,
-            BLOCK_C=bc)
+    fc1(zp, cp, z, cnt, w1, w1 if b1 is None else b1, h)
+    fc2(h, w2, w2 if b2 is None else b2, s)
     return z, cnt, s
 
 
 def _excite_programs() -> int:
     """_EXCITE_PROGRAMS, or 4 under the interpreter (which runs programs one after another)."""
-    return 4 if interpreting() else _EXCITE_PROGRAMS
+    return 4 if _INTERPRET else _EXCITE_PROGRAMS
 
 
-def _stride(t: Tensor | None) -> int:
-    return 0 if t is None else t.stride(0)
+def _stream_grid(um: Meta, itemsize: int,
+                 flat: bool) -> tuple[int, tuple[int, int], dict[str, int]]:
+    """(grid, (HB, CB), tile constexprs) of an elementwise launch over U's shape."""
+    n, c, h, w = um[0]
+    if flat:
+        numel = n * c * h * w
+        block = min(_pow2(numel), _STREAM_BYTES // itemsize, _STREAM_ELEMS)
+        span = _pow2(_cdiv(block, h * w) + 1)
+        return _cdiv(numel, block), (1, 1), {"FLAT_HW": h * w, "SPAN": span, "BLOCK_C": 1,
+                                              "BLOCK_HW": block}
+    bc, bhw = stream_tile(c, h * w, _layout(um)[0] == 1, itemsize)
+    hb, cb = _cdiv(h * w, bhw), _cdiv(c, bc)
+    return n * cb * hb, (hb, cb), {"FLAT_HW": 0, "SPAN": 1, "BLOCK_C": bc, "BLOCK_HW": bhw}
 
 
-def _flat(*tensors: Tensor) -> bool:
+def _flat(*metas: Meta) -> bool:
     """Whether the elementwise kernels may index the tensors as one flat NCHW array: all
     contiguous, and planes of at least _FLAT_MIN_HW (smaller ones would touch too many
     channels per program)."""
-    return all(t.is_contiguous() for t in tensors) and \
-        tensors[0].shape[2] * tensors[0].shape[3] >= _FLAT_MIN_HW
+    _, _, h, w = metas[0][0]
+    return all(map(_contiguous, metas)) and h * w >= _FLAT_MIN_HW
 
 
-def _stream_grid(u: Tensor, flat: bool) -> tuple[tuple[int], dict[str, int]]:
-    """(grid, tile arguments) of an elementwise launch over U's shape."""
-    n, c, h, w = u.shape
-    if flat:
-        block = min(_pow2(u.numel()), _STREAM_BYTES // u.element_size(), _STREAM_ELEMS)
-        span = _pow2(_cdiv(block, h * w) + 1)
-        return (_cdiv(u.numel(), block),), {"HB": 1, "CB": 1, "FLAT_HW": h * w, "SPAN": span,
-                                            "BLOCK_C": 1, "BLOCK_HW": block}
-    bc, bhw = stream_tile(c, h * w, layout(u)[0] == 1, u.element_size())
-    hb, cb = _cdiv(h * w, bhw), _cdiv(c, bc)
-    return (n * cb * hb,), {"HB": hb, "CB": cb, "FLAT_HW": 0, "SPAN": 1, "BLOCK_C": bc,
-                            "BLOCK_HW": bhw}
+@_plan
+def _scale_plan(um: Meta, im: Meta, om: Meta, itemsize: int, has_identity: bool, act: str,
+                _tun: tuple[Any, ...]) -> Launch:
+    """The scale launch on (U, identity or U, s, out)."""
+    n, c, h, w = um[0]
+    ucode, *ust = _layout(um)
+    icode, *ist = _layout(im)
+    ocode, *ost = _layout(om)
+    flat = _flat(um, im, om)
+    grid, (hb, cb), tiles = _stream_grid(um, itemsize, flat)
+    return Launch(_scale_tuned, grid, (n * c * h * w, c, h * w, w, *ust, *ist, *ost, hb, cb),
+                  {"FLAT": flat, "U_LAYOUT": ucode, "I_LAYOUT": icode, "O_LAYOUT": ocode,
+                   "HAS_IDENTITY": has_identity, "ACT": act, "WIDE": _wide(um, im, om),
+                   **tiles})
 
 
 def scale(u: Tensor, s: Tensor, identity: Tensor | None, act: str) -> Tensor:
     """act(s[:, :, None, None] * U + identity) in U's dtype and layout."""
-    _, c, h, w = u.shape
     out = torch.empty_like(u)
     ident = identity if identity is not None else u
-    ucode, *ust = layout(u)
-    icode, *ist = layout(ident)
-    ocode, *ost = layout(out)
-    flat = _flat(u, ident, out)
-    grid, tiles = _stream_grid(u, flat)
-    hb, cb = tiles.pop("HB"), tiles.pop("CB")
-    with _device(u):
-        _scale_tuned[grid](
-            u, ident, s, out, u.numel(), c, h * w, w, *ust, *ist, *ost, hb, cb, FLAT=flat,
-            U_LAYOUT=ucode, I_LAYOUT=icode, O_LAYOUT=ocode, HAS_IDENTITY=identity is not None,
-            ACT=act, WIDE=wide(u, ident, out), **tiles)
+    launch = _scale_plan(meta(u), meta(ident), meta(out), u.element_size(),
+                         identity is not None, act, _tunables())
+    launch(u, ident, s, out)
     return out
 
 
@@ -1007,9 +1088,13 @@ def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | N
             identity: Tensor | None, squeeze_mode: str, excite_act: str, gate: str,
             act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The op's outputs (out, z, s, ties) by the four forward launches."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return forward(u, w1, b1, w2, b2, identity, squeeze_mode, excite_act, gate, act)
     if EXCITATION == "torch":
         z, cnt = squeeze(u, squeeze_mode)
-        s = reference.excitation(z, w1, b1, w2, b2, excite_act, gate)
+        with torch.autocast(u.device.type, enabled=False):  # s in fp32
+            s = reference.excitation(z, w1.flatten(1), b1, w2.flatten(1), b2, excite_act, gate)
     else:
         zp, cp = _squeeze_partials(u, squeeze_mode)
         z, cnt, s = excite(zp, cp, w1, b1, w2, b2, squeeze_mode, excite_act, gate)
@@ -1027,28 +1112,62 @@ def gate_grad(s: Tensor, gate: str) -> Tensor:
     return ((s > 0.0) & (s < 1.0)).to(s.dtype) / 6.0
 
 
+@_plan
+def _reduce_plan(gm: Meta, um: Meta, im: Meta, ym: Meta, itemsize: int, has_identity: bool,
+                 act: str, gate: str, store_gy: bool,
+                 _tun: tuple[Any, ...]) -> tuple[Launch, int]:
+    """(the backward reduce launch on (dOut, U, identity or U, s, partial dpre2, dY or U),
+    number of splits S)."""
+    n, c, h, w = um[0]
+    gcode, *gst = _layout(gm)
+    ucode, *ust = _layout(um)
+    icode, *ist = _layout(im)
+    ycode, *yst = _layout(ym)
+    bc, bhw = reduce_tile(c, h * w, ucode == 1, itemsize)
+    cb = _cdiv(c, bc)
+    sp, split_len = splits(n, cb, h * w, bhw)
+    big = _wide(gm, um, im, *([ym] if store_gy else []))
+    launch = Launch(_bwd_reduce_tuned, sp * cb * n,
+                    (n, c, h * w, w, *gst, *ust, *ist, *yst, cb, sp, split_len),
+                    {"G_LAYOUT": gcode, "U_LAYOUT": ucode, "I_LAYOUT": icode, "Y_LAYOUT": ycode,
+                     "HAS_IDENTITY": has_identity, "ACT": act, "GATE": gate,
+                     "STORE_GY": store_gy, "WIDE": big, "BLOCK_C": bc, "BLOCK_HW": bhw})
+    return launch, sp
+
+
 def reduce_backward(grad: Tensor, u: Tensor, identity: Tensor | None, s: Tensor,
                     gate: str, act: str, store_gy: bool) -> tuple[Tensor, Tensor | None]:
     """(partial dpre2 (S, N, C) fp32, dY in the identity's layout when `store_gy`)."""
-    n, c, h, w = u.shape
+    n, c = u.shape[:2]
     gy = torch.empty_like(identity if identity is not None else u) if store_gy else None
     ident = identity if identity is not None else u
-    gcode, *gst = layout(grad)
-    ucode, *ust = layout(u)
-    icode, *ist = layout(ident)
-    ycode, *yst = layout(gy if gy is not None else u)
-    bc, bhw = reduce_tile(c, h * w, ucode == 1, u.element_size())
-    cb = _cdiv(c, bc)
-    sp, split_len = splits(n, cb, h * w, bhw)
+    gyt = u if gy is None else gy
+    launch, sp = _reduce_plan(meta(grad), meta(u), meta(ident), meta(gyt), u.element_size(),
+                              identity is not None, act, gate, store_gy, _tunables())
     dsp = u.new_empty((sp, n, c), dtype=torch.float32)
-    big = wide(grad, u, ident, *([gy] if gy is not None else []))
-    with _device(u):
-        _bwd_reduce_tuned[(sp * cb * n,)](
-            grad, u, ident, s, dsp, u if gy is None else gy, n, c, h * w, w, *gst, *ust, *ist,
-            *yst, cb, sp, split_len, G_LAYOUT=gcode, U_LAYOUT=ucode, I_LAYOUT=icode,
-            Y_LAYOUT=ycode, HAS_IDENTITY=identity is not None, ACT=act, GATE=gate,
-            STORE_GY=store_gy, WIDE=big, BLOCK_C=bc, BLOCK_HW=bhw)
+    launch(grad, u, ident, s, dsp, gyt)
     return dsp, gy
+
+
+@_plan
+def _excite_backward_plan(n: int, c: int, r: int, sp: int, ws: Weights, excite_act: str,
+                          _tun: tuple[Any, ...]) -> tuple[Launch, Launch]:
+    """The row-block launch on (z, partial dpre2, W1, b1, W2, h, dpre1, dpre2) and the
+    weight-gradient launch on (z, h, dpre1, dpre2, W1, dz, dW1, db1, dW2, db2)."""
+    (w1_sr, w1_sc), b1_s, (w2_sc, w2_sr), b2_s = ws
+    bm, br, bk = bwd_tiles(n, c, r)
+    _, bc1, bn1, bc2, bn2 = wgrad_tiles(n, c, r)
+    cb = _cdiv(c, bc1)
+    rows = Launch(_excite_bwd_kernel, _cdiv(n, bm),
+                  (n, c, r, sp, w1_sr, w1_sc, b1_s or 0, w2_sc, w2_sr),
+                  {"HAS_B1": b1_s is not None, "EXCITE": excite_act, "BLOCK_M": bm,
+                   "BLOCK_R": br, "BLOCK_K": bk, "BLOCK_C": bk},
+                  {"num_warps": _BWD_WARPS if bm * br >= 1024 else 4})
+    wgrad = Launch(_excite_wgrad_kernel, cb + _cdiv(c, bc2), (n, c, r, w1_sr, w1_sc, cb),
+                   {"HAS_B1": b1_s is not None, "HAS_B2": b2_s is not None, "BLOCK_R": br,
+                    "BLOCK_C1": bc1, "BLOCK_N1": bn1, "BLOCK_C2": bc2, "BLOCK_N2": bn2},
+                   {"num_warps": _BWD_WARPS})
+    return rows, wgrad
 
 
 def excite_backward(z: Tensor, dsp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
@@ -1059,52 +1178,48 @@ def excite_backward(z: Tensor, dsp: Tensor, w1: Tensor, b1: Tensor | None, w2: T
     weight gradients)."""
     n, c = z.shape
     r = w1.shape[0]
+    rows, wgrad = _excite_backward_plan(n, c, r, dsp.shape[0], _weights(w1, b1, w2, b2),
+                                        excite_act, _tunables())
     dz = z.new_empty((n, c))
     d2 = dsp[0] if dsp.shape[0] == 1 else z.new_empty((n, c))  # one split: dpre2 itself
     h, d1 = z.new_empty((n, r)), z.new_empty((n, r))
-    flags = {"HAS_B1": b1 is not None, "HAS_B2": b2 is not None}
     dw1 = w1.new_empty((r, c))
     dw2 = w2.new_empty((c, r))
     db1 = None if b1 is None else b1.new_empty((r,))
     db2 = None if b2 is None else b2.new_empty((c,))
-    bm, br, bk = bwd_tiles(n, c, r)
-    _, bc1, bn1, bc2, bn2 = wgrad_tiles(n, c, r)
-    cb = _cdiv(c, bc1)
-    with _device(z):
-        _excite_bwd_kernel[(_cdiv(n, bm),)](
-            z, dsp, w1, w1 if b1 is None else b1, w2, h, d1, d2, n, c, r, dsp.shape[0],
-            w1.stride(0), w1.stride(1), _stride(b1), w2.stride(0), w2.stride(1),
-            HAS_B1=b1 is not None, EXCITE=excite_act, BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk,
-            BLOCK_C=bk, num_warps=_BWD_WARPS if bm * br >= 1024 else 4)
-        _excite_wgrad_kernel[(cb + _cdiv(c, bc2),)](
-            z, h, d1, d2, w1, dz, dw1, dw1 if db1 is None else db1, dw2,
-            dw2 if db2 is None else db2, n, c, r, w1.stride(0), w1.stride(1), cb, **flags,
-            BLOCK_R=br, BLOCK_C1=bc1, BLOCK_N1=bn1, BLOCK_C2=bc2, BLOCK_N2=bn2,
-            num_warps=_BWD_WARPS)
+    rows(z, dsp, w1, w1 if b1 is None else b1, w2, h, d1, d2)
+    wgrad(z, h, d1, d2, w1, dz, dw1, dw1 if db1 is None else db1, dw2,
+          dw2 if db2 is None else db2)
     return dz, dw1, db1, dw2, db2
+
+
+@_plan
+def _input_plan(gm: Meta, um: Meta, im: Meta, dm: Meta, itemsize: int, has_identity: bool,
+                act: str, is_max: bool, _tun: tuple[Any, ...]) -> Launch:
+    """The input-gradient launch on (g, U, identity or U, s, dz, z, ties or dz, dU)."""
+    n, c, h, w = um[0]
+    gcode, *gst = _layout(gm)
+    ucode, *ust = _layout(um)
+    icode, *ist = _layout(im)
+    dcode, *dst = _layout(dm)
+    flat = _flat(gm, um, im, dm)
+    grid, (hb, cb), tiles = _stream_grid(um, itemsize, flat)
+    return Launch(_bwd_input_tuned, grid,
+                  (n * c * h * w, c, h * w, w, *gst, *ust, *ist, *dst, hb, cb),
+                  {"FLAT": flat, "G_LAYOUT": gcode, "U_LAYOUT": ucode, "I_LAYOUT": icode,
+                   "D_LAYOUT": dcode, "NEED_Y": act != "none", "HAS_IDENTITY": has_identity,
+                   "ACT": act, "MAX": is_max, "WIDE": _wide(gm, um, im, dm), **tiles})
 
 
 def input_backward(g: Tensor, u: Tensor, identity: Tensor | None, s: Tensor, dz: Tensor,
                    z: Tensor, ties: Tensor, squeeze_mode: str, act: str) -> Tensor:
     """dU (U's dtype and layout) from g = dOut when act != "none" needs y, else g = dY."""
-    _, c, h, w = u.shape
     du = torch.empty_like(u)
     ident = identity if identity is not None else u
-    gcode, *gst = layout(g)
-    ucode, *ust = layout(u)
-    icode, *ist = layout(ident)
-    dcode, *dst = layout(du)
-    flat = _flat(g, u, ident, du)
-    grid, tiles = _stream_grid(u, flat)
-    hb, cb = tiles.pop("HB"), tiles.pop("CB")
     is_max = squeeze_mode == "max"
-    with _device(u):
-        _bwd_input_tuned[grid](
-            g, u, ident, s, dz, z, ties if is_max else dz, du, u.numel(), c, h * w, w, *gst,
-            *ust, *ist, *dst, hb, cb, FLAT=flat, G_LAYOUT=gcode, U_LAYOUT=ucode,
-            I_LAYOUT=icode, D_LAYOUT=dcode, NEED_Y=act != "none",
-            HAS_IDENTITY=identity is not None, ACT=act, MAX=is_max,
-            WIDE=wide(g, u, ident, du), **tiles)
+    launch = _input_plan(meta(g), meta(u), meta(ident), meta(du), u.element_size(),
+                         identity is not None, act, is_max, _tunables())
+    launch(g, u, ident, s, dz, z, ties if is_max else dz, du)
     return du
 
 
@@ -1115,6 +1230,10 @@ def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
                                            Tensor, Tensor | None]:
     """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity only when identity is given; `idx` is
     the tie count of the max squeeze."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return backward(grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z, grad_s,
+                            squeeze_mode, excite_act, gate, act)
     has_id = identity is not None
     dsp, gy = reduce_backward(grad, u, identity, s, gate, act, store_gy=has_id)
     if grad_s is not None:  # only when s itself is used: autograd passes None otherwise
