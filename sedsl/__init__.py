@@ -34,6 +34,15 @@ def transfer_weights(src: Any, dst: nn.Module, input: Any = None) -> nn.Module:
     return transfer(src, dst, input)
 
 
+def fvcore_handles() -> dict[str, Any]:
+    """fvcore op handles for sedsl's fused ops:
+    `FlopCountAnalysis(model, x).set_op_handle(**sedsl.fvcore_handles())` counts a fused model
+    as its plain lowering (see sedsl.pytorch.flops)."""
+    from sedsl.pytorch.flops import fvcore_handles as handles
+
+    return dict(handles())
+
+
 def __getattr__(name: str) -> Any:
     """`load`, `loads` and `Network` import the compiler (networkx, lark) on first use only."""
     if name in ("Network", "load", "loads"):
@@ -43,5 +52,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sedsl' has no attribute {name!r}")
 
 
-__all__ = ["CompilerError", "Network", "Span", "SpecError", "__version__", "from_torch", "load",
-           "loads", "transfer_weights"]
+__all__ = ["CompilerError", "Network", "Span", "SpecError", "__version__", "from_torch",
+           "fvcore_handles", "load", "loads", "transfer_weights"]

@@ -470,3 +470,20 @@ def test_eager_path_is_the_op(case: Case) -> None:
     assert torch.equal(eager, via_op)
     for a, b in zip(_grads(eager, t, grad), _grads(via_op, t, grad), strict=True):
         assert torch.equal(a, b)
+
+
+def test_counters_and_tracers_see_the_op() -> None:
+    """The eager path skips the dispatcher only where nothing watches: FlopCounterMode counts
+    the op and its backward by their formulas (4NCR + 8NCR: the plain lowering's two 1x1
+    convolutions and their input and weight gradients), TorchScript records the op."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = make_inputs(SHAPE, 4, SE_RESNET)
+    n, c = SHAPE[:2]
+    with FlopCounterMode(display=False) as counter:
+        out = _fused(SE_RESNET, t)
+        _grads(out, t, torch.ones_like(out))
+    assert counter.get_total_flops() == 12 * n * c * 4
+    args = [t[k].detach() if t[k] is not None else None for k in NAMES]
+    traced = torch.jit.trace(lambda u: se_block(u, *args[1:], act="relu"), args[0])
+    assert "sedsl::se_block" in str(traced.graph)

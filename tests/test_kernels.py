@@ -408,3 +408,17 @@ def test_kernel_vocabulary() -> None:
 
     assert triton_se.KERNEL_ACTIVATIONS == vocab.KERNEL_ACTIVATIONS <= set(reference.ACTIVATIONS)
     assert triton_se.KERNEL_SQUEEZES == vocab.KERNEL_SQUEEZES <= set(reference.SQUEEZES)
+
+
+def test_every_activation_has_torchs_derivative() -> None:
+    """reference.ACTIVATION_GRADS (ATen backward ops) has one entry per vocabulary activation
+    and equals autograd's derivative, kinks included."""
+    from sedsl.pytorch.kernels import reference
+
+    assert set(reference.ACTIVATION_GRADS) == set(reference.ACTIVATIONS)
+    x = torch.cat([torch.linspace(-7, 7, 57), torch.tensor([-3.0, 0.0, 3.0, 6.0])]).double()
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name, fn in reference.ACTIVATIONS.items():
+        leaf = x.clone().requires_grad_()
+        (want,) = torch.autograd.grad(fn(leaf), leaf, g)
+        torch.testing.assert_close(reference.activation_grad(name, x, g), want, msg=name)

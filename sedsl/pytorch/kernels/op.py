@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from sedsl.ir import vocab
+from sedsl.pytorch.flops import install_flop_formulas
 from sedsl.pytorch.kernels import reference
 from sedsl.pytorch.kernels.interpret import interpreting
 
@@ -220,6 +221,7 @@ def _backward(ctx: Any, grad: Tensor, grad_z: Tensor | None, grad_s: Tensor | No
 
 
 se_block_op.register_autograd(_backward, setup_context=_setup_context)
+install_flop_formulas()  # FlopCounterMode counts the op as the plain lowering's convolutions
 
 
 class _Fused(torch.autograd.Function):

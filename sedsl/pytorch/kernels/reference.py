@@ -54,14 +54,26 @@ def activate(name: str, x: Tensor) -> Tensor:
 
 
 def activation_grad(name: str, x: Tensor, grad: Tensor) -> Tensor:
-    """grad * d`name`(x)/dx, by torch's own derivative of the activation (so every entry of the
-    vocabulary has one, with torch's values at the kinks)."""
+    """grad * d`name`(x)/dx by torch's own backward of the activation (so every entry of the
+    vocabulary has one, with torch's values at the kinks). The ATen backward ops, not
+    torch.func.vjp: the op's implementation runs below the autograd key, and under a dispatch
+    mode (FlopCounterMode) functorch's transforms fail there."""
     if name == "none":
         return grad
-    # torch.func, not torch.autograd: the op's implementation runs below the autograd key
-    vjp = torch.func.vjp(ACTIVATIONS[name], x)[1]
-    dx: Tensor = vjp(grad)[0]
-    return dx
+    return ACTIVATION_GRADS[name](x, grad)
+
+
+_aten = torch.ops.aten
+ACTIVATION_GRADS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "relu": lambda x, g: _aten.threshold_backward(g, x, 0),
+    "relu6": lambda x, g: _aten.hardtanh_backward(g, x, 0.0, 6.0),
+    "silu": lambda x, g: _aten.silu_backward(g, x),
+    "hardswish": lambda x, g: _aten.hardswish_backward(g, x),
+    "sigmoid": lambda x, g: _aten.sigmoid_backward(g, torch.sigmoid(x)),
+    "hardsigmoid": lambda x, g: _aten.hardsigmoid_backward(g, x),
+    "tanh": lambda x, g: _aten.tanh_backward(g, torch.tanh(x)),
+    "gelu": lambda x, g: _aten.gelu_backward(g, x),
+}
 
 
 def activate_(name: str, x: Tensor) -> Tensor:
