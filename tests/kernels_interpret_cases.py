@@ -487,3 +487,41 @@ def test_counters_and_tracers_see_the_op() -> None:
     args = [t[k].detach() if t[k] is not None else None for k in NAMES]
     traced = torch.jit.trace(lambda u: se_block(u, *args[1:], act="relu"), args[0])
     assert "sedsl::se_block" in str(traced.graph)
+
+
+@pytest.mark.parametrize("identity", [True, False], ids=["id", "no-id"])
+def test_relu_mask_comes_from_the_output(identity: bool) -> None:
+    """ReLU's derivative is taken from the op's output, as torch's relu backward takes it from
+    its result (threshold_backward): where y is positive in fp32 but rounds to 0 in fp16, the
+    derivative is 0 (with y recomputed in fp32 it was 1), so dIdentity is dOut * (out > 0) and
+    dU there is the squeeze's share alone. The inputs put y there: W2 = 0 makes s =
+    sigmoid(-0.3) ~ 0.43 whatever U is; with an identity, U of ~2^-15 and identity =
+    -fp16(s * U) leave |y| <= 2^-25; without, U = 2^-24 leaves y = s * 2^-24 < 2^-25."""
+    n, c, h, w = 1, 8, 4, 4
+    case = Case("avg", "relu", "sigmoid", "relu", identity)
+    t = make_inputs((n, c, h, w), 2, case, torch.float16)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        t["w2"].zero_()
+        t["b2"].fill_(-0.3)
+        t["u"].copy_(torch.randn((n, c, h, w), generator=gen) * 2.0**-15 if identity else
+                     torch.randint(-3, 4, (n, c, h, w), generator=gen) * 2.0**-24)
+        s = torch.ops.sedsl.se_block(*(t[k] for k in NAMES), "avg", "relu", "sigmoid",
+                                     "relu")[2][:, :, None, None]  # fp32 (N, C, 1, 1)
+        su = s * t["u"].float()  # what the kernels compute, in fp32
+        if identity:
+            t["identity"].copy_(-su)  # rounded to fp16
+        y = su + (t["identity"].float() if identity else 0.0)
+    near = (y > 0) & (y.half() == 0)  # relu'(y) = 1 in fp32, 0 from the fp16 output
+    assert near.sum() >= 2
+    out = _fused(case, t)
+    assert torch.equal(out[near], torch.zeros_like(out[near]))
+    grad = torch.randn((n, c, h, w), generator=gen).half()
+    grads = dict(zip([k for k in NAMES if t[k] is not None], _grads(out, t, grad), strict=True))
+    mask = out > 0
+    if identity:
+        assert torch.equal(grads["identity"], grad * mask)
+    du = grads["u"].float()  # g * s + dz / HW, g = 0 off the mask: the same within a channel
+    hi = torch.where(mask, float("-inf"), du).amax((2, 3))
+    lo = torch.where(mask, float("inf"), du).amin((2, 3))
+    assert torch.equal(hi, lo)

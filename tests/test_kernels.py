@@ -36,6 +36,14 @@ MODULES: dict[str, type[nn.Module]] = {
 def torch_se(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
              identity: Tensor | None, squeeze: str, excite: str, gate: str, act: str) -> Tensor:
     """The SE block in float64 from torch.nn pieces; w1 (R, C), w2 (C, R)."""
+    y, _ = pre_activation(u, w1, b1, w2, b2, identity, squeeze, excite, gate)
+    return MODULES[act]()(y)
+
+
+def pre_activation(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+                   identity: Tensor | None, squeeze: str, excite: str,
+                   gate: str) -> tuple[Tensor, Tensor]:
+    """(y = s * U + identity, its magnitude |s * U| + |identity|) in float64."""
     r, c = w1.shape
     x = u.double()
     pool = nn.AdaptiveAvgPool2d(1) if squeeze == "avg" else nn.AdaptiveMaxPool2d(1)
@@ -44,9 +52,37 @@ def torch_se(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | 
     h = MODULES[excite]()(F.conv2d(pool(x), w1.double().view(r, c, 1, 1), b1d))  # (N, R, 1, 1)
     s = MODULES[gate]()(F.conv2d(h, w2.double().view(c, r, 1, 1), b2d))  # (N, C, 1, 1)
     y = x * s
+    size = y.abs()
     if identity is not None:
         y = y + identity.double()
-    return MODULES[act]()(y)
+        size = size + identity.double().abs()
+    return y, size
+
+
+# Where each post-activation's derivative jumps.
+KINKS = {"relu": (0.0,), "relu6": (0.0, 6.0), "hardsigmoid": (-3.0, 3.0),
+         "hardswish": (-3.0, 3.0)}
+
+
+def at_kinks(inputs: dict[str, Tensor | None], case: Case, dtype: torch.dtype) -> Tensor:
+    """The elements whose pre-activation y lies within rounding of a kink of the post-activation,
+    where the derivative (0 or 1 for relu) is decided by rounding, not by the block: within
+    2^-18 of |s * U| + |identity| (the kernels compute y in fp32 from an fp32 s, the reference
+    in float64), or below half the dtype's smallest subnormal (where the output, whose sign
+    gives relu's mask as in torch, rounds to 0). The first GPU run failed test_op_cuda[fp16]
+    on one such element of 802,816 (y = 1.9e-9 in float64, 0 in fp32: derivative 1 against
+    0). There the gradients of U and the identity may take either value; the weights' are
+    sums that one such element barely moves."""
+    args = {k: None if v is None else v.detach() for k, v in inputs.items()}
+    with torch.no_grad():
+        y, size = pre_activation(*(args[k] for k in NAMES), case.squeeze, case.excite,
+                                 case.gate)
+    info = torch.finfo(dtype)
+    slack = torch.clamp(size * 2.0**-18, min=info.tiny * info.eps)
+    near = torch.zeros_like(y, dtype=torch.bool)
+    for k in KINKS.get(case.act, ()):
+        near |= (y - k).abs() <= slack
+    return near
 
 
 @dataclass(frozen=True)
@@ -130,8 +166,12 @@ def check_block(inputs: dict[str, Tensor | None], case: Case,
     g = grad.to(out.device, out.dtype)
     got = torch.autograd.grad(out, [a for a in args if a is not None], g)
     exp = torch.autograd.grad(want, list(leaves.values()), g.double())
+    kinks = at_kinks(inputs, case, u.dtype).to(out.device)
+    assert kinks.sum() <= max(4, kinks.numel() // 100000), "too many elements at a kink"
     for name, a, b in zip(leaves, got, exp, strict=True):
         assert a.shape == b.shape, name
+        if name in ("u", "identity"):  # elementwise: either derivative at a kink
+            a, b = a[~kinks], b[~kinks]
         assert_close(a, b, a.dtype, name)
 
 
@@ -199,6 +239,17 @@ def test_op_cpu_awkward_shapes(shape: tuple[int, int, int, int]) -> None:
     rd = max(1, shape[1] // 16)
     for case in (CASES[0], CASES[2]):
         check_block(make_inputs(shape, rd, case, bias=case.squeeze == "avg"), case)
+
+
+def test_op_cpu_fp16_at_a_relu_kink() -> None:
+    """The case test_op_cuda[fp16] failed on in the first GPU run, on the op's CPU path (which
+    computes y in fp32 as the kernels do): one element's y is 1.9e-9 in float64 and exactly 0
+    in fp32, so ReLU's derivative there is 1 in the float64 reference and 0 in the op. The
+    comparison takes either value at such elements (`at_kinks`), and there is one here."""
+    inputs = make_inputs((1, 256, 56, 56), 16, SE_RESNET, torch.float16)
+    kinks = at_kinks(inputs, SE_RESNET, torch.float16)
+    assert kinks[0, 139, 2, 22] and kinks.sum() <= 4
+    check_block(inputs, SE_RESNET)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -319,6 +370,9 @@ def test_module_off_the_gpu() -> None:
 
 
 def test_torch_compile_fullgraph() -> None:
+    """torch.compile traces the op forward and backward. Inductor's on-disk caches are off:
+    their keys cover the forward graph, not the op's autograd, so a compiled backward cached
+    by another version of sedsl (a shared /tmp) would be reused."""
     torch.manual_seed(0)
     model = _Bottleneck()
     x = torch.randn(2, 8, 6, 6, requires_grad=True)
@@ -326,7 +380,9 @@ def test_torch_compile_fullgraph() -> None:
     eager_grads = torch.autograd.grad(eager.square().sum(), [x, *model.parameters()])
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True)
-    out = compiled(x)
+    with torch._inductor.config.patch(fx_graph_cache=False), \
+            torch._functorch.config.patch(enable_autograd_cache=False):
+        out = compiled(x)
     grads = torch.autograd.grad(out.square().sum(), [x, *model.parameters()])
     torch.testing.assert_close(out, eager)
     for a, b in zip(grads, eager_grads, strict=True):

@@ -106,6 +106,7 @@ def _launch_everything() -> None:
     import torch
 
     from sedsl.pytorch.kernels import triton_se
+    from sedsl.pytorch.kernels.reference import for_act_grad
 
     def block(shape: tuple[int, int, int, int], dtype: torch.dtype, channels_last: bool,
               squeeze: str, excite: str, gate: str, act: str, identity: bool,
@@ -131,8 +132,8 @@ def _launch_everything() -> None:
         grad = torch.empty_like(out)
         if strides == "expanded":
             grad = torch.empty(1, device="meta", dtype=dtype).expand(*shape)
-        triton_se.backward(grad, u, w1, b1, w2, b2, ident if act != "none" else None, z, s,
-                           idx, None, None, squeeze, excite, gate, act)
+        triton_se.backward(grad, u, w1, b1, w2, b2, *for_act_grad(ident, out, act), z, s, idx,
+                           None, None, squeeze, excite, gate, act, ident is not None)
 
     resnet = ("avg", "relu", "sigmoid", "relu", True)
     for dtype in (torch.float32, torch.float16, torch.bfloat16):

@@ -94,6 +94,7 @@ def child_main() -> None:
     records: list[tuple[Any, ...]] = []
     _install(records)
     from sedsl.pytorch.kernels import launch, triton_se
+    from sedsl.pytorch.kernels.reference import for_act_grad
 
     def block(channels_last: bool, squeeze: str, act: str) -> None:
         gen = torch.Generator().manual_seed(0)
@@ -105,8 +106,9 @@ def child_main() -> None:
         w2 = torch.randn(40, 5, 1, 1, generator=gen)  # a 1x1 conv weight, as modules pass it
         out, z, s, idx = triton_se.forward(u, w1, b1, w2, None, ident, squeeze, "silu",
                                            "sigmoid", act)
-        triton_se.backward(torch.randn_like(out), u, w1, b1, w2, None, ident, z, s, idx, None,
-                           None, squeeze, "silu", "sigmoid", act)
+        triton_se.backward(torch.randn_like(out), u, w1, b1, w2, None,
+                           *for_act_grad(ident, out, act), z, s, idx, None, None, squeeze, "silu",
+                           "sigmoid", act, True)
 
     runs: dict[str, list[Any]] = {}
     cases = [(False, "avg", "relu"), (True, "max", "hardswish")]

@@ -148,45 +148,50 @@ def _se_block_fake(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Ten
 
 @torch.library.custom_op("sedsl::se_block_backward", mutates_args=())
 def se_block_backward_op(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-                         b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor,
-                         idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
-                         squeeze: str, excite: str, gate: str,
-                         act: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(dU, dIdentity, dW1, db1, dW2, db2); absent inputs get empty tensors."""
-    du, di, dw1, db1, dw2, db2 = _backward_impl(grad, u, w1, b1, w2, b2, identity, z, s, idx,
-                                                grad_z, grad_s, squeeze, excite, gate, act)
+                         b2: Tensor | None, identity: Tensor | None, out: Tensor | None,
+                         z: Tensor, s: Tensor, idx: Tensor, grad_z: Tensor | None,
+                         grad_s: Tensor | None, squeeze: str, excite: str, gate: str, act: str,
+                         has_identity: bool
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dU, dIdentity, dW1, db1, dW2, db2); absent ones are empty tensors. act's derivative
+    from `out` (the block's output) when given, else from y = s * U + identity."""
+    du, di, dw1, db1, dw2, db2 = _backward_impl(grad, u, w1, b1, w2, b2, identity, out, z, s,
+                                                idx, grad_z, grad_s, squeeze, excite, gate, act,
+                                                has_identity)
     return du, _or_empty(di, u), dw1, _or_empty(db1, u), dw2, _or_empty(db2, u)
 
 
 def _backward_impl(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-                   b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor,
-                   idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None, squeeze: str,
-                   excite: str, gate: str,
-                   act: str) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None, Tensor,
-                                  Tensor | None]:
+                   b2: Tensor | None, identity: Tensor | None, out: Tensor | None, z: Tensor,
+                   s: Tensor, idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
+                   squeeze: str, excite: str, gate: str, act: str,
+                   has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None,
+                                                Tensor, Tensor | None]:
     """The op's backward: the Triton kernels or the reference; gradients of 1x1 conv weights
     come back in their shapes."""
+    args = (grad, u, w1, b1, w2, b2, identity, out, z, s, idx, grad_z, grad_s, squeeze, excite,
+            gate, act, has_identity)
     if use_triton(u):
-        grads = kernels().backward(grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z,
-                                   grad_s, squeeze, excite, gate, act)
+        grads = kernels().backward(*args)
     else:
         with torch.autocast(u.device.type, enabled=False):
-            grads = reference.backward(grad, u, _matrix(w1), b1, _matrix(w2), b2, identity, z,
-                                       s, idx, grad_z, grad_s, squeeze, excite, gate, act)
+            grads = reference.backward(grad, u, _matrix(w1), b1, _matrix(w2), b2, *args[6:])
     du, di, dw1, db1, dw2, db2 = grads
     return du, di, dw1.view(w1.shape), db1, dw2.view(w2.shape), db2
 
 
 @se_block_backward_op.register_fake
 def _se_block_backward_fake(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-                            b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor,
-                            idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
-                            squeeze: str, excite: str, gate: str,
-                            act: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                            b2: Tensor | None, identity: Tensor | None, out: Tensor | None,
+                            z: Tensor, s: Tensor, idx: Tensor, grad_z: Tensor | None,
+                            grad_s: Tensor | None, squeeze: str, excite: str, gate: str,
+                            act: str, has_identity: bool
+                            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     def like(t: Tensor | None) -> Tensor:
         return u.new_empty((0,)) if t is None else torch.empty_like(t)
 
-    return like(u), like(identity), like(w1), like(b1), like(w2), like(b2)
+    di = like(identity if identity is not None else u) if has_identity else like(None)
+    return like(u), di, like(w1), like(b1), like(w2), like(b2)
 
 
 def _or_empty(t: Tensor | None, like: Tensor) -> Tensor:
@@ -195,9 +200,11 @@ def _or_empty(t: Tensor | None, like: Tensor) -> Tensor:
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
     u, w1, b1, w2, b2, identity, squeeze, excite, gate, act = inputs
-    _, z, s, idx = output
-    # y = s * U + identity is recomputed in backward; identity is only needed for act'(y)
-    ctx.save_for_backward(u, w1, b1, w2, b2, identity if act != "none" else None, z, s, idx)
+    out, z, s, idx = output
+    # Backward recomputes y = s * U + identity only for act'(y); relu's derivative comes from
+    # the output (reference.ACTS_FROM_OUTPUT), which the next layer saves anyway.
+    ctx.save_for_backward(u, w1, b1, w2, b2, *reference.for_act_grad(identity, out, act), z, s,
+                          idx)
     ctx.config = (squeeze, excite, gate, act)
     ctx.set_materialize_grads(False)  # unused z and s get None, not (N, C) zeros to add
     ctx.has = (b1 is not None, b2 is not None, identity is not None)
@@ -205,16 +212,17 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]
 
 def _backward(ctx: Any, grad: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
               _grad_idx: Tensor | None) -> tuple[Tensor | None, ...]:
-    u, w1, b1, w2, b2, identity, z, s, idx = ctx.saved_tensors
+    u, w1, b1, w2, b2, identity, out, z, s, idx = ctx.saved_tensors
     if grad is None:  # only z or s was used
         grad = torch.zeros_like(u)
-    args = (grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z, grad_s, *ctx.config)
+    has_b1, has_b2, has_identity = ctx.has
+    args = (grad, u, w1, b1, w2, b2, identity, out, z, s, idx, grad_z, grad_s, *ctx.config,
+            has_identity)
     if getattr(ctx, "direct", False):  # the eager path (_Fused): no dispatcher
         du, di, dw1, db1, dw2, db2 = _backward_impl(*args)
     else:
         du, di, dw1, db1, dw2, db2 = torch.ops.sedsl.se_block_backward(*args)
-    has_b1, has_b2, has_identity = ctx.has
-    if has_identity and identity is None:  # act == "none": dIdentity = dOut
+    if has_identity and ctx.config[3] == "none":  # dIdentity = dOut
         di = grad
     return (du, dw1, db1 if has_b1 else None, dw2, db2 if has_b2 else None,
             di if has_identity else None, None, None, None, None)

@@ -43,6 +43,22 @@ GATES = vocab.GATES
 ACTS = ("none", *ACTIVATIONS)
 
 
+# Post-activations whose derivative the backward takes from the block's output, as torch's own
+# relu backward takes it from its result (threshold_backward): the op saves its output (which
+# the next layer saves anyway), not the identity, and the mask is the plain lowering's.
+ACTS_FROM_OUTPUT = frozenset({"relu"})
+
+
+def for_act_grad(identity: Tensor | None, out: Tensor,
+                 act: str) -> tuple[Tensor | None, Tensor | None]:
+    """(identity, output) as the backward needs them for act's derivative: the output for
+    ACTS_FROM_OUTPUT, the identity (y = s * U + identity is recomputed) for another act,
+    neither for "none"."""
+    if act == "none":
+        return None, None
+    return (None, out) if act in ACTS_FROM_OUTPUT else (identity, None)
+
+
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the block computes in: float32, or float64 for float64 inputs."""
     return torch.promote_types(dtype, torch.float32)
@@ -173,14 +189,19 @@ def squeeze_grad(dz: Tensor, z: Tensor, idx: Tensor, u: Tensor, squeeze: str) ->
 
 
 def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-             b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor, idx: Tensor,
-             grad_z: Tensor | None, grad_s: Tensor | None, squeeze: str, excite: str, gate: str,
-             act: str) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None, Tensor,
-                                Tensor | None]:
-    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity only when identity is given."""
+             b2: Tensor | None, identity: Tensor | None, out: Tensor | None, z: Tensor,
+             s: Tensor, idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
+             squeeze: str, excite: str, gate: str, act: str,
+             has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None, Tensor,
+                                          Tensor | None]:
+    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity when the block has an identity. act's
+    derivative from `out` (the block's output) when given, as torch's relu backward takes it
+    from its result, else from y = s * U + identity recomputed."""
     g = grad.to(s.dtype)  # (N, C, H, W)
     uu = u.to(s.dtype)
-    if act != "none":
+    if out is not None:
+        g = activation_grad(act, out.to(s.dtype), g)  # relu: the output's sign is y's
+    elif act != "none":
         g = activation_grad(act, scale(u, s, identity, "none"), g)  # dL/dy
     ds = (g * uu).sum((2, 3))  # (N, C)
     if grad_s is not None:
@@ -191,8 +212,8 @@ def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
     du = torch.empty_like(u)
     du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, z, idx, u, squeeze))
     di = None
-    if identity is not None:
-        di = torch.empty_like(identity)
+    if has_identity:
+        di = torch.empty_like(identity if identity is not None else u)
         di.copy_(g)
     return du, di, dw1, db1, dw2, db2
 

@@ -16,9 +16,10 @@ The weights are read ceil(N / BLOCK_M) times each (once for N <= 16 at SE-ResNeX
 not once per sample or per program (`excite_bytes` gives every launch's bytes).
 
 Backward (`backward`), four launches:
-  1. `_bwd_reduce_kernel`   reads dOut, U (and identity when act != "none"), sums partial
-     dpre2 = gate'(s) * sum_hw(dY * U) (S, N, C), dY = dOut * act'(y), y = s * U + identity
-     recomputed; the gate's derivative comes from s (GATES_FROM_OUTPUT: sigmoid, tanh, relu,
+  1. `_bwd_reduce_kernel`   reads dOut, U (and, for act' (y): relu's from the block's
+     output, as torch's own relu backward does; any other's from y = s * U + identity
+     recomputed), sums partial dpre2 = gate'(s) * sum_hw(dY * U) (S, N, C), dY = dOut * act'(y);
+     the gate's derivative comes from s (GATES_FROM_OUTPUT: sigmoid, tanh, relu,
      hardsigmoid), and the partial sums are linear in it; with an identity it also writes
      dIdentity = dY;
   2. `_excite_bwd_kernel`   per row block: combines dpre2 (stored only when S > 1), recomputes
@@ -30,7 +31,8 @@ Backward (`backward`), four launches:
      db2. Blocks are as wide as registers allow, since every program reads one whole (N, R)
      tensor (dpre1 or h);
   4. `_bwd_input_kernel`    writes dU = dY * s + squeeze'(dz), reading dY back from dIdentity
-     when there is one, else dOut (and U to recompute y when act != "none", or for "max").
+     when there is one, else dOut (and the output for relu, U to recompute y for another
+     act, U for "max").
 U-sized traffic: 6|U| with an identity and an activation, 5|U| with an activation alone,
 4|U| for act == "none" (dIdentity is then dOut itself, no kernel touches it); "max" reads U
 once more in pass 4 when dY is stored.
@@ -487,7 +489,7 @@ def _scale_kernel(  # type: ignore[no-untyped-def]
 def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
     g_ptr,  # dOut (N, C, H, W), U's dtype, any strides (expanded grads have stride 0)
     u_ptr,  # U
-    i_ptr,  # identity (read only when HAS_IDENTITY and ACT != "none")
+    i_ptr,  # identity (read when HAS_IDENTITY), or the block's output (when FROM_OUT)
     s_ptr,  # gate s (N, C) fp32, contiguous
     dsp_ptr,  # out: partial dpre2 = GATE'(s) * sum_hw(dY * U) (SPLITS, N, C) fp32, contiguous
     gy_ptr,  # out: dY = dOut * ACT'(y) in the identity's dtype (written only when STORE_GY)
@@ -508,6 +510,7 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
     Y_LAYOUT: tl.constexpr,
     HAS_IDENTITY: tl.constexpr,  # y = s * U + identity (else s * U)
     ACT: tl.constexpr,  # final activation name
+    FROM_OUT: tl.constexpr,  # ACT' from the block's output at i_ptr (relu), not from y
     GATE: tl.constexpr,  # the gate's name (one of GATES_FROM_OUTPUT)
     STORE_GY: tl.constexpr,  # write dY (the identity's gradient)
     WIDE: tl.constexpr,  # int64 offsets
@@ -533,7 +536,10 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
                     mask=mask, other=0.0).to(tl.float32)
         u = tl.load(u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT, WIDE),
                     mask=mask, other=0.0).to(tl.float32)
-        if ACT != "none":
+        if FROM_OUT:  # relu: out > 0, as torch's threshold_backward on the result
+            i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
+            g = tl.where(tl.load(i_at, mask=mask, other=0.0).to(tl.float32) > 0.0, g, 0.0)
+        elif ACT != "none":
             y = s * u
             if HAS_IDENTITY:
                 i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
@@ -669,8 +675,8 @@ def _excite_wgrad_kernel(  # type: ignore[no-untyped-def]
 @triton.jit(do_not_specialize=["W", "HB", "CB"])  # type: ignore[untyped-decorator]
 def _bwd_input_kernel(  # type: ignore[no-untyped-def]
     g_ptr,  # dOut, or dY when not NEED_Y; (N, C, H, W), any strides
-    u_ptr,  # U (read only when NEED_Y or MAX)
-    i_ptr,  # identity (read only when NEED_Y and HAS_IDENTITY)
+    u_ptr,  # U (read only when NEED_Y and not FROM_OUT, or MAX)
+    i_ptr,  # identity (read when NEED_Y and HAS_IDENTITY), or the output (NEED_Y, FROM_OUT)
     s_ptr,  # gate s (N, C) fp32, contiguous
     dz_ptr,  # dL/dz (N, C) fp32, contiguous
     z_ptr,  # z (N, C) fp32 (read only when MAX)
@@ -692,9 +698,10 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
     U_LAYOUT: tl.constexpr,
     I_LAYOUT: tl.constexpr,
     D_LAYOUT: tl.constexpr,
-    NEED_Y: tl.constexpr,  # g is dOut: recompute y to apply ACT' (else g is dY already)
+    NEED_Y: tl.constexpr,  # g is dOut: apply ACT' (else g is dY already)
     HAS_IDENTITY: tl.constexpr,  # y = s * U + identity (else s * U)
     ACT: tl.constexpr,  # final activation name
+    FROM_OUT: tl.constexpr,  # ACT' from the block's output at i_ptr (relu), not from y
     MAX: tl.constexpr,  # max squeeze: dz split between the maxima (else dz / HW everywhere)
     WIDE: tl.constexpr,  # int64 offsets
     BLOCK_C: tl.constexpr,  # channels per program (1 when FLAT)
@@ -730,9 +737,11 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
         i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
         d_at = du_ptr + n * d_sn + _offsets(c, hw, W, d_sc, d_sh, d_sw, D_LAYOUT, WIDE)
     g = tl.load(g_at, mask=mask, other=0.0).to(tl.float32)
-    if NEED_Y or MAX:
+    if (NEED_Y and not FROM_OUT) or MAX:
         u = tl.load(u_at, mask=mask, other=0.0).to(tl.float32)
-    if NEED_Y:
+    if NEED_Y and FROM_OUT:  # relu: out > 0, as torch's threshold_backward on the result
+        g = tl.where(tl.load(i_at, mask=mask, other=0.0).to(tl.float32) > 0.0, g, 0.0)
+    elif NEED_Y:
         y = s * u
         if HAS_IDENTITY:
             y += tl.load(i_at, mask=mask, other=0.0).to(tl.float32)
@@ -1114,10 +1123,10 @@ def gate_grad(s: Tensor, gate: str) -> Tensor:
 
 @_plan
 def _reduce_plan(gm: Meta, um: Meta, im: Meta, ym: Meta, itemsize: int, has_identity: bool,
-                 act: str, gate: str, store_gy: bool,
+                 act: str, from_out: bool, gate: str, store_gy: bool,
                  _tun: tuple[Any, ...]) -> tuple[Launch, int]:
-    """(the backward reduce launch on (dOut, U, identity or U, s, partial dpre2, dY or U),
-    number of splits S)."""
+    """(the backward reduce launch on (dOut, U, identity or output or U, s, partial dpre2,
+    dY or U), number of splits S)."""
     n, c, h, w = um[0]
     gcode, *gst = _layout(gm)
     ucode, *ust = _layout(um)
@@ -1130,20 +1139,25 @@ def _reduce_plan(gm: Meta, um: Meta, im: Meta, ym: Meta, itemsize: int, has_iden
     launch = Launch(_bwd_reduce_tuned, sp * cb * n,
                     (n, c, h * w, w, *gst, *ust, *ist, *yst, cb, sp, split_len),
                     {"G_LAYOUT": gcode, "U_LAYOUT": ucode, "I_LAYOUT": icode, "Y_LAYOUT": ycode,
-                     "HAS_IDENTITY": has_identity, "ACT": act, "GATE": gate,
-                     "STORE_GY": store_gy, "WIDE": big, "BLOCK_C": bc, "BLOCK_HW": bhw})
+                     "HAS_IDENTITY": has_identity, "ACT": act, "FROM_OUT": from_out,
+                     "GATE": gate, "STORE_GY": store_gy, "WIDE": big, "BLOCK_C": bc,
+                     "BLOCK_HW": bhw})
     return launch, sp
 
 
-def reduce_backward(grad: Tensor, u: Tensor, identity: Tensor | None, s: Tensor,
-                    gate: str, act: str, store_gy: bool) -> tuple[Tensor, Tensor | None]:
-    """(partial dpre2 (S, N, C) fp32, dY in the identity's layout when `store_gy`)."""
+def reduce_backward(grad: Tensor, u: Tensor, identity: Tensor | None, out: Tensor | None,
+                    s: Tensor, gate: str, act: str,
+                    store_gy: bool) -> tuple[Tensor, Tensor | None]:
+    """(partial dpre2 (S, N, C) fp32, dY when `store_gy`); act' from `out`, the block's
+    output, when given (ACTS_FROM_OUTPUT), else from y = s * U + identity."""
     n, c = u.shape[:2]
-    gy = torch.empty_like(identity if identity is not None else u) if store_gy else None
-    ident = identity if identity is not None else u
+    other = out if out is not None else identity
+    gy = torch.empty_like(other if other is not None else u) if store_gy else None
+    ident = other if other is not None else u
     gyt = u if gy is None else gy
     launch, sp = _reduce_plan(meta(grad), meta(u), meta(ident), meta(gyt), u.element_size(),
-                              identity is not None, act, gate, store_gy, _tunables())
+                              identity is not None, act, out is not None, gate, store_gy,
+                              _tunables())
     dsp = u.new_empty((sp, n, c), dtype=torch.float32)
     launch(grad, u, ident, s, dsp, gyt)
     return dsp, gy
@@ -1195,8 +1209,9 @@ def excite_backward(z: Tensor, dsp: Tensor, w1: Tensor, b1: Tensor | None, w2: T
 
 @_plan
 def _input_plan(gm: Meta, um: Meta, im: Meta, dm: Meta, itemsize: int, has_identity: bool,
-                act: str, is_max: bool, _tun: tuple[Any, ...]) -> Launch:
-    """The input-gradient launch on (g, U, identity or U, s, dz, z, ties or dz, dU)."""
+                act: str, from_out: bool, is_max: bool, _tun: tuple[Any, ...]) -> Launch:
+    """The input-gradient launch on (g, U, identity or output or U, s, dz, z, ties or dz,
+    dU)."""
     n, c, h, w = um[0]
     gcode, *gst = _layout(gm)
     ucode, *ust = _layout(um)
@@ -1208,34 +1223,41 @@ def _input_plan(gm: Meta, um: Meta, im: Meta, dm: Meta, itemsize: int, has_ident
                   (n * c * h * w, c, h * w, w, *gst, *ust, *ist, *dst, hb, cb),
                   {"FLAT": flat, "G_LAYOUT": gcode, "U_LAYOUT": ucode, "I_LAYOUT": icode,
                    "D_LAYOUT": dcode, "NEED_Y": act != "none", "HAS_IDENTITY": has_identity,
-                   "ACT": act, "MAX": is_max, "WIDE": _wide(gm, um, im, dm), **tiles})
+                   "ACT": act, "FROM_OUT": from_out, "MAX": is_max,
+                   "WIDE": _wide(gm, um, im, dm), **tiles})
 
 
 def input_backward(g: Tensor, u: Tensor, identity: Tensor | None, s: Tensor, dz: Tensor,
-                   z: Tensor, ties: Tensor, squeeze_mode: str, act: str) -> Tensor:
-    """dU (U's dtype and layout) from g = dOut when act != "none" needs y, else g = dY."""
+                   z: Tensor, ties: Tensor, squeeze_mode: str, act: str,
+                   out: Tensor | None = None) -> Tensor:
+    """dU (U's dtype and layout) from g = dOut when act != "none" (act' from `out` when given,
+    else from y = s * U + identity), else g = dY."""
     du = torch.empty_like(u)
-    ident = identity if identity is not None else u
+    other = out if out is not None else identity
+    ident = other if other is not None else u
     is_max = squeeze_mode == "max"
     launch = _input_plan(meta(g), meta(u), meta(ident), meta(du), u.element_size(),
-                         identity is not None, act, is_max, _tunables())
+                         identity is not None, act, out is not None, is_max, _tunables())
     launch(g, u, ident, s, dz, z, ties if is_max else dz, du)
     return du
 
 
 def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-             b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor, idx: Tensor,
-             grad_z: Tensor | None, grad_s: Tensor | None, squeeze_mode: str, excite_act: str,
-             gate: str, act: str) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None,
-                                           Tensor, Tensor | None]:
-    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity only when identity is given; `idx` is
-    the tie count of the max squeeze."""
+             b2: Tensor | None, identity: Tensor | None, out: Tensor | None, z: Tensor,
+             s: Tensor, idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
+             squeeze_mode: str, excite_act: str, gate: str, act: str,
+             has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None,
+                                          Tensor, Tensor | None]:
+    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity = dY when the block has an identity
+    (`has_identity`) and an activation. act's derivative comes from `out`, the block's output,
+    for reference.ACTS_FROM_OUTPUT (then `identity` is None), else from y = s * U + identity
+    (`reference.for_act_grad`); `idx` is the tie count of the max squeeze."""
     if elsewhere(u):
         with torch.cuda.device(u.device):
-            return backward(grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z, grad_s,
-                            squeeze_mode, excite_act, gate, act)
-    has_id = identity is not None
-    dsp, gy = reduce_backward(grad, u, identity, s, gate, act, store_gy=has_id)
+            return backward(grad, u, w1, b1, w2, b2, identity, out, z, s, idx, grad_z, grad_s,
+                            squeeze_mode, excite_act, gate, act, has_identity)
+    store_gy = has_identity and act != "none"
+    dsp, gy = reduce_backward(grad, u, identity, out, s, gate, act, store_gy)
     if grad_s is not None:  # only when s itself is used: autograd passes None otherwise
         dsp[0] += grad_s * gate_grad(s, gate)
     dz, dw1, db1, dw2, db2 = excite_backward(z, dsp, w1, b1, w2, b2, excite_act)
@@ -1244,5 +1266,5 @@ def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
     if gy is not None:  # dY is stored: the input pass needs neither the identity nor act'
         du = input_backward(gy, u, None, s, dz, z, idx, squeeze_mode, "none")
     else:
-        du = input_backward(grad, u, identity, s, dz, z, idx, squeeze_mode, act)
+        du = input_backward(grad, u, identity, s, dz, z, idx, squeeze_mode, act, out)
     return du, gy, dw1, db1, dw2, db2
