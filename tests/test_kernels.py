@@ -478,3 +478,197 @@ def test_every_activation_has_torchs_derivative() -> None:
         leaf = x.clone().requires_grad_()
         (want,) = torch.autograd.grad(fn(leaf), leaf, g)
         torch.testing.assert_close(reference.activation_grad(name, x, g), want, msg=name)
+
+
+# --- the SE block with its BatchNorm folded in (sedsl::se_bn_block) -------------------------------
+
+BN_CASES = [SE_RESNET, Case("avg", "silu", "hardsigmoid", "hardswish", True),
+            Case("avg", "relu", "sigmoid", "none", False),
+            Case("avg", "relu6", "tanh", "relu", False)]
+
+
+def make_bn_block(shape: tuple[int, int, int, int], case: Case, dtype: torch.dtype = torch.float32,
+                  channels_last: bool = False, seed: int = 0,
+                  param_dtype: torch.dtype = torch.float32
+                  ) -> tuple[Tensor, Tensor | None, nn.BatchNorm2d, SqueezeExcite]:
+    """(x, identity, BN, SE module) with every parameter and BN statistic random (a zero or
+    one left at its default hides a mismatch); x with a mean far from 0, as conv outputs may."""
+    gen = torch.Generator().manual_seed(seed)
+    c = shape[1]
+    x = (torch.randn(shape, generator=gen) * 2 + 3).to(dtype)
+    identity = torch.randn(shape, generator=gen).to(dtype) if case.identity else None
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        identity = None if identity is None else identity.contiguous(
+            memory_format=torch.channels_last)
+    bn = nn.BatchNorm2d(c, momentum=0.3)
+    se = SqueezeExcite(c, max(1, c // 4), squeeze=case.squeeze, excite=case.excite,
+                       gate=case.gate, act=case.act)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+        bn.bias.copy_(torch.randn(c, generator=gen))
+        bn.running_mean.copy_(torch.randn(c, generator=gen))
+        bn.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+        bn.num_batches_tracked.fill_(3)
+        for p in se.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
+    return x, identity, bn.to(param_dtype), se.to(param_dtype)
+
+
+def check_bn_block(shape: tuple[int, int, int, int], case: Case, dtype: torch.dtype,
+                   channels_last: bool, training: bool,
+                   param_dtype: torch.dtype = torch.float32) -> None:
+    """SqueezeExcite(x, identity, bn) against nn.BatchNorm2d then the SE block in float64:
+    output, the gradients of x, the identity, the BN's and the SE block's parameters, and the
+    BN's running statistics and count after the step."""
+    import copy
+
+    x, identity, bn, se = make_bn_block(shape, case, dtype, channels_last,
+                                        param_dtype=param_dtype)
+    bn64, se64 = copy.deepcopy(bn).double(), copy.deepcopy(se).double()
+    bn.train(training)
+    bn64.train(training)
+    leaves = [x.requires_grad_(), *([identity.requires_grad_()] if identity is not None else [])]
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
+    out = se(x, identity, bn)
+    want = se64.plain(leaves64[0], leaves64[1] if identity is not None else None, bn64)
+    assert out.dtype == x.dtype and out.stride() == torch.empty_like(x).stride()
+    assert_close(out, want, dtype)
+    for buf in ("running_mean", "running_var", "num_batches_tracked"):
+        ours, theirs = getattr(bn, buf), getattr(bn64, buf)
+        assert_close(ours, theirs.to(torch.float64), param_dtype if buf != "num_batches_tracked"
+                     else torch.float64, buf)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    params, params64 = [*bn.parameters(), *se.parameters()], [*bn64.parameters(),
+                                                               *se64.parameters()]
+    got = torch.autograd.grad(out, [*leaves, *params], grad)
+    exp = torch.autograd.grad(want, [*leaves64, *params64], grad.double())
+    with torch.no_grad():  # elements at a kink of act (see at_kinks), with BN(x) as U
+        bn_copy = copy.deepcopy(bn64).eval() if not training else None
+        u64 = (bn_copy(leaves64[0]) if bn_copy is not None else
+               torch.nn.functional.batch_norm(leaves64[0], None, None, bn64.weight, bn64.bias,
+                                              True, 0.0, bn64.eps))
+        kin = {"u": u64, "w1": se64.fc1.weight.flatten(1), "b1": se64.fc1.bias,
+               "w2": se64.fc2.weight.flatten(1), "b2": se64.fc2.bias,
+               "identity": leaves64[1] if identity is not None else None}
+    kinks = at_kinks(kin, case, dtype)
+    names = [*["x", "identity"][:len(leaves)], "bn.weight", "bn.bias", "fc1.weight",
+             "fc1.bias", "fc2.weight", "fc2.bias"]
+    for name, a, b in zip(names, got, exp, strict=True):
+        if name in ("x", "identity"):
+            a, b = a[~kinks], b[~kinks]
+        tol_dtype = a.dtype if name in ("x", "identity") else param_dtype
+        assert_close(a, b.view_as(a), tol_dtype, name)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("case", BN_CASES, ids=str)
+def test_bn_folded_op_cpu(case: Case, training: bool) -> None:
+    """The op's CPU path (torch.ops.sedsl.se_bn_block, run by the module under
+    trace_fused_op) equals nn.BatchNorm2d + the SE block."""
+    from sedsl.pytorch.export import trace_fused_op
+
+    with trace_fused_op():
+        check_bn_block((2, 16, 5, 5), case, torch.float32, False, training)
+
+
+def test_bn_folded_op_gradcheck_and_opcheck() -> None:
+    x, identity, bn, se = make_bn_block((2, 6, 3, 3), SE_RESNET)
+    bn, se = bn.double(), se.double()
+    x = x.double().requires_grad_()
+    ident = identity.double().requires_grad_()
+    for training in (True, False):
+        bn.train(training)
+        w = [bn.weight, bn.bias, se.fc1.weight.flatten(1), se.fc1.bias, se.fc2.weight.flatten(1),
+             se.fc2.bias]
+        state = [t.clone() for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
+
+        def f(x: Tensor, i: Tensor, *w: Tensor, state: list[Tensor] = state,
+              training: bool = training) -> Tensor:
+            out: Tensor = torch.ops.sedsl.se_bn_block(
+                x, w[0], w[1], *state, *w[2:], i, training, 0.1, 1e-5, "avg", "relu",
+                "sigmoid", "relu")[0]
+            return out
+
+        assert torch.autograd.gradcheck(f, (x, ident, *w))
+        args = (x, w[0], w[1], *state, *w[2:], ident, training, 0.1, 1e-5, "avg", "relu",
+                "sigmoid", "relu")
+        torch.library.opcheck(torch.ops.sedsl.se_bn_block.default, args)
+
+
+# --- ECA: a 1-D convolution over channels as the transform (sedsl::eca_block) ---------------------
+
+ECA_CASES = [(3, "zero", "none", False), (5, "circular", "relu", True),
+             (3, "circular", "none", False),
+             (7, "zero", "relu", True)]
+
+
+def torch_eca(u: Tensor, w: Tensor, identity: Tensor | None, padding: str, act: str) -> Tensor:
+    """ECA in float64 as timm's EcaModule / CecaModule compute it: mean over H*W, Conv1d over
+    the (N, 1, C) vector (circular padding by F.pad), sigmoid, scale; then shortcut and act."""
+    k = w.numel()
+    z = u.double().mean((2, 3))[:, None]  # (N, 1, C)
+    if padding == "circular":
+        y = F.conv1d(F.pad(z, ((k - 1) // 2,) * 2, mode="circular"), w.double().view(1, 1, k))
+    else:
+        y = F.conv1d(z, w.double().view(1, 1, k), padding=(k - 1) // 2)
+    out = u.double() * torch.sigmoid(y).view(u.shape[0], -1, 1, 1)
+    if identity is not None:
+        out = out + identity.double()
+    return MODULES[act]()(out)
+
+
+def check_eca(shape: tuple[int, int, int, int], k: int, padding: str, act: str, identity: bool,
+              dtype: torch.dtype = torch.float32, channels_last: bool = False,
+              seed: int = 0) -> None:
+    """eca_block's output and the gradients of U, w and the identity against torch_eca's."""
+    from sedsl.pytorch.kernels import eca_block
+
+    gen = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    u = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=fmt)
+    ident = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=fmt) \
+        if identity else None
+    w = torch.randn(k, generator=gen)
+    leaves = [u.requires_grad_(), w.requires_grad_(),
+              *([ident.requires_grad_()] if ident is not None else [])]
+    out = eca_block(u, w, ident, padding=padding, act=act)
+    assert out.dtype == u.dtype and out.stride() == torch.empty_like(u).stride()
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
+    want = torch_eca(leaves64[0], leaves64[1], leaves64[2] if identity else None, padding, act)
+    assert_close(out, want, dtype)
+    grad = torch.randn(shape, generator=gen).to(dtype)
+    got = torch.autograd.grad(out, leaves, grad)
+    exp = torch.autograd.grad(want, leaves64, grad.double())
+    for name, a, b in zip(("u", "w", "identity"), got, exp, strict=False):
+        assert_close(a, b, dtype if name != "w" else torch.float32, name)
+
+
+@pytest.mark.parametrize(("k", "padding", "act", "identity"), ECA_CASES,
+                         ids=lambda v: str(v))
+def test_eca_op_cpu(k: int, padding: str, act: str, identity: bool) -> None:
+    check_eca((2, 16, 5, 5), k, padding, act, identity)
+
+
+def test_eca_matches_timm_and_passes_opcheck() -> None:
+    """EfficientChannelAttention has timm's EcaModule / CecaModule state-dict keys and output;
+    the op passes gradcheck (float64, its CPU backward) and opcheck."""
+    from sedsl.pytorch.kernels import EfficientChannelAttention, eca_block
+
+    timm_eca = pytest.importorskip("timm.layers.eca")
+    x = torch.randn(2, 32, 6, 6)
+    for theirs, padding in ((timm_eca.EcaModule(kernel_size=5), "zero"),
+                            (timm_eca.CecaModule(kernel_size=3), "circular")):
+        ours = EfficientChannelAttention(theirs.conv.weight.shape[-1], padding)
+        ours.load_state_dict(theirs.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), theirs(x))
+            torch.testing.assert_close(eca_block(x, ours.conv.weight, padding=padding), theirs(x))
+    u = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    i = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    for padding in ("zero", "circular"):
+        assert torch.autograd.gradcheck(
+            lambda u, w, i, p=padding: eca_block(u, w, i, padding=p, act="silu"), (u, w, i))
+        torch.library.opcheck(torch.ops.sedsl.eca_block.default,
+                              (u, w, i, padding, "sigmoid", "relu"))

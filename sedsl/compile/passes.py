@@ -360,8 +360,10 @@ def block_input_channels(g: Graph, inside: set[str]) -> int:
 
 
 def fuse_se(g: Graph) -> Graph:
-    """SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for every
-    SE block the kernels implement (`kernel_supports`); the others stay plain ops."""
+    """[BN ->] SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for
+    every SE block the kernels implement (`kernel_supports`); the others stay plain ops. A BN
+    whose output only the SE block reads is folded in (`_folded_bn`): the node then reads the
+    BN's input and names the BN in its attributes, whose module the lowering keeps."""
     fusions = [f for f in (_match_se(g, steps) for steps in se_units(g).values())
                if f is not None]
     if not fusions:
@@ -419,9 +421,28 @@ def _match_se(g: Graph,
     attrs: dict[str, Attr] = {"rd_channels": int(t["rd_channels"]), "squeeze": str(t["squeeze"]),
                               "excite": str(t["excite"]), "gate": str(t["gate"]),
                               "bias": bool(t["bias"]), "act": merge_act}
+    bn = _folded_bn(g, srcs[0], steps)
+    if bn is not None:  # BN -> SE: the op takes the BN's input, the BN module is its companion
+        members.insert(0, bn)
+        srcs[0] = inputs(g, bn)[0]
+        bn_attrs = record(g, bn).attrs
+        attrs.update(bn=bn, bn_eps=bn_attrs["eps"], bn_momentum=bn_attrs.get("momentum", 0.1))
     fused = replace(record(g, last), op="se", attrs=attrs, role="se", span=squeeze.span,
                     branch=squeeze.branch, se=SeTag(tag.unit, "block", tag.settings))
     return tag.unit, members, fused, srcs
+
+
+def _folded_bn(g: Graph, u: str, steps: dict[str, str]) -> str | None:
+    """The `bn` node producing the SE block's input when the fused op can take it in
+    (sedsl.pytorch.kernels.bn_op): a 2-D BN whose output only the SE block reads (its squeeze
+    and scale), before an avg squeeze (max of a * x + b would need min x where a < 0)."""
+    rec = record(g, u)
+    readers = {v for _, v in g.out_edges(u)}
+    if (rec.op != "bn" or len(rec.shape) != 3 or g.graph.get("output") == u
+            or record(g, steps["squeeze"]).attrs.get("mode") != "avg"
+            or readers != {steps["squeeze"], steps["scale"]}):
+        return None
+    return u
 
 
 def _sole_consumer(g: Graph, node: str) -> str | None:

@@ -12,7 +12,10 @@ get the plain lowering's count here:
   (the fused backward always computes dU, so fc1's input gradient is counted as the plain
   lowering counts it when U requires grad, as it does in training).
 - fvcore (1 per multiply-accumulate, convolutions, matrix products and normalisations):
-  N*C*R per FC.
+  N*C*R per FC, and for a folded BN what fvcore counts for aten::batch_norm: 2 per element
+  in eval (affine), 5 in training.
+
+FlopCounterMode counts no batch_norm, so a folded BN adds nothing there.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import logging
+import math
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -70,6 +74,34 @@ def _se_block_backward_flops(grad: Sequence[int], u: Sequence[int], w1: Sequence
     return 4 * se_macs(u, w1)
 
 
+def _se_bn_block_flops(x: Sequence[int], *args: Any, **__: Any) -> int:
+    """sedsl::se_bn_block: the SE block's (w1 is its 7th argument); BN counts nothing here."""
+    return 2 * se_macs(x, args[5])
+
+
+def _se_bn_block_backward_flops(grad: Sequence[int], x: Sequence[int], weight: Sequence[int],
+                                bias: Sequence[int], w1: Sequence[int], *_: Any,
+                                **__: Any) -> int:
+    """sedsl::se_bn_block_backward: the SE block's convolution backwards."""
+    return 4 * se_macs(x, w1)
+
+
+def eca_macs(u_shape: Sequence[int], w_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of ECA's 1-D convolution over channels: N * C * K."""
+    return u_shape[0] * u_shape[1] * math.prod(w_shape)
+
+
+def _eca_block_flops(u: Sequence[int], w: Sequence[int], *_: Any, **__: Any) -> int:
+    """sedsl::eca_block: the plain lowering's conv1d on (N, 1, C), 2 FLOPs a tap."""
+    return 2 * eca_macs(u, w)
+
+
+def _eca_block_backward_flops(grad: Sequence[int], u: Sequence[int], w: Sequence[int],
+                              *_: Any, **__: Any) -> int:
+    """sedsl::eca_block_backward: the conv1d's input and weight gradients."""
+    return 4 * eca_macs(u, w)
+
+
 def fvcore_handles() -> dict[str, Callable[[list[Any], list[Any]], int]]:
     """fvcore op handles of sedsl's fused ops, for
     `FlopCountAnalysis(model, x).set_op_handle(**fvcore_handles())`: a fused model then counts
@@ -79,7 +111,16 @@ def fvcore_handles() -> dict[str, Callable[[list[Any], list[Any]], int]]:
     def se_block(inputs: list[Any], outputs: list[Any]) -> int:
         return se_macs(get_shape(inputs[0]), get_shape(inputs[1]))
 
-    return {"sedsl::se_block": se_block}
+    def se_bn_block(inputs: list[Any], outputs: list[Any]) -> int:
+        x: list[int] = get_shape(inputs[0])
+        training = bool(inputs[11].toIValue())  # fvcore's batchnorm_flop_jit: 5 or 2 each
+        return se_macs(x, get_shape(inputs[6])) + math.prod(x) * (5 if training else 2)
+
+    def eca_block(inputs: list[Any], outputs: list[Any]) -> int:
+        return eca_macs(get_shape(inputs[0]), get_shape(inputs[1]))
+
+    return {"sedsl::se_block": se_block, "sedsl::se_bn_block": se_bn_block,
+            "sedsl::eca_block": eca_block}
 
 
 # --- registering the formulas with torch.utils.flop_counter ---------------------------------------
@@ -90,7 +131,7 @@ _FLOP_COUNTER = "torch.utils.flop_counter"
 def install_flop_formulas() -> None:
     """Register the fused ops' formulas with torch.utils.flop_counter: now if it is imported,
     else the moment it is (it imports triton, ~0.3 s: not something `import sedsl` may cost).
-    Called when the ops are defined (sedsl.pytorch.kernels.op)."""
+    Called where the ops are defined (sedsl.pytorch.kernels.op and bn_op)."""
     if _FLOP_COUNTER in sys.modules:
         _register()
     elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
@@ -101,11 +142,13 @@ def _register() -> None:
     import torch
     from torch.utils.flop_counter import flop_registry, register_flop_formula
 
-    formulas: dict[Any, Callable[..., int]] = {
-        torch.ops.sedsl.se_block: _se_block_flops,
-        torch.ops.sedsl.se_block_backward: _se_block_backward_flops}
-    for op, formula in formulas.items():
-        if op not in flop_registry:
+    formulas: dict[str, Callable[..., int]] = {
+        "se_block": _se_block_flops, "se_block_backward": _se_block_backward_flops,
+        "se_bn_block": _se_bn_block_flops, "se_bn_block_backward": _se_bn_block_backward_flops,
+        "eca_block": _eca_block_flops, "eca_block_backward": _eca_block_backward_flops}
+    for name, formula in formulas.items():
+        op = getattr(torch.ops.sedsl, name, None)  # None: not defined yet (its module calls
+        if op is not None and op not in flop_registry:  # install_flop_formulas again)
             register_flop_formula(op)(formula)
 
 

@@ -34,11 +34,13 @@ _Compiled = tuple[Callable[..., Any], Any, Any]
 
 class Launch:
     """One kernel launch with everything but its tensors fixed; `launch(*tensors)` runs it.
-    The kernel's parameters must be its tensors, then `ints`, then `consts`, in that order."""
+    The kernel's parameters must be its tensors, then `ints` (scalars: integers, and floats
+    such as a BN's momentum), then `consts`, in that order."""
 
     __slots__ = ("_compiled", "_tail", "consts", "grid", "ints", "kernel", "options")
 
-    def __init__(self, kernel: Any, grid: int, ints: tuple[int, ...], consts: dict[str, Any],
+    def __init__(self, kernel: Any, grid: int, ints: tuple[int | float, ...],
+                 consts: dict[str, Any],
                  options: dict[str, int] | None = None) -> None:
         names = list(kernel.arg_names)
         assert set(consts) <= set(names), (set(consts) - set(names), kernel)
