@@ -28,6 +28,7 @@ folder, its own process) and prints both side by side. --cuda measures on the GP
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -176,6 +177,16 @@ def child(shape: list[int], rounds: int, cuda: bool) -> dict[str, Any]:
     cases = {"fused fwd": fwd(m), "eager fwd": fwd(eager),
              "fused fwd+bwd": fwd_bwd(m, leaves[2:]),
              "eager fwd+bwd": fwd_bwd(eager, list(timm_se.parameters()))}
+    bn = torch.nn.BatchNorm2d(c).to(dev).train()  # bn3 -> SE -> add -> relu, BN in training
+    if "bn" in inspect.signature(SqueezeExcite.forward).parameters:  # the BN folded in
+        def eager_bn(x: Any, ident: Any) -> Any:
+            return eager(bn(x), ident)
+
+        cases.update({
+            "fused+BN fwd": fwd(lambda x, ident: m(x, ident, bn)), "eager+BN fwd": fwd(eager_bn),
+            "fused+BN fwd+bwd": fwd_bwd(lambda x, ident: m(x, ident, bn),
+                                        [*leaves[2:], *bn.parameters()]),
+            "eager+BN fwd+bwd": fwd_bwd(eager_bn, [*timm_se.parameters(), *bn.parameters()])})
     sync: Callable[[], Any] = torch.cuda.synchronize if cuda else (lambda: None)
     out: dict[str, Any] = {"sedsl": str(Path(sedsl.__file__).parent), "device": dev}
     for name, fn in cases.items():
@@ -218,6 +229,7 @@ def main() -> None:
     parser.add_argument("--shape", nargs=4, type=int, default=[2, 64, 7, 7])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--cuda", action="store_true", help="real launches on the GPU")
+    parser.add_argument("--json", action="store_true", help="print the columns as JSON too")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -229,6 +241,8 @@ def main() -> None:
             export(args.against, Path(tmp))
             columns = {args.against: run_child(Path(tmp), args), **columns}
     print_table(columns, args)
+    if args.json:
+        print(json.dumps(columns))
 
 
 def print_table(columns: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
@@ -237,16 +251,22 @@ def print_table(columns: dict[str, dict[str, Any]], args: argparse.Namespace) ->
           f"channels_last, r = C/16 ({where})")
     names = list(columns)
     print(f"{'':16s}" + "".join(f"{n[:22]:>24s}" for n in names))
-    for key in ("fused fwd", "eager fwd", "fused fwd+bwd", "eager fwd+bwd", "launches fwd",
+    for key in ("fused fwd", "eager fwd", "fused fwd+bwd", "eager fwd+bwd", "fused+BN fwd",
+                "eager+BN fwd", "fused+BN fwd+bwd", "eager+BN fwd+bwd", "launches fwd",
                 "launches bwd"):
-        if all(key in col for col in columns.values()):
-            vals = [columns[n][key] for n in names]
-            print(f"{key:16s}" + "".join(f"{v:>24.1f}" if isinstance(v, float) else f"{v:>24d}"
+        if any(key in col for col in columns.values()):
+            vals = [columns[n].get(key) for n in names]
+            print(f"{key:16s}" + "".join(f"{v:>24.1f}" if isinstance(v, float) else
+                                        f"{v:>24d}" if isinstance(v, int) else f"{'-':>24s}"
                                         for v in vals))
     for n in names:
         col = columns[n]
-        print(f"{n}: fused/eager fwd {col['fused fwd'] / col['eager fwd']:.2f}x, "
-              f"fwd+bwd {col['fused fwd+bwd'] / col['eager fwd+bwd']:.2f}x")
+        line = (f"{n}: fused/eager fwd {col['fused fwd'] / col['eager fwd']:.2f}x, "
+                f"fwd+bwd {col['fused fwd+bwd'] / col['eager fwd+bwd']:.2f}x")
+        if "fused+BN fwd" in col:
+            line += (f"; with BN fwd {col['fused+BN fwd'] / col['eager+BN fwd']:.2f}x, "
+                     f"fwd+bwd {col['fused+BN fwd+bwd'] / col['eager+BN fwd+bwd']:.2f}x")
+        print(line)
 
 
 if __name__ == "__main__":

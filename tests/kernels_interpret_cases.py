@@ -586,7 +586,7 @@ def test_bn_folded_launches_and_the_op_path(monkeypatch: pytest.MonkeyPatch) -> 
 
     from sedsl.pytorch.kernels import bn_op
 
-    eager = bn_op._eager
+    eager = bn_op.direct_ok
     results = []
     for via_op in (False, True):
         x, identity, bn, se = make_bn_block((2, 16, 7, 7), SE_RESNET, channels_last=True)
@@ -595,13 +595,13 @@ def test_bn_folded_launches_and_the_op_path(monkeypatch: pytest.MonkeyPatch) -> 
         launches: list[str] = []
         call = interpreter.GridExecutor.__call__
 
-        def counted(self: Any, *args: Any, _call: Any = call, _seen: list[str] = launches,
+        def counted(self: Any, *args: Any, call_op: Any = call, _seen: list[str] = launches,
                     **kwargs: Any) -> Any:
             _seen.append(self.fn.__name__)
-            return _call(self, *args, **kwargs)
+            return call_op(self, *args, **kwargs)
 
         interpreter.GridExecutor.__call__ = counted
-        monkeypatch.setattr(bn_op, "_eager", (lambda *a: False) if via_op else eager)
+        monkeypatch.setattr(bn_op, "direct_ok", (lambda *a: False) if via_op else eager)
         try:
             out = se(x, identity, bn)
             assert (type(out.grad_fn).__name__ == "_FoldedBackward") != via_op

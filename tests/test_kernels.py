@@ -489,7 +489,7 @@ BN_CASES = [SE_RESNET, Case("avg", "silu", "hardsigmoid", "hardswish", True),
 
 def make_bn_block(shape: tuple[int, int, int, int], case: Case, dtype: torch.dtype = torch.float32,
                   channels_last: bool = False, seed: int = 0,
-                  param_dtype: torch.dtype = torch.float32
+                  param_dtype: torch.dtype = torch.float32, device: str = "cpu"
                   ) -> tuple[Tensor, Tensor | None, nn.BatchNorm2d, SqueezeExcite]:
     """(x, identity, BN, SE module) with every parameter and BN statistic random (a zero or
     one left at its default hides a mismatch); x with a mean far from 0, as conv outputs may."""
@@ -512,19 +512,20 @@ def make_bn_block(shape: tuple[int, int, int, int], case: Case, dtype: torch.dty
         bn.num_batches_tracked.fill_(3)
         for p in se.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
-    return x, identity, bn.to(param_dtype), se.to(param_dtype)
+    identity = None if identity is None else identity.to(device)
+    return x.to(device), identity, bn.to(device, param_dtype), se.to(device, param_dtype)
 
 
 def check_bn_block(shape: tuple[int, int, int, int], case: Case, dtype: torch.dtype,
                    channels_last: bool, training: bool,
-                   param_dtype: torch.dtype = torch.float32) -> None:
+                   param_dtype: torch.dtype = torch.float32, device: str = "cpu") -> None:
     """SqueezeExcite(x, identity, bn) against nn.BatchNorm2d then the SE block in float64:
     output, the gradients of x, the identity, the BN's and the SE block's parameters, and the
     BN's running statistics and count after the step."""
     import copy
 
     x, identity, bn, se = make_bn_block(shape, case, dtype, channels_last,
-                                        param_dtype=param_dtype)
+                                        param_dtype=param_dtype, device=device)
     bn64, se64 = copy.deepcopy(bn).double(), copy.deepcopy(se).double()
     bn.train(training)
     bn64.train(training)
@@ -538,7 +539,7 @@ def check_bn_block(shape: tuple[int, int, int, int], case: Case, dtype: torch.dt
         ours, theirs = getattr(bn, buf), getattr(bn64, buf)
         assert_close(ours, theirs.to(torch.float64), param_dtype if buf != "num_batches_tracked"
                      else torch.float64, buf)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
     params, params64 = [*bn.parameters(), *se.parameters()], [*bn64.parameters(),
                                                                *se64.parameters()]
     got = torch.autograd.grad(out, [*leaves, *params], grad)
@@ -620,16 +621,16 @@ def torch_eca(u: Tensor, w: Tensor, identity: Tensor | None, padding: str, act: 
 
 def check_eca(shape: tuple[int, int, int, int], k: int, padding: str, act: str, identity: bool,
               dtype: torch.dtype = torch.float32, channels_last: bool = False,
-              seed: int = 0) -> None:
+              seed: int = 0, device: str = "cpu") -> None:
     """eca_block's output and the gradients of U, w and the identity against torch_eca's."""
     from sedsl.pytorch.kernels import eca_block
 
     gen = torch.Generator().manual_seed(seed)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    u = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=fmt)
-    ident = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=fmt) \
+    u = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
+    ident = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt) \
         if identity else None
-    w = torch.randn(k, generator=gen)
+    w = torch.randn(k, generator=gen).to(device)
     leaves = [u.requires_grad_(), w.requires_grad_(),
               *([ident.requires_grad_()] if ident is not None else [])]
     out = eca_block(u, w, ident, padding=padding, act=act)
@@ -637,7 +638,7 @@ def check_eca(shape: tuple[int, int, int, int], k: int, padding: str, act: str, 
     leaves64 = [t.detach().double().requires_grad_() for t in leaves]
     want = torch_eca(leaves64[0], leaves64[1], leaves64[2] if identity else None, padding, act)
     assert_close(out, want, dtype)
-    grad = torch.randn(shape, generator=gen).to(dtype)
+    grad = torch.randn(shape, generator=gen).to(device, dtype)
     got = torch.autograd.grad(out, leaves, grad)
     exp = torch.autograd.grad(want, leaves64, grad.double())
     for name, a, b in zip(("u", "w", "identity"), got, exp, strict=False):
@@ -672,3 +673,34 @@ def test_eca_matches_timm_and_passes_opcheck() -> None:
             lambda u, w, i, p=padding: eca_block(u, w, i, padding=p, act="silu"), (u, w, i))
         torch.library.opcheck(torch.ops.sedsl.eca_block.default,
                               (u, w, i, padding, "sigmoid", "relu"))
+
+
+
+# --- on a GPU (the Triton kernels compiled; skipped elsewhere) ------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_bn_folded_cuda(dtype: torch.dtype) -> None:
+    for training in (True, False):
+        for case in BN_CASES[:2]:
+            check_bn_block((4, 64, 14, 14), case, dtype, True, training, device="cuda")
+    check_bn_block((1, 256, 56, 56), SE_RESNET, dtype, True, True, device="cuda")
+    check_bn_block((2, 96, 8, 8), BN_CASES[2], dtype, False, True, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_eca_cuda(dtype: torch.dtype) -> None:
+    for k, padding, act, identity in ECA_CASES:
+        check_eca((4, 64, 14, 14), k, padding, act, identity, dtype, True, device="cuda")
+    check_eca((1, 256, 56, 56), 5, "circular", "relu", True, dtype, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_repeated_calls_cuda() -> None:
+    """The second call of a shape launches the cached compiled kernels directly
+    (sedsl.pytorch.kernels.launch): new data, the same right answers."""
+    for seed in (0, 1, 2):
+        check_block(make_inputs((8, 128, 28, 28), 8, SE_RESNET, torch.bfloat16, True,
+                                seed=seed, device="cuda"), SE_RESNET)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from sedsl.pytorch.flops import install_flop_formulas
 from sedsl.pytorch.kernels import reference
-from sedsl.pytorch.kernels.op import _eager, _matrix, check, kernels, use_triton
+from sedsl.pytorch.kernels.op import as_matrix, check, direct_ok, kernels, use_triton
 
 Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
@@ -55,7 +55,7 @@ def check_bn(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, w1: 
              b1: Tensor | None, w2: Tensor, b2: Tensor | None, identity: Tensor | None,
              training: bool, squeeze: str, excite: str, gate: str, act: str) -> None:
     """Raise ValueError unless the arguments describe a BN (C,) before an SE block on x."""
-    check(x, _matrix(w1), b1, _matrix(w2), b2, identity, squeeze, excite, gate, act)
+    check(x, as_matrix(w1), b1, as_matrix(w2), b2, identity, squeeze, excite, gate, act)
     if squeeze != "avg":
         raise ValueError(f"a folded BN needs the avg squeeze; got {squeeze!r}")
     c = x.shape[1]
@@ -101,7 +101,7 @@ def _forward(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor,
                                       training, momentum, eps, excite, gate, act, updated)
     else:
         with torch.autocast(x.device.type, enabled=False):
-            result = reference.bn_forward(x, weight, bias, *state, _matrix(w1), b1, _matrix(w2),
+            result = reference.bn_forward(x, weight, bias, *state, as_matrix(w1), b1, as_matrix(w2),
                                           b2, identity, training, momentum, eps, excite, gate,
                                           act, updated)
     out, z, s, stats = result
@@ -172,7 +172,7 @@ def _backward_impl(grad: Tensor, x: Tensor, weight: Tensor, bias: Tensor, w1: Te
         grads = kernels().bn_backward(grad, x, weight, bias, w1, b1, w2, b2, *saved)
     else:
         with torch.autocast(x.device.type, enabled=False):
-            grads = reference.bn_backward(grad, x, weight, bias, _matrix(w1), b1, _matrix(w2),
+            grads = reference.bn_backward(grad, x, weight, bias, as_matrix(w1), b1, as_matrix(w2),
                                           b2, *saved)
     dx, di, dg, db, dw1, db1, dw2, db2 = grads
     return dx, di, dg, db, dw1.view(w1.shape), db1, dw2.view(w2.shape), db2
@@ -257,14 +257,14 @@ def call(x: Tensor, bn: nn.BatchNorm2d, w1: Tensor, b1: Tensor | None, w2: Tenso
     state = (bn.running_mean, bn.running_var, bn.num_batches_tracked)
     args = (x, bn.weight, bn.bias, *state, w1, b1, w2, b2, identity, bn.training,
             float(bn.momentum), float(bn.eps), squeeze, excite, gate, act)  # type: ignore[arg-type]
-    if use_triton(x) and _eager(x, identity):
+    if use_triton(x) and direct_ok(x, identity):
         if torch.is_grad_enabled() and any(
                 t is not None and t.requires_grad for t in (x, *args[1:3], *args[6:11])):
             outputs: Outputs = _Folded.apply(*args)
         else:
             outputs = _forward(*args, in_place=True)  # type: ignore[arg-type]
         return outputs[:4]
-    outputs = torch.ops.sedsl.se_bn_block(*args[:6], _matrix(w1), b1, _matrix(w2), *args[9:])
+    outputs = torch.ops.sedsl.se_bn_block(*args[:6], as_matrix(w1), b1, as_matrix(w2), *args[9:])
     if bn.training:
         with torch.no_grad():
             for buffer, new in zip(state, outputs[4:], strict=True):

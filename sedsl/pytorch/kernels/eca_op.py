@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from sedsl.pytorch.flops import install_flop_formulas
 from sedsl.pytorch.kernels import reference
-from sedsl.pytorch.kernels.op import _eager, check_names, kernels, use_triton
+from sedsl.pytorch.kernels.op import check_names, direct_ok, kernels, use_triton
 
 PADDINGS = ("zero", "circular")
 
@@ -152,7 +152,7 @@ def eca_block(u: Tensor, w: Tensor, identity: Tensor | None = None, *, padding: 
               gate: str = "sigmoid", act: str = "none") -> Tensor:
     """act(U * gate(conv1d(mean_hw U, w)) + identity), one fused op; w (K,) or a Conv1d's
     (1, 1, K) weight."""
-    if use_triton(u) and _eager(u, identity):
+    if use_triton(u) and direct_ok(u, identity):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                            for t in (u, w, identity)):
             out: Tensor = _Direct.apply(u, w, identity, padding, gate, act)[0]

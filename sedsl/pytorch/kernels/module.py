@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from sedsl.pytorch.kernels import bn_op, reference
-from sedsl.pytorch.kernels.op import _call, _eager, check_names, use_triton
+from sedsl.pytorch.kernels.op import call_op, check_names, direct_ok, use_triton
 
 
 class SqueezeExcite(nn.Module):
@@ -39,7 +39,7 @@ class SqueezeExcite(nn.Module):
                                             self.fc2.weight, self.fc2.bias, identity,
                                             self.squeeze, self.excite, self.gate, self.act)
         else:
-            out, _, s, _ = _call(u, self.fc1.weight, self.fc1.bias, self.fc2.weight,
+            out, _, s, _ = call_op(u, self.fc1.weight, self.fc1.bias, self.fc2.weight,
                                  self.fc2.bias, identity, self.squeeze, self.excite, self.gate,
                                  self.act, True)
         if _hooked(self.probe):
@@ -73,4 +73,4 @@ def _hooked(m: nn.Module) -> bool:
     from torch.nn.modules import module as nn_module
 
     return bool(m._forward_hooks or m._forward_pre_hooks or nn_module._global_forward_hooks
-                or nn_module._global_forward_pre_hooks or not _eager())
+                or nn_module._global_forward_pre_hooks or not direct_ok())

@@ -1,4 +1,5 @@
-"""The fused SE block as a torch.library op, `torch.ops.sedsl.se_block`, and its module.
+"""The fused SE block as a torch.library op, `torch.ops.sedsl.se_block` (the module that
+generated models use, SqueezeExcite, is sedsl.pytorch.kernels.module).
 
     sedsl::se_block(Tensor u, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, Tensor? identity,
                     str squeeze, str excite, str gate, str act) -> (Tensor, Tensor, Tensor, Tensor)
@@ -12,7 +13,9 @@ differentiable like `out`.
 `sedsl::se_block_backward` is the backward, an op of its own so that torch.compile and
 torch.export trace through both directions with the fake implementations below.
 
-Which code runs is decided by `use_triton`, the one switch.
+Which code runs is decided by `use_triton`, the one switch. Eager calls on the Triton path skip
+torch.library's dispatch (`call_op`, `_Fused`); whatever traces or watches the op
+(`direct_ok`) gets it.
 """
 
 from __future__ import annotations
@@ -81,13 +84,13 @@ def checked(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | N
     the calls of a training loop skip the validation; w1 and w2 may be 1x1 conv weights."""
     key = (*map(_signature, (u, w1, b1, w2, b2, identity)), squeeze, excite, gate, act)
     if key not in _CHECKED:
-        check(u, _matrix(w1), b1, _matrix(w2), b2, identity, squeeze, excite, gate, act)
+        check(u, as_matrix(w1), b1, as_matrix(w2), b2, identity, squeeze, excite, gate, act)
         if len(_CHECKED) > 4096:
             _CHECKED.clear()
         _CHECKED.add(key)
 
 
-def _matrix(w: Tensor) -> Tensor:
+def as_matrix(w: Tensor) -> Tensor:
     """A 1x1 conv weight (O, I, 1, 1) as its (O, I) matrix, a view."""
     return w.flatten(1) if w.dim() == 4 else w
 
@@ -100,7 +103,7 @@ def _forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | 
         return _forward_triton(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
     checked(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
     with torch.autocast(u.device.type, enabled=False):  # s in fp32, as the fake promises
-        return reference.forward(u, _matrix(w1), b1, _matrix(w2), b2, identity, squeeze, excite,
+        return reference.forward(u, as_matrix(w1), b1, as_matrix(w2), b2, identity, squeeze, excite,
                                  gate, act)
 
 
@@ -175,7 +178,7 @@ def _backward_impl(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: T
         grads = kernels().backward(*args)
     else:
         with torch.autocast(u.device.type, enabled=False):
-            grads = reference.backward(grad, u, _matrix(w1), b1, _matrix(w2), b2, *args[6:])
+            grads = reference.backward(grad, u, as_matrix(w1), b1, as_matrix(w2), b2, *args[6:])
     du, di, dw1, db1, dw2, db2 = grads
     return du, di, dw1.view(w1.shape), db1, dw2.view(w2.shape), db2
 
@@ -233,7 +236,7 @@ install_flop_formulas()  # FlopCounterMode counts the op as the plain lowering's
 
 
 class _Fused(torch.autograd.Function):
-    """The op's autograd without the dispatcher, for eager calls (`_call`): the same forward
+    """The op's autograd without the dispatcher, for eager calls (`call_op`): the same forward
     and backward implementations, setup and saved tensors as the registered op. Going through
     torch.library's dispatch (the op, its autograd wrapper, the redispatch to the device) costs
     about as much host time as the four forward launches did after sedsl.pytorch.kernels.launch."""
@@ -257,7 +260,7 @@ _FUNCTORCH = getattr(torch._C, "_are_functorch_transforms_active", None)
 _TRACING = getattr(torch._C, "_get_tracing_state", None)  # TorchScript's torch.jit.trace
 
 
-def _eager(*tensors: Tensor | None) -> bool:
+def direct_ok(*tensors: Tensor | None) -> bool:
     """Whether a call may skip the dispatcher: not traced (torch.compile, torch.export,
     TorchScript as fvcore traces), under no dispatch mode (FlopCounterMode, fake tensors,
     make_fx) or functorch transform, and no tensor subclass: wherever the op must be seen."""
@@ -268,13 +271,13 @@ def _eager(*tensors: Tensor | None) -> bool:
                 or torch.overrides.has_torch_function([t for t in tensors if t is not None]))
 
 
-def _call(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+def call_op(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
           identity: Tensor | None, squeeze: str, excite: str, gate: str, act: str,
           triton: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The op's outputs: eager calls on the Triton path directly (through `_Fused` when a
     gradient is needed), everything else through `torch.ops.sedsl.se_block`; w1 and w2 as
     matrices or 1x1 conv weights; `triton`: use_triton(u) when the caller knows it."""
-    if (use_triton(u) if triton is None else triton) and _eager(u, identity):
+    if (use_triton(u) if triton is None else triton) and direct_ok(u, identity):
         if torch.is_grad_enabled() and any(
                 t is not None and t.requires_grad for t in (u, w1, b1, w2, b2, identity)):
             out: tuple[Tensor, Tensor, Tensor, Tensor] = _Fused.apply(
@@ -282,7 +285,7 @@ def _call(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | Non
             return out
         return _forward_triton(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
     result: tuple[Tensor, Tensor, Tensor, Tensor] = torch.ops.sedsl.se_block(
-        u, _matrix(w1), b1, _matrix(w2), b2, identity, squeeze, excite, gate, act)
+        u, as_matrix(w1), b1, as_matrix(w2), b2, identity, squeeze, excite, gate, act)
     return result
 
 
@@ -291,4 +294,4 @@ def se_block(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | 
              gate: str = "sigmoid", act: str = "none") -> Tensor:
     """act(gate(excite(squeeze_hw(U) W1^T + b1) W2^T + b2) * U + identity), one fused op;
     w1/w2 as (R, C)/(C, R) matrices or (R, C, 1, 1)/(C, R, 1, 1) 1x1 conv weights."""
-    return _call(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)[0]
+    return call_op(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)[0]
