@@ -7,12 +7,19 @@ recorded and the next one runs, and the results are rewritten after every sectio
 cut short still leaves them:
 
   env        versions (never reinstalls torch), the GPU, and device-to-device copy bandwidth
+  host       host CPU time per call of the fused op and of the eager block (real launches;
+             bench/se_host_overhead.py --cuda): the first run found the op host-bound
   tests      the CUDA kernel tests (tests/test_kernels.py -k cuda), in a subprocess
   blocks     the fused SE op against eager PyTorch on SE-ResNeXt-101's four SE blocks
              (forward, and forward + backward), batch 1/32/128, bf16 and fp32
+  bn_blocks  the SE block with its BN folded in (sedsl::se_bn_block) against eager BN + SE
+             block, training mode, forward and forward + backward
+  flops      FlopCounterMode on the fused and the plain SE-ResNet-50: equal counts
   networks   SE-ResNeXt-101 and ResNeXt-101: inference forward and a training step, for sedsl's
              fused and plain lowerings and timm's models; SE's wall-clock overhead over the base
-  memory     peak CUDA memory of the same training step
+  memory     peak CUDA memory and saved-for-backward bytes of the same training step
+  variants   each attention variant's block (eager, and fused where the kernels compute it)
+             against its passes over U
   compile    torch.compile of the eager block and of the plain networks (slow to build: last)
   sanitizer  compute-sanitizer memcheck on the fused op's forward and backward, if installed
 
@@ -158,6 +165,28 @@ def tests(s: Session) -> dict[str, Any]:
     return {"summary": summary.strip("= ")}
 
 
+def host(s: Session) -> dict[str, Any]:
+    """bench/se_host_overhead.py per shape: host CPU time per call, fused vs eager, real
+    launches on the GPU (on the dry run: launches stubbed, CPU tensors, no interpreter)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    shapes = [[2, 64, 7, 7]] if s.dry else [[1, 256, 56, 56], [32, 1024, 14, 14],
+                                            [128, 2048, 7, 7]]
+    rows = []
+    for shape in shapes:
+        cmd = [sys.executable, "bench/se_host_overhead.py", "--json", "--rounds", "5",
+               "--shape", *map(str, shape), *([] if s.dry else ["--cuda"])]
+        run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=max(30, s.left() - 10))
+        if run.returncode != 0:
+            raise RuntimeError(run.stderr[-1500:])
+        col = json.loads(run.stdout.strip().splitlines()[-1])["working tree"]
+        rows.append({"shape": "x".join(map(str, shape)),
+                     **{k.replace(" ", "_").replace("+", "_"): round(v, 1)
+                        for k, v in col.items() if isinstance(v, (int, float))}})
+        print(rows[-1], flush=True)
+    return {"rows": rows, "unit": "us of host CPU time per call (fp32, channels_last)"}
+
+
 def block_shapes(s: Session) -> list[tuple[str, int, int, int]]:
     """(dtype, batch, C, H=W) of every block configuration to time."""
     import se_kernel
@@ -231,6 +260,83 @@ def step(torch: Any, fn: Callable[..., Any], inputs: list[Any], backward: bool
         return forward
     grad = torch.randn_like(inputs[0])
     return lambda: torch.autograd.grad(fn(*inputs), inputs, grad)
+
+
+def bn_blocks(s: Session) -> dict[str, Any]:
+    """conv output X -> BN (training) -> SE -> + identity -> relu: eager nn.BatchNorm2d and the
+    eager SE block against the fused op with the BN folded in (sedsl::se_bn_block), bf16,
+    channels_last, forward and forward + backward, at SE-ResNeXt-101's stages."""
+    import se_kernel
+    import torch
+    from torch import nn
+
+    from sedsl.pytorch.kernels import SqueezeExcite
+
+    shapes = [("fp32", 2, 32, 4)] if s.dry else [("bf16", n, c, hw) for n in (32, 128)
+                                                 for c, hw in se_kernel.STAGES]
+    rows = []
+    for dname, n, c, hw in shapes:
+        if s.left() < 15:
+            rows.append({"skipped": "budget"})
+            break
+        dtype = se_kernel.DTYPES[dname]
+        bn = nn.BatchNorm2d(c).to(device(s), dtype).train()
+        se = SqueezeExcite(c, c // 16, act="relu").to(device(s), dtype)
+        x, ident = (torch.randn(n, c, hw, hw, device=device(s)).to(dtype).contiguous(
+            memory_format=torch.channels_last).requires_grad_() for _ in range(2))
+        row: dict[str, Any] = {"dtype": dname, "n": n, "c": c, "hw": hw}
+        for name, fn in (("eager", se.plain), ("fused", se)):
+            row.update(bn_block_times(s, torch, name, fn, x, ident, bn))
+        row["fwd_speedup"] = round(row["fwd_eager_ms"] / row["fwd_fused_ms"], 3)
+        row["fwdbwd_speedup"] = round(row["fwdbwd_eager_ms"] / row["fwdbwd_fused_ms"], 3)
+        rows.append(row)
+        print(row, flush=True)
+    return {"rows": rows}
+
+
+def bn_block_times(s: Session, torch: Any, name: str, block: Callable[..., Any], x: Any,
+                   ident: Any, bn: Any) -> dict[str, float]:
+    """Forward (no grad) and forward + backward milliseconds of block(x, ident, bn)."""
+    grad = torch.randn_like(x)
+
+    def forward() -> Any:
+        with torch.no_grad():
+            return block(x, ident, bn)
+
+    def step() -> Any:
+        return torch.autograd.grad(block(x, ident, bn), [x, ident], grad)
+
+    return {f"fwd_{name}_ms": round(bench_ms(forward, s.dry), 4),
+            f"fwdbwd_{name}_ms": round(bench_ms(step, s.dry), 4)}
+
+
+def flops(s: Session) -> dict[str, Any]:
+    """FlopCounterMode on a training step of the plain and the fused SE-ResNet-50 (timm
+    layout): the fused ops' registered formulas must give the plain count exactly."""
+    import contextlib
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import sedsl
+    from sedsl.pytorch.export import trace_fused_op
+
+    size, n = (32, 2) if s.dry else (224, 8)
+    net = sedsl.load(ROOT / "specs/se_resnet50.se", input=f"3x{size}x{size}", layout="timm")
+    counts = {}
+    for label, fused in (("plain", False), ("fused", True)):
+        model = net.to_torch(fused=fused).to(device(s)).train()
+        x = torch.randn(n, 3, size, size, device=device(s))
+        # on the CPU the fused model's SE blocks run the op only under trace_fused_op
+        with (trace_fused_op() if s.dry else contextlib.nullcontext()), \
+                FlopCounterMode(display=False) as counter:
+            model(x).sum().backward()
+        counts[label] = int(counter.get_total_flops())
+        model.cpu()
+    if counts["plain"] != counts["fused"]:
+        raise RuntimeError(f"FlopCounterMode: plain {counts['plain']:,} fused "
+                           f"{counts['fused']:,}")
+    return {"counts": counts, "equal": True, "batch": n, "input": size}
 
 
 NETWORK_BATCH = {"train": 64, "infer": [1, 64]}
@@ -514,7 +620,8 @@ def time_block(s: Session, torch: Any, name: str, model: Any, x: Any,
 
 
 SECTIONS: list[tuple[str, Callable[[Session], dict[str, Any]], float]] = [
-    ("env", env, 0), ("tests", tests, 30), ("blocks", blocks, 30), ("networks", networks, 40),
+    ("env", env, 0), ("host", host, 20), ("tests", tests, 30), ("blocks", blocks, 30),
+    ("bn_blocks", bn_blocks, 20), ("flops", flops, 20), ("networks", networks, 40),
     ("memory", memory, 20), ("variants", variants, 20), ("compile", compiled, 40),
     ("sanitizer", sanitizer, 40),
 ]
@@ -534,7 +641,12 @@ def markdown(results: dict[str, Any]) -> str:
         note = r.get("summary") or r.get("why") or r.get("error", "")
         lines.append(f"| {name} | {r['status']} | {r.get('seconds', '')} | "
                      f"{str(note)[:200].replace('|', '/')} |")
+    lines += table("Host CPU time per call, us", sec.get("host", {}).get("rows", []))
     lines += table("SE blocks (channels_last)", sec.get("blocks", {}).get("rows", []))
+    lines += table("BN + SE blocks, training (channels_last)",
+                   sec.get("bn_blocks", {}).get("rows", []))
+    if "counts" in sec.get("flops", {}):
+        lines += table("FlopCounterMode, SE-ResNet-50 training step", [sec["flops"]["counts"]])
     lines += table("Networks", sec.get("networks", {}).get("rows", []))
     lines += table("SE network / base network", sec.get("networks", {}).get("overhead", []))
     lines += table("Training-step memory", sec.get("memory", {}).get("rows", []))

@@ -52,6 +52,15 @@ def transfer_weights(src: "Any", dst: "nn.Module", input: "Any" = None) -> "nn.M
     return transfer(src, dst, input)
 
 
+def fvcore_handles() -> "dict[str, Any]":
+    """fvcore op handles for sedsl's fused ops:
+    `FlopCountAnalysis(model, x).set_op_handle(**sedsl.fvcore_handles())` counts a fused model
+    as its plain lowering (see sedsl.pytorch.flops)."""
+    from sedsl.pytorch.flops import fvcore_handles as handles
+
+    return dict(handles())
+
+
 def __getattr__(name: str) -> "Any":
     """The compiler (`load`, `loads`, `Network`: networkx, lark) and the errors, on first use."""
     if name in _LAZY:
@@ -62,6 +71,5 @@ def __getattr__(name: str) -> "Any":
 
 
 __all__ = ["CompilerError", "DataError", "DeviceError", "MissingExtra", "ModelError", "Network",
-           "SedslError",
-           "Span", "SpecError", "UsageError", "__version__", "from_torch", "load",
-           "loads", "transfer_weights"]
+           "SedslError", "Span", "SpecError", "UsageError", "__version__", "from_torch",
+           "fvcore_handles", "load", "loads", "transfer_weights"]

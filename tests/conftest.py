@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
@@ -11,6 +12,11 @@ import sedsl
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
+# Inductor's on-disk caches per checkout, not the shared /tmp/torchinductor_<user>: their keys
+# cover the traced forward graph, not a custom op's autograd, so a checkout whose op backward
+# differs would reuse another's compiled backward. Set before torch reads it; child processes
+# inherit it.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / "build" / "torchinductor"))
 
 
 @cache

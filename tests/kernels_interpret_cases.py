@@ -21,13 +21,18 @@ if os.environ.get("TRITON_INTERPRET") != "1":
                 allow_module_level=True)
 
 from test_kernels import (
+    BN_CASES,
     CASES,
+    ECA_CASES,
     MODULES,
     NAMES,
     SE_RESNET,
     Case,
     assert_close,
     check_block,
+    check_bn_block,
+    check_eca,
+    make_bn_block,
     make_inputs,
 )
 
@@ -246,25 +251,36 @@ def test_whole_fused_network_runs_the_kernels() -> None:
     net = sedsl.loads(text, path=str(root / "specs" / "tiny.se"))
     plain, fused = net.to_torch(fused=False).eval(), net.to_torch(fused=True).eval()
     fused.load_state_dict(plain.state_dict())
-    calls = collections.Counter()
-    original = triton_se.forward
+    calls: collections.Counter[str] = collections.Counter()
+    originals = {name: getattr(triton_se, name) for name in ("forward", "bn_forward")}
 
-    def counting(*args: Any) -> Any:
-        calls["forward"] += 1
-        return original(*args)
+    def counting(name: str) -> Any:
+        def counted(*args: Any) -> Any:
+            calls[name] += 1
+            return originals[name](*args)
+        return counted
 
-    triton_se.forward = counting
+    for name in originals:
+        setattr(triton_se, name, counting(name))
     try:
         x = torch.randn(2, 3, 16, 16)
         out_f, out_p = fused(x), plain(x)
     finally:
-        triton_se.forward = original
-    assert calls["forward"] == 2  # one per SE block
+        for name, fn in originals.items():
+            setattr(triton_se, name, fn)
+    assert calls == {"bn_forward": 2}  # one per SE block, each with its bn3 folded in
     torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
     out_f.square().sum().backward()
     out_p.square().sum().backward()
     for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
+    # a training step: batch statistics, and the running ones updated alike
+    plain.train(), fused.train()
+    out_f, out_p = fused(x), plain(x)
+    torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(plain.state_dict().items(), fused.state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
 
 
 # --- edge cases a GPU would hit (each failed before the fix it tests) ----------------------------
@@ -453,3 +469,206 @@ def test_autocast_keeps_s_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
         _, z, s, _ = torch.ops.sedsl.se_block(*(t[k] for k in NAMES), "avg", "relu", "sigmoid",
                                               "relu")
     assert z.dtype == s.dtype == torch.float32
+
+
+@pytest.mark.parametrize("case", [SE_RESNET, CASES[2]], ids=str)
+def test_eager_path_is_the_op(case: Case) -> None:
+    """Eager calls skip the dispatcher (op._Fused: the op's forward, setup and backward called
+    directly, for host time); results and gradients are those of torch.ops.sedsl.se_block bit
+    for bit."""
+    t = make_inputs(SHAPE, 4, case, channels_last=True)
+    grad = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4))
+    eager = _fused(case, t)
+    assert type(eager.grad_fn).__name__ == "_FusedBackward"
+    args = [t[k] for k in NAMES]
+    via_op = torch.ops.sedsl.se_block(*args, case.squeeze, case.excite, case.gate, case.act)[0]
+    assert type(via_op.grad_fn).__name__ != "_FusedBackward"
+    assert torch.equal(eager, via_op)
+    for a, b in zip(_grads(eager, t, grad), _grads(via_op, t, grad), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_counters_and_tracers_see_the_op() -> None:
+    """The eager path skips the dispatcher only where nothing watches: FlopCounterMode counts
+    the op and its backward by their formulas (4NCR + 8NCR: the plain lowering's two 1x1
+    convolutions and their input and weight gradients), TorchScript records the op."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = make_inputs(SHAPE, 4, SE_RESNET)
+    n, c = SHAPE[:2]
+    with FlopCounterMode(display=False) as counter:
+        out = _fused(SE_RESNET, t)
+        _grads(out, t, torch.ones_like(out))
+    assert counter.get_total_flops() == 12 * n * c * 4
+    args = [t[k].detach() if t[k] is not None else None for k in NAMES]
+    traced = torch.jit.trace(lambda u: se_block(u, *args[1:], act="relu"), args[0])
+    assert "sedsl::se_block" in str(traced.graph)
+
+
+@pytest.mark.parametrize("identity", [True, False], ids=["id", "no-id"])
+def test_relu_mask_comes_from_the_output(identity: bool) -> None:
+    """ReLU's derivative is taken from the op's output, as torch's relu backward takes it from
+    its result (threshold_backward): where y is positive in fp32 but rounds to 0 in fp16, the
+    derivative is 0 (with y recomputed in fp32 it was 1), so dIdentity is dOut * (out > 0) and
+    dU there is the squeeze's share alone. The inputs put y there: W2 = 0 makes s =
+    sigmoid(-0.3) ~ 0.43 whatever U is; with an identity, U of ~2^-15 and identity =
+    -fp16(s * U) leave |y| <= 2^-25; without, U = 2^-24 leaves y = s * 2^-24 < 2^-25."""
+    n, c, h, w = 1, 8, 4, 4
+    case = Case("avg", "relu", "sigmoid", "relu", identity)
+    t = make_inputs((n, c, h, w), 2, case, torch.float16)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        t["w2"].zero_()
+        t["b2"].fill_(-0.3)
+        t["u"].copy_(torch.randn((n, c, h, w), generator=gen) * 2.0**-15 if identity else
+                     torch.randint(-3, 4, (n, c, h, w), generator=gen) * 2.0**-24)
+        s = torch.ops.sedsl.se_block(*(t[k] for k in NAMES), "avg", "relu", "sigmoid",
+                                     "relu")[2][:, :, None, None]  # fp32 (N, C, 1, 1)
+        su = s * t["u"].float()  # what the kernels compute, in fp32
+        if identity:
+            t["identity"].copy_(-su)  # rounded to fp16
+        y = su + (t["identity"].float() if identity else 0.0)
+    near = (y > 0) & (y.half() == 0)  # relu'(y) = 1 in fp32, 0 from the fp16 output
+    assert near.sum() >= 2
+    out = _fused(case, t)
+    assert torch.equal(out[near], torch.zeros_like(out[near]))
+    grad = torch.randn((n, c, h, w), generator=gen).half()
+    grads = dict(zip([k for k in NAMES if t[k] is not None], _grads(out, t, grad), strict=True))
+    mask = out > 0
+    if identity:
+        assert torch.equal(grads["identity"], grad * mask)
+    du = grads["u"].float()  # g * s + dz / HW, g = 0 off the mask: the same within a channel
+    hi = torch.where(mask, float("-inf"), du).amax((2, 3))
+    lo = torch.where(mask, float("inf"), du).amin((2, 3))
+    assert torch.equal(hi, lo)
+
+
+
+# --- the SE block with its BatchNorm folded in ----------------------------------------------------
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", BN_CASES, ids=str)
+def test_bn_folded_fp32(case: Case, channels_last: bool, training: bool) -> None:
+    """SqueezeExcite(x, identity, bn) on the Triton kernels against nn.BatchNorm2d and the SE
+    block in float64: output, every gradient, the running statistics; 7x7 (strided tiles) and
+    8x8 (flat NCHW)."""
+    for shape in ((2, 16, 7, 7), (3, 8, 8, 8)):
+        check_bn_block(shape, case, torch.float32, channels_last, training)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_bn_folded_half(dtype: torch.dtype, channels_last: bool) -> None:
+    """fp16 / bf16 activations with fp32 parameters (mixed precision), and all in bf16."""
+    check_bn_block((2, 16, 7, 7), SE_RESNET, dtype, channels_last, True)
+    check_bn_block((2, 16, 8, 8), BN_CASES[1], dtype, channels_last, True)
+    if dtype == torch.bfloat16:
+        check_bn_block((2, 16, 7, 7), SE_RESNET, dtype, channels_last, True,
+                       param_dtype=torch.bfloat16)
+
+
+def test_bn_folded_split_reductions() -> None:
+    """Batch 1 at 64x64 splits H*W in the squeeze and the reduce: the per-plane sums combine."""
+    bc, bhw = triton_se.reduce_tile(16, 64 * 64, True, 4)
+    assert triton_se.splits(1, -(-16 // bc), 64 * 64, bhw)[0] > 1
+    for case in (SE_RESNET, BN_CASES[1]):
+        check_bn_block((1, 16, 64, 64), case, torch.float32, True, True)
+
+
+def test_bn_folded_launches_and_the_op_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five launches forward and five backward; the eager path (in place) equals the op's
+    dispatch path (the updated statistics copied into the buffers) bit for bit."""
+    import copy
+
+    from triton.runtime import interpreter
+
+    from sedsl.pytorch.kernels import bn_op
+
+    eager = bn_op.direct_ok
+    results = []
+    for via_op in (False, True):
+        x, identity, bn, se = make_bn_block((2, 16, 7, 7), SE_RESNET, channels_last=True)
+        bn, se = copy.deepcopy(bn), copy.deepcopy(se)
+        x.requires_grad_()
+        launches: list[str] = []
+        call = interpreter.GridExecutor.__call__
+
+        def counted(self: Any, *args: Any, call_op: Any = call, _seen: list[str] = launches,
+                    **kwargs: Any) -> Any:
+            _seen.append(self.fn.__name__)
+            return call_op(self, *args, **kwargs)
+
+        interpreter.GridExecutor.__call__ = counted
+        monkeypatch.setattr(bn_op, "direct_ok", (lambda *a: False) if via_op else eager)
+        try:
+            out = se(x, identity, bn)
+            assert (type(out.grad_fn).__name__ == "_FoldedBackward") != via_op
+            forward = list(launches)
+            grads = torch.autograd.grad(out, [x, *bn.parameters(), *se.parameters()],
+                                        torch.ones_like(out))
+        finally:
+            interpreter.GridExecutor.__call__ = call
+        assert forward == ["_squeeze_kernel", "_bn_stats_kernel", "_excite_fc1_kernel",
+                           "_excite_fc2_kernel", "_scale_kernel"], forward
+        assert launches[5:] == ["_bwd_reduce_kernel", "_excite_bwd_kernel",
+                                "_excite_wgrad_kernel", "_bn_bwd_kernel", "_bwd_input_kernel"]
+        results.append((out, grads, [t.clone() for t in bn.buffers()]))
+    (out_a, grads_a, bufs_a), (out_b, grads_b, bufs_b) = results
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(bufs_a, bufs_b, strict=True))
+
+
+
+# --- ECA: the channel convolution transform -------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize(("k", "padding", "act", "identity"), ECA_CASES, ids=lambda v: str(v))
+def test_eca_fp32(k: int, padding: str, act: str, identity: bool, channels_last: bool) -> None:
+    """The fused ECA block on the Triton kernels against timm's computation in float64: 7x7
+    (strided tiles), 8x8 (flat NCHW), C = 5 < K (circular padding wraps more than once)."""
+    for shape in ((2, 16, 7, 7), (3, 12, 8, 8), (2, 5, 4, 4)):
+        check_eca(shape, k, padding, act, identity, channels_last=channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_eca_half(dtype: torch.dtype) -> None:
+    for channels_last in (False, True):
+        check_eca((2, 16, 7, 7), 5, "circular", "relu", True, dtype, channels_last)
+        check_eca((2, 16, 8, 8), 3, "zero", "none", False, dtype, channels_last)
+
+
+def test_eca_splits_launches_and_determinism() -> None:
+    """Batch 1 at 64x64 splits the squeeze: the partials combine; three launches forward and
+    three backward (squeeze, channel conv, scale; reduce, channel conv backward, input); the
+    weight gradient, summed over programs in order, repeats bit for bit."""
+    from triton.runtime import interpreter
+
+    from sedsl.pytorch.kernels import eca_block
+
+    check_eca((1, 16, 64, 64), 5, "circular", "relu", True, channels_last=True)
+    check_eca((1, 16, 64, 64), 3, "zero", "none", False)
+    launches: list[str] = []
+    call = interpreter.GridExecutor.__call__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        launches.append(self.fn.__name__)
+        return call(self, *args, **kwargs)
+
+    u = torch.randn(1, 16, 64, 64).requires_grad_()
+    w = torch.randn(3).requires_grad_()
+    interpreter.GridExecutor.__call__ = counted
+    try:
+        out = eca_block(u, w)
+        assert launches == ["_squeeze_kernel", "_channel_conv_kernel", "_scale_kernel"]
+        launches.clear()
+        grads = [torch.autograd.grad(eca_block(u, w), [u, w], torch.ones_like(out))
+                 for _ in range(2)]
+    finally:
+        interpreter.GridExecutor.__call__ = call
+    assert launches[3:6] == ["_bwd_reduce_kernel", "_channel_conv_bwd_kernel",
+                             "_bwd_input_kernel"]
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))

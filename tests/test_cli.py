@@ -121,7 +121,7 @@ def test_cost_csv_and_markdown() -> None:
 def test_cost_verify_agrees_with_fvcore() -> None:
     code, out, _ = run("cost", R50, "--verify", "--input", "96")
     assert code == 0
-    assert out.count("equal") == 2 and "DIFFERENT" not in out
+    assert out.count("equal") == 3 and "DIFFERENT" not in out  # base, se, se fused
 
 
 def test_bad_options_are_usage_errors() -> None:

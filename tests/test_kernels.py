@@ -36,6 +36,14 @@ MODULES: dict[str, type[nn.Module]] = {
 def torch_se(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
              identity: Tensor | None, squeeze: str, excite: str, gate: str, act: str) -> Tensor:
     """The SE block in float64 from torch.nn pieces; w1 (R, C), w2 (C, R)."""
+    y, _ = pre_activation(u, w1, b1, w2, b2, identity, squeeze, excite, gate)
+    return MODULES[act]()(y)
+
+
+def pre_activation(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+                   identity: Tensor | None, squeeze: str, excite: str,
+                   gate: str) -> tuple[Tensor, Tensor]:
+    """(y = s * U + identity, its magnitude |s * U| + |identity|) in float64."""
     r, c = w1.shape
     x = u.double()
     pool = nn.AdaptiveAvgPool2d(1) if squeeze == "avg" else nn.AdaptiveMaxPool2d(1)
@@ -44,9 +52,37 @@ def torch_se(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | 
     h = MODULES[excite]()(F.conv2d(pool(x), w1.double().view(r, c, 1, 1), b1d))  # (N, R, 1, 1)
     s = MODULES[gate]()(F.conv2d(h, w2.double().view(c, r, 1, 1), b2d))  # (N, C, 1, 1)
     y = x * s
+    size = y.abs()
     if identity is not None:
         y = y + identity.double()
-    return MODULES[act]()(y)
+        size = size + identity.double().abs()
+    return y, size
+
+
+# Where each post-activation's derivative jumps.
+KINKS = {"relu": (0.0,), "relu6": (0.0, 6.0), "hardsigmoid": (-3.0, 3.0),
+         "hardswish": (-3.0, 3.0)}
+
+
+def at_kinks(inputs: dict[str, Tensor | None], case: Case, dtype: torch.dtype) -> Tensor:
+    """The elements whose pre-activation y lies within rounding of a kink of the post-activation,
+    where the derivative (0 or 1 for relu) is decided by rounding, not by the block: within
+    2^-18 of |s * U| + |identity| (the kernels compute y in fp32 from an fp32 s, the reference
+    in float64), or below half the dtype's smallest subnormal (where the output, whose sign
+    gives relu's mask as in torch, rounds to 0). The first GPU run failed test_op_cuda[fp16]
+    on one such element of 802,816 (y = 1.9e-9 in float64, 0 in fp32: derivative 1 against
+    0). There the gradients of U and the identity may take either value; the weights' are
+    sums that one such element barely moves."""
+    args = {k: None if v is None else v.detach() for k, v in inputs.items()}
+    with torch.no_grad():
+        y, size = pre_activation(*(args[k] for k in NAMES), case.squeeze, case.excite,
+                                 case.gate)
+    info = torch.finfo(dtype)
+    slack = torch.clamp(size * 2.0**-18, min=info.tiny * info.eps)
+    near = torch.zeros_like(y, dtype=torch.bool)
+    for k in KINKS.get(case.act, ()):
+        near |= (y - k).abs() <= slack
+    return near
 
 
 @dataclass(frozen=True)
@@ -130,8 +166,12 @@ def check_block(inputs: dict[str, Tensor | None], case: Case,
     g = grad.to(out.device, out.dtype)
     got = torch.autograd.grad(out, [a for a in args if a is not None], g)
     exp = torch.autograd.grad(want, list(leaves.values()), g.double())
+    kinks = at_kinks(inputs, case, u.dtype).to(out.device)
+    assert kinks.sum() <= max(4, kinks.numel() // 100000), "too many elements at a kink"
     for name, a, b in zip(leaves, got, exp, strict=True):
         assert a.shape == b.shape, name
+        if name in ("u", "identity"):  # elementwise: either derivative at a kink
+            a, b = a[~kinks], b[~kinks]
         assert_close(a, b, a.dtype, name)
 
 
@@ -199,6 +239,17 @@ def test_op_cpu_awkward_shapes(shape: tuple[int, int, int, int]) -> None:
     rd = max(1, shape[1] // 16)
     for case in (CASES[0], CASES[2]):
         check_block(make_inputs(shape, rd, case, bias=case.squeeze == "avg"), case)
+
+
+def test_op_cpu_fp16_at_a_relu_kink() -> None:
+    """The case test_op_cuda[fp16] failed on in the first GPU run, on the op's CPU path (which
+    computes y in fp32 as the kernels do): one element's y is 1.9e-9 in float64 and exactly 0
+    in fp32, so ReLU's derivative there is 1 in the float64 reference and 0 in the op. The
+    comparison takes either value at such elements (`at_kinks`), and there is one here."""
+    inputs = make_inputs((1, 256, 56, 56), 16, SE_RESNET, torch.float16)
+    kinks = at_kinks(inputs, SE_RESNET, torch.float16)
+    assert kinks[0, 139, 2, 22] and kinks.sum() <= 4
+    check_block(inputs, SE_RESNET)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -319,6 +370,9 @@ def test_module_off_the_gpu() -> None:
 
 
 def test_torch_compile_fullgraph() -> None:
+    """torch.compile traces the op forward and backward. Inductor's on-disk caches are off:
+    their keys cover the forward graph, not the op's autograd, so a compiled backward cached
+    by another version of sedsl (a shared /tmp) would be reused."""
     torch.manual_seed(0)
     model = _Bottleneck()
     x = torch.randn(2, 8, 6, 6, requires_grad=True)
@@ -326,7 +380,9 @@ def test_torch_compile_fullgraph() -> None:
     eager_grads = torch.autograd.grad(eager.square().sum(), [x, *model.parameters()])
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True)
-    out = compiled(x)
+    with torch._inductor.config.patch(fx_graph_cache=False), \
+            torch._functorch.config.patch(enable_autograd_cache=False):
+        out = compiled(x)
     grads = torch.autograd.grad(out.square().sum(), [x, *model.parameters()])
     torch.testing.assert_close(out, eager)
     for a, b in zip(grads, eager_grads, strict=True):
@@ -408,3 +464,243 @@ def test_kernel_vocabulary() -> None:
 
     assert triton_se.KERNEL_ACTIVATIONS == vocab.KERNEL_ACTIVATIONS <= set(reference.ACTIVATIONS)
     assert triton_se.KERNEL_SQUEEZES == vocab.KERNEL_SQUEEZES <= set(reference.SQUEEZES)
+
+
+def test_every_activation_has_torchs_derivative() -> None:
+    """reference.ACTIVATION_GRADS (ATen backward ops) has one entry per vocabulary activation
+    and equals autograd's derivative, kinks included."""
+    from sedsl.pytorch.kernels import reference
+
+    assert set(reference.ACTIVATION_GRADS) == set(reference.ACTIVATIONS)
+    x = torch.cat([torch.linspace(-7, 7, 57), torch.tensor([-3.0, 0.0, 3.0, 6.0])]).double()
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name, fn in reference.ACTIVATIONS.items():
+        leaf = x.clone().requires_grad_()
+        (want,) = torch.autograd.grad(fn(leaf), leaf, g)
+        torch.testing.assert_close(reference.activation_grad(name, x, g), want, msg=name)
+
+
+# --- the SE block with its BatchNorm folded in (sedsl::se_bn_block) -------------------------------
+
+BN_CASES = [SE_RESNET, Case("avg", "silu", "hardsigmoid", "hardswish", True),
+            Case("avg", "relu", "sigmoid", "none", False),
+            Case("avg", "relu6", "tanh", "relu", False)]
+
+
+def make_bn_block(shape: tuple[int, int, int, int], case: Case, dtype: torch.dtype = torch.float32,
+                  channels_last: bool = False, seed: int = 0,
+                  param_dtype: torch.dtype = torch.float32, device: str = "cpu"
+                  ) -> tuple[Tensor, Tensor | None, nn.BatchNorm2d, SqueezeExcite]:
+    """(x, identity, BN, SE module) with every parameter and BN statistic random (a zero or
+    one left at its default hides a mismatch); x with a mean far from 0, as conv outputs may."""
+    gen = torch.Generator().manual_seed(seed)
+    c = shape[1]
+    x = (torch.randn(shape, generator=gen) * 2 + 3).to(dtype)
+    identity = torch.randn(shape, generator=gen).to(dtype) if case.identity else None
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        identity = None if identity is None else identity.contiguous(
+            memory_format=torch.channels_last)
+    bn = nn.BatchNorm2d(c, momentum=0.3)
+    se = SqueezeExcite(c, max(1, c // 4), squeeze=case.squeeze, excite=case.excite,
+                       gate=case.gate, act=case.act)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+        bn.bias.copy_(torch.randn(c, generator=gen))
+        bn.running_mean.copy_(torch.randn(c, generator=gen))
+        bn.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+        bn.num_batches_tracked.fill_(3)
+        for p in se.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
+    identity = None if identity is None else identity.to(device)
+    return x.to(device), identity, bn.to(device, param_dtype), se.to(device, param_dtype)
+
+
+def check_bn_block(shape: tuple[int, int, int, int], case: Case, dtype: torch.dtype,
+                   channels_last: bool, training: bool,
+                   param_dtype: torch.dtype = torch.float32, device: str = "cpu") -> None:
+    """SqueezeExcite(x, identity, bn) against nn.BatchNorm2d then the SE block in float64:
+    output, the gradients of x, the identity, the BN's and the SE block's parameters, and the
+    BN's running statistics and count after the step."""
+    import copy
+
+    x, identity, bn, se = make_bn_block(shape, case, dtype, channels_last,
+                                        param_dtype=param_dtype, device=device)
+    bn64, se64 = copy.deepcopy(bn).double(), copy.deepcopy(se).double()
+    bn.train(training)
+    bn64.train(training)
+    leaves = [x.requires_grad_(), *([identity.requires_grad_()] if identity is not None else [])]
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
+    out = se(x, identity, bn)
+    want = se64.plain(leaves64[0], leaves64[1] if identity is not None else None, bn64)
+    assert out.dtype == x.dtype and out.stride() == torch.empty_like(x).stride()
+    assert_close(out, want, dtype)
+    for buf in ("running_mean", "running_var", "num_batches_tracked"):
+        ours, theirs = getattr(bn, buf), getattr(bn64, buf)
+        assert_close(ours, theirs.to(torch.float64), param_dtype if buf != "num_batches_tracked"
+                     else torch.float64, buf)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    params, params64 = [*bn.parameters(), *se.parameters()], [*bn64.parameters(),
+                                                               *se64.parameters()]
+    got = torch.autograd.grad(out, [*leaves, *params], grad)
+    exp = torch.autograd.grad(want, [*leaves64, *params64], grad.double())
+    with torch.no_grad():  # elements at a kink of act (see at_kinks), with BN(x) as U
+        bn_copy = copy.deepcopy(bn64).eval() if not training else None
+        u64 = (bn_copy(leaves64[0]) if bn_copy is not None else
+               torch.nn.functional.batch_norm(leaves64[0], None, None, bn64.weight, bn64.bias,
+                                              True, 0.0, bn64.eps))
+        kin = {"u": u64, "w1": se64.fc1.weight.flatten(1), "b1": se64.fc1.bias,
+               "w2": se64.fc2.weight.flatten(1), "b2": se64.fc2.bias,
+               "identity": leaves64[1] if identity is not None else None}
+    kinks = at_kinks(kin, case, dtype)
+    names = [*["x", "identity"][:len(leaves)], "bn.weight", "bn.bias", "fc1.weight",
+             "fc1.bias", "fc2.weight", "fc2.bias"]
+    for name, a, b in zip(names, got, exp, strict=True):
+        if name in ("x", "identity"):
+            a, b = a[~kinks], b[~kinks]
+        tol_dtype = a.dtype if name in ("x", "identity") else param_dtype
+        assert_close(a, b.view_as(a), tol_dtype, name)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("case", BN_CASES, ids=str)
+def test_bn_folded_op_cpu(case: Case, training: bool) -> None:
+    """The op's CPU path (torch.ops.sedsl.se_bn_block, run by the module under
+    trace_fused_op) equals nn.BatchNorm2d + the SE block."""
+    from sedsl.pytorch.export import trace_fused_op
+
+    with trace_fused_op():
+        check_bn_block((2, 16, 5, 5), case, torch.float32, False, training)
+
+
+def test_bn_folded_op_gradcheck_and_opcheck() -> None:
+    x, identity, bn, se = make_bn_block((2, 6, 3, 3), SE_RESNET)
+    bn, se = bn.double(), se.double()
+    x = x.double().requires_grad_()
+    ident = identity.double().requires_grad_()
+    for training in (True, False):
+        bn.train(training)
+        w = [bn.weight, bn.bias, se.fc1.weight.flatten(1), se.fc1.bias, se.fc2.weight.flatten(1),
+             se.fc2.bias]
+        state = [t.clone() for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
+
+        def f(x: Tensor, i: Tensor, *w: Tensor, state: list[Tensor] = state,
+              training: bool = training) -> Tensor:
+            out: Tensor = torch.ops.sedsl.se_bn_block(
+                x, w[0], w[1], *state, *w[2:], i, training, 0.1, 1e-5, "avg", "relu",
+                "sigmoid", "relu")[0]
+            return out
+
+        assert torch.autograd.gradcheck(f, (x, ident, *w))
+        args = (x, w[0], w[1], *state, *w[2:], ident, training, 0.1, 1e-5, "avg", "relu",
+                "sigmoid", "relu")
+        torch.library.opcheck(torch.ops.sedsl.se_bn_block.default, args)
+
+
+# --- ECA: a 1-D convolution over channels as the transform (sedsl::eca_block) ---------------------
+
+ECA_CASES = [(3, "zero", "none", False), (5, "circular", "relu", True),
+             (3, "circular", "none", False),
+             (7, "zero", "relu", True)]
+
+
+def torch_eca(u: Tensor, w: Tensor, identity: Tensor | None, padding: str, act: str) -> Tensor:
+    """ECA in float64 as timm's EcaModule / CecaModule compute it: mean over H*W, Conv1d over
+    the (N, 1, C) vector (circular padding by F.pad), sigmoid, scale; then shortcut and act."""
+    k = w.numel()
+    z = u.double().mean((2, 3))[:, None]  # (N, 1, C)
+    if padding == "circular":
+        y = F.conv1d(F.pad(z, ((k - 1) // 2,) * 2, mode="circular"), w.double().view(1, 1, k))
+    else:
+        y = F.conv1d(z, w.double().view(1, 1, k), padding=(k - 1) // 2)
+    out = u.double() * torch.sigmoid(y).view(u.shape[0], -1, 1, 1)
+    if identity is not None:
+        out = out + identity.double()
+    return MODULES[act]()(out)
+
+
+def check_eca(shape: tuple[int, int, int, int], k: int, padding: str, act: str, identity: bool,
+              dtype: torch.dtype = torch.float32, channels_last: bool = False,
+              seed: int = 0, device: str = "cpu") -> None:
+    """eca_block's output and the gradients of U, w and the identity against torch_eca's."""
+    from sedsl.pytorch.kernels import eca_block
+
+    gen = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    u = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
+    ident = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt) \
+        if identity else None
+    w = torch.randn(k, generator=gen).to(device)
+    leaves = [u.requires_grad_(), w.requires_grad_(),
+              *([ident.requires_grad_()] if ident is not None else [])]
+    out = eca_block(u, w, ident, padding=padding, act=act)
+    assert out.dtype == u.dtype and out.stride() == torch.empty_like(u).stride()
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
+    want = torch_eca(leaves64[0], leaves64[1], leaves64[2] if identity else None, padding, act)
+    assert_close(out, want, dtype)
+    grad = torch.randn(shape, generator=gen).to(device, dtype)
+    got = torch.autograd.grad(out, leaves, grad)
+    exp = torch.autograd.grad(want, leaves64, grad.double())
+    for name, a, b in zip(("u", "w", "identity"), got, exp, strict=False):
+        assert_close(a, b, dtype if name != "w" else torch.float32, name)
+
+
+@pytest.mark.parametrize(("k", "padding", "act", "identity"), ECA_CASES,
+                         ids=lambda v: str(v))
+def test_eca_op_cpu(k: int, padding: str, act: str, identity: bool) -> None:
+    check_eca((2, 16, 5, 5), k, padding, act, identity)
+
+
+def test_eca_matches_timm_and_passes_opcheck() -> None:
+    """EfficientChannelAttention has timm's EcaModule / CecaModule state-dict keys and output;
+    the op passes gradcheck (float64, its CPU backward) and opcheck."""
+    from sedsl.pytorch.kernels import EfficientChannelAttention, eca_block
+
+    timm_eca = pytest.importorskip("timm.layers.eca")
+    x = torch.randn(2, 32, 6, 6)
+    for theirs, padding in ((timm_eca.EcaModule(kernel_size=5), "zero"),
+                            (timm_eca.CecaModule(kernel_size=3), "circular")):
+        ours = EfficientChannelAttention(theirs.conv.weight.shape[-1], padding)
+        ours.load_state_dict(theirs.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), theirs(x))
+            torch.testing.assert_close(eca_block(x, ours.conv.weight, padding=padding), theirs(x))
+    u = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    i = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    for padding in ("zero", "circular"):
+        assert torch.autograd.gradcheck(
+            lambda u, w, i, p=padding: eca_block(u, w, i, padding=p, act="silu"), (u, w, i))
+        torch.library.opcheck(torch.ops.sedsl.eca_block.default,
+                              (u, w, i, padding, "sigmoid", "relu"))
+
+
+
+# --- on a GPU (the Triton kernels compiled; skipped elsewhere) ------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_bn_folded_cuda(dtype: torch.dtype) -> None:
+    for training in (True, False):
+        for case in BN_CASES[:2]:
+            check_bn_block((4, 64, 14, 14), case, dtype, True, training, device="cuda")
+    check_bn_block((1, 256, 56, 56), SE_RESNET, dtype, True, True, device="cuda")
+    check_bn_block((2, 96, 8, 8), BN_CASES[2], dtype, False, True, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_eca_cuda(dtype: torch.dtype) -> None:
+    for k, padding, act, identity in ECA_CASES:
+        check_eca((4, 64, 14, 14), k, padding, act, identity, dtype, True, device="cuda")
+    check_eca((1, 256, 56, 56), 5, "circular", "relu", True, dtype, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_repeated_calls_cuda() -> None:
+    """The second call of a shape launches the cached compiled kernels directly
+    (sedsl.pytorch.kernels.launch): new data, the same right answers."""
+    for seed in (0, 1, 2):
+        check_block(make_inputs((8, 128, 28, 28), 8, SE_RESNET, torch.bfloat16, True,
+                                seed=seed, device="cuda"), SE_RESNET)

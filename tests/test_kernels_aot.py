@@ -34,7 +34,8 @@ STAGES = [(256, 56), (512, 28), (1024, 14), (2048, 7)]  # SE-ResNeXt-101's SE bl
 # kernels keep h (BLOCK_M x BLOCK_R) and ~_PRODUCT-element tiles in registers by design.
 SPILL_BUDGET = {"_squeeze_kernel": 0, "_scale_kernel": 0, "_bwd_reduce_kernel": 0,
                 "_bwd_input_kernel": 0, "_excite_fc1_kernel": 0, "_excite_fc2_kernel": 0,
-                "_excite_bwd_kernel": 0, "_excite_wgrad_kernel": 0}
+                "_excite_bwd_kernel": 0, "_excite_wgrad_kernel": 0, "_bn_stats_kernel": 0,
+                "_bn_bwd_kernel": 0, "_channel_conv_kernel": 0, "_channel_conv_bwd_kernel": 0}
 
 
 def _cuda_backend_missing() -> str | None:
@@ -106,6 +107,7 @@ def _launch_everything() -> None:
     import torch
 
     from sedsl.pytorch.kernels import triton_se
+    from sedsl.pytorch.kernels.reference import for_act_grad
 
     def block(shape: tuple[int, int, int, int], dtype: torch.dtype, channels_last: bool,
               squeeze: str, excite: str, gate: str, act: str, identity: bool,
@@ -131,8 +133,30 @@ def _launch_everything() -> None:
         grad = torch.empty_like(out)
         if strides == "expanded":
             grad = torch.empty(1, device="meta", dtype=dtype).expand(*shape)
-        triton_se.backward(grad, u, w1, b1, w2, b2, ident if act != "none" else None, z, s,
-                           idx, None, None, squeeze, excite, gate, act)
+        triton_se.backward(grad, u, w1, b1, w2, b2, *for_act_grad(ident, out, act), z, s, idx,
+                           None, None, squeeze, excite, gate, act, ident is not None)
+
+    def bn_block(shape: tuple[int, int, int, int], dtype: torch.dtype, channels_last: bool,
+                 excite: str, gate: str, act: str, identity: bool, training: bool,
+                 param_dtype: torch.dtype = torch.float32) -> None:
+        """The SE block with its BN folded in (triton_se.bn_forward / bn_backward)."""
+        c = shape[1]
+        r = max(1, c // 16)
+
+        def t(*size: int, dt: torch.dtype = dtype) -> torch.Tensor:
+            return torch.empty(size, device="meta", dtype=dt)
+
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = t(*shape).contiguous(memory_format=fmt)
+        ident = t(*shape).contiguous(memory_format=fmt) if identity else None
+        p = param_dtype
+        bn = (t(c, dt=p), t(c, dt=p), t(c, dt=p), t(c, dt=p), t(1, dt=torch.int64))
+        w1, b1, w2, b2 = t(r, c, dt=p), t(r, dt=p), t(c, r, dt=p), t(c, dt=p)
+        out, _, s, stats = triton_se.bn_forward(x, *bn, w1, b1, w2, b2, ident, training, 0.1,
+                                                1e-5, excite, gate, act)
+        triton_se.bn_backward(torch.empty_like(out), x, bn[0], bn[1], w1, b1, w2, b2,
+                              *for_act_grad(ident, out, act), s, stats, None, None, training,
+                              excite, gate, act, ident is not None)
 
     resnet = ("avg", "relu", "sigmoid", "relu", True)
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
@@ -161,6 +185,32 @@ def _launch_everything() -> None:
     # a sample over 2^31 elements: int64 offsets (meta tensors cost no memory)
     block((2, 2048, 1024, 1040), torch.bfloat16, False, *resnet)
     block((2, 2048, 1024, 1040), torch.bfloat16, True, *acts[0])
+    # BN folded in: SE-ResNeXt-101's stages (training, and eval at batch 32), batch 1 with
+    # split reductions, every act path (relu from the output, silu from y), awkward shapes
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for channels_last in (False, True):
+            for c, hw in STAGES:
+                bn_block((32, c, hw, hw), dtype, channels_last, "relu", "sigmoid", "relu", True,
+                         True)
+                if dtype == torch.bfloat16:
+                    bn_block((1, c, hw, hw), dtype, channels_last, "relu", "sigmoid", "relu",
+                             True, True, torch.bfloat16)
+                    bn_block((32, c, hw, hw), dtype, channels_last, "relu", "sigmoid", "relu",
+                             True, False)
+    for j, (excite, gate, act, identity) in enumerate(
+            [("silu", "hardsigmoid", "hardswish", True), ("relu6", "tanh", "silu", False),
+             ("relu", "sigmoid", "none", True), ("hardswish", "relu", "relu", False)]):
+        shape, dtype = shapes[j % len(shapes)]
+        bn_block(shape, dtype, j % 2 == 1, excite, gate, act, identity, j % 2 == 0)
+    bn_block((2, 2048, 1024, 1040), torch.bfloat16, True, "relu", "sigmoid", "relu", True, True)
+    # ECA (the channel convolution transform): SE-ResNet's stages, both paddings, k 3 to 9
+    for j, (c, hw) in enumerate(STAGES):
+        for dtype in (torch.float32, torch.bfloat16):
+            u = torch.empty((32, c, hw, hw), device="meta", dtype=dtype)
+            w = torch.empty(3 + 2 * j, device="meta")
+            out, z, s = triton_se.eca_forward(u, w, u, j % 2 == 1, "sigmoid", "relu")
+            triton_se.eca_backward(torch.empty_like(out), u, w, None, out, z, s, None, None,
+                                   j % 2 == 1, "sigmoid", "relu", True)
 
 
 def _specialisations(caught: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
@@ -216,7 +266,8 @@ def _hunger(spec: tuple[Any, dict[str, Any]]) -> tuple[float, int]:
     for k, v in cx.items():
         if k.startswith("BLOCK_"):
             tile *= v
-    work = sum(bool(cx.get(k)) for k in ("MAX", "HAS_IDENTITY", "NEED_Y", "STORE_GY", "WIDE"))
+    work = sum(bool(cx.get(k)) for k in ("MAX", "HAS_IDENTITY", "NEED_Y", "STORE_GY", "WIDE",
+                                          "BN", "SQ"))
     return tile / comp["num_warps"], work + (cx.get("ACT", "none") != "none")
 
 
@@ -231,7 +282,8 @@ def _width(spec: tuple[Any, dict[str, Any]]) -> tuple[int, int, bool]:
 def _representatives(specs: list[tuple[Any, dict[str, Any]]]) -> list[tuple[int, Any, Any]]:
     """The CI selection, as (arch, kernel, compile arguments). For sm_90 and sm_80: the most
     register-hungry specialisation of every kernel per element size (4 or 2 bytes, bf16
-    preferred) and layout (NCHW, flat or not; channels_last), and of every excitation kernel the
+    preferred), layout (NCHW, flat or not; channels_last) and folded BN or not, and of every
+    excitation kernel the
     tile with the widest R per element size (SE-ResNeXt's 2048-channel stage, whose (rows, R)
     tiles are the excitation's largest register arrays). For sm_90 also: each activation
     through `_act` (scale kernel) and `_act_grad` (reduce-backward kernel), strides that do not
@@ -248,7 +300,7 @@ def _representatives(specs: list[tuple[Any, dict[str, Any]]]) -> list[tuple[int,
         half = bool(sig(comp) & {"*fp16", "*bf16"})
         layout = cx.get("U_LAYOUT", 0)
         if layout in (0, 1) and not cx.get("WIDE"):
-            k = (name, half, layout)
+            k = (name, half, layout, bool(cx.get("BN")))  # the folded BN's variants apart
             rank = (_hunger((fn, comp)), "*bf16" in sig(comp))
             if k not in best or rank > (_hunger(best[k]), "*bf16" in sig(best[k][1])):
                 best[k] = (fn, comp)

@@ -183,7 +183,10 @@ def test_fusion_folds_se_add_and_activation() -> None:
     rec = record(fused, "conv2.block1.se")
     assert rec.attrs["act"] == "relu" and fused.in_degree("conv2.block1.se") == 2
     assert "conv2.block1.add1" not in fused and "conv2.block1.relu3" not in fused
-    assert fused.number_of_nodes() == net.graph.number_of_nodes() - 16 * 7
+    # bn3 is folded in: the op reads conv3, the BN module stays at its path
+    assert rec.attrs["bn"] == "conv2.block1.bn3" and "conv2.block1.bn3" not in fused
+    assert "conv2.block1.conv3" in fused.predecessors("conv2.block1.se")
+    assert fused.number_of_nodes() == net.graph.number_of_nodes() - 16 * 8
     passes.verify(fused)
 
 
@@ -306,3 +309,19 @@ def test_se_on_both_inputs_of_an_add_fuses_one() -> None:
     fast.load_state_dict(plain.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(fast(x), plain(x))
+
+
+@pytest.mark.parametrize("spec", ["se_resnet50.se", "se_resnext50.se", "mobilenet_v3_small.se"])
+def test_fused_graph_costs_what_the_plain_one_does(spec: str) -> None:
+    """The `se` op's rules count what the nodes it replaces count, a folded BN included:
+    parameters, state (BN buffers) and FLOPs in every convention."""
+    from sedsl.targets.cost import CONVENTIONS, node_costs, state_elements
+
+    g = compiled(spec).graph
+    fused = passes.fuse_se(g)
+    assert any(r.op == "se" for _, r in records(fused))
+    for convention in CONVENTIONS:
+        plain_nodes, fused_nodes = node_costs(g, convention), node_costs(fused, convention)
+        assert sum(n.params for n in fused_nodes) == sum(n.params for n in plain_nodes)
+        assert sum(n.flops for n in fused_nodes) == sum(n.flops for n in plain_nodes), convention
+    assert state_elements(fused) == state_elements(g)

@@ -172,22 +172,36 @@ def _swept(docs: list[dict[str, Any]]) -> list[str]:
 
 
 def _verify(reports: list[tuple[Path, dict[str, str], Network, Cost]], quiet: bool) -> bool:
-    """Run fvcore on the plain-torch lowering of each network; True if any count disagrees."""
-    from sedsl.pytorch.flops import fvcore_flops
-
+    """Run fvcore on the plain-torch lowering of each network, and on the fused lowering with
+    its SE blocks traced as the fused op (counted by sedsl's fvcore handles); True if any count
+    disagrees with the analytic one."""
     failed = False
     for spec, _, net, c in reports:
         analytic = c if c.convention == "fvcore" else net.cost("fvcore")
-        for label, se, total in (("base", False, analytic.base.flops),
-                                 ("se", True, analytic.se.flops)):
+        for label, se, fused, total in (("base", False, False, analytic.base.flops),
+                                        ("se", True, False, analytic.se.flops),
+                                        ("se fused", True, True, analytic.se.flops)):
             with err().status(f"fvcore: tracing {net.name} ({label})", spinner="dots"):
-                measured = fvcore_flops(net.to_torch(fused=False, se=se), net.ir.graph["input"])
+                measured = _fvcore_count(net, se, fused)
             same = measured == total
             failed |= not same
             line = (f"{spec} {label}: analytic {total:,}  fvcore {measured:,}  "
                     f"{'equal' if same else 'DIFFERENT'}")
             (err() if quiet else out()).print(line)
     return failed
+
+
+def _fvcore_count(net: Network, se: bool, fused: bool) -> int:
+    """fvcore's count of a lowering; the fused one with its SE blocks traced as sedsl's op."""
+    from sedsl.pytorch.flops import fvcore_flops, fvcore_handles
+
+    shape = net.ir.graph["input"]
+    if not fused:
+        return fvcore_flops(net.to_torch(fused=False, se=se), shape)
+    from sedsl.pytorch.export import trace_fused_op
+
+    with trace_fused_op():
+        return fvcore_flops(net.to_torch(fused=True, se=se), shape, fvcore_handles())
 
 
 def _csv(docs: list[dict[str, Any]]) -> str:

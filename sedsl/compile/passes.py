@@ -398,8 +398,10 @@ def block_input_channels(g: Graph, inside: set[str]) -> int:
 
 
 def fuse_se(g: Graph) -> Graph:
-    """SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for every
-    SE block the kernels implement (`kernel_supports`); the others stay plain ops."""
+    """[BN ->] SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for
+    every SE block the kernels implement (`kernel_supports`); the others stay plain ops. A BN
+    whose output only the SE block reads is folded in (`_folded_bn`): the node then reads the
+    BN's input and names the BN in its attributes, whose module the lowering keeps."""
     fusions = []
     claimed: set[str] = set()  # an add both of whose inputs are SE blocks joins one of them
     for steps in se_units(g).values():
@@ -469,9 +471,28 @@ def _match_se(g: Graph, steps: dict[str, str],
     attrs: dict[str, Attr] = {"rd_channels": tag.rd_channels, "squeeze": t.squeeze,
                               "excite": t.excite, "gate": t.gate, "bias": t.bias,
                               "act": merge_act}
+    bn = _folded_bn(g, srcs[0], steps)
+    if bn is not None:  # BN -> SE: the op takes the BN's input, the BN module is its companion
+        members.insert(0, bn)
+        srcs[0] = inputs(g, bn)[0]
+        bn_attrs = record(g, bn).attrs
+        attrs.update(bn=bn, bn_eps=bn_attrs["eps"], bn_momentum=bn_attrs.get("momentum", 0.1))
     fused = replace_record(record(g, last), op="se", attrs=attrs, role="se", span=squeeze.span,
-                    branch=squeeze.branch, se=replace_record(tag, step="block"))
+                           branch=squeeze.branch, se=replace_record(tag, step="block"))
     return tag.unit, members, fused, srcs
+
+
+def _folded_bn(g: Graph, u: str, steps: dict[str, str]) -> str | None:
+    """The `bn` node producing the SE block's input when the fused op can take it in
+    (sedsl.pytorch.kernels.bn_op): a 2-D BN whose output only the SE block reads (its squeeze
+    and scale), before an avg squeeze (max of a * x + b would need min x where a < 0)."""
+    rec = record(g, u)
+    readers = {v for _, v in g.out_edges(u)}
+    if (rec.op != "bn" or len(rec.shape) != 3 or g.graph.get("output") == u
+            or record(g, steps["squeeze"]).attrs.get("mode") != "avg"
+            or readers != {steps["squeeze"], steps["scale"]}):
+        return None
+    return u
 
 
 def _sole_consumer(g: Graph, node: str) -> str | None:

@@ -97,6 +97,11 @@ class Op(Record):
     # (`nn.ReLU(inplace=True)`), or an expression whose {0} is the input it writes into.
     inplace: str | None = None
     arity: int | None = 1  # how many inputs; None: several (merges, the fused SE block)
+    # Modules the lowering also builds, at their own paths, and passes to this node's module
+    # as keyword arguments: (keyword, module path, constructor). The fused SE block's folded
+    # BN keeps its place (and state-dict keys) in the model this way.
+    companions: Callable[[Attrs, Shapes], tuple[tuple[str, str, TorchModule], ...]] = \
+        lambda a, ins: ()
     user: bool = True  # callable from a spec (merges and SE internals are not): a printed form
     # How a call is printed from a node's attributes (sedsl.targets.spec.op_call): the first
     # `positional` arguments by position (None: the required ones), up to the last one that must
@@ -624,9 +629,19 @@ def _se_infer(a: Attrs, ins: Shapes) -> Shape:
     return ins[0]
 
 
+def _bn_attrs(a: Attrs) -> dict[str, Attr]:
+    """A fused SE node's folded BN as a `bn` node's attributes."""
+    return {"eps": a["bn_eps"], "momentum": a["bn_momentum"]}
+
+
 def _se_params(a: Attrs, ins: Shapes, out: Shape) -> int:
     c, rd = ins[0][0], _int(a, "rd_channels")
-    return 2 * c * rd + ((rd + c) if a["bias"] else 0)
+    folded = BN.params(_bn_attrs(a), ins, out) if "bn" in a else 0
+    return 2 * c * rd + ((rd + c) if a["bias"] else 0) + folded
+
+
+def _se_buffers(a: Attrs, ins: Shapes, out: Shape) -> int:
+    return BN.buffers(_bn_attrs(a), ins, out) if "bn" in a else 0
 
 
 def _se_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
@@ -637,16 +652,32 @@ def _se_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
     )
 
 
-# The fused SE block (see passes.fuse_se): squeeze, excite, gate, scale [+ shortcut, activation].
-# Its counts are those of the plain-torch pieces it replaces.
+def _se_companions(a: Attrs, ins: Shapes) -> tuple[tuple[str, str, TorchModule], ...]:
+    """The folded BN's module, built where the BN node stood (its state-dict keys)."""
+    if "bn" not in a:
+        return ()
+    module = BN.torch(_bn_attrs(a), ins[:1], ins[0])
+    assert isinstance(module, TorchModule)
+    return (("bn", str(a["bn"]), module),)
+
+
+# The fused SE block (see passes.fuse_se): [BN,] squeeze, excite, gate, scale [+ shortcut,
+# activation]. Its counts are those of the plain-torch pieces it replaces, the BN's included.
 def _se_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
     return 2 * ins[0][0] * _int(a, "rd_channels")
 
 
+def _se_fvcore(a: Attrs, ins: Shapes, out: Shape) -> int:
+    folded = BN.fvcore(_bn_attrs(a), ins, out) if "bn" in a else 0
+    return _se_macs(a, ins, out) + folded
+
+
 SE = Op(
     "se", (), infer=_se_infer, arity=None, user=False, torch=_se_torch, params=_se_params,
-    macs=_se_macs, fvcore=_se_macs,
-    activations=lambda a, ins, out: _int(a, "rd_channels") + ins[0][0],  # its two FCs' outputs
+    buffers=_se_buffers, macs=_se_macs, fvcore=_se_fvcore, companions=_se_companions,
+    # its two FCs' outputs, and a folded BN's output
+    activations=lambda a, ins, out: (_int(a, "rd_channels") + ins[0][0]
+                                     + (numel(ins[0]) if "bn" in a else 0)),
     paper=lambda a, ins, out: _se_macs(a, ins, out) + 2 * numel(ins[0]),  # + squeeze, scale
 )
 

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sedsl.pytorch.kernels import bn_op, reference
 from sedsl.pytorch.kernels import op as se_op
-from sedsl.pytorch.kernels import reference
+from sedsl.pytorch.kernels.module import SqueezeExcite
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 
@@ -35,7 +36,21 @@ def decompose_se_block(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2:
     return out, z, s, idx
 
 
-DECOMPOSITIONS: dict[Any, Any] = {torch.ops.sedsl.se_block.default: decompose_se_block}
+def decompose_se_bn_block(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor,
+                          running_var: Tensor, num_batches_tracked: Tensor, w1: Tensor,
+                          b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+                          identity: Tensor | None, training: bool, momentum: float, eps: float,
+                          squeeze: str, excite: str, gate: str,
+                          act: str) -> tuple[Tensor, ...]:
+    """sedsl::se_bn_block's outputs in plain torch ops (sedsl/pytorch/kernels/bn_op.py)."""
+    out, z, s, stats, new = reference.bn_outputs(
+        x, weight, bias, running_mean, running_var, num_batches_tracked, w1, b1, w2, b2,
+        identity, training, momentum, eps, excite, gate, act)
+    return (out, z, s, stats, *(new or tuple(x.new_empty((0,)) for _ in range(3))))
+
+
+DECOMPOSITIONS: dict[Any, Any] = {torch.ops.sedsl.se_block.default: decompose_se_block,
+                                  torch.ops.sedsl.se_bn_block.default: decompose_se_bn_block}
 
 
 @contextmanager
@@ -44,28 +59,35 @@ def trace_fused_op() -> Iterator[None]:
     prove the decomposition; on CUDA it is what happens anyway). The op's CPU implementation
     stays the plain-torch reference."""
 
-    def fused(self: se_op.SqueezeExcite, u: Tensor, identity: Tensor | None = None) -> Tensor:
-        return se_op.se_block(u, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-                              identity, squeeze=self.squeeze, excite=self.excite,
+    def fused(self: SqueezeExcite, u: Tensor, identity: Tensor | None = None,
+              bn: nn.Module | None = None) -> Tensor:
+        weights = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        names = (self.squeeze, self.excite, self.gate, self.act)
+        if bn is not None and bn_op.foldable(bn, self.squeeze):
+            out: Tensor = bn_op.call(u, bn, *weights, identity, *names)[0]
+            return out
+        if bn is not None:
+            u = bn(u)
+        return se_op.se_block(u, *weights, identity, squeeze=self.squeeze, excite=self.excite,
                               gate=self.gate, act=self.act)
 
-    saved = se_op.SqueezeExcite.forward
-    se_op.SqueezeExcite.forward = fused  # type: ignore[method-assign]
+    saved = SqueezeExcite.forward
+    SqueezeExcite.forward = fused  # type: ignore[method-assign]
     try:
         yield
     finally:
-        se_op.SqueezeExcite.forward = saved  # type: ignore[method-assign]
+        SqueezeExcite.forward = saved  # type: ignore[method-assign]
 
 
 @contextmanager
 def _plain_se() -> Iterator[None]:
     """SqueezeExcite as plain torch ops on every device: TorchScript has no decompositions."""
-    saved = se_op.SqueezeExcite.forward
-    se_op.SqueezeExcite.forward = se_op.SqueezeExcite.plain  # type: ignore[method-assign]
+    saved = SqueezeExcite.forward
+    SqueezeExcite.forward = SqueezeExcite.plain  # type: ignore[method-assign]
     try:
         yield
     finally:
-        se_op.SqueezeExcite.forward = saved  # type: ignore[method-assign]
+        SqueezeExcite.forward = saved  # type: ignore[method-assign]
 
 
 def exported_program(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:

@@ -36,7 +36,10 @@ except ImportError:
             self.gate = _ACT[gate]()
             self.act = _ACT[act]()
 
-        def forward(self, x: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+        def forward(self, x: torch.Tensor, identity: torch.Tensor | None = None,
+                    bn: nn.Module | None = None) -> torch.Tensor:
+            if bn is not None:  # the BatchNorm before the block, which sedsl's op folds in
+                x = bn(x)
             z = getattr(x, self.reduce)((2, 3), keepdim=True)
             s = self.gate(self.fc2(self.excite(self.fc1(z))))
             return self.act(x * s if identity is None else x * s + identity)'''.strip("\n")
@@ -97,28 +100,38 @@ def _attr(name: str) -> str:
 
 
 def _constructors(g: Graph) -> list[str]:
-    lines, made = [], {""}
+    lines: list[str] = []
+    made = {""}
     indexed = {".".join(n.split(".")[:i]) for n in g.nodes for i, p in
                enumerate(n.split(".")) if p.isdigit()}  # containers with index-like children
     for name, rec in records(g):
-        lowering = OPS[rec.op].torch(rec.attrs, input_shapes(g, name), rec.shape)
+        ins = input_shapes(g, name)
+        for _, path, module in OPS[rec.op].companions(rec.attrs, ins):  # a folded BN's place
+            _construct(lines, made, indexed, path, module.source)
+        lowering = OPS[rec.op].torch(rec.attrs, ins, rec.shape)
         if not isinstance(lowering, TorchModule):
             continue
-        parts = name.split(".")
-        for i in range(1, len(parts)):
-            container = ".".join(parts[:i])
-            if container not in made:
-                kind = "nn.ModuleDict()" if container in indexed else "nn.Module()"
-                lines.append(f"        {_attr(container)} = {kind}")
-                made.add(container)
         source = lowering.source
         inplace = OPS[rec.op].inplace
         if inplace is not None and _may_overwrite(g, name):  # a module: `nn.ReLU(inplace=True)`
             source = inplace
-        lines.append(f"        {_attr(name)} = {source}")
+        _construct(lines, made, indexed, name, source)
         lines += [f"        {stmt.replace('{m}', _attr(name))}" for stmt in lowering.init]
-        made.add(name)  # a layer may hold others (timm's BatchNormAct2d holds its `act`)
     return lines or ["        pass"]
+
+
+def _construct(lines: list[str], made: set[str], indexed: set[str], name: str,
+               source: str) -> None:
+    """`self.<name> = <source>`, after the containers on its path."""
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        container = ".".join(parts[:i])
+        if container not in made:
+            kind = "nn.ModuleDict()" if container in indexed else "nn.Module()"
+            lines.append(f"        {_attr(container)} = {kind}")
+            made.add(container)
+    lines.append(f"        {_attr(name)} = {source}")
+    made.add(name)  # a layer may hold others (timm's BatchNormAct2d holds its `act`)
 
 
 def _may_overwrite(g: Graph, node: str) -> bool:
@@ -155,7 +168,9 @@ def _forward(g: Graph) -> list[str]:
         if isinstance(lowering, TorchExpr):
             expr = lowering.template.format(*args)
         else:
-            expr = f"{_attr(name)}({', '.join(args)})"
+            extra = [f"{key}={_attr(path)}" for key, path, _ in
+                     OPS[rec.op].companions(rec.attrs, input_shapes(g, name))]
+            expr = f"{_attr(name)}({', '.join(args + extra)})"
         for u in srcs:
             uses[u] -= 1
         if uses[in_x] > 0:  # keep the value in x alive under its own name

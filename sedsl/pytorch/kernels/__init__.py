@@ -9,6 +9,10 @@ TRITON_INTERPRET=1. Triton is imported only when a kernel is launched.
 
 from __future__ import annotations
 
-from sedsl.pytorch.kernels.op import SqueezeExcite, se_block, use_triton
+from sedsl.pytorch.kernels import bn_op  # registers sedsl::se_bn_block
+from sedsl.pytorch.kernels.eca_op import EfficientChannelAttention, eca_block
+from sedsl.pytorch.kernels.module import SqueezeExcite
+from sedsl.pytorch.kernels.op import se_block, use_triton
 
-__all__ = ["SqueezeExcite", "se_block", "use_triton"]
+__all__ = ["EfficientChannelAttention", "SqueezeExcite", "bn_op", "eca_block", "se_block",
+           "use_triton"]

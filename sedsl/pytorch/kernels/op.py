@@ -1,4 +1,5 @@
-"""The fused SE block as a torch.library op, `torch.ops.sedsl.se_block`, and its module.
+"""The fused SE block as a torch.library op, `torch.ops.sedsl.se_block` (the module that
+generated models use, SqueezeExcite, is sedsl.pytorch.kernels.module).
 
     sedsl::se_block(Tensor u, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, Tensor? identity,
                     str squeeze, str excite, str gate, str act) -> (Tensor, Tensor, Tensor, Tensor)
@@ -12,7 +13,9 @@ differentiable like `out`.
 `sedsl::se_block_backward` is the backward, an op of its own so that torch.compile and
 torch.export trace through both directions with the fake implementations below.
 
-Which code runs is decided by `use_triton`, the one switch.
+Which code runs is decided by `use_triton`, the one switch. Eager calls on the Triton path skip
+torch.library's dispatch (`call_op`, `_Fused`); whatever traces or watches the op
+(`direct_ok`) gets it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from sedsl.ir import vocab
+from sedsl.pytorch.flops import install_flop_formulas
 from sedsl.pytorch.kernels import reference
 from sedsl.pytorch.kernels.interpret import interpreting
 
@@ -67,18 +71,71 @@ def check(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | Non
         raise ValueError(f"max squeeze needs H*W > 0; got u of shape {tuple(u.shape)}")
 
 
+_CHECKED: set[tuple[Any, ...]] = set()  # argument signatures `check` has passed
+
+
+def _signature(t: Tensor | None) -> tuple[Any, ...] | None:
+    return None if t is None else (t.shape, t.dtype, t.device)
+
+
+def checked(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+            identity: Tensor | None, squeeze: str, excite: str, gate: str, act: str) -> None:
+    """`check`, once per signature (shapes, dtypes, devices, names: all it looks at), so that
+    the calls of a training loop skip the validation; w1 and w2 may be 1x1 conv weights."""
+    key = (*map(_signature, (u, w1, b1, w2, b2, identity)), squeeze, excite, gate, act)
+    if key not in _CHECKED:
+        check(u, as_matrix(w1), b1, as_matrix(w2), b2, identity, squeeze, excite, gate, act)
+        if len(_CHECKED) > 4096:
+            _CHECKED.clear()
+        _CHECKED.add(key)
+
+
+def as_matrix(w: Tensor) -> Tensor:
+    """A 1x1 conv weight (O, I, 1, 1) as its (O, I) matrix, a view."""
+    return w.flatten(1) if w.dim() == 4 else w
+
+
+def _forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+             identity: Tensor | None, squeeze: str, excite: str, gate: str,
+             act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The op's forward: the Triton kernels or the reference, after `checked`."""
+    if use_triton(u):
+        return _forward_triton(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    checked(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    with torch.autocast(u.device.type, enabled=False):  # s in fp32, as the fake promises
+        return reference.forward(u, as_matrix(w1), b1, as_matrix(w2), b2, identity, squeeze, excite,
+                                 gate, act)
+
+
+def _forward_triton(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+                    identity: Tensor | None, squeeze: str, excite: str, gate: str,
+                    act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    checked(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    out: tuple[Tensor, Tensor, Tensor, Tensor] = kernels().forward(
+        u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    return out
+
+
+_TRITON_SE: list[Any] = []
+
+
+def kernels() -> Any:
+    """sedsl.pytorch.kernels.triton_se, imported on first use (it imports triton)."""
+    if not _TRITON_SE:
+        from sedsl.pytorch.kernels import triton_se
+
+        _TRITON_SE.append(triton_se)
+    return _TRITON_SE[0]
+
+
 @torch.library.custom_op("sedsl::se_block", mutates_args=())
 def se_block_op(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
                 identity: Tensor | None, squeeze: str, excite: str, gate: str,
                 act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(out, z, s, idx) of the SE block; see the module docstring."""
-    check(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
-    with torch.autocast(u.device.type, enabled=False):  # s in fp32, as the fake promises
-        if use_triton(u):
-            from sedsl.pytorch.kernels import triton_se  # imports triton: only when kernels run
-
-            return triton_se.forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
-        return reference.forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    if w1.dim() != 2 or w2.dim() != 2:  # the schema's w1 (R, C), w2 (C, R)
+        check(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    return _forward(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
 
 
 @se_block_op.register_fake
@@ -94,34 +151,50 @@ def _se_block_fake(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Ten
 
 @torch.library.custom_op("sedsl::se_block_backward", mutates_args=())
 def se_block_backward_op(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-                         b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor,
-                         idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
-                         squeeze: str, excite: str, gate: str,
-                         act: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(dU, dIdentity, dW1, db1, dW2, db2); absent inputs get empty tensors."""
-    args = (grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z, grad_s,
-            squeeze, excite, gate, act)
-    with torch.autocast(u.device.type, enabled=False):
-        if use_triton(u):
-            from sedsl.pytorch.kernels import triton_se
-
-            grads = triton_se.backward(*args)
-        else:
-            grads = reference.backward(*args)
-    du, di, dw1, db1, dw2, db2 = grads
+                         b2: Tensor | None, identity: Tensor | None, out: Tensor | None,
+                         z: Tensor, s: Tensor, idx: Tensor, grad_z: Tensor | None,
+                         grad_s: Tensor | None, squeeze: str, excite: str, gate: str, act: str,
+                         has_identity: bool
+                         ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dU, dIdentity, dW1, db1, dW2, db2); absent ones are empty tensors. act's derivative
+    from `out` (the block's output) when given, else from y = s * U + identity."""
+    du, di, dw1, db1, dw2, db2 = _backward_impl(grad, u, w1, b1, w2, b2, identity, out, z, s,
+                                                idx, grad_z, grad_s, squeeze, excite, gate, act,
+                                                has_identity)
     return du, _or_empty(di, u), dw1, _or_empty(db1, u), dw2, _or_empty(db2, u)
+
+
+def _backward_impl(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
+                   b2: Tensor | None, identity: Tensor | None, out: Tensor | None, z: Tensor,
+                   s: Tensor, idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
+                   squeeze: str, excite: str, gate: str, act: str,
+                   has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None,
+                                                Tensor, Tensor | None]:
+    """The op's backward: the Triton kernels or the reference; gradients of 1x1 conv weights
+    come back in their shapes."""
+    args = (grad, u, w1, b1, w2, b2, identity, out, z, s, idx, grad_z, grad_s, squeeze, excite,
+            gate, act, has_identity)
+    if use_triton(u):
+        grads = kernels().backward(*args)
+    else:
+        with torch.autocast(u.device.type, enabled=False):
+            grads = reference.backward(grad, u, as_matrix(w1), b1, as_matrix(w2), b2, *args[6:])
+    du, di, dw1, db1, dw2, db2 = grads
+    return du, di, dw1.view(w1.shape), db1, dw2.view(w2.shape), db2
 
 
 @se_block_backward_op.register_fake
 def _se_block_backward_fake(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-                            b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor,
-                            idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
-                            squeeze: str, excite: str, gate: str,
-                            act: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                            b2: Tensor | None, identity: Tensor | None, out: Tensor | None,
+                            z: Tensor, s: Tensor, idx: Tensor, grad_z: Tensor | None,
+                            grad_s: Tensor | None, squeeze: str, excite: str, gate: str,
+                            act: str, has_identity: bool
+                            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     def like(t: Tensor | None) -> Tensor:
         return u.new_empty((0,)) if t is None else torch.empty_like(t)
 
-    return like(u), like(identity), like(w1), like(b1), like(w2), like(b2)
+    di = like(identity if identity is not None else u) if has_identity else like(None)
+    return like(u), di, like(w1), like(b1), like(w2), like(b2)
 
 
 def _or_empty(t: Tensor | None, like: Tensor) -> Tensor:
@@ -130,9 +203,11 @@ def _or_empty(t: Tensor | None, like: Tensor) -> Tensor:
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
     u, w1, b1, w2, b2, identity, squeeze, excite, gate, act = inputs
-    _, z, s, idx = output
-    # y = s * U + identity is recomputed in backward; identity is only needed for act'(y)
-    ctx.save_for_backward(u, w1, b1, w2, b2, identity if act != "none" else None, z, s, idx)
+    out, z, s, idx = output
+    # Backward recomputes y = s * U + identity only for act'(y); relu's derivative comes from
+    # the output (reference.ACTS_FROM_OUTPUT), which the next layer saves anyway.
+    ctx.save_for_backward(u, w1, b1, w2, b2, *reference.for_act_grad(identity, out, act), z, s,
+                          idx)
     ctx.config = (squeeze, excite, gate, act)
     ctx.set_materialize_grads(False)  # unused z and s get None, not (N, C) zeros to add
     ctx.has = (b1 is not None, b2 is not None, identity is not None)
@@ -140,19 +215,78 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]
 
 def _backward(ctx: Any, grad: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
               _grad_idx: Tensor | None) -> tuple[Tensor | None, ...]:
-    u, w1, b1, w2, b2, identity, z, s, idx = ctx.saved_tensors
+    u, w1, b1, w2, b2, identity, out, z, s, idx = ctx.saved_tensors
     if grad is None:  # only z or s was used
         grad = torch.zeros_like(u)
-    du, di, dw1, db1, dw2, db2 = torch.ops.sedsl.se_block_backward(
-        grad, u, w1, b1, w2, b2, identity, z, s, idx, grad_z, grad_s, *ctx.config)
     has_b1, has_b2, has_identity = ctx.has
-    if has_identity and identity is None:  # act == "none": dIdentity = dOut
+    args = (grad, u, w1, b1, w2, b2, identity, out, z, s, idx, grad_z, grad_s, *ctx.config,
+            has_identity)
+    if getattr(ctx, "direct", False):  # the eager path (_Fused): no dispatcher
+        du, di, dw1, db1, dw2, db2 = _backward_impl(*args)
+    else:
+        du, di, dw1, db1, dw2, db2 = torch.ops.sedsl.se_block_backward(*args)
+    if has_identity and ctx.config[3] == "none":  # dIdentity = dOut
         di = grad
     return (du, dw1, db1 if has_b1 else None, dw2, db2 if has_b2 else None,
             di if has_identity else None, None, None, None, None)
 
 
 se_block_op.register_autograd(_backward, setup_context=_setup_context)
+install_flop_formulas()  # FlopCounterMode counts the op as the plain lowering's convolutions
+
+
+class _Fused(torch.autograd.Function):
+    """The op's autograd without the dispatcher, for eager calls (`call_op`): the same forward
+    and backward implementations, setup and saved tensors as the registered op. Going through
+    torch.library's dispatch (the op, its autograd wrapper, the redispatch to the device) costs
+    about as much host time as the four forward launches did after sedsl.pytorch.kernels.launch."""
+
+    @staticmethod
+    def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        # ctx in forward, not a setup_context: apply() would bind the arguments to the
+        # signature with inspect on every call (~20 µs)
+        output = _forward_triton(*args)
+        _setup_context(ctx, args, output)
+        ctx.direct = True
+        return output
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> tuple[Tensor | None, ...]:
+        return _backward(ctx, *grads)
+
+
+_MODES = getattr(torch._C, "_len_torch_dispatch_stack", None)
+_FUNCTORCH = getattr(torch._C, "_are_functorch_transforms_active", None)
+_TRACING = getattr(torch._C, "_get_tracing_state", None)  # TorchScript's torch.jit.trace
+
+
+def direct_ok(*tensors: Tensor | None) -> bool:
+    """Whether a call may skip the dispatcher: not traced (torch.compile, torch.export,
+    TorchScript as fvcore traces), under no dispatch mode (FlopCounterMode, fake tensors,
+    make_fx) or functorch transform, and no tensor subclass: wherever the op must be seen."""
+    if _MODES is None or _FUNCTORCH is None or _TRACING is None:  # a torch without these
+        return False
+    return not (torch.compiler.is_compiling() or _TRACING() is not None or _MODES()
+                or _FUNCTORCH()
+                or torch.overrides.has_torch_function([t for t in tensors if t is not None]))
+
+
+def call_op(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
+          identity: Tensor | None, squeeze: str, excite: str, gate: str, act: str,
+          triton: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The op's outputs: eager calls on the Triton path directly (through `_Fused` when a
+    gradient is needed), everything else through `torch.ops.sedsl.se_block`; w1 and w2 as
+    matrices or 1x1 conv weights; `triton`: use_triton(u) when the caller knows it."""
+    if (use_triton(u) if triton is None else triton) and direct_ok(u, identity):
+        if torch.is_grad_enabled() and any(
+                t is not None and t.requires_grad for t in (u, w1, b1, w2, b2, identity)):
+            out: tuple[Tensor, Tensor, Tensor, Tensor] = _Fused.apply(
+                u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+            return out
+        return _forward_triton(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)
+    result: tuple[Tensor, Tensor, Tensor, Tensor] = torch.ops.sedsl.se_block(
+        u, as_matrix(w1), b1, as_matrix(w2), b2, identity, squeeze, excite, gate, act)
+    return result
 
 
 def se_block(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None,
@@ -160,49 +294,4 @@ def se_block(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | 
              gate: str = "sigmoid", act: str = "none") -> Tensor:
     """act(gate(excite(squeeze_hw(U) W1^T + b1) W2^T + b2) * U + identity), one fused op;
     w1/w2 as (R, C)/(C, R) matrices or (R, C, 1, 1)/(C, R, 1, 1) 1x1 conv weights."""
-    w1 = w1.flatten(1) if w1.dim() == 4 else w1  # (R, C)
-    w2 = w2.flatten(1) if w2.dim() == 4 else w2  # (C, R)
-    out: Tensor = torch.ops.sedsl.se_block(u, w1, b1, w2, b2, identity, squeeze, excite, gate,
-                                           act)[0]
-    return out
-
-
-class SqueezeExcite(nn.Module):
-    """SE block [+ shortcut add [+ activation]] as one op; fc1/fc2 state-dict keys as timm's."""
-
-    def __init__(self, channels: int, rd_channels: int, bias: bool = True, squeeze: str = "avg",
-                 excite: str = "relu", gate: str = "sigmoid", act: str = "none") -> None:
-        super().__init__()
-        check_names(squeeze, excite, gate, act)
-        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias)
-        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias)
-        self.squeeze, self.excite, self.gate, self.act = squeeze, excite, gate, act
-        # Sees the gate s (N, C, 1, 1) that produced the output: a forward hook here records
-        # the excitation (sedsl excite). Parameterless, so no state-dict keys.
-        self.probe = nn.Identity()
-
-    def forward(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
-        if not use_triton(u):
-            return self.plain(u, identity)
-        out, _, s, _ = torch.ops.sedsl.se_block(
-            u, self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1),
-            self.fc2.bias, identity, self.squeeze, self.excite, self.gate, self.act)
-        self.probe(s[:, :, None, None])  # the op's own s, as a view
-        result: Tensor = out
-        return result
-
-    def plain(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
-        """The block as ordinary torch ops: where the kernels do not run (the CPU), eager mode,
-        autograd and torch.compile's inductor all do best with these (the op's CPU
-        implementation would hide them from inductor's fusion), and the results are those of
-        the unfused lowering, bit for bit."""
-        z = u.mean((2, 3), keepdim=True) if self.squeeze == "avg" else u.amax((2, 3), keepdim=True)
-        h = reference.activate(self.excite, self.fc1(z))  # (N, R, 1, 1)
-        x = u * self.probe(reference.activate(self.gate, self.fc2(h)))  # (N, C, H, W), fresh
-        if identity is not None:
-            x += identity
-        return reference.activate_(self.act, x)
-
-    def extra_repr(self) -> str:
-        return (f"squeeze={self.squeeze!r}, excite={self.excite!r}, gate={self.gate!r}, "
-                f"act={self.act!r}")
+    return call_op(u, w1, b1, w2, b2, identity, squeeze, excite, gate, act)[0]

@@ -43,6 +43,22 @@ GATES = vocab.GATES
 ACTS = ("none", *ACTIVATIONS)
 
 
+# Post-activations whose derivative the backward takes from the block's output, as torch's own
+# relu backward takes it from its result (threshold_backward): the op saves its output (which
+# the next layer saves anyway), not the identity, and the mask is the plain lowering's.
+ACTS_FROM_OUTPUT = frozenset({"relu"})
+
+
+def for_act_grad(identity: Tensor | None, out: Tensor,
+                 act: str) -> tuple[Tensor | None, Tensor | None]:
+    """(identity, output) as the backward needs them for act's derivative: the output for
+    ACTS_FROM_OUTPUT, the identity (y = s * U + identity is recomputed) for another act,
+    neither for "none"."""
+    if act == "none":
+        return None, None
+    return (None, out) if act in ACTS_FROM_OUTPUT else (identity, None)
+
+
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the block computes in: float32, or float64 for float64 inputs."""
     return torch.promote_types(dtype, torch.float32)
@@ -54,14 +70,27 @@ def activate(name: str, x: Tensor) -> Tensor:
 
 
 def activation_grad(name: str, x: Tensor, grad: Tensor) -> Tensor:
-    """grad * d`name`(x)/dx, by torch's own derivative of the activation (so every entry of the
-    vocabulary has one, with torch's values at the kinks)."""
+    """grad * d`name`(x)/dx by torch's own backward of the activation (so every entry of the
+    vocabulary has one, with torch's values at the kinks). The ATen backward ops, not
+    torch.func.vjp: the op's implementation runs below the autograd key, and under a dispatch
+    mode (FlopCounterMode) functorch's transforms fail there."""
     if name == "none":
         return grad
-    # torch.func, not torch.autograd: the op's implementation runs below the autograd key
-    vjp = torch.func.vjp(ACTIVATIONS[name], x)[1]
-    dx: Tensor = vjp(grad)[0]
-    return dx
+    return ACTIVATION_GRADS[name](x, grad)
+
+
+_aten = torch.ops.aten
+ACTIVATION_GRADS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "relu": lambda x, g: _aten.threshold_backward(g, x, 0),
+    "relu6": lambda x, g: _aten.hardtanh_backward(g, x, 0.0, 6.0),
+    "silu": lambda x, g: _aten.silu_backward(g, x),
+    "hardswish": lambda x, g: _aten.hardswish_backward(g, x),
+    "sigmoid": lambda x, g: _aten.sigmoid_backward(g, torch.sigmoid(x)),
+    "hardsigmoid": lambda x, g: _aten.hardsigmoid_backward(g, x),
+    "tanh": lambda x, g: _aten.tanh_backward(g, torch.tanh(x)),
+    "gelu": lambda x, g: _aten.gelu_backward(g, x),
+    "mish": lambda x, g: _aten.mish_backward(g, x),
+}
 
 
 def activate_(name: str, x: Tensor) -> Tensor:
@@ -161,14 +190,19 @@ def squeeze_grad(dz: Tensor, z: Tensor, idx: Tensor, u: Tensor, squeeze: str) ->
 
 
 def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-             b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor, idx: Tensor,
-             grad_z: Tensor | None, grad_s: Tensor | None, squeeze: str, excite: str, gate: str,
-             act: str) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None, Tensor,
-                                Tensor | None]:
-    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity only when identity is given."""
+             b2: Tensor | None, identity: Tensor | None, out: Tensor | None, z: Tensor,
+             s: Tensor, idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
+             squeeze: str, excite: str, gate: str, act: str,
+             has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None, Tensor,
+                                          Tensor | None]:
+    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity when the block has an identity. act's
+    derivative from `out` (the block's output) when given, as torch's relu backward takes it
+    from its result, else from y = s * U + identity recomputed."""
     g = grad.to(s.dtype)  # (N, C, H, W)
     uu = u.to(s.dtype)
-    if act != "none":
+    if out is not None:
+        g = activation_grad(act, out.to(s.dtype), g)  # relu: the output's sign is y's
+    elif act != "none":
         g = activation_grad(act, scale(u, s, identity, "none"), g)  # dL/dy
     ds = (g * uu).sum((2, 3))  # (N, C)
     if grad_s is not None:
@@ -179,11 +213,176 @@ def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
     du = torch.empty_like(u)
     du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, z, idx, u, squeeze))
     di = None
-    if identity is not None:
-        di = torch.empty_like(identity)
+    if has_identity:  # in the identity's dtype: the output's when only the output is kept
+        di = torch.empty_like(identity if identity is not None else out if out is not None
+                              else u)
         di.copy_(g)
     return du, di, dw1, db1, dw2, db2
 
 
 def _opt(t: Tensor | None, like: Tensor) -> Tensor | None:
     return None if t is None else t.to(like.dtype)
+
+
+# --- the SE block with the BatchNorm before it folded in (sedsl::se_bn_block) ---------------------
+
+
+def bn_outputs(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor,
+               running_var: Tensor, num_batches_tracked: Tensor, w1: Tensor, b1: Tensor | None,
+               w2: Tensor, b2: Tensor | None, identity: Tensor | None, training: bool,
+               momentum: float, eps: float, excite: str, gate: str, act: str
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor, Tensor] | None]:
+    """(out, z, s, (mean, rstd) (2, C), the updated running mean, variance and count in
+    training) of act(SE(BN(X)) + identity), avg squeeze, BN(X) = a * X + b, without side
+    effects (export's decomposition): BN with batch statistics in training, updated as
+    nn.BatchNorm2d does (momentum-weighted; unbiased running variance)."""
+    acc = accumulate_dtype(x.dtype)
+    xf = x.to(acc)
+    new = None
+    if training:
+        mean, var = xf.mean((0, 2, 3)), xf.var((0, 2, 3), unbiased=False)
+        count = x.numel() // x.shape[1]
+        new = ((running_mean.to(acc) * (1 - momentum) + mean * momentum).to(running_mean.dtype),
+               (running_var.to(acc) * (1 - momentum)
+                + var * (count / (count - 1)) * momentum).to(running_var.dtype),
+               num_batches_tracked + 1)
+    else:
+        mean, var = running_mean.to(acc), running_var.to(acc)
+    rstd = torch.rsqrt(var + eps)
+    a = weight.to(acc) * rstd
+    b = bias.to(acc) - mean * a
+    xbar = xf.mean((2, 3))  # (N, C)
+    z = a * xbar + b
+    s = excitation(z, w1, b1, w2, b2, excite, gate)
+    out = scale(xf * a[:, None, None] + b[:, None, None], s, identity, act).to(x.dtype)
+    return out, z, s, torch.stack([mean, rstd]), new
+
+
+def bn_forward(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor,
+               running_var: Tensor, num_batches_tracked: Tensor, w1: Tensor, b1: Tensor | None,
+               w2: Tensor, b2: Tensor | None, identity: Tensor | None, training: bool,
+               momentum: float, eps: float, excite: str, gate: str, act: str,
+               updated: tuple[Tensor, Tensor, Tensor] | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`bn_outputs` as the op returns them: out in X's layout, and in training the updated
+    running statistics written into `updated`, or into the buffers in place when it is None."""
+    state = (running_mean, running_var, num_batches_tracked)
+    out, z, s, stats, new = bn_outputs(x, weight, bias, *state, w1, b1, w2, b2, identity,
+                                       training, momentum, eps, excite, gate, act)
+    if new is not None:
+        for target, value in zip(updated or state, new, strict=True):
+            target.copy_(value)
+    result = torch.empty_like(x)
+    result.copy_(out)
+    return result, z, s, stats
+
+
+def bn_backward(grad: Tensor, x: Tensor, weight: Tensor, bias: Tensor, w1: Tensor,
+                b1: Tensor | None, w2: Tensor, b2: Tensor | None, identity: Tensor | None,
+                out: Tensor | None, s: Tensor, stats: Tensor, grad_z: Tensor | None,
+                grad_s: Tensor | None, training: bool, excite: str, gate: str, act: str,
+                has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor,
+                                             Tensor | None, Tensor, Tensor | None]:
+    """(dX, dIdentity, dgamma, dbeta, dW1, db1, dW2, db2) of `bn_forward` from X, s and the
+    BN's (mean, rstd): U = a * X + b and z recomputed, the SE block's backward, then BN's (with
+    the batch statistics' share in training)."""
+    mean, rstd = stats
+    a = weight.to(stats.dtype) * rstd
+    b = bias.to(stats.dtype) - mean * a
+    xf = x.to(stats.dtype)
+    u = xf * a[:, None, None] + b[:, None, None]
+    z = a * xf.mean((2, 3)) + b
+    du, di, dw1, db1, dw2, db2 = backward(
+        grad, u, w1, b1, w2, b2, identity, out, z, s, u.new_empty((0,), dtype=torch.int32),
+        grad_z, grad_s, "avg", excite, gate, act, has_identity)
+    xhat = (xf - mean[:, None, None]) * rstd[:, None, None]
+    dbeta, dgamma = du.sum((0, 2, 3)), (du * xhat).sum((0, 2, 3))
+    if training:
+        count = x.numel() // x.shape[1]
+        du = du - (dbeta / count)[:, None, None] - xhat * (dgamma / count)[:, None, None]
+    dx = torch.empty_like(x)
+    dx.copy_(du * a[:, None, None])
+    return dx, di, dgamma.to(weight.dtype), dbeta.to(weight.dtype), dw1, db1, dw2, db2
+
+
+# --- the ECA block: a 1-D convolution over channels as the transform (sedsl::eca_block) ---------
+
+
+def channel_conv(z: Tensor, w: Tensor, circular: bool) -> Tensor:
+    """conv1d of the (N, C) squeezed vector with w (K,), no bias, as timm's EcaModule (zero
+    padding) and CecaModule (circular) compute it on (N, 1, C)."""
+    k = w.numel()
+    pad = (k - 1) // 2
+    x = z[:, None]  # (N, 1, C)
+    if circular:
+        return F.conv1d(F.pad(x, (pad, pad), mode="circular"), w.view(1, 1, k).to(z.dtype))[:, 0]
+    return F.conv1d(x, w.view(1, 1, k).to(z.dtype), padding=pad)[:, 0]
+
+
+def eca_forward(u: Tensor, w: Tensor, identity: Tensor | None, circular: bool, gate: str,
+                act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, z, s) of act(U * gate(conv1d(mean_hw U, w)) + identity); z, s in the accumulate
+    dtype, out in U's dtype and layout."""
+    z = squeeze_hw(u, "avg")  # (N, C)
+    s = activate(gate, channel_conv(z, w, circular))  # (N, C)
+    out = torch.empty_like(u)
+    out.copy_(scale(u, s, identity, act))
+    return out, z, s
+
+
+def channel_conv_backward(dpre: Tensor, z: Tensor, w: Tensor,
+                          circular: bool) -> tuple[Tensor, Tensor]:
+    """(dz, dw) of `channel_conv` given dL/d(its output) (N, C): dz by the transposed
+    convolution (the same padding), dw[j] = sum over (n, c) of dpre[n, c] * z[n, c + j - K//2]."""
+    k = w.numel()
+    pad = (k - 1) // 2
+    n, c = z.shape
+    zpad = F.pad(z[:, None], (pad, pad), mode="circular" if circular else "constant")[:, 0]
+    dw = (dpre[:, :, None] * zpad.unfold(1, k, 1)).sum((0, 1))  # (K,)
+    dzpad = z.new_zeros((n, c + 2 * pad))
+    for j in range(k):
+        dzpad[:, j:j + c] += w[j].to(z.dtype) * dpre
+    dz = dzpad[:, pad:pad + c].clone()
+    if circular and pad:  # the padding was the other end's channels
+        dz[:, :pad] += dzpad[:, pad + c:]
+        dz[:, c - pad:] += dzpad[:, :pad]
+    return dz, dw
+
+
+def eca_backward(grad: Tensor, u: Tensor, w: Tensor, identity: Tensor | None,
+                 out: Tensor | None, z: Tensor, s: Tensor, grad_z: Tensor | None,
+                 grad_s: Tensor | None, circular: bool, gate: str, act: str,
+                 has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+    """(dU, dIdentity, dw) of `eca_forward`, act' as in `backward`."""
+    g = grad.to(s.dtype)
+    if out is not None:
+        g = activation_grad(act, out.to(s.dtype), g)
+    elif act != "none":
+        g = activation_grad(act, scale(u, s, identity, "none"), g)
+    ds = (g * u.to(s.dtype)).sum((2, 3))
+    if grad_s is not None:
+        ds = ds + grad_s
+    dpre = ds * _gate_grad(s, gate)
+    dz, dw = channel_conv_backward(dpre, z, w, circular)
+    if grad_z is not None:
+        dz = dz + grad_z
+    du = torch.empty_like(u)
+    du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, z, u.new_empty((0,)), u, "avg"))
+    di = None
+    if has_identity:
+        di = torch.empty_like(identity if identity is not None else out if out is not None
+                              else u)
+        di.copy_(g)
+    return du, di, dw.to(w.dtype).view(w.shape)
+
+
+def _gate_grad(s: Tensor, gate: str) -> Tensor:
+    """dGATE/dx from the gate's output s (the gates the kernels take: sigmoid, tanh, relu,
+    hardsigmoid)."""
+    if gate == "sigmoid":
+        return s * (1.0 - s)
+    if gate == "tanh":
+        return 1.0 - s * s
+    if gate == "relu":
+        return (s > 0.0).to(s.dtype)
+    return ((s > 0.0) & (s < 1.0)).to(s.dtype) / 6.0

@@ -16,9 +16,10 @@ The weights are read ceil(N / BLOCK_M) times each (once for N <= 16 at SE-ResNeX
 not once per sample or per program (`excite_bytes` gives every launch's bytes).
 
 Backward (`backward`), four launches:
-  1. `_bwd_reduce_kernel`   reads dOut, U (and identity when act != "none"), sums partial
-     dpre2 = gate'(s) * sum_hw(dY * U) (S, N, C), dY = dOut * act'(y), y = s * U + identity
-     recomputed; the gate's derivative comes from s (GATES_FROM_OUTPUT: sigmoid, tanh, relu,
+  1. `_bwd_reduce_kernel`   reads dOut, U (and, for act' (y): relu's from the block's
+     output, as torch's own relu backward does; any other's from y = s * U + identity
+     recomputed), sums partial dpre2 = gate'(s) * sum_hw(dY * U) (S, N, C), dY = dOut * act'(y);
+     the gate's derivative comes from s (GATES_FROM_OUTPUT: sigmoid, tanh, relu,
      hardsigmoid), and the partial sums are linear in it; with an identity it also writes
      dIdentity = dY;
   2. `_excite_bwd_kernel`   per row block: combines dpre2 (stored only when S > 1), recomputes
@@ -30,7 +31,8 @@ Backward (`backward`), four launches:
      db2. Blocks are as wide as registers allow, since every program reads one whole (N, R)
      tensor (dpre1 or h);
   4. `_bwd_input_kernel`    writes dU = dY * s + squeeze'(dz), reading dY back from dIdentity
-     when there is one, else dOut (and U to recompute y when act != "none", or for "max").
+     when there is one, else dOut (and the output for relu, U to recompute y for another
+     act, U for "max").
 U-sized traffic: 6|U| with an identity and an activation, 5|U| with an activation alone,
 4|U| for act == "none" (dIdentity is then dOut itself, no kernel touches it); "max" reads U
 once more in pass 4 when dY is stored.
@@ -58,8 +60,9 @@ and offsets are int64 when a tensor spans 2^31 elements or more (WIDE).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import functools
+import math
+from typing import Any
 
 import torch
 import triton
@@ -68,6 +71,7 @@ from torch import Tensor
 
 from sedsl.pytorch.kernels import reference
 from sedsl.pytorch.kernels.interpret import interpreting
+from sedsl.pytorch.kernels.launch import Launch
 
 # What `_act` / `_act_grad` and the squeeze kernel implement; sedsl.ir.vocab's `kernel` flags must
 # name exactly these (tests/test_vocab.py checks), so the fusion pass fuses nothing else.
@@ -102,9 +106,12 @@ _SMALL_ARGS = ["N", "C", "R", "HW", "SPLITS", "RB", "CB", "C_PER", "w1_sr", "w1_
                "w2_sc", "w2_sr", "b2_s"]
 
 
+_INTERPRET = interpreting()  # fixed once triton is imported (it reads TRITON_INTERPRET then)
+
+
 def _configs(*warps: int) -> list[triton.Config]:
     """Autotune space (num_warps) on a GPU; a single config under the interpreter."""
-    return [triton.Config({}, num_warps=w) for w in (warps[:1] if interpreting() else warps)]
+    return [triton.Config({}, num_warps=w) for w in (warps[:1] if _INTERPRET else warps)]
 
 
 # --- device functions ---------------------------------------------------------------------------
@@ -248,6 +255,28 @@ def _per_channel(v_ptr, start, at, NUMEL, FLAT_HW: tl.constexpr,  # type: ignore
     return tl.gather(vals, local, 0)
 
 
+@triton.jit  # type: ignore[untyped-decorator]
+def _per_channel_c(v_ptr, start, at, NUMEL, C, FLAT_HW: tl.constexpr,  # type: ignore[no-untyped-def]
+                   SPAN: tl.constexpr):
+    """v[(at // FLAT_HW) % C] for a flat NCHW block starting at `start`: a per-channel (C,)
+    vector (the folded BN's scale, shift and gradient coefficients), as `_per_channel`."""
+    first = start // FLAT_HW
+    rows = first + tl.arange(0, SPAN)
+    vals = tl.load(v_ptr + rows % C, mask=rows < NUMEL // FLAT_HW)
+    local = tl.minimum(at // FLAT_HW - first, SPAN - 1).to(tl.int32)
+    return tl.gather(vals, local, 0)
+
+
+@triton.jit
+def _bn_affine(w_ptr, bias_ptr, st_ptr, c, ok, C):  # type: ignore[no-untyped-def]
+    """(a, b) of channels c of a BN with (mean, rstd) at st_ptr (2, C): BN(X) = a * X + b."""
+    rstd = tl.load(st_ptr + C + c, mask=ok, other=0.0)
+    a = tl.load(w_ptr + c, mask=ok, other=0.0).to(tl.float32) * rstd
+    b = tl.load(bias_ptr + c, mask=ok, other=0.0).to(tl.float32) \
+        - tl.load(st_ptr + c, mask=ok, other=0.0) * a
+    return a, b
+
+
 # --- forward kernels ----------------------------------------------------------------------------
 
 
@@ -257,6 +286,8 @@ def _squeeze_kernel(  # type: ignore[no-untyped-def]
     zp_ptr,  # out: partial means (avg: the split's sum / HW) or maxima (max) (SPLITS, N, C)
     # fp32, contiguous; with one split they are z itself
     cp_ptr,  # out: partial tie counts (SPLITS, N, C) int32 (written only when MAX)
+    qp_ptr,  # out: partial sum((U - K)^2) / HW (SPLITS, N, C) fp32 (written only when SQ)
+    k_ptr,  # out: the shift K = U[n, c, 0, 0] (N, C) fp32 (written only when SHIFT)
     N,  # batch
     C,  # channels
     HW,  # H * W
@@ -267,11 +298,16 @@ def _squeeze_kernel(  # type: ignore[no-untyped-def]
     SPLIT_LEN,  # hw positions per split, a multiple of BLOCK_HW
     U_LAYOUT: tl.constexpr,  # _offsets layout code of U
     MAX: tl.constexpr,  # max squeeze (else the mean)
+    SHIFT: tl.constexpr,  # sums of U - K, K a value of the plane (the folded BN's statistics)
+    SQ: tl.constexpr,  # also the sum of squares (of U - K)
     WIDE: tl.constexpr,  # int64 offsets
     BLOCK_C: tl.constexpr,  # channels per program
     BLOCK_HW: tl.constexpr,  # hw positions per loop step
 ):
-    """One program per (split, channel block, sample): reduce U over the split's hw range."""
+    """One program per (split, channel block, sample): reduce U over the split's hw range.
+    With a folded BN (SHIFT, SQ) the sums are of U - K with K the plane's first value, so that
+    the variance E[(U - K)^2] - (E[U] - K)^2 does not cancel when the mean is large next to
+    the spread (the shifted-data algorithm)."""
     pid = tl.program_id(0)
     sp = pid % SPLITS
     rest = pid // SPLITS
@@ -286,6 +322,11 @@ def _squeeze_kernel(  # type: ignore[no-untyped-def]
         cnt = tl.zeros((BLOCK_C, BLOCK_HW), tl.int32)
     else:
         acc = tl.zeros((BLOCK_C, BLOCK_HW), tl.float32)
+        acc2 = tl.zeros((BLOCK_C, BLOCK_HW), tl.float32)
+    if SHIFT:  # K = U[n, c, 0, 0]: (BLOCK_C, 1)
+        k = tl.load(base + _offsets(c, tl.zeros((1,), tl.int32), W, u_sc, u_sh, u_sw, U_LAYOUT,
+                                    WIDE),
+                    mask=c_ok[:, None], other=0.0).to(tl.float32)
     for step in range(0, SPLIT_LEN, BLOCK_HW):
         hw = lo + step + lanes
         mask = c_ok[:, None] & (hw < HW)[None, :]
@@ -294,8 +335,16 @@ def _squeeze_kernel(  # type: ignore[no-untyped-def]
         if MAX:
             acc, cnt = _max_step(acc, cnt, x, mask)
         else:
+            if SHIFT:
+                x = tl.where(mask, x - k, 0.0)
             acc += x
+            if SQ:
+                acc2 += x * x
     at = (sp * N + n) * C + c
+    if SQ:
+        tl.store(qp_ptr + at, tl.sum(acc2, axis=1) / HW, mask=c_ok)
+    if SHIFT:
+        tl.store(k_ptr + n * C + c, tl.sum(k, axis=1), mask=c_ok & (sp == 0))
     if MAX:
         has_nan = tl.max((acc != acc).to(tl.int32), axis=1) > 0
         z = tl.where(has_nan, float("nan"), tl.max(acc, axis=1))
@@ -329,9 +378,10 @@ def _combine(zp_ptr, cp_ptr, m, k, ok, N, C, SPLITS, TIES,  # type: ignore[no-un
 @triton.jit  # type: ignore[untyped-decorator]
 def _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R,  # type: ignore[no-untyped-def]
          SPLITS, w1_sr, w1_sc, b1_s, STORE_Z, FROM_PARTIALS: tl.constexpr, MAX: tl.constexpr,
-         HAS_B1: tl.constexpr, BLOCK_K: tl.constexpr):
+         HAS_B1: tl.constexpr, BLOCK_K: tl.constexpr, ab_ptr, AFFINE: tl.constexpr):
     """pre1 = z W1^T + b1 (BLOCK_M, BLOCK_R) fp32 for rows m; z from the partials (combined
-    and stored, with the ties, when STORE_Z) or from z_ptr."""
+    and stored, with the ties, when STORE_Z) or from z_ptr. AFFINE: the partials are means of
+    a folded BN's input X, z = a * mean + b, (a, b) (2, C) at ab_ptr."""
     m_ok = m < N
     r_ok = r < R
     acc = tl.zeros((m.shape[0], r.shape[0]), tl.float32)
@@ -340,6 +390,10 @@ def _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R,  # type:
         ok = m_ok[:, None] & (k < C)[None, :]
         if FROM_PARTIALS:
             z, cnt = _combine(zp_ptr, cp_ptr, m, k, ok, N, C, SPLITS, STORE_Z, MAX)
+            if AFFINE:
+                a = tl.load(ab_ptr + k, mask=k < C, other=0.0)
+                b = tl.load(ab_ptr + C + k, mask=k < C, other=0.0)
+                z = a[None, :] * z + b[None, :]
             at = m[:, None] * C + k[None, :]
             tl.store(z_ptr + at, z, mask=ok & STORE_Z)
             if MAX:
@@ -383,7 +437,8 @@ def _excite_fc1_kernel(  # type: ignore[no-untyped-def]
     rb = pid // RB  # neighbouring programs share the W1 rows they read
     r = rb * BLOCK_R + tl.arange(0, BLOCK_R)
     pre1 = _fc1(z_ptr, zp_ptr, cp_ptr, cnt_ptr, w1_ptr, b1_ptr, m, r, N, C, R, SPLITS,
-                w1_sr, w1_sc, b1_s, (rb == 0) & (SPLITS > 1), True, MAX, HAS_B1, BLOCK_K)
+                w1_sr, w1_sc, b1_s, (rb == 0) & (SPLITS > 1), True, MAX, HAS_B1, BLOCK_K,
+                zp_ptr, False)
     tl.store(h_ptr + m[:, None] * R + r[None, :], _act(pre1, EXCITE),
              mask=(m < N)[:, None] & (r < R)[None, :])
 
@@ -426,9 +481,10 @@ def _excite_fc2_kernel(  # type: ignore[no-untyped-def]
 
 @triton.jit(do_not_specialize=["W", "HB", "CB"])  # type: ignore[untyped-decorator]
 def _scale_kernel(  # type: ignore[no-untyped-def]
-    u_ptr,  # U (N, C, H, W), any float dtype and strides
+    u_ptr,  # U (N, C, H, W), any float dtype and strides (with BN: the BN's input X)
     i_ptr,  # identity, U's shape and dtype, any strides (read only when HAS_IDENTITY)
     s_ptr,  # gate s (N, C) fp32, contiguous
+    bn_ptr,  # the folded BN's (scale a, shift b) (2, C) fp32 (read only when BN)
     o_ptr,  # out: ACT(s * U + identity), U's shape and dtype
     NUMEL,  # N * C * H * W
     C,  # channels
@@ -445,12 +501,13 @@ def _scale_kernel(  # type: ignore[no-untyped-def]
     I_LAYOUT: tl.constexpr,
     O_LAYOUT: tl.constexpr,
     HAS_IDENTITY: tl.constexpr,  # add identity
+    BN: tl.constexpr,  # U = a * X + b: a BN folded in (u_ptr is X)
     ACT: tl.constexpr,  # final activation name
     WIDE: tl.constexpr,  # int64 offsets
     BLOCK_C: tl.constexpr,  # channels per program (1 when FLAT)
     BLOCK_HW: tl.constexpr,  # hw positions per program (elements per program when FLAT)
 ):
-    """One program per tile: out = ACT(s * U + identity)."""
+    """One program per tile: out = ACT(s * U + identity), U = a * X + b with a folded BN."""
     pid = tl.program_id(0)
     if FLAT:
         if WIDE:
@@ -458,6 +515,9 @@ def _scale_kernel(  # type: ignore[no-untyped-def]
         at = pid * BLOCK_HW + tl.arange(0, BLOCK_HW)
         mask = at < NUMEL
         s = _per_channel(s_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
+        if BN:
+            a = _per_channel_c(bn_ptr, pid * BLOCK_HW, at, NUMEL, C, FLAT_HW, SPAN)
+            b = _per_channel_c(bn_ptr + C, pid * BLOCK_HW, at, NUMEL, C, FLAT_HW, SPAN)
         u_at, i_at, o_at = u_ptr + at, i_ptr + at, o_ptr + at
     else:
         n = (pid // (HB * CB)).to(tl.int64)
@@ -466,10 +526,16 @@ def _scale_kernel(  # type: ignore[no-untyped-def]
         c_ok = c < C
         mask = c_ok[:, None] & (hw < HW)[None, :]
         s = tl.load(s_ptr + n * C + c, mask=c_ok, other=0.0)[:, None]  # (BLOCK_C, 1)
+        if BN:
+            a = tl.load(bn_ptr + c, mask=c_ok, other=0.0)[:, None]
+            b = tl.load(bn_ptr + C + c, mask=c_ok, other=0.0)[:, None]
         u_at = u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT, WIDE)
         i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
         o_at = o_ptr + n * o_sn + _offsets(c, hw, W, o_sc, o_sh, o_sw, O_LAYOUT, WIDE)
-    y = s * tl.load(u_at, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(u_at, mask=mask, other=0.0).to(tl.float32)
+    if BN:
+        u = a * u + b
+    y = s * u
     if HAS_IDENTITY:
         y += tl.load(i_at, mask=mask, other=0.0).to(tl.float32)
     tl.store(o_at, _act(y, ACT).to(o_ptr.dtype.element_ty), mask=mask)
@@ -481,10 +547,16 @@ def _scale_kernel(  # type: ignore[no-untyped-def]
 @triton.jit(do_not_specialize=["N", "W", "CB", "SPLITS", "SPLIT_LEN"])  # type: ignore[untyped-decorator]
 def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
     g_ptr,  # dOut (N, C, H, W), U's dtype, any strides (expanded grads have stride 0)
-    u_ptr,  # U
-    i_ptr,  # identity (read only when HAS_IDENTITY and ACT != "none")
+    u_ptr,  # U (with BN: the BN's input X)
+    i_ptr,  # identity (read when HAS_IDENTITY), or the block's output (when FROM_OUT)
     s_ptr,  # gate s (N, C) fp32, contiguous
+    bnw_ptr, bnb_ptr,  # the folded BN's weight and bias (C,) (read only when BN)
+    st_ptr,  # its (mean, rstd) (2, C) fp32 (read only when BN)
     dsp_ptr,  # out: partial dpre2 = GATE'(s) * sum_hw(dY * U) (SPLITS, N, C) fp32, contiguous
+    sgp_ptr,  # out: partial sum_hw(dY) (SPLITS, N, C) fp32 (written only when BN)
+    sgxp_ptr,  # out: partial sum_hw(dY * X) (SPLITS, N, C) fp32 (written only when BN)
+    xp_ptr,  # out: partial sum_hw(X) / HW (SPLITS, N, C) fp32 (written only when BN)
+    ab_ptr,  # out: the BN's (a, b) (2, C) fp32 (written only when BN, by the first sample's)
     gy_ptr,  # out: dY = dOut * ACT'(y) in the identity's dtype (written only when STORE_GY)
     N,  # batch
     C,  # channels
@@ -502,7 +574,9 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
     I_LAYOUT: tl.constexpr,
     Y_LAYOUT: tl.constexpr,
     HAS_IDENTITY: tl.constexpr,  # y = s * U + identity (else s * U)
+    BN: tl.constexpr,  # U = a * X + b: a BN folded in (u_ptr is X)
     ACT: tl.constexpr,  # final activation name
+    FROM_OUT: tl.constexpr,  # ACT' from the block's output at i_ptr (relu), not from y
     GATE: tl.constexpr,  # the gate's name (one of GATES_FROM_OUTPUT)
     STORE_GY: tl.constexpr,  # write dY (the identity's gradient)
     WIDE: tl.constexpr,  # int64 offsets
@@ -511,7 +585,9 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
 ):
     """One program per (split, channel block, sample): partial dpre2 (ds times the gate's
     derivative, taken from s, so that the excitation's backward needs neither s nor fc2's
-    pre-activation) and, with an identity, dIdentity."""
+    pre-activation) and, with an identity, dIdentity. With a folded BN, ds = a * sum(dY * X) +
+    b * sum(dY), both sums kept for the BN's backward, and sum(X) too: the plane means give z
+    again (the forward does not keep z, nor the means)."""
     pid = tl.program_id(0)
     sp = pid % SPLITS
     rest = pid // SPLITS
@@ -520,7 +596,14 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
     c_ok = c < C
     s_c = tl.load(s_ptr + n * C + c, mask=c_ok, other=0.0)  # (BLOCK_C,)
     s = s_c[:, None]
-    acc = tl.zeros((BLOCK_C, BLOCK_HW), tl.float32)
+    if BN:
+        a_c, b_c = _bn_affine(bnw_ptr, bnb_ptr, st_ptr, c, c_ok, C)
+        first = c_ok & (n == 0) & (sp == 0)
+        tl.store(ab_ptr + c, a_c, mask=first)
+        tl.store(ab_ptr + C + c, b_c, mask=first)
+    acc = tl.zeros((BLOCK_C, BLOCK_HW), tl.float32)  # sum(dY * U), with BN sum(dY * X)
+    acc_g = tl.zeros((BLOCK_C, BLOCK_HW), tl.float32)  # sum(dY) (with BN)
+    acc_x = tl.zeros((BLOCK_C, BLOCK_HW), tl.float32)  # sum(X) (with BN)
     for step in range(0, SPLIT_LEN, BLOCK_HW):
         hw = sp * SPLIT_LEN + step + tl.arange(0, BLOCK_HW)
         mask = c_ok[:, None] & (hw < HW)[None, :]
@@ -528,8 +611,14 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
                     mask=mask, other=0.0).to(tl.float32)
         u = tl.load(u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT, WIDE),
                     mask=mask, other=0.0).to(tl.float32)
-        if ACT != "none":
-            y = s * u
+        if FROM_OUT:  # relu: out > 0, as torch's threshold_backward on the result
+            i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
+            g = tl.where(tl.load(i_at, mask=mask, other=0.0).to(tl.float32) > 0.0, g, 0.0)
+        elif ACT != "none":
+            if BN:  # noqa: SIM108 (a constexpr branch)
+                y = s * (a_c[:, None] * u + b_c[:, None])
+            else:
+                y = s * u
             if HAS_IDENTITY:
                 i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
                 y += tl.load(i_at, mask=mask, other=0.0).to(tl.float32)
@@ -538,13 +627,25 @@ def _bwd_reduce_kernel(  # type: ignore[no-untyped-def]
             y_at = gy_ptr + n * y_sn + _offsets(c, hw, W, y_sc, y_sh, y_sw, Y_LAYOUT, WIDE)
             tl.store(y_at, g.to(gy_ptr.dtype.element_ty), mask=mask)
         acc += g * u
-    tl.store(dsp_ptr + (sp * N + n) * C + c, tl.sum(acc, axis=1) * _gate_grad(s_c, GATE),
-             mask=c_ok)
+        if BN:
+            acc_g += g
+            acc_x += u
+    at = (sp * N + n) * C + c
+    ds = tl.sum(acc, axis=1)
+    if BN:
+        sg = tl.sum(acc_g, axis=1)
+        tl.store(sgp_ptr + at, sg, mask=c_ok)
+        tl.store(sgxp_ptr + at, ds, mask=c_ok)
+        tl.store(xp_ptr + at, tl.sum(acc_x, axis=1) / HW, mask=c_ok)
+        ds = a_c * ds + b_c * sg
+    tl.store(dsp_ptr + at, ds * _gate_grad(s_c, GATE), mask=c_ok)
 
 
 @triton.jit(do_not_specialize=_SMALL_ARGS)  # type: ignore[untyped-decorator]
 def _excite_bwd_kernel(  # type: ignore[no-untyped-def]
-    z_ptr,  # z (N, C) fp32
+    z_ptr,  # z (N, C) fp32 (with BN: out, z = a * mean_hw(X) + b for the weight gradients)
+    xp_ptr,  # with BN: partial mean_hw(X) (SPLITS, N, C) fp32 (the backward reduce's)
+    ab_ptr,  # with BN: its (a, b) (2, C) fp32 (the backward reduce's)
     dsp_ptr,  # partial dpre2 (SPLITS, N, C) fp32 (the backward reduce's)
     w1_ptr, b1_ptr,  # W1 (R, C), b1 (R,), any float dtype and strides
     w2_ptr,  # W2 (C, R)
@@ -555,6 +656,7 @@ def _excite_bwd_kernel(  # type: ignore[no-untyped-def]
     SPLITS,
     w1_sr, w1_sc, b1_s, w2_sc, w2_sr,  # strides in elements
     HAS_B1: tl.constexpr,
+    BN: tl.constexpr,  # a BN folded in: z recomputed from the reduce pass's sums of X
     EXCITE: tl.constexpr,  # activation name
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_R: tl.constexpr,  # >= R
@@ -567,8 +669,12 @@ def _excite_bwd_kernel(  # type: ignore[no-untyped-def]
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     r = tl.arange(0, BLOCK_R)
     m_ok, r_ok = m < N, r < R
-    pre1 = _fc1(z_ptr, z_ptr, z_ptr, z_ptr, w1_ptr, b1_ptr, m, r, N, C, R, 1,
-                w1_sr, w1_sc, b1_s, False, False, False, HAS_B1, BLOCK_K)
+    if BN:  # z = a * mean_hw(X) + b from the reduce pass's partial sums, stored for wgrad
+        pre1 = _fc1(z_ptr, xp_ptr, xp_ptr, xp_ptr, w1_ptr, b1_ptr, m, r, N, C, R, SPLITS,
+                    w1_sr, w1_sc, b1_s, True, True, False, HAS_B1, BLOCK_K, ab_ptr, True)
+    else:
+        pre1 = _fc1(z_ptr, z_ptr, z_ptr, z_ptr, w1_ptr, b1_ptr, m, r, N, C, R, 1,
+                    w1_sr, w1_sc, b1_s, False, False, False, HAS_B1, BLOCK_K, z_ptr, False)
     mr_ok = m_ok[:, None] & r_ok[None, :]
     tl.store(h_ptr + m[:, None] * R + r[None, :], _act(pre1, EXCITE), mask=mr_ok)
     dh = tl.zeros((BLOCK_M, BLOCK_R), tl.float32)
@@ -664,13 +770,14 @@ def _excite_wgrad_kernel(  # type: ignore[no-untyped-def]
 @triton.jit(do_not_specialize=["W", "HB", "CB"])  # type: ignore[untyped-decorator]
 def _bwd_input_kernel(  # type: ignore[no-untyped-def]
     g_ptr,  # dOut, or dY when not NEED_Y; (N, C, H, W), any strides
-    u_ptr,  # U (read only when NEED_Y or MAX)
-    i_ptr,  # identity (read only when NEED_Y and HAS_IDENTITY)
+    u_ptr,  # U (read only when NEED_Y and not FROM_OUT, or MAX, or BN); with BN the BN's X
+    i_ptr,  # identity (read when NEED_Y and HAS_IDENTITY), or the output (NEED_Y, FROM_OUT)
     s_ptr,  # gate s (N, C) fp32, contiguous
     dz_ptr,  # dL/dz (N, C) fp32, contiguous
     z_ptr,  # z (N, C) fp32 (read only when MAX)
     cnt_ptr,  # ties of the maximum (N, C) int32 (read only when MAX)
-    du_ptr,  # out: dU, U's shape and dtype
+    bn_ptr,  # the folded BN's (a, b, P, Q) (4, C) fp32 (read only when BN)
+    du_ptr,  # out: dU, U's shape and dtype (with BN: dX)
     NUMEL,  # N * C * H * W
     C,  # channels
     HW,  # H * W
@@ -687,15 +794,18 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
     U_LAYOUT: tl.constexpr,
     I_LAYOUT: tl.constexpr,
     D_LAYOUT: tl.constexpr,
-    NEED_Y: tl.constexpr,  # g is dOut: recompute y to apply ACT' (else g is dY already)
+    NEED_Y: tl.constexpr,  # g is dOut: apply ACT' (else g is dY already)
     HAS_IDENTITY: tl.constexpr,  # y = s * U + identity (else s * U)
+    BN: tl.constexpr,  # a BN folded in: dX = a * dU - P * X - Q
     ACT: tl.constexpr,  # final activation name
+    FROM_OUT: tl.constexpr,  # ACT' from the block's output at i_ptr (relu), not from y
     MAX: tl.constexpr,  # max squeeze: dz split between the maxima (else dz / HW everywhere)
     WIDE: tl.constexpr,  # int64 offsets
     BLOCK_C: tl.constexpr,  # channels per program (1 when FLAT)
     BLOCK_HW: tl.constexpr,  # hw positions per program (elements per program when FLAT)
 ):
-    """One program per tile: dU = dY * s + squeeze'(dz)."""
+    """One program per tile: dU = dY * s + squeeze'(dz); with a folded BN (in training, P and
+    Q carry the batch statistics' share) dX = a * dU - P * X - Q."""
     pid = tl.program_id(0)
     if FLAT:
         if WIDE:
@@ -707,6 +817,11 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
         if MAX:
             z = _per_channel(z_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
             ties = _per_channel(cnt_ptr, pid * BLOCK_HW, at, NUMEL, FLAT_HW, SPAN)
+        if BN:
+            a = _per_channel_c(bn_ptr, pid * BLOCK_HW, at, NUMEL, C, FLAT_HW, SPAN)
+            b = _per_channel_c(bn_ptr + C, pid * BLOCK_HW, at, NUMEL, C, FLAT_HW, SPAN)
+            p = _per_channel_c(bn_ptr + 2 * C, pid * BLOCK_HW, at, NUMEL, C, FLAT_HW, SPAN)
+            q = _per_channel_c(bn_ptr + 3 * C, pid * BLOCK_HW, at, NUMEL, C, FLAT_HW, SPAN)
         g_at, u_at, i_at, d_at = g_ptr + at, u_ptr + at, i_ptr + at, du_ptr + at
     else:
         n = (pid // (HB * CB)).to(tl.int64)
@@ -720,15 +835,25 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
         if MAX:
             z = tl.load(z_ptr + nc, mask=c_ok[:, None], other=0.0)
             ties = tl.load(cnt_ptr + nc, mask=c_ok[:, None], other=1)
+        if BN:
+            a = tl.load(bn_ptr + c, mask=c_ok, other=0.0)[:, None]
+            b = tl.load(bn_ptr + C + c, mask=c_ok, other=0.0)[:, None]
+            p = tl.load(bn_ptr + 2 * C + c, mask=c_ok, other=0.0)[:, None]
+            q = tl.load(bn_ptr + 3 * C + c, mask=c_ok, other=0.0)[:, None]
         g_at = g_ptr + n * g_sn + _offsets(c, hw, W, g_sc, g_sh, g_sw, G_LAYOUT, WIDE)
         u_at = u_ptr + n * u_sn + _offsets(c, hw, W, u_sc, u_sh, u_sw, U_LAYOUT, WIDE)
         i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
         d_at = du_ptr + n * d_sn + _offsets(c, hw, W, d_sc, d_sh, d_sw, D_LAYOUT, WIDE)
     g = tl.load(g_at, mask=mask, other=0.0).to(tl.float32)
-    if NEED_Y or MAX:
+    if (NEED_Y and not FROM_OUT) or MAX or BN:
         u = tl.load(u_at, mask=mask, other=0.0).to(tl.float32)
-    if NEED_Y:
-        y = s * u
+    if NEED_Y and FROM_OUT:  # relu: out > 0, as torch's threshold_backward on the result
+        g = tl.where(tl.load(i_at, mask=mask, other=0.0).to(tl.float32) > 0.0, g, 0.0)
+    elif NEED_Y:
+        if BN:  # noqa: SIM108 (a constexpr branch)
+            y = s * (a * u + b)
+        else:
+            y = s * u
         if HAS_IDENTITY:
             y += tl.load(i_at, mask=mask, other=0.0).to(tl.float32)
         g = g * _act_grad(y, ACT)
@@ -737,7 +862,158 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
         du += tl.where(u == z, dz, 0.0) / ties.to(tl.float32)
     else:
         du += dz / HW
+    if BN:
+        du = a * du - p * u - q
     tl.store(d_at, du.to(du_ptr.dtype.element_ty), mask=mask)
+
+
+# --- the folded BN's statistics ------------------------------------------------------------------
+
+
+@triton.jit  # type: ignore[untyped-decorator]
+def _plane_stats(zp_ptr, qp_ptr, k_ptr, nn, c, ok, N, C,  # type: ignore[no-untyped-def]
+                 SPLITS, SQ: tl.constexpr):
+    """(mean, biased variance) of X over each (n, c) plane of the (nn[:, None], c[None, :])
+    tile, from the squeeze's shifted partial sums (the variance only when SQ)."""
+    at = nn[:, None] * C + c[None, :]
+    k = tl.load(k_ptr + at, mask=ok, other=0.0)
+    d = tl.zeros(at.shape, tl.float32)  # E[X - K]
+    q = tl.zeros(at.shape, tl.float32)  # E[(X - K)^2]
+    for sp in range(0, SPLITS):
+        d += tl.load(zp_ptr + sp * N * C + at, mask=ok, other=0.0)
+        if SQ:
+            q += tl.load(qp_ptr + sp * N * C + at, mask=ok, other=0.0)
+    return k + d, tl.maximum(q - d * d, 0.0)
+
+
+@triton.jit(do_not_specialize=["N", "C", "SPLITS", "HW"])  # type: ignore[untyped-decorator]
+def _bn_stats_kernel(  # type: ignore[no-untyped-def]
+    zp_ptr,  # the squeeze's partial E[X - K] (SPLITS, N, C) fp32
+    qp_ptr,  # ... and E[(X - K)^2] (SPLITS, N, C) fp32 (read only when TRAINING)
+    k_ptr,  # the shifts K (N, C) fp32
+    w_ptr, bias_ptr,  # the BN's weight and bias (C,), any float dtype
+    rm_ptr, rv_ptr,  # its running mean and variance (C,)
+    nbt_ptr,  # its num_batches_tracked, int64
+    rm_out_ptr, rv_out_ptr, nbt_out_ptr,  # out (when TRAINING): the updated running mean,
+    # variance and count: the buffers themselves (in place) or new tensors
+    z_ptr,  # out: z = mean_hw(BN(X)) = a * mean_hw(X) + b (N, C) fp32
+    ab_ptr,  # out: (a, b) (2, C) fp32: BN(X) = a * X + b (for the scale pass)
+    st_ptr,  # out: (mean, rstd) (2, C) fp32 (what backward keeps, as BN's own backward does)
+    N, C, SPLITS,
+    HW,  # H * W
+    momentum, eps,
+    TRAINING: tl.constexpr,  # batch statistics (and the running ones updated), else running
+    BLOCK_N: tl.constexpr,  # samples per step
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    """One program per channel block, over all samples: the BN's statistics as
+    nn.BatchNorm2d computes them (biased variance to normalise; the running variance gets the
+    unbiased one, momentum-weighted), from the squeeze pass's per-plane sums (the law of total
+    variance over the planes: no second pass over X), then z for the excitation."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    rows = tl.arange(0, BLOCK_N)
+    if TRAINING:
+        total = tl.zeros((BLOCK_C,), tl.float32)
+        for start in range(0, N, BLOCK_N):
+            nn = start + rows
+            ok = (nn < N)[:, None] & c_ok[None, :]
+            m, _ = _plane_stats(zp_ptr, qp_ptr, k_ptr, nn, c, ok, N, C, SPLITS, False)
+            total += tl.sum(tl.where(ok, m, 0.0), axis=0)
+        mean = total / N
+        spread = tl.zeros((BLOCK_C,), tl.float32)
+        for start in range(0, N, BLOCK_N):
+            nn = start + rows
+            ok = (nn < N)[:, None] & c_ok[None, :]
+            m, v = _plane_stats(zp_ptr, qp_ptr, k_ptr, nn, c, ok, N, C, SPLITS, True)
+            spread += tl.sum(tl.where(ok, v + (m - mean[None, :]) * (m - mean[None, :]), 0.0),
+                             axis=0)
+        var = spread / N
+        count = N * HW
+        rm = tl.load(rm_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
+        rv = tl.load(rv_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
+        tl.store(rm_out_ptr + c, ((1.0 - momentum) * rm + momentum * mean).to(
+            rm_out_ptr.dtype.element_ty), mask=c_ok)
+        unbiased = var * count / (count - 1)
+        tl.store(rv_out_ptr + c, ((1.0 - momentum) * rv + momentum * unbiased).to(
+            rv_out_ptr.dtype.element_ty), mask=c_ok)
+        if tl.program_id(0) == 0:  # no other program reads it: momentum is a number
+            tl.store(nbt_out_ptr, tl.load(nbt_ptr) + 1)
+    else:
+        mean = tl.load(rm_ptr + c, mask=c_ok, other=0.0).to(tl.float32)
+        var = tl.load(rv_ptr + c, mask=c_ok, other=1.0).to(tl.float32)
+    rstd = 1.0 / tl.sqrt(var + eps)
+    a = tl.load(w_ptr + c, mask=c_ok, other=0.0).to(tl.float32) * rstd
+    b = tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32) - mean * a
+    tl.store(ab_ptr + c, a, mask=c_ok)
+    tl.store(ab_ptr + C + c, b, mask=c_ok)
+    tl.store(st_ptr + c, mean, mask=c_ok)
+    tl.store(st_ptr + C + c, rstd, mask=c_ok)
+    for start in range(0, N, BLOCK_N):
+        nn = start + rows
+        ok = (nn < N)[:, None] & c_ok[None, :]
+        m, _ = _plane_stats(zp_ptr, qp_ptr, k_ptr, nn, c, ok, N, C, SPLITS, False)
+        tl.store(z_ptr + nn[:, None] * C + c[None, :], a[None, :] * m + b[None, :], mask=ok)
+
+
+@triton.jit(do_not_specialize=["N", "C", "SPLITS", "HW"])  # type: ignore[untyped-decorator]
+def _bn_bwd_kernel(  # type: ignore[no-untyped-def]
+    sgp_ptr,  # partial sum_hw(dY) (SPLITS, N, C) fp32 (the backward reduce's)
+    sgxp_ptr,  # partial sum_hw(dY * X) (SPLITS, N, C) fp32
+    xp_ptr,  # partial sum_hw(X) / HW (SPLITS, N, C) fp32
+    s_ptr,  # gate s (N, C) fp32
+    dz_ptr,  # dL/dz (N, C) fp32
+    bnw_ptr, bnb_ptr,  # the BN's weight and bias (C,)
+    st_ptr,  # the forward's (mean, rstd) (2, C) fp32
+    dw_ptr, db_ptr,  # out: the BN's weight and bias gradients (C,), their dtype
+    coef_ptr,  # out: (a, b, P, Q) (4, C) fp32 for the input pass: dX = a * dU - P * X - Q
+    N, C, SPLITS,
+    HW,  # H * W
+    TRAINING: tl.constexpr,  # the forward normalised by batch statistics
+    BLOCK_N: tl.constexpr,  # samples per step
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    """One program per channel block, over all samples: the BN's backward from per-plane sums
+    alone. dU = dY * s + dz / HW (avg squeeze), so sum_hw dU = s * sum(dY) + dz and
+    sum_hw dU * Xhat = rstd * (s * (sum(dY * X) - mean * sum(dY)) + dz * (mean_hw X - mean));
+    dbeta and dgamma are their sums over the batch, and in training
+    dX = a * (dU - dbeta / M - Xhat * dgamma / M) = a * dU - P * X - Q, M = N * H * W."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    a, b = _bn_affine(bnw_ptr, bnb_ptr, st_ptr, c, c_ok, C)
+    mean = tl.load(st_ptr + c, mask=c_ok, other=0.0)
+    rstd = tl.load(st_ptr + C + c, mask=c_ok, other=0.0)
+    dbeta = tl.zeros((BLOCK_C,), tl.float32)
+    dgam = tl.zeros((BLOCK_C,), tl.float32)  # dgamma / rstd
+    for start in range(0, N, BLOCK_N):
+        nn = start + tl.arange(0, BLOCK_N)
+        ok = (nn < N)[:, None] & c_ok[None, :]
+        at = nn[:, None] * C + c[None, :]
+        sg = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+        sgx = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+        xbar = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+        for sp in range(0, SPLITS):
+            sg += tl.load(sgp_ptr + sp * N * C + at, mask=ok, other=0.0)
+            sgx += tl.load(sgxp_ptr + sp * N * C + at, mask=ok, other=0.0)
+            xbar += tl.load(xp_ptr + sp * N * C + at, mask=ok, other=0.0)
+        s = tl.load(s_ptr + at, mask=ok, other=0.0)
+        dz = tl.load(dz_ptr + at, mask=ok, other=0.0)
+        dbeta += tl.sum(s * sg + dz, axis=0)
+        dgam += tl.sum(s * (sgx - mean[None, :] * sg) + dz * (xbar - mean[None, :]), axis=0)
+    dgamma = dgam * rstd
+    tl.store(dw_ptr + c, dgamma.to(dw_ptr.dtype.element_ty), mask=c_ok)
+    tl.store(db_ptr + c, dbeta.to(db_ptr.dtype.element_ty), mask=c_ok)
+    if TRAINING:
+        count = N * HW
+        p = a * rstd * dgamma / count
+        q = a * dbeta / count - p * mean
+    else:
+        p = tl.zeros((BLOCK_C,), tl.float32)
+        q = tl.zeros((BLOCK_C,), tl.float32)
+    tl.store(coef_ptr + c, a, mask=c_ok)
+    tl.store(coef_ptr + C + c, b, mask=c_ok)
+    tl.store(coef_ptr + 2 * C + c, p, mask=c_ok)
+    tl.store(coef_ptr + 3 * C + c, q, mask=c_ok)
 
 
 # --- autotuned entry points (num_warps only; one config under the interpreter) ------------------
@@ -752,11 +1028,21 @@ _bwd_input_tuned = triton.autotune(_configs(8, 4), key=["NUMEL", "C", "HW"])(_bw
 # --- launchers ----------------------------------------------------------------------------------
 
 
+Meta = tuple[tuple[int, ...], tuple[int, ...]]  # a tensor's (shape, strides): what plans key on
+
+
+def meta(t: Tensor) -> Meta:
+    return tuple(t.shape), t.stride()
+
+
 def layout(t: Tensor) -> tuple[int, int, int, int, int]:
     """(LAYOUT code, sn, sc, sh, sw) of a 4-D tensor for `_offsets`; codes 0-2 flatten h and w
     into one index whose stride sw carries."""
-    _, c, h, w = t.shape
-    sn, sc, sh, sw = t.stride()
+    return _layout(meta(t))
+
+
+def _layout(m: Meta) -> tuple[int, int, int, int, int]:
+    (_, c, h, w), (sn, sc, sh, sw) = m
     if h == 1 or w == 1 or sh == w * sw:
         shw = sh if w == 1 else sw
         if shw == 1 or h * w == 1:
@@ -769,8 +1055,23 @@ def layout(t: Tensor) -> tuple[int, int, int, int, int]:
 
 def wide(*tensors: Tensor) -> bool:
     """True when an element offset of one of the tensors does not fit in int32."""
-    return any(sum((d - 1) * abs(st) for d, st in zip(t.shape, t.stride(), strict=True))
-               > _INT32_MAX or t.numel() > _INT32_MAX for t in tensors)
+    return _wide(*map(meta, tensors))
+
+
+def _wide(*metas: Meta) -> bool:
+    return any(sum((d - 1) * abs(st) for d, st in zip(shape, stride, strict=True))
+               > _INT32_MAX or math.prod(shape) > _INT32_MAX for shape, stride in metas)
+
+
+def _contiguous(m: Meta) -> bool:
+    """Tensor.is_contiguous() from (shape, strides): row-major, size-1 dims anything."""
+    shape, stride = m
+    want = 1
+    for d, st in zip(reversed(shape), reversed(stride), strict=True):
+        if d != 1 and st != want:
+            return False
+        want *= d
+    return True
 
 
 def _pow2(n: int) -> int:
@@ -889,28 +1190,55 @@ def excite_bytes(n: int, c: int, r: int, splits: int, wsize: int, bias: bool,
     return {"_excite_bwd_kernel": bwd, "_excite_wgrad_kernel": wgrad}
 
 
-@contextlib.contextmanager
-def _device(t: Tensor) -> Iterator[None]:
-    if t.is_cuda:
-        with torch.cuda.device(t.device):
-            yield
-    else:
-        yield
+# --- plans: every launch's grid, integer arguments and constexprs, cached per shape -------------
+#
+# A plan depends only on shapes, strides, element sizes and the block's choices, so each is
+# computed once per shape and kept (functools.lru_cache): a call then costs a dictionary lookup
+# and its launches (sedsl.pytorch.kernels.launch), not the tile arithmetic and Triton's argument
+# binding again (bench/se_host_overhead.py measures it).
+
+
+def _tunables() -> tuple[Any, ...]:
+    """The tile sizes and thresholds above (tests change some) and the interpreter switch: part
+    of every plan's cache key."""
+    return (_STREAM_BYTES, _STREAM_ELEMS, _REDUCE_BYTES, _REDUCE_ELEMS, _REDUCE_PROGRAMS,
+            _SPLIT_STEPS, _EXCITE_PROGRAMS, _PRODUCT, _FC_ROWS, _WGRAD_TILE, _INT32_MAX,
+            _FLAT_MIN_HW, _INTERPRET)
+
+
+_plan = functools.lru_cache(maxsize=4096)
+
+
+def elsewhere(t: Tensor) -> bool:
+    """Whether t is on a GPU other than the current one (Triton launches on the current
+    device: the caller switches with torch.cuda.device)."""
+    return t.is_cuda and t.get_device() != torch.cuda.current_device()
+
+
+@_plan
+def _squeeze_plan(um: Meta, itemsize: int, is_max: bool, shift: bool, sq: bool,
+                  _tun: tuple[Any, ...]) -> tuple[Launch, int]:
+    """(the squeeze launch on (U, partial z, partial ties, partial squares, shifts), number of
+    splits S)."""
+    n, c, h, w = um[0]
+    code, sn, sc, sh, sw = _layout(um)
+    bc, bhw = reduce_tile(c, h * w, code == 1, itemsize)
+    cb = _cdiv(c, bc)
+    s, split_len = splits(n, cb, h * w, bhw)
+    launch = Launch(_squeeze_tuned, s * cb * n, (n, c, h * w, w, sn, sc, sh, sw, cb, s, split_len),
+                    {"U_LAYOUT": code, "MAX": is_max, "SHIFT": shift, "SQ": sq,
+                     "WIDE": _wide(um), "BLOCK_C": bc, "BLOCK_HW": bhw})
+    return launch, s
 
 
 def _squeeze_partials(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     """Partial squeezes (S, N, C) fp32 and, for "max", partial tie counts (S, N, C) int32."""
-    n, c, h, w = u.shape
-    code, sn, sc, sh, sw = layout(u)
-    bc, bhw = reduce_tile(c, h * w, code == 1, u.element_size())
-    cb = _cdiv(c, bc)
-    s, split_len = splits(n, cb, h * w, bhw)
+    launch, s = _squeeze_plan(meta(u), u.element_size(), mode == "max", False, False,
+                              _tunables())
+    n, c = u.shape[:2]
     zp = u.new_empty((s, n, c), dtype=torch.float32)
     cp = u.new_empty((s, n, c) if mode == "max" else (0,), dtype=torch.int32)
-    with _device(u):
-        _squeeze_tuned[(s * cb * n,)](
-            u, zp, cp, n, c, h * w, w, sn, sc, sh, sw, cb, s, split_len, U_LAYOUT=code,
-            MAX=mode == "max", WIDE=wide(u), BLOCK_C=bc, BLOCK_HW=bhw)
+    launch(u, zp, cp, zp, zp)
     return zp, cp
 
 
@@ -925,6 +1253,37 @@ def squeeze(u: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     return z, torch.where(zp == z, cp, 0).sum(0, dtype=torch.int32)
 
 
+Weights = tuple[tuple[int, int], int | None, tuple[int, int], int | None]  # W1, b1, W2, b2 strides
+
+
+def _weights(w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | None) -> Weights:
+    """The weights' strides (None for an absent bias): what the excitation plans key on. W1
+    and W2 may be 1x1 conv weights (R, C, 1, 1) and (C, R, 1, 1): their first two strides are
+    the matrix's."""
+    return ((w1.stride(0), w1.stride(1)), None if b1 is None else b1.stride(0),
+            (w2.stride(0), w2.stride(1)), None if b2 is None else b2.stride(0))
+
+
+@_plan
+def _excite_plan(n: int, c: int, r: int, sp: int, ws: Weights, is_max: bool, excite_act: str,
+                 gate: str, _tun: tuple[Any, ...]) -> tuple[Launch, Launch]:
+    """The fc1 launch on (partials, partial ties, z, ties, W1, b1, h) and the fc2 launch on
+    (h, W2, b2, s)."""
+    (w1_sr, w1_sc), b1_s, (w2_sc, w2_sr), b2_s = ws
+    bm, br, bk = fc1_tiles(n, c, r)
+    rb = _cdiv(n, bm)
+    fc1 = Launch(_excite_fc1_kernel, rb * _cdiv(r, br), (n, c, r, sp, w1_sr, w1_sc, b1_s or 0, rb),
+                 {"MAX": is_max, "HAS_B1": b1_s is not None, "EXCITE": excite_act,
+                  "BLOCK_M": bm, "BLOCK_R": br, "BLOCK_K": bk})
+    bm, br, bc, c_per = fc2_tiles(n, c, r)
+    rb = _cdiv(n, bm)
+    fc2 = Launch(_excite_fc2_kernel, rb * _cdiv(c, c_per),
+                 (n, c, r, w2_sc, w2_sr, b2_s or 0, rb, c_per),
+                 {"HAS_B2": b2_s is not None, "GATE": gate, "BLOCK_M": bm, "BLOCK_R": br,
+                  "BLOCK_C": bc})
+    return fc1, fc2
+
+
 def excite(zp: Tensor, cp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
            b2: Tensor | None, squeeze_mode: str, excite_act: str,
            gate: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -934,72 +1293,69 @@ def excite(zp: Tensor, cp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
     sp, n, c = zp.shape
     r = w1.shape[0]
     is_max = squeeze_mode == "max"
+    fc1, fc2 = _excite_plan(n, c, r, sp, _weights(w1, b1, w2, b2), is_max, excite_act, gate,
+                            _tunables())
     z = zp[0] if sp == 1 else zp.new_empty((n, c))
     cnt = (cp[0] if sp == 1 else cp.new_empty((n, c))) if is_max else cp
     h, s = zp.new_empty((n, r)), zp.new_empty((n, c))
-    bm, br, bk = fc1_tiles(n, c, r)
-    rb = _cdiv(n, bm)
-    with _device(zp):
-        _excite_fc1_kernel[(rb * _cdiv(r, br),)](
-            zp, cp, z, cnt, w1, w1 if b1 is None else b1, h, n, c, r, sp,
-            w1.stride(0), w1.stride(1), _stride(b1), rb, MAX=is_max,
-            HAS_B1=b1 is not None, EXCITE=excite_act, BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk)
-        bm, br, bc, c_per = fc2_tiles(n, c, r)
-        rb = _cdiv(n, bm)
-        _excite_fc2_kernel[(rb * _cdiv(c, c_per),)](
-            h, w2, w2 if b2 is None else b2, s, n, c, r, w2.stride(0), w2.stride(1),
-            _stride(b2), rb, c_per, HAS_B2=b2 is not None, GATE=gate, BLOCK_M=bm, BLOCK_R=br,
-            BLOCK_C=bc)
+    fc1(zp, cp, z, cnt, w1, w1 if b1 is None else b1, h)
+    fc2(h, w2, w2 if b2 is None else b2, s)
     return z, cnt, s
 
 
 def _excite_programs() -> int:
     """_EXCITE_PROGRAMS, or 4 under the interpreter (which runs programs one after another)."""
-    return 4 if interpreting() else _EXCITE_PROGRAMS
+    return 4 if _INTERPRET else _EXCITE_PROGRAMS
 
 
-def _stride(t: Tensor | None) -> int:
-    return 0 if t is None else t.stride(0)
+def _stream_grid(um: Meta, itemsize: int,
+                 flat: bool) -> tuple[int, tuple[int, int], dict[str, int]]:
+    """(grid, (HB, CB), tile constexprs) of an elementwise launch over U's shape."""
+    n, c, h, w = um[0]
+    if flat:
+        numel = n * c * h * w
+        block = min(_pow2(numel), _STREAM_BYTES // itemsize, _STREAM_ELEMS)
+        span = _pow2(_cdiv(block, h * w) + 1)
+        return _cdiv(numel, block), (1, 1), {"FLAT_HW": h * w, "SPAN": span, "BLOCK_C": 1,
+                                              "BLOCK_HW": block}
+    bc, bhw = stream_tile(c, h * w, _layout(um)[0] == 1, itemsize)
+    hb, cb = _cdiv(h * w, bhw), _cdiv(c, bc)
+    return n * cb * hb, (hb, cb), {"FLAT_HW": 0, "SPAN": 1, "BLOCK_C": bc, "BLOCK_HW": bhw}
 
 
-def _flat(*tensors: Tensor) -> bool:
+def _flat(*metas: Meta) -> bool:
     """Whether the elementwise kernels may index the tensors as one flat NCHW array: all
     contiguous, and planes of at least _FLAT_MIN_HW (smaller ones would touch too many
     channels per program)."""
-    return all(t.is_contiguous() for t in tensors) and \
-        tensors[0].shape[2] * tensors[0].shape[3] >= _FLAT_MIN_HW
+    _, _, h, w = metas[0][0]
+    return all(map(_contiguous, metas)) and h * w >= _FLAT_MIN_HW
 
 
-def _stream_grid(u: Tensor, flat: bool) -> tuple[tuple[int], dict[str, int]]:
-    """(grid, tile arguments) of an elementwise launch over U's shape."""
-    n, c, h, w = u.shape
-    if flat:
-        block = min(_pow2(u.numel()), _STREAM_BYTES // u.element_size(), _STREAM_ELEMS)
-        span = _pow2(_cdiv(block, h * w) + 1)
-        return (_cdiv(u.numel(), block),), {"HB": 1, "CB": 1, "FLAT_HW": h * w, "SPAN": span,
-                                            "BLOCK_C": 1, "BLOCK_HW": block}
-    bc, bhw = stream_tile(c, h * w, layout(u)[0] == 1, u.element_size())
-    hb, cb = _cdiv(h * w, bhw), _cdiv(c, bc)
-    return (n * cb * hb,), {"HB": hb, "CB": cb, "FLAT_HW": 0, "SPAN": 1, "BLOCK_C": bc,
-                            "BLOCK_HW": bhw}
+@_plan
+def _scale_plan(um: Meta, im: Meta, om: Meta, itemsize: int, has_identity: bool, bn: bool,
+                act: str, _tun: tuple[Any, ...]) -> Launch:
+    """The scale launch on (U, identity or U, s, BN (a, b) or s, out)."""
+    n, c, h, w = um[0]
+    ucode, *ust = _layout(um)
+    icode, *ist = _layout(im)
+    ocode, *ost = _layout(om)
+    flat = _flat(um, im, om)
+    grid, (hb, cb), tiles = _stream_grid(um, itemsize, flat)
+    return Launch(_scale_tuned, grid, (n * c * h * w, c, h * w, w, *ust, *ist, *ost, hb, cb),
+                  {"FLAT": flat, "U_LAYOUT": ucode, "I_LAYOUT": icode, "O_LAYOUT": ocode,
+                   "HAS_IDENTITY": has_identity, "BN": bn, "ACT": act,
+                   "WIDE": _wide(um, im, om), **tiles})
 
 
-def scale(u: Tensor, s: Tensor, identity: Tensor | None, act: str) -> Tensor:
-    """act(s[:, :, None, None] * U + identity) in U's dtype and layout."""
-    _, c, h, w = u.shape
+def scale(u: Tensor, s: Tensor, identity: Tensor | None, act: str,
+          bn: Tensor | None = None) -> Tensor:
+    """act(s[:, :, None, None] * U + identity) in U's dtype and layout; with a folded BN's
+    (a, b) (2, C), U = a * X + b for u = X."""
     out = torch.empty_like(u)
     ident = identity if identity is not None else u
-    ucode, *ust = layout(u)
-    icode, *ist = layout(ident)
-    ocode, *ost = layout(out)
-    flat = _flat(u, ident, out)
-    grid, tiles = _stream_grid(u, flat)
-    hb, cb = tiles.pop("HB"), tiles.pop("CB")
-    with _device(u):
-        _scale_tuned[grid](
-            u, ident, s, out, u.numel(), c, h * w, w, *ust, *ist, *ost, hb, cb, FLAT=flat,
-            U_LAYOUT=ucode, I_LAYOUT=icode, O_LAYOUT=ocode, HAS_IDENTITY=identity is not None,
-            ACT=act, WIDE=wide(u, ident, out), **tiles)
+    launch = _scale_plan(meta(u), meta(ident), meta(out), u.element_size(),
+                         identity is not None, bn is not None, act, _tunables())
+    launch(u, ident, s, s if bn is None else bn, out)
     return out
 
 
@@ -1007,9 +1363,13 @@ def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | N
             identity: Tensor | None, squeeze_mode: str, excite_act: str, gate: str,
             act: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The op's outputs (out, z, s, ties) by the four forward launches."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return forward(u, w1, b1, w2, b2, identity, squeeze_mode, excite_act, gate, act)
     if EXCITATION == "torch":
         z, cnt = squeeze(u, squeeze_mode)
-        s = reference.excitation(z, w1, b1, w2, b2, excite_act, gate)
+        with torch.autocast(u.device.type, enabled=False):  # s in fp32
+            s = reference.excitation(z, w1.flatten(1), b1, w2.flatten(1), b2, excite_act, gate)
     else:
         zp, cp = _squeeze_partials(u, squeeze_mode)
         z, cnt, s = excite(zp, cp, w1, b1, w2, b2, squeeze_mode, excite_act, gate)
@@ -1027,96 +1387,158 @@ def gate_grad(s: Tensor, gate: str) -> Tensor:
     return ((s > 0.0) & (s < 1.0)).to(s.dtype) / 6.0
 
 
-def reduce_backward(grad: Tensor, u: Tensor, identity: Tensor | None, s: Tensor,
-                    gate: str, act: str, store_gy: bool) -> tuple[Tensor, Tensor | None]:
-    """(partial dpre2 (S, N, C) fp32, dY in the identity's layout when `store_gy`)."""
-    n, c, h, w = u.shape
-    gy = torch.empty_like(identity if identity is not None else u) if store_gy else None
-    ident = identity if identity is not None else u
-    gcode, *gst = layout(grad)
-    ucode, *ust = layout(u)
-    icode, *ist = layout(ident)
-    ycode, *yst = layout(gy if gy is not None else u)
-    bc, bhw = reduce_tile(c, h * w, ucode == 1, u.element_size())
+@_plan
+def _reduce_plan(gm: Meta, um: Meta, im: Meta, ym: Meta, itemsize: int, has_identity: bool,
+                 bn: bool, act: str, from_out: bool, gate: str, store_gy: bool,
+                 _tun: tuple[Any, ...]) -> tuple[Launch, int]:
+    """(the backward reduce launch on (dOut, U, identity or output or U, s, BN weight, bias,
+    (mean, rstd), partial dpre2, sum(dY), sum(dY * X), mean(X), (a, b), dY or U), number of
+    splits S)."""
+    n, c, h, w = um[0]
+    gcode, *gst = _layout(gm)
+    ucode, *ust = _layout(um)
+    icode, *ist = _layout(im)
+    ycode, *yst = _layout(ym)
+    bc, bhw = reduce_tile(c, h * w, ucode == 1, itemsize)
     cb = _cdiv(c, bc)
     sp, split_len = splits(n, cb, h * w, bhw)
+    big = _wide(gm, um, im, *([ym] if store_gy else []))
+    launch = Launch(_bwd_reduce_tuned, sp * cb * n,
+                    (n, c, h * w, w, *gst, *ust, *ist, *yst, cb, sp, split_len),
+                    {"G_LAYOUT": gcode, "U_LAYOUT": ucode, "I_LAYOUT": icode, "Y_LAYOUT": ycode,
+                     "HAS_IDENTITY": has_identity, "BN": bn, "ACT": act, "FROM_OUT": from_out,
+                     "GATE": gate, "STORE_GY": store_gy, "WIDE": big, "BLOCK_C": bc,
+                     "BLOCK_HW": bhw})
+    return launch, sp
+
+
+def reduce_backward(grad: Tensor, u: Tensor, identity: Tensor | None, out: Tensor | None,
+                    s: Tensor, gate: str, act: str, store_gy: bool,
+                    bn: tuple[Tensor, Tensor, Tensor] | None = None
+                    ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """(partial dpre2 (S, N, C) fp32, dY when `store_gy`, and with a folded BN's (weight,
+    bias, (mean, rstd)) the partial sum(dY), sum(dY * X) and mean(X) (S, N, C) and its (a, b)
+    (2, C), else empty); act' from `out`, the block's output, when given (ACTS_FROM_OUTPUT),
+    else from y = s * U + identity."""
+    n, c = u.shape[:2]
+    other = out if out is not None else identity
+    gy = torch.empty_like(other if other is not None else u) if store_gy else None
+    ident = other if other is not None else u
+    gyt = u if gy is None else gy
+    launch, sp = _reduce_plan(meta(grad), meta(u), meta(ident), meta(gyt), u.element_size(),
+                              identity is not None, bn is not None, act, out is not None, gate,
+                              store_gy, _tunables())
     dsp = u.new_empty((sp, n, c), dtype=torch.float32)
-    big = wide(grad, u, ident, *([gy] if gy is not None else []))
-    with _device(u):
-        _bwd_reduce_tuned[(sp * cb * n,)](
-            grad, u, ident, s, dsp, u if gy is None else gy, n, c, h * w, w, *gst, *ust, *ist,
-            *yst, cb, sp, split_len, G_LAYOUT=gcode, U_LAYOUT=ucode, I_LAYOUT=icode,
-            Y_LAYOUT=ycode, HAS_IDENTITY=identity is not None, ACT=act, GATE=gate,
-            STORE_GY=store_gy, WIDE=big, BLOCK_C=bc, BLOCK_HW=bhw)
-    return dsp, gy
+    size = (sp, n, c) if bn is not None else (0,)
+    sums = (dsp.new_empty(size), dsp.new_empty(size), dsp.new_empty(size),
+            dsp.new_empty((2, c) if bn is not None else (0,)))
+    launch(grad, u, ident, s, *(bn or (s, s, s)), dsp, *sums, gyt)
+    return dsp, gy, sums
+
+
+@_plan
+def _excite_backward_plan(n: int, c: int, r: int, sp: int, ws: Weights, excite_act: str,
+                          bn: bool, _tun: tuple[Any, ...]) -> tuple[Launch, Launch]:
+    """The row-block launch on (z, partial mean(X), BN (a, b), partial dpre2, W1, b1, W2, h,
+    dpre1, dpre2) and the weight-gradient launch on (z, h, dpre1, dpre2, W1, dz, dW1, db1,
+    dW2, db2)."""
+    (w1_sr, w1_sc), b1_s, (w2_sc, w2_sr), b2_s = ws
+    bm, br, bk = bwd_tiles(n, c, r)
+    _, bc1, bn1, bc2, bn2 = wgrad_tiles(n, c, r)
+    cb = _cdiv(c, bc1)
+    rows = Launch(_excite_bwd_kernel, _cdiv(n, bm),
+                  (n, c, r, sp, w1_sr, w1_sc, b1_s or 0, w2_sc, w2_sr),
+                  {"HAS_B1": b1_s is not None, "BN": bn, "EXCITE": excite_act, "BLOCK_M": bm,
+                   "BLOCK_R": br, "BLOCK_K": bk, "BLOCK_C": bk},
+                  # with BN (z recombined from partials), 4 warps spilled 8 bytes at 2 x 128
+                  # rows (sm_90, C = 1823): 8 warps, 64 registers, none
+                  {"num_warps": _BWD_WARPS if bm * br >= 1024 or bn else 4})
+    wgrad = Launch(_excite_wgrad_kernel, cb + _cdiv(c, bc2), (n, c, r, w1_sr, w1_sc, cb),
+                   {"HAS_B1": b1_s is not None, "HAS_B2": b2_s is not None, "BLOCK_R": br,
+                    "BLOCK_C1": bc1, "BLOCK_N1": bn1, "BLOCK_C2": bc2, "BLOCK_N2": bn2},
+                   {"num_warps": _BWD_WARPS})
+    return rows, wgrad
 
 
 def excite_backward(z: Tensor, dsp: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-                    b2: Tensor | None,
-                    excite_act: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
+                    b2: Tensor | None, excite_act: str,
+                    bn: tuple[Tensor, Tensor] | None = None
+                    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
     """(dz, dW1, db1, dW2, db2) from the partial dpre2: two launches, per row block (fc1
     recomputed, dpre2 back through fc2 and excite to dpre1) and per channel block (dz and the
-    weight gradients)."""
+    weight gradients). With a folded BN, `bn` = (partial mean(X), (a, b)) and z is an
+    output: the row-block launch computes it from them."""
     n, c = z.shape
     r = w1.shape[0]
+    rows, wgrad = _excite_backward_plan(n, c, r, dsp.shape[0], _weights(w1, b1, w2, b2),
+                                        excite_act, bn is not None, _tunables())
     dz = z.new_empty((n, c))
     d2 = dsp[0] if dsp.shape[0] == 1 else z.new_empty((n, c))  # one split: dpre2 itself
     h, d1 = z.new_empty((n, r)), z.new_empty((n, r))
-    flags = {"HAS_B1": b1 is not None, "HAS_B2": b2 is not None}
     dw1 = w1.new_empty((r, c))
     dw2 = w2.new_empty((c, r))
     db1 = None if b1 is None else b1.new_empty((r,))
     db2 = None if b2 is None else b2.new_empty((c,))
-    bm, br, bk = bwd_tiles(n, c, r)
-    _, bc1, bn1, bc2, bn2 = wgrad_tiles(n, c, r)
-    cb = _cdiv(c, bc1)
-    with _device(z):
-        _excite_bwd_kernel[(_cdiv(n, bm),)](
-            z, dsp, w1, w1 if b1 is None else b1, w2, h, d1, d2, n, c, r, dsp.shape[0],
-            w1.stride(0), w1.stride(1), _stride(b1), w2.stride(0), w2.stride(1),
-            HAS_B1=b1 is not None, EXCITE=excite_act, BLOCK_M=bm, BLOCK_R=br, BLOCK_K=bk,
-            BLOCK_C=bk, num_warps=_BWD_WARPS if bm * br >= 1024 else 4)
-        _excite_wgrad_kernel[(cb + _cdiv(c, bc2),)](
-            z, h, d1, d2, w1, dz, dw1, dw1 if db1 is None else db1, dw2,
-            dw2 if db2 is None else db2, n, c, r, w1.stride(0), w1.stride(1), cb, **flags,
-            BLOCK_R=br, BLOCK_C1=bc1, BLOCK_N1=bn1, BLOCK_C2=bc2, BLOCK_N2=bn2,
-            num_warps=_BWD_WARPS)
+    rows(z, *(bn or (z, z)), dsp, w1, w1 if b1 is None else b1, w2, h, d1, d2)
+    wgrad(z, h, d1, d2, w1, dz, dw1, dw1 if db1 is None else db1, dw2,
+          dw2 if db2 is None else db2)
     return dz, dw1, db1, dw2, db2
 
 
+@_plan
+def _input_plan(gm: Meta, um: Meta, im: Meta, dm: Meta, itemsize: int, has_identity: bool,
+                bn: bool, act: str, from_out: bool, is_max: bool,
+                _tun: tuple[Any, ...]) -> Launch:
+    """The input-gradient launch on (g, U, identity or output or U, s, dz, z, ties or dz,
+    BN coefficients (a, b, P, Q) or s, dU)."""
+    n, c, h, w = um[0]
+    gcode, *gst = _layout(gm)
+    ucode, *ust = _layout(um)
+    icode, *ist = _layout(im)
+    dcode, *dst = _layout(dm)
+    flat = _flat(gm, um, im, dm)
+    grid, (hb, cb), tiles = _stream_grid(um, itemsize, flat)
+    return Launch(_bwd_input_tuned, grid,
+                  (n * c * h * w, c, h * w, w, *gst, *ust, *ist, *dst, hb, cb),
+                  {"FLAT": flat, "G_LAYOUT": gcode, "U_LAYOUT": ucode, "I_LAYOUT": icode,
+                   "D_LAYOUT": dcode, "NEED_Y": act != "none", "HAS_IDENTITY": has_identity,
+                   "BN": bn, "ACT": act, "FROM_OUT": from_out, "MAX": is_max,
+                   "WIDE": _wide(gm, um, im, dm), **tiles})
+
+
 def input_backward(g: Tensor, u: Tensor, identity: Tensor | None, s: Tensor, dz: Tensor,
-                   z: Tensor, ties: Tensor, squeeze_mode: str, act: str) -> Tensor:
-    """dU (U's dtype and layout) from g = dOut when act != "none" needs y, else g = dY."""
-    _, c, h, w = u.shape
+                   z: Tensor, ties: Tensor, squeeze_mode: str, act: str,
+                   out: Tensor | None = None, bn: Tensor | None = None) -> Tensor:
+    """dU (U's dtype and layout) from g = dOut when act != "none" (act' from `out` when given,
+    else from y = s * U + identity), else g = dY; with a folded BN's coefficients
+    (a, b, P, Q) (4, C), dX = a * dU - P * X - Q for u = X."""
     du = torch.empty_like(u)
-    ident = identity if identity is not None else u
-    gcode, *gst = layout(g)
-    ucode, *ust = layout(u)
-    icode, *ist = layout(ident)
-    dcode, *dst = layout(du)
-    flat = _flat(g, u, ident, du)
-    grid, tiles = _stream_grid(u, flat)
-    hb, cb = tiles.pop("HB"), tiles.pop("CB")
+    other = out if out is not None else identity
+    ident = other if other is not None else u
     is_max = squeeze_mode == "max"
-    with _device(u):
-        _bwd_input_tuned[grid](
-            g, u, ident, s, dz, z, ties if is_max else dz, du, u.numel(), c, h * w, w, *gst,
-            *ust, *ist, *dst, hb, cb, FLAT=flat, G_LAYOUT=gcode, U_LAYOUT=ucode,
-            I_LAYOUT=icode, D_LAYOUT=dcode, NEED_Y=act != "none",
-            HAS_IDENTITY=identity is not None, ACT=act, MAX=is_max,
-            WIDE=wide(g, u, ident, du), **tiles)
+    launch = _input_plan(meta(g), meta(u), meta(ident), meta(du), u.element_size(),
+                         identity is not None, bn is not None, act, out is not None, is_max,
+                         _tunables())
+    launch(g, u, ident, s, dz, z, ties if is_max else dz, s if bn is None else bn, du)
     return du
 
 
 def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
-             b2: Tensor | None, identity: Tensor | None, z: Tensor, s: Tensor, idx: Tensor,
-             grad_z: Tensor | None, grad_s: Tensor | None, squeeze_mode: str, excite_act: str,
-             gate: str, act: str) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None,
-                                           Tensor, Tensor | None]:
-    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity only when identity is given; `idx` is
-    the tie count of the max squeeze."""
-    has_id = identity is not None
-    dsp, gy = reduce_backward(grad, u, identity, s, gate, act, store_gy=has_id)
+             b2: Tensor | None, identity: Tensor | None, out: Tensor | None, z: Tensor,
+             s: Tensor, idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
+             squeeze_mode: str, excite_act: str, gate: str, act: str,
+             has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None,
+                                          Tensor, Tensor | None]:
+    """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity = dY when the block has an identity
+    (`has_identity`) and an activation. act's derivative comes from `out`, the block's output,
+    for reference.ACTS_FROM_OUTPUT (then `identity` is None), else from y = s * U + identity
+    (`reference.for_act_grad`); `idx` is the tie count of the max squeeze."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return backward(grad, u, w1, b1, w2, b2, identity, out, z, s, idx, grad_z, grad_s,
+                            squeeze_mode, excite_act, gate, act, has_identity)
+    store_gy = has_identity and act != "none"
+    dsp, gy, _ = reduce_backward(grad, u, identity, out, s, gate, act, store_gy)
     if grad_s is not None:  # only when s itself is used: autograd passes None otherwise
         dsp[0] += grad_s * gate_grad(s, gate)
     dz, dw1, db1, dw2, db2 = excite_backward(z, dsp, w1, b1, w2, b2, excite_act)
@@ -1125,5 +1547,267 @@ def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
     if gy is not None:  # dY is stored: the input pass needs neither the identity nor act'
         du = input_backward(gy, u, None, s, dz, z, idx, squeeze_mode, "none")
     else:
-        du = input_backward(grad, u, identity, s, dz, z, idx, squeeze_mode, act)
+        du = input_backward(grad, u, identity, s, dz, z, idx, squeeze_mode, act, out)
     return du, gy, dw1, db1, dw2, db2
+
+
+# --- the SE block with the BatchNorm before it folded in ------------------------------------------
+#
+# X (the conv output) -> BN -> U -> SE (avg squeeze) [-> + identity [-> act]]: the squeeze pass
+# over X also gives the BN's per-plane statistics; one small launch turns them into the BN's
+# scale and shift (and updates its running statistics); the scale pass applies BN on the fly.
+# Backward, the reduce pass keeps sum(dY) and sum(dY * X) per plane, from which one small
+# launch gives dgamma, dbeta and the coefficients of dX = a * dU - P * X - Q. Nothing the size
+# of U is stored: the op saves X (which the BN saves anyway) and O(N * C) vectors.
+
+
+def _bn_tiles(n: int, c: int) -> tuple[int, int]:
+    """(BLOCK_N, BLOCK_C) of the BN statistics kernels: 64 channels a program (C / 64
+    programs, each over the whole batch), 16 samples a step."""
+    return max(1, min(_pow2(n), 16)), max(1, min(_pow2(c), 64))
+
+
+@_plan
+def _bn_stats_plan(n: int, c: int, sp: int, hw: int, momentum: float, eps: float,
+                   training: bool, _tun: tuple[Any, ...]) -> Launch:
+    """The statistics launch on (partials, squares, shifts, weight, bias, running mean,
+    variance and count, their updates, z, (a, b), (mean, rstd))."""
+    bn_, bc = _bn_tiles(n, c)
+    return Launch(_bn_stats_kernel, _cdiv(c, bc), (n, c, sp, hw, momentum, eps),
+                  {"TRAINING": training, "BLOCK_N": bn_, "BLOCK_C": bc})
+
+
+@_plan
+def _bn_bwd_plan(n: int, c: int, sp: int, hw: int, training: bool,
+                 _tun: tuple[Any, ...]) -> Launch:
+    """The BN backward launch on (partial sum(dY), sum(dY * X), mean(X), s, dz, weight, bias,
+    (mean, rstd), dgamma, dbeta, coefficients)."""
+    bn_, bc = _bn_tiles(n, c)
+    return Launch(_bn_bwd_kernel, _cdiv(c, bc), (n, c, sp, hw),
+                  {"TRAINING": training, "BLOCK_N": bn_, "BLOCK_C": bc})
+
+
+def bn_forward(x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor,
+               running_var: Tensor, num_batches_tracked: Tensor, w1: Tensor, b1: Tensor | None,
+               w2: Tensor, b2: Tensor | None, identity: Tensor | None, training: bool,
+               momentum: float, eps: float, excite_act: str, gate: str, act: str,
+               updated: tuple[Tensor, Tensor, Tensor] | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(out, z, s, (mean, rstd) (2, C)) of act(SE(BN(X)) + identity), avg squeeze, in five
+    launches. In training the updated running mean, variance and count go to `updated` (new
+    tensors), or into the BN's buffers in place when it is None."""
+    if elsewhere(x):
+        with torch.cuda.device(x.device):
+            return bn_forward(x, weight, bias, running_mean, running_var, num_batches_tracked,
+                              w1, b1, w2, b2, identity, training, momentum, eps, excite_act,
+                              gate, act, updated)
+    n, c, h, w = x.shape
+    launch, sp = _squeeze_plan(meta(x), x.element_size(), False, True, training, _tunables())
+    zp = x.new_empty((sp, n, c), dtype=torch.float32)
+    qp = zp.new_empty((sp, n, c) if training else (0,))
+    kp = zp.new_empty((n, c))
+    launch(x, zp, zp, qp, kp)
+    z, ab, st = zp.new_empty((n, c)), zp.new_empty((2, c)), zp.new_empty((2, c))
+    state = (running_mean, running_var, num_batches_tracked)
+    stats = _bn_stats_plan(n, c, sp, h * w, momentum, eps, training, _tunables())
+    stats(zp, qp, kp, weight, bias, *state, *(updated or state), z, ab, st)
+    _, _, s = excite(z[None], zp, w1, b1, w2, b2, "avg", excite_act, gate)
+    return scale(x, s, identity, act, ab), z, s, st
+
+
+def bn_backward(grad: Tensor, x: Tensor, weight: Tensor, bias: Tensor, w1: Tensor,
+                b1: Tensor | None, w2: Tensor, b2: Tensor | None, identity: Tensor | None,
+                out: Tensor | None, s: Tensor, stats: Tensor, grad_z: Tensor | None,
+                grad_s: Tensor | None, training: bool, excite_act: str, gate: str, act: str,
+                has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor,
+                                             Tensor | None, Tensor, Tensor | None]:
+    """(dX, dIdentity, dgamma, dbeta, dW1, db1, dW2, db2) of `bn_forward` from X, s and the
+    BN's (mean, rstd), five launches: z and the plane means are recomputed in the reduce pass
+    (its sums of X), U = a * X + b wherever it is needed; act' from `out` or from y
+    recomputed, as in `backward`."""
+    if elsewhere(x):
+        with torch.cuda.device(x.device):
+            return bn_backward(grad, x, weight, bias, w1, b1, w2, b2, identity, out, s, stats,
+                               grad_z, grad_s, training, excite_act, gate, act, has_identity)
+    n, c, h, w = x.shape
+    store_gy = has_identity and act != "none"
+    dsp, gy, (sgp, sgxp, xp, ab) = reduce_backward(grad, x, identity, out, s, gate, act,
+                                                   store_gy, (weight, bias, stats))
+    if grad_s is not None:
+        dsp[0] += grad_s * gate_grad(s, gate)
+    z = s.new_empty((n, c))  # written by the row-block launch
+    dz, dw1, db1, dw2, db2 = excite_backward(z, dsp, w1, b1, w2, b2, excite_act, (xp, ab))
+    if grad_z is not None:
+        dz += grad_z
+    dgamma, dbeta, coef = weight.new_empty((c,)), weight.new_empty((c,)), s.new_empty((4, c))
+    _bn_bwd_plan(n, c, dsp.shape[0], h * w, training, _tunables())(
+        sgp, sgxp, xp, s, dz, weight, bias, stats, dgamma, dbeta, coef)
+    if gy is not None:
+        dx = input_backward(gy, x, None, s, dz, z, dz, "avg", "none", None, coef)
+    else:
+        dx = input_backward(grad, x, identity, s, dz, z, dz, "avg", act, out, coef)
+    return dx, gy, dgamma, dbeta, dw1, db1, dw2, db2
+
+
+# --- the channel-attention family: a 1-D convolution over channels as the transform (ECA) ---------
+#
+# ECA (Wang et al., 2020; timm's EcaModule / CecaModule) replaces the SE block's MLP by a 1-D
+# convolution of size k over the squeezed vector, without bias: s = gate(conv1d(z, w)), zero or
+# circular padding. The statistic (the squeeze kernel), the gate and the apply pass (the scale
+# kernel, with the shortcut add and activation) are the SE block's; only the transform differs,
+# so it is one kernel each way here: forward 3 launches, backward 3 (and a sum of k partials).
+
+
+@triton.jit  # type: ignore[untyped-decorator]
+def _shifted(v_ptr, m, c, shift, ok, N, C, SPLITS,  # type: ignore[no-untyped-def]
+             CIRCULAR: tl.constexpr):
+    """v[m, c + shift] summed over SPLITS partials (SPLITS, N, C): 0 outside [0, C) (zero
+    padding), or the channel index taken mod C (circular)."""
+    idx = c + shift
+    if CIRCULAR:
+        idx = (idx % C + C) % C
+        inside = ok
+    else:
+        inside = ok & (idx >= 0)[None, :] & (idx < C)[None, :]
+    at = m[:, None] * C + idx[None, :]
+    acc = tl.zeros(at.shape, tl.float32)
+    for sp in range(0, SPLITS):
+        acc += tl.load(v_ptr + sp * N * C + at, mask=inside, other=0.0)
+    return acc
+
+
+@triton.jit(do_not_specialize=["N", "C", "SPLITS"])  # type: ignore[untyped-decorator]
+def _channel_conv_kernel(  # type: ignore[no-untyped-def]
+    zp_ptr,  # the squeeze's partial means (SPLITS, N, C) fp32
+    w_ptr,  # the convolution's weight (K,), any float dtype
+    z_ptr,  # out: z (N, C) fp32 (written only when SPLITS > 1: else the partials are z)
+    s_ptr,  # out: s = GATE(conv1d(z, w)) (N, C) fp32
+    N, C, SPLITS,
+    K: tl.constexpr,  # kernel size (odd)
+    CIRCULAR: tl.constexpr,  # circular padding (CecaModule), else zero padding (EcaModule)
+    GATE: tl.constexpr,  # the gate's name
+    BLOCK_M: tl.constexpr,  # rows per program
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    """One program per (row block, channel block): s = GATE(sum_j w[j] z[:, c + j - K // 2]),
+    reading the (K - 1)-channel halo of its block from the partials."""
+    pid = tl.program_id(0)
+    cb = tl.cdiv(C, BLOCK_C)
+    m = (pid // cb) * BLOCK_M + tl.arange(0, BLOCK_M)
+    c = (pid % cb) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ok = (m < N)[:, None] & (c < C)[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
+    for j in tl.static_range(K):
+        acc += tl.load(w_ptr + j).to(tl.float32) * _shifted(zp_ptr, m, c, j - K // 2, ok, N, C,
+                                                            SPLITS, CIRCULAR)
+    at = m[:, None] * C + c[None, :]
+    if SPLITS > 1:
+        tl.store(z_ptr + at, _shifted(zp_ptr, m, c, 0, ok, N, C, SPLITS, CIRCULAR), mask=ok)
+    tl.store(s_ptr + at, _act(acc, GATE), mask=ok)
+
+
+@triton.jit(do_not_specialize=["N", "C", "SPLITS"])  # type: ignore[untyped-decorator]
+def _channel_conv_bwd_kernel(  # type: ignore[no-untyped-def]
+    dsp_ptr,  # partial dpre = GATE'(s) * ds (SPLITS, N, C) fp32 (the backward reduce's)
+    z_ptr,  # z (N, C) fp32
+    w_ptr,  # the weight (K,)
+    dz_ptr,  # out: dL/dz = sum_j w[j] dpre[:, c - j + K // 2] (N, C) fp32
+    dwp_ptr,  # out: this program's share of dL/dw (programs, K) fp32
+    N, C, SPLITS,
+    K: tl.constexpr,
+    CIRCULAR: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_K: tl.constexpr,  # >= K, a power of 2
+):
+    """One program per (row block, channel block): dz (the transposed convolution, same
+    padding) and the program's partial weight gradient sum_(n, c) dpre[n, c] z[n, c + j - K // 2],
+    summed over programs in order by the caller (deterministic, no atomics)."""
+    pid = tl.program_id(0)
+    cb = tl.cdiv(C, BLOCK_C)
+    m = (pid // cb) * BLOCK_M + tl.arange(0, BLOCK_M)
+    c = (pid % cb) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ok = (m < N)[:, None] & (c < C)[None, :]
+    at = m[:, None] * C + c[None, :]
+    dpre = _shifted(dsp_ptr, m, c, 0, ok, N, C, SPLITS, CIRCULAR)
+    dz = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
+    taps = tl.arange(0, BLOCK_K)
+    dw = tl.zeros((BLOCK_K,), tl.float32)
+    for j in tl.static_range(K):
+        w = tl.load(w_ptr + j).to(tl.float32)
+        dz += w * _shifted(dsp_ptr, m, c, K // 2 - j, ok, N, C, SPLITS, CIRCULAR)
+        part = tl.sum(tl.sum(dpre * _shifted(z_ptr, m, c, j - K // 2, ok, N, C, 1, CIRCULAR),
+                             axis=1), axis=0)
+        dw += tl.where(taps == j, part, 0.0)
+    tl.store(dz_ptr + at, dz, mask=ok)
+    tl.store(dwp_ptr + pid * K + taps, dw, mask=taps < K)
+
+
+def _conv_tiles(n: int, c: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_C) of the channel convolution kernels: up to 1024 (N, C) entries a
+    program, channels first."""
+    bc = min(_pow2(c), 1024)
+    return max(1, min(_pow2(n), 1024 // bc)), bc
+
+
+@_plan
+def _channel_conv_plan(n: int, c: int, sp: int, k: int, circular: bool, gate: str,
+                       _tun: tuple[Any, ...]) -> Launch:
+    """The forward launch on (partials, w, z, s)."""
+    bm, bc = _conv_tiles(n, c)
+    return Launch(_channel_conv_kernel, _cdiv(n, bm) * _cdiv(c, bc), (n, c, sp),
+                  {"K": k, "CIRCULAR": circular, "GATE": gate, "BLOCK_M": bm, "BLOCK_C": bc})
+
+
+@_plan
+def _channel_conv_bwd_plan(n: int, c: int, sp: int, k: int, circular: bool,
+                           _tun: tuple[Any, ...]) -> tuple[Launch, int]:
+    """(the backward launch on (partial dpre, z, w, dz, partial dw), programs)."""
+    bm, bc = _conv_tiles(n, c)
+    programs = _cdiv(n, bm) * _cdiv(c, bc)
+    return Launch(_channel_conv_bwd_kernel, programs, (n, c, sp),
+                  {"K": k, "CIRCULAR": circular, "BLOCK_M": bm, "BLOCK_C": bc,
+                   "BLOCK_K": _pow2(k)}), programs
+
+
+def eca_forward(u: Tensor, w: Tensor, identity: Tensor | None, circular: bool, gate: str,
+                act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, z, s) of act(U * gate(conv1d(mean_hw U, w)) + identity): three launches."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return eca_forward(u, w, identity, circular, gate, act)
+    n, c = u.shape[:2]
+    zp, _ = _squeeze_partials(u, "avg")
+    sp = zp.shape[0]
+    z = zp[0] if sp == 1 else zp.new_empty((n, c))
+    s = zp.new_empty((n, c))
+    _channel_conv_plan(n, c, sp, w.numel(), circular, gate, _tunables())(zp, w, z, s)
+    return scale(u, s, identity, act), z, s
+
+
+def eca_backward(grad: Tensor, u: Tensor, w: Tensor, identity: Tensor | None,
+                 out: Tensor | None, z: Tensor, s: Tensor, grad_z: Tensor | None,
+                 grad_s: Tensor | None, circular: bool, gate: str, act: str,
+                 has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+    """(dU, dIdentity, dw) of `eca_forward`; act' from `out` or from y, as in `backward`."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return eca_backward(grad, u, w, identity, out, z, s, grad_z, grad_s, circular,
+                                gate, act, has_identity)
+    n, c = u.shape[:2]
+    store_gy = has_identity and act != "none"
+    dsp, gy, _ = reduce_backward(grad, u, identity, out, s, gate, act, store_gy)
+    if grad_s is not None:
+        dsp[0] += grad_s * gate_grad(s, gate)
+    launch, programs = _channel_conv_bwd_plan(n, c, dsp.shape[0], w.numel(), circular,
+                                              _tunables())
+    dz, dwp = z.new_empty((n, c)), z.new_empty((programs, w.numel()))
+    launch(dsp, z, w, dz, dwp)
+    if grad_z is not None:
+        dz += grad_z
+    dw = dwp.sum(0).to(w.dtype).view(w.shape)  # in program order: deterministic
+    if gy is not None:
+        du = input_backward(gy, u, None, s, dz, z, dz, "avg", "none")
+    else:
+        du = input_backward(grad, u, identity, s, dz, z, dz, "avg", act, out)
+    return du, gy, dw
