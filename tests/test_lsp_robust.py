@@ -81,6 +81,14 @@ def within(d: lsp.Diagnostic, text: str) -> bool:
 
 
 @module_loop
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 async def test_a_fuzz_campaign_replayed_as_edits(fuzz_client: LanguageClient) -> None:
     """Every input of a seeded fuzz campaign, as the next version of one document: each gets
     its diagnostics (with ranges inside the text) or none, and the server still answers."""
@@ -89,7 +97,9 @@ async def test_a_fuzz_campaign_replayed_as_edits(fuzz_client: LanguageClient) ->
     open_doc(client, uri, DIGITS)
     assert await diagnostics(client, uri, 1) == []
     for k in range(FUZZ_INPUTS):
-        text, _ = generate(k)
+        text = generate(k).text
+        if not isinstance(text, str) or not text.isascii() and _unencodable(text):
+            continue  # bytes or files: no buffer; a lone surrogate cannot travel as JSON text
         version = k + 2
         change(client, uri, text, version)
         for d in await diagnostics(client, uri, version):
