@@ -56,7 +56,15 @@ def decompose_eca_block(u: Tensor, w: Tensor, identity: Tensor | None, padding: 
     """sedsl::eca_block's outputs (out, z, s) in plain torch ops (sedsl/pytorch/kernels/
     eca_op.py)."""
     z = reference.squeeze_hw(u, "avg")  # (N, C), accumulate dtype
-    s = reference.activate(gate, reference.channel_conv(z, w.reshape(-1), padding == "circular"))
+    k = w.numel()
+    pad = (k - 1) // 2
+    if padding == "circular":  # by indexing: F.pad's circular decomposition writes in place,
+        wrap = torch.arange(-pad, z.shape[1] + pad, device=z.device) % z.shape[1]  # which a
+        zpad = z[:, wrap]  # decomposition may not; and it wraps any number of times, as the op
+    else:
+        zpad = nn.functional.pad(z, (pad, pad))
+    conv = nn.functional.conv1d(zpad[:, None], w.reshape(1, 1, k).to(z.dtype))[:, 0]
+    s = reference.activate(gate, conv)
     return reference.scale(u, s, identity, act).to(u.dtype), z, s
 
 
