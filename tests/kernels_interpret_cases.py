@@ -672,3 +672,63 @@ def test_eca_splits_launches_and_determinism() -> None:
     assert launches[3:6] == ["_bwd_reduce_kernel", "_channel_conv_bwd_kernel",
                              "_bwd_input_kernel"]
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
+def test_whole_fused_eca_network_runs_the_kernels() -> None:
+    """A small ResNet with an eca and a ceca block, lowered with fusion: each block, with its
+    residual add and relu, runs sedsl::eca_block on the Triton kernels (bn3 stays a module: the
+    op has no BN fold), and outputs, the input's gradient and every parameter's equal the plain
+    lowering's; the probe sees the gate the plain lowering's gate layer outputs."""
+    from pathlib import Path
+
+    import sedsl
+    from sedsl.analysis.excite import gate_module, units
+
+    root = Path(__file__).resolve().parents[1]
+    text = (
+        'use "lib/resnet.se"\nnetwork tiny {\n  input 3x12x12\n  stem = { conv(8, 3) bn relu }\n'
+        "  conv2 = bottleneck(4)\n  conv3 = bottleneck(8, stride = 2)\n  head = classifier(3)\n}\n"
+        "se {\n  variant = eca\n  at residual.end in conv2\n"
+        "  at residual.end in conv3 { variant = ceca, kernel = 5 }\n}\n")
+    net = sedsl.loads(text, path=str(root / "specs" / "tiny.se"))
+    plain, fused = net.to_torch(fused=False).eval(), net.to_torch(fused=True).eval()
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    fused.load_state_dict(plain.state_dict())
+    calls: collections.Counter[str] = collections.Counter()
+    originals = {name: getattr(triton_se, name) for name in ("eca_forward", "eca_backward")}
+
+    def counting(name: str) -> Any:
+        def counted(*args: Any) -> Any:
+            calls[name, args[3 if name == "eca_forward" else 9]] += 1  # circular
+            return originals[name](*args)
+        return counted
+
+    chosen = units(net.ir)
+    seen: dict[str, list[torch.Tensor]] = {"plain": [], "fused": []}
+    handles = [gate_module(model, u).register_forward_hook(
+        lambda m, i, o, key=key: seen[key].append(o.detach().clone()))
+        for key, model in (("plain", plain), ("fused", fused)) for u in chosen]
+    for name in originals:
+        setattr(triton_se, name, counting(name))
+    try:
+        x = torch.randn(2, 3, 12, 12)
+        xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_f, out_p = fused(xf), plain(xp)
+        grad = torch.randn_like(out_p)
+        out_f.backward(grad)
+        out_p.backward(grad)
+    finally:
+        for name, fn in originals.items():
+            setattr(triton_se, name, fn)
+        for handle in handles:
+            handle.remove()
+    assert calls == {("eca_forward", False): 1, ("eca_forward", True): 1,
+                     ("eca_backward", False): 1, ("eca_backward", True): 1}
+    assert isinstance(fused.conv2.bn3, torch.nn.BatchNorm2d)
+    torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(xf.grad, xp.grad, rtol=1e-3, atol=1e-5)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
+    assert len(seen["fused"]) == len(seen["plain"]) == 2
+    for s_f, s_p in zip(seen["fused"], seen["plain"], strict=True):
+        torch.testing.assert_close(s_f, s_p, rtol=1e-5, atol=1e-6)

@@ -1,6 +1,6 @@
 """`sedsl export`: ONNX, TorchScript and torch.export files that run without sedsl and give the
-outputs of the torch module they came from (onnxruntime for ONNX); the fused SE op decomposes
-into ATen ops."""
+outputs of the torch module they came from (onnxruntime for ONNX); the fused ops decompose into
+ATen ops."""
 
 from __future__ import annotations
 
@@ -57,6 +57,22 @@ def test_decomposition_removes_the_fused_op() -> None:
         program = exported_program(model, x)
     assert contains_sedsl_op(traced)  # the op was traced...
     assert not contains_sedsl_op(program)  # ...and decomposed
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_eca_op_decomposes() -> None:
+    """sedsl::eca_block (the fused eca and ceca blocks) decomposes into ATen ops too."""
+    net = sedsl.loads(TINY.replace("  ratio = 4\n", "  variant = eca\n").replace(
+        "in conv2..conv3", "in conv2\n  at residual.end in conv3 { variant = ceca }"))
+    model = net.to_torch().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with trace_fused_op():
+        traced = torch.export.export(model, (x,))
+        program = exported_program(model, x)
+    targets = {str(n.target) for n in traced.graph.nodes if n.op == "call_function"}
+    assert "sedsl.eca_block.default" in targets
+    assert not contains_sedsl_op(program)
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), model(x))
 

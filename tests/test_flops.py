@@ -1,9 +1,9 @@
-"""FLOP counters see the fused SE op: torch's FlopCounterMode (through the registered formulas)
-and fvcore (through sedsl.fvcore_handles()) count a fused SE-ResNet-50 exactly as its plain
-lowering. Every expected number is the counter's own count of the plain model, never sedsl's
-cost model.
+"""FLOP counters see the fused ops: torch's FlopCounterMode (through the registered formulas)
+and fvcore (through sedsl.fvcore_handles()) count a fused SE-ResNet-50, and a small ResNet with
+ECA and CECA blocks, exactly as their plain lowerings. Every expected number is the counter's
+own count of the plain model, never sedsl's cost model.
 
-The fused model runs its SE blocks as `torch.ops.sedsl.se_block` here on the CPU
+The fused model runs its blocks as `torch.ops.sedsl.se_block` (`eca_block`) here on the CPU
 (`trace_fused_op`, whose implementation there is the plain-torch reference), as it does on a
 GPU; the counters only see the op.
 """
@@ -53,13 +53,13 @@ def flop_counter(model: nn.Module, train: bool) -> int:
 
 
 def op_calls(run: Callable[[], Any]) -> int:
-    """How many times sedsl::se_block or sedsl::se_bn_block (the SE block with bn3 folded in,
-    as the fusion pass lowers SE-ResNet) ran during `run`."""
-    from sedsl.pytorch.kernels import bn_op
+    """How many times sedsl::se_block, sedsl::se_bn_block (the SE block with bn3 folded in,
+    as the fusion pass lowers SE-ResNet) or sedsl::eca_block ran during `run`."""
+    from sedsl.pytorch.kernels import bn_op, eca_op
     from sedsl.pytorch.kernels import op as se_op
 
     calls = [0]
-    originals = [(module, module._forward) for module in (se_op, bn_op)]
+    originals = [(module, module._forward) for module in (se_op, bn_op, eca_op)]
 
     def counting(original: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -96,6 +96,50 @@ def test_fvcore_counts_the_fused_op_with_sedsls_handles(models: dict[str, nn.Mod
         unknown = fvcore_flops(models["fused"], INPUT)  # the op skipped: its FCs and bn3
     assert got == want
     assert unknown < fvcore_flops(models["base"], INPUT) < want
+
+
+ECA_NET = """use "lib/resnet.se"
+network eca_pair {
+  input 3x64x64
+  stem = { conv(8, 3) bn relu }
+  conv2 = bottleneck(4)
+  conv3 = bottleneck(8, stride = 2)
+  head = classifier(5)
+}
+se {
+  variant = eca
+  at residual.end in conv2
+  at residual.end in conv3 { variant = ceca, kernel = 5 }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def eca_models() -> dict[str, nn.Module]:
+    net = sedsl.loads(ECA_NET, path=str(ROOT / "specs" / "eca_pair.se"))
+    return {"plain": net.to_torch(fused=False), "fused": net.to_torch(fused=True),
+            "base": net.to_torch(fused=False, se=False)}
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["forward", "training-step"])
+def test_counters_count_the_fused_eca_op_as_the_plain_lowering(
+        eca_models: dict[str, nn.Module], train: bool) -> None:
+    """The eca and ceca blocks run as sedsl::eca_block (the fusion pass lowers them to it), and
+    FlopCounterMode and fvcore count them as the plain lowering's conv1d."""
+    fused = eca_models["fused"]
+    fused.load_state_dict(eca_models["plain"].state_dict())
+    want = flop_counter(eca_models["plain"], train)
+    with trace_fused_op():
+        calls = op_calls(lambda: flop_counter(fused, train))
+        got = flop_counter(fused, train)
+    assert calls == 2  # both blocks ran as the op
+    assert got == want > flop_counter(eca_models["base"], train)
+    if not train:
+        x = INPUT
+        with trace_fused_op():
+            assert (fvcore_flops(fused, x, sedsl.fvcore_handles())
+                    == fvcore_flops(eca_models["plain"], x)
+                    > fvcore_flops(fused, x))  # without the handles the op counts nothing
 
 
 @pytest.mark.parametrize("order", ["counter-first", "sedsl-first"])

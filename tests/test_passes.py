@@ -11,7 +11,7 @@ from torch import nn
 import sedsl
 from sedsl.compile import passes
 from sedsl.ir.node import Node, record, records
-from sedsl.ir.se import SeSettings
+from sedsl.ir.se import VARIANTS, SeSettings
 from sedsl.record import replace
 from tests.conftest import SPECS, compiled
 
@@ -311,11 +311,14 @@ def test_se_on_both_inputs_of_an_add_fuses_one() -> None:
         torch.testing.assert_close(fast(x), plain(x))
 
 
-@pytest.mark.parametrize("spec", ["se_resnet50.se", "se_resnext50.se", "mobilenet_v3_small.se"])
+@pytest.mark.parametrize("spec", ["se_resnet50.se", "se_resnext50.se", "mobilenet_v3_small.se",
+                                  "ecaresnet50d.se"])
 def test_fused_graph_costs_what_the_plain_one_does(spec: str) -> None:
     """The `se` op's rules count what the nodes it replaces count, a folded BN included:
-    parameters, state (BN buffers) and FLOPs in every convention."""
+    parameters, state (BN buffers) and FLOPs in every convention, for the MLP (SE) and the
+    channel conv (ECA) transforms."""
     from sedsl.targets.cost import CONVENTIONS, node_costs, state_elements
+    from sedsl.targets.report import activations
 
     g = compiled(spec).graph
     fused = passes.fuse_se(g)
@@ -325,3 +328,89 @@ def test_fused_graph_costs_what_the_plain_one_does(spec: str) -> None:
         assert sum(n.params for n in fused_nodes) == sum(n.params for n in plain_nodes)
         assert sum(n.flops for n in fused_nodes) == sum(n.flops for n in plain_nodes), convention
     assert state_elements(fused) == state_elements(g)
+    if not any("bn" in r.attrs for _, r in records(fused) if r.op == "se"):
+        # fvcore's activation count (with a BN folded in the `se` op counts its output, which
+        # fvcore does not count for the plain BN: a difference this test leaves alone)
+        assert (sum(activations(fused, n, r) for n, r in records(fused))
+                == sum(activations(g, n, r) for n, r in records(g)))
+
+
+TINY_RESNET = """use "lib/resnet.se"
+network tiny {
+  input 3x12x12
+  stem = { conv(8, 3) bn relu }
+  conv2 = bottleneck(4) * 2
+  head = classifier(3)
+}
+se {
+  variant = VARIANT
+  SETTINGS
+  at residual.end
+}
+"""
+
+
+def tiny(variant: str, settings: str = "") -> sedsl.Network:
+    """A two-bottleneck ResNet with one attention block per block, before the residual add."""
+    text = TINY_RESNET.replace("VARIANT", variant).replace("SETTINGS", settings)
+    return sedsl.loads(text, path=str(SPECS / "tiny.se"))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_fusion_decides_from_the_variant_table(variant: str) -> None:
+    """A block becomes one `se` node exactly when its variant names the fused op's transform,
+    and the node carries that transform; the BN before it is folded in only where the
+    transform takes one (ECA's op has no BN fold: bn3 stays a node of its own)."""
+    g = tiny(variant).graph
+    fused = passes.fuse_se(g)
+    nodes = [r for _, r in records(fused) if r.op == "se"]
+    want = VARIANTS[variant].fused
+    assert [r.attrs["transform"] for r in nodes] == [want] * (2 if want else 0)
+    assert want in ({"se": "mlp", "eca": "channel_conv", "ceca": "channel_conv"}.get(variant),
+                    None)  # at least these run fused
+    for r in nodes:
+        assert r.attrs["act"] == "relu"  # the residual add and its relu joined the op
+        assert ("bn" in r.attrs) == (want == "mlp")  # sedsl::se_bn_block; ECA has no BN fold
+        assert ("conv2.block1.bn3" in fused) == (want != "mlp")
+    passes.verify(fused)
+
+
+def test_what_the_eca_op_cannot_compute_stays_plain() -> None:
+    """ECA's op takes a mean: a max squeeze stays plain ops. Its steps apply no `excite`, so
+    that setting does not keep it from the op."""
+    assert not any(r.op == "se" for _, r in records(passes.fuse_se(tiny("eca", "squeeze = max")
+                                                                  .graph)))
+    assert passes.kernel_supports(SeSettings(variant="eca", excite="gelu").resolved())
+    assert not passes.kernel_supports(SeSettings(variant="se", excite="gelu").resolved())
+    assert not passes.kernel_supports(SeSettings(variant="eca", gate="gelu").resolved())
+
+
+@pytest.mark.parametrize(("variant", "kernel"), [("eca", 3), ("ceca", 5)])
+def test_fused_eca_agrees_with_plain_and_timm(variant: str, kernel: int) -> None:
+    """The fused ECA lowering (the module's plain path on the CPU) has the plain lowering's
+    state-dict keys and gives its outputs and gradients, input and every parameter; its block
+    is timm's EcaModule / CecaModule with the same weight, followed by the add and relu."""
+    from timm.layers import CecaModule, EcaModule
+
+    net = tiny(variant, f"kernel = {kernel}")
+    plain, fused = net.to_torch(fused=False).eval(), net.to_torch().eval()
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    fused.load_state_dict(plain.state_dict())
+    plain.load_state_dict(fused.state_dict())
+    block = fused.conv2.block1.se
+    assert type(block).__name__ == "EfficientChannelAttention" and block.act == "relu"
+    x = torch.randn(2, 3, 12, 12)
+    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_p, out_f = plain(xp), fused(xf)
+    torch.testing.assert_close(out_f, out_p, rtol=0, atol=0)
+    grad = torch.randn_like(out_p)
+    out_p.backward(grad)
+    out_f.backward(grad)
+    torch.testing.assert_close(xf.grad, xp.grad)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, msg=name)
+    timm_block = (EcaModule if variant == "eca" else CecaModule)(kernel_size=kernel)
+    timm_block.conv.weight.data.copy_(block.conv.weight)
+    u, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(block(u, identity), torch.relu(timm_block(u) + identity))

@@ -14,7 +14,7 @@ from functools import partial
 from sedsl.errors import CompilerError, Span, SpecError, did_you_mean
 from sedsl.ir.graph import Graph, find_cycle
 from sedsl.ir.node import ROLES, Node, SeTag, inputs, record, records
-from sedsl.ir.ops import OPS, Attr, Shape
+from sedsl.ir.ops import OPS, TRANSFORMS, Attr, Shape
 from sedsl.ir.se import (
     STEP_KINDS,
     VARIANTS,
@@ -23,9 +23,10 @@ from sedsl.ir.se import (
     SeRule,
     SeSettings,
     identity_problem,
+    step_activations,
     step_kind_supported,
 )
-from sedsl.ir.vocab import KERNEL_ACTIVATIONS, KERNEL_SQUEEZES
+from sedsl.ir.vocab import KERNEL_ACTIVATIONS
 from sedsl.record import Record
 from sedsl.record import replace as replace_record
 
@@ -399,9 +400,10 @@ def block_input_channels(g: Graph, inside: set[str]) -> int:
 
 def fuse_se(g: Graph) -> Graph:
     """[BN ->] SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for
-    every SE block the kernels implement (`kernel_supports`); the others stay plain ops. A BN
-    whose output only the SE block reads is folded in (`_folded_bn`): the node then reads the
-    BN's input and names the BN in its attributes, whose module the lowering keeps."""
+    every attention block the kernels implement (`kernel_supports`: its variant names the fused
+    op's transform, sedsl.ir.ops.TRANSFORMS); the others stay plain ops. Where the transform
+    takes one, a BN whose output only the block reads is folded in (`_folded_bn`): the node then
+    reads the BN's input and names the BN in its attributes, whose module the lowering keeps."""
     fusions = []
     claimed: set[str] = set()  # an add both of whose inputs are SE blocks joins one of them
     for steps in se_units(g).values():
@@ -433,11 +435,31 @@ def fuse_se(g: Graph) -> Graph:
 
 def kernel_supports(s: SeSettings) -> bool:
     """Whether the fused kernels compute an attention block with these (resolved) settings: its
-    variant's steps (the op computes exactly them, and every step kind is a kernel's), its
-    squeeze and its activations."""
+    variant's steps (the variant names the transform with which the op computes exactly them,
+    and every step kind is a kernel's), its squeeze (one the transform takes) and the
+    activations its steps apply."""
     variant = VARIANTS[s.variant]
-    return (variant.fused and step_kind_supported(variant, s) and s.squeeze in KERNEL_SQUEEZES
-            and s.excite in KERNEL_ACTIVATIONS and s.gate in KERNEL_ACTIVATIONS)
+    return (variant.fused is not None and step_kind_supported(variant, s)
+            and s.squeeze in TRANSFORMS[variant.fused].squeezes
+            and step_activations(variant, s) <= KERNEL_ACTIVATIONS)
+
+
+def _mlp_attrs(tag: SeTag, nodes: dict[str, Node]) -> dict[str, Attr]:
+    t = tag.settings
+    return {"rd_channels": tag.rd_channels, "squeeze": t.squeeze, "excite": t.excite,
+            "bias": t.bias}
+
+
+def _channel_conv_attrs(tag: SeTag, nodes: dict[str, Node]) -> dict[str, Attr]:
+    (conv,) = (rec for rec in nodes.values() if rec.op == "channel_conv")
+    assert conv.attrs["c_in"] == conv.attrs["c_out"] == 1 and not conv.attrs["bias"], conv.attrs
+    return {"kernel": conv.attrs["kernel"], "padding": conv.attrs["padding"]}
+
+
+# A fused node's own attributes for each transform (see sedsl.ir.ops.Transform), from the SE
+# tag and the block's nodes by step name.
+TRANSFORM_ATTRS: dict[str, Callable[[SeTag, dict[str, Node]], dict[str, Attr]]] = {
+    "mlp": _mlp_attrs, "channel_conv": _channel_conv_attrs}
 
 
 def _match_se(g: Graph, steps: dict[str, str],
@@ -467,11 +489,11 @@ def _match_se(g: Graph, steps: dict[str, str],
             members.append(post)
             merge_act = record(g, post).op
             last = post
-    t = tag.settings
-    attrs: dict[str, Attr] = {"rd_channels": tag.rd_channels, "squeeze": t.squeeze,
-                              "excite": t.excite, "gate": t.gate, "bias": t.bias,
+    transform = TRANSFORMS[str(VARIANTS[tag.settings.variant].fused)]
+    own = TRANSFORM_ATTRS[transform.name](tag, {k: record(g, n) for k, n in steps.items()})
+    attrs: dict[str, Attr] = {"transform": transform.name, **own, "gate": tag.settings.gate,
                               "act": merge_act}
-    bn = _folded_bn(g, srcs[0], steps)
+    bn = _folded_bn(g, srcs[0], steps) if transform.folds_bn else None
     if bn is not None:  # BN -> SE: the op takes the BN's input, the BN module is its companion
         members.insert(0, bn)
         srcs[0] = inputs(g, bn)[0]

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, TypeAlias
 
 from sedsl.errors import SpecError
-from sedsl.ir.vocab import ACTIVATIONS, SQUEEZES, Activation
+from sedsl.ir.vocab import ACTIVATIONS, KERNEL_SQUEEZES, SQUEEZES, Activation
 from sedsl.record import Record
 
 Shape: TypeAlias = tuple[int, ...]
@@ -629,27 +629,76 @@ def _se_infer(a: Attrs, ins: Shapes) -> Shape:
     return ins[0]
 
 
+class Transform(Record):
+    """What a fused SE node computes between its squeeze and its gate (its attribute
+    `transform`): the counts of the plain nodes it replaces (the FCs or the channel conv), the
+    module that computes the block, which squeezes it takes, and whether a BN before the block
+    folds into it (sedsl.pytorch.kernels.bn_op). Attributes every fused node has besides the
+    transform's own (its doc names them): `transform`, `gate`, `act` (the activation after the
+    residual add, or none), and `bn`, `bn_eps`, `bn_momentum` when a BN is folded in."""
+
+    name: str
+    params: Count
+    macs: Count  # the plain nodes' multiply-accumulates (fvcore counts these too)
+    activations: Count  # what fvcore's ActivationCountAnalysis counts for the plain nodes
+    module: Callable[[Attrs, Shapes], TorchModule]
+    squeezes: frozenset[str]
+    folds_bn: bool
+    doc: str
+
+
+def _mlp_params(a: Attrs, ins: Shapes, out: Shape) -> int:
+    c, rd = ins[0][0], _int(a, "rd_channels")
+    return 2 * c * rd + ((rd + c) if a["bias"] else 0)
+
+
+def _mlp_module(a: Attrs, ins: Shapes) -> TorchModule:
+    return TorchModule(
+        f"SqueezeExcite({ins[0][0]}, {a['rd_channels']}, bias={a['bias']}, "
+        f"squeeze={a['squeeze']!r}, excite={a['excite']!r}, gate={a['gate']!r}, "
+        f"act={a['act']!r})", support=("SqueezeExcite",))
+
+
+def _eca_module(a: Attrs, ins: Shapes) -> TorchModule:
+    padding = "zero" if a["padding"] == "zeros" else str(a["padding"])  # the op's spelling
+    return TorchModule(f"EfficientChannelAttention({a['kernel']}, padding={padding!r}, "
+                       f"gate={a['gate']!r}, act={a['act']!r})",
+                       support=("EfficientChannelAttention",))
+
+
+TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
+    Transform("mlp", params=_mlp_params,
+              macs=lambda a, ins, out: 2 * ins[0][0] * _int(a, "rd_channels"),
+              activations=lambda a, ins, out: _int(a, "rd_channels") + ins[0][0],  # fc1, fc2
+              module=_mlp_module, squeezes=KERNEL_SQUEEZES,
+              folds_bn=True,
+              doc="SE's MLP: fc1 to `rd_channels`, `excite`, fc2 back to C, `bias` in both, "
+                  "after a `squeeze` (sedsl::se_block; sedsl::se_bn_block with a BN folded in)"),
+    Transform("channel_conv", params=lambda a, ins, out: _int(a, "kernel"),
+              macs=lambda a, ins, out: ins[0][0] * _int(a, "kernel"),
+              activations=lambda a, ins, out: ins[0][0],  # the conv's C outputs
+              module=_eca_module, squeezes=frozenset({"avg"}), folds_bn=False,
+              doc="ECA's 1-D conv of `kernel` taps across channels, `padding` zeros or "
+                  "circular, no bias, after a mean (sedsl::eca_block)"),
+)}
+
+
+def _transform(a: Attrs) -> Transform:
+    return TRANSFORMS[str(a["transform"])]
+
+
 def _bn_attrs(a: Attrs) -> dict[str, Attr]:
     """A fused SE node's folded BN as a `bn` node's attributes."""
     return {"eps": a["bn_eps"], "momentum": a["bn_momentum"]}
 
 
 def _se_params(a: Attrs, ins: Shapes, out: Shape) -> int:
-    c, rd = ins[0][0], _int(a, "rd_channels")
     folded = BN.params(_bn_attrs(a), ins, out) if "bn" in a else 0
-    return 2 * c * rd + ((rd + c) if a["bias"] else 0) + folded
+    return _transform(a).params(a, ins, out) + folded
 
 
 def _se_buffers(a: Attrs, ins: Shapes, out: Shape) -> int:
     return BN.buffers(_bn_attrs(a), ins, out) if "bn" in a else 0
-
-
-def _se_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
-    c = ins[0][0]
-    return TorchModule(
-        f"SqueezeExcite({c}, {a['rd_channels']}, bias={a['bias']}, squeeze={a['squeeze']!r}, "
-        f"excite={a['excite']!r}, gate={a['gate']!r}, act={a['act']!r})"
-    )
 
 
 def _se_companions(a: Attrs, ins: Shapes) -> tuple[tuple[str, str, TorchModule], ...]:
@@ -661,10 +710,11 @@ def _se_companions(a: Attrs, ins: Shapes) -> tuple[tuple[str, str, TorchModule],
     return (("bn", str(a["bn"]), module),)
 
 
-# The fused SE block (see passes.fuse_se): [BN,] squeeze, excite, gate, scale [+ shortcut,
-# activation]. Its counts are those of the plain-torch pieces it replaces, the BN's included.
+# The fused SE block (see passes.fuse_se): [BN,] squeeze, transform (TRANSFORMS), gate, scale
+# [+ shortcut, activation]. Its counts are those of the plain-torch pieces it replaces, the
+# BN's included.
 def _se_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
-    return 2 * ins[0][0] * _int(a, "rd_channels")
+    return _transform(a).macs(a, ins, out)
 
 
 def _se_fvcore(a: Attrs, ins: Shapes, out: Shape) -> int:
@@ -673,10 +723,11 @@ def _se_fvcore(a: Attrs, ins: Shapes, out: Shape) -> int:
 
 
 SE = Op(
-    "se", (), infer=_se_infer, arity=None, user=False, torch=_se_torch, params=_se_params,
+    "se", (), infer=_se_infer, arity=None, user=False,
+    torch=lambda a, ins, out: _transform(a).module(a, ins), params=_se_params,
     buffers=_se_buffers, macs=_se_macs, fvcore=_se_fvcore, companions=_se_companions,
-    # its two FCs' outputs, and a folded BN's output
-    activations=lambda a, ins, out: (_int(a, "rd_channels") + ins[0][0]
+    # the transform's outputs, and a folded BN's output
+    activations=lambda a, ins, out: (_transform(a).activations(a, ins, out)
                                      + (numel(ins[0]) if "bn" in a else 0)),
     paper=lambda a, ins, out: _se_macs(a, ins, out) + 2 * numel(ins[0]),  # + squeeze, scale
 )

@@ -185,6 +185,9 @@ def _conv(step: Step, b: Block) -> tuple[str, dict[str, Attr]]:
                     "bias": step.arg("bias", False)}
 
 
+_ACTIVATION_KINDS = ("excite", "gate")  # step kinds that apply the setting of their name
+
+
 def _activation(setting: str) -> Build:
     def build(step: Step, b: Block) -> tuple[str, dict[str, Attr]]:
         return str(step.arg("act", getattr(b.settings, setting))), {}
@@ -224,13 +227,13 @@ STEP_KINDS: dict[str, StepKind] = {k.name: k for k in (
              kernel=True, fc_weights=True),
     StepKind("conv", _conv, "a k x k conv to `width`: CBAM's spatial gate, Gather-Excite's "
              "depthwise gather over the whole map"),
-    StepKind("excite", _activation("excite"), "the `excite` activation", kernel=True),
-    StepKind("gate", _activation("gate"), "the `gate` activation", kernel=True),
+    *(StepKind(kind, _activation(kind), f"the `{kind}` activation", kernel=True)
+      for kind in _ACTIVATION_KINDS),
     StepKind("bn", _op("bn", eps=1e-5, momentum=0.1), "batch norm"),
     StepKind("layer_norm", _op("layer_norm", eps=1e-6), "layer norm over channels (timm's "
              "LayerNorm2d), GCNet's transform"),
     StepKind("channel_conv", _channel_conv, "ECA's 1-D conv across the channels of a C x 1 x 1 "
-             "vector: k taps, zero or circular padding"),
+             "vector: k taps, zero or circular padding", kernel=True),
     StepKind("attn_pool", _op("attn_pool"), "GCNet's context: x weighted by the softmax over "
              "H x W of a 1-channel map, summed: C x 1 x 1"),
     StepKind("reduce", _op("reduce", axis="c", mode="mean"), "a mean, max or sum over one axis "
@@ -276,7 +279,10 @@ class Variant(Record):
     doc: str
     reference: str = ""
     defaults: tuple[tuple[str, Any], ...] = ()
-    fused: bool = False  # the fused op (sedsl.pytorch.kernels) computes exactly these steps
+    # The transform of the fused `se` op (sedsl.ir.ops.TRANSFORMS) with which it computes exactly
+    # these steps, [BN,] squeeze, transform, gate, scale [+ add [+ activation]]; None: the block
+    # runs as plain ops. The fusion pass (compile/passes.fuse_se) reads it and nothing else.
+    fused: str | None = None
     identity: IdentityInit | None = None
 
     def steps_for(self, s: SeSettings) -> tuple[Step, ...]:
@@ -356,7 +362,7 @@ _GE = (
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("se", (_SQUEEZE, *_MLP, Step("gate", "gate"), _SCALE),
             "the paper's block: squeeze, FC to C/r, excite, FC back to C, gate, scale",
-            "timm SEModule; the SE authors' Caffe release", fused=True),
+            "timm SEModule; the SE authors' Caffe release", fused="mlp"),
     Variant("se_bn", (_SQUEEZE, Step("fc1", "fc", "rd"), Step("bn", "bn"), Step("act", "excite"),
                       Step("fc2", "fc", "c"), Step("gate", "gate"), _SCALE),
             "batch norm after the first FC (as some SE-ResNet variants and SKNet do)"),
@@ -364,10 +370,11 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             "effective SE (CenterMask / VoVNetV2): one FC from C to C, a hard-sigmoid gate",
             "timm EffectiveSEModule", (("gate", "hardsigmoid"),)),
     Variant("eca", _ECA, "ECA-Net: a 1-D conv of k taps across the squeezed channels, no "
-            "reduction", "timm EcaModule", (("bias", False),)),
+            "reduction", "timm EcaModule", (("bias", False),), fused="channel_conv"),
     Variant("ceca", (_SQUEEZE, Step("conv", "channel_conv", args=(("padding", "circular"),)),
                      Step("gate", "gate"), _SCALE),
-            "ECA with circular padding across channels", "timm CecaModule", (("bias", False),)),
+            "ECA with circular padding across channels", "timm CecaModule", (("bias", False),),
+            fused="channel_conv"),
     Variant("ecam", (_SQUEEZE,
                      Step("conv1", "channel_conv", "rd", args=(("k", 1), ("bias", True))),
                      Step("act", "excite"),
@@ -459,6 +466,13 @@ _NOT_IDENTITY = {
 def step_kind_supported(variant: Variant, s: SeSettings) -> bool:
     """Whether every step these settings keep is a kind the fused kernels implement."""
     return all(STEP_KINDS[step.kind].kernel for step in variant.steps_for(s))
+
+
+def step_activations(variant: Variant, s: SeSettings) -> frozenset[str]:
+    """The activations the steps these settings keep apply: an `excite` or `gate` step's own
+    `act`, else the setting its kind is named after (see _activation)."""
+    return frozenset(str(step.arg("act", getattr(s, step.kind))) for step in variant.steps_for(s)
+                     if step.kind in _ACTIVATION_KINDS)
 
 
 SYMBOLS: dict[str, frozenset[str]] = {

@@ -1,8 +1,9 @@
 """Export a built network (`sedsl export SPEC --format onnx|torchscript|exported-program`) to a
-file that runs without sedsl: wherever the fused SE op `torch.ops.sedsl.se_block` is traced, it is
-decomposed into plain ATen ops (`decompose_se_block`), the same computation as the plain-torch
-lowering. Export runs on the CPU, where the fused module already runs plain ops; the decomposition
-covers the op wherever it is traced (CUDA, TRITON_INTERPRET=1, or `trace_fused_op`)."""
+file that runs without sedsl: wherever a fused op (`torch.ops.sedsl.se_block`, `se_bn_block`,
+`eca_block`) is traced, it is decomposed into plain ATen ops (`DECOMPOSITIONS`), the same
+computation as the plain-torch lowering. Export runs on the CPU, where the fused modules already
+run plain ops; the decomposition covers the ops wherever they are traced (CUDA,
+TRITON_INTERPRET=1, or `trace_fused_op`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from sedsl.pytorch.kernels import bn_op, reference
 from sedsl.pytorch.kernels import op as se_op
+from sedsl.pytorch.kernels.eca_op import EfficientChannelAttention, call_eca
 from sedsl.pytorch.kernels.module import SqueezeExcite
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
@@ -49,15 +51,33 @@ def decompose_se_bn_block(x: Tensor, weight: Tensor, bias: Tensor, running_mean:
     return (out, z, s, stats, *(new or tuple(x.new_empty((0,)) for _ in range(3))))
 
 
+def decompose_eca_block(u: Tensor, w: Tensor, identity: Tensor | None, padding: str, gate: str,
+                        act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """sedsl::eca_block's outputs (out, z, s) in plain torch ops (sedsl/pytorch/kernels/
+    eca_op.py)."""
+    z = reference.squeeze_hw(u, "avg")  # (N, C), accumulate dtype
+    k = w.numel()
+    pad = (k - 1) // 2
+    if padding == "circular":  # by indexing: F.pad's circular decomposition writes in place,
+        wrap = torch.arange(-pad, z.shape[1] + pad, device=z.device) % z.shape[1]  # which a
+        zpad = z[:, wrap]  # decomposition may not; and it wraps any number of times, as the op
+    else:
+        zpad = nn.functional.pad(z, (pad, pad))
+    conv = nn.functional.conv1d(zpad[:, None], w.reshape(1, 1, k).to(z.dtype))[:, 0]
+    s = reference.activate(gate, conv)
+    return reference.scale(u, s, identity, act).to(u.dtype), z, s
+
+
 DECOMPOSITIONS: dict[Any, Any] = {torch.ops.sedsl.se_block.default: decompose_se_block,
-                                  torch.ops.sedsl.se_bn_block.default: decompose_se_bn_block}
+                                  torch.ops.sedsl.se_bn_block.default: decompose_se_bn_block,
+                                  torch.ops.sedsl.eca_block.default: decompose_eca_block}
 
 
 @contextmanager
 def trace_fused_op() -> Iterator[None]:
-    """Make SqueezeExcite call the fused op on every device while tracing (tests use this to
-    prove the decomposition; on CUDA it is what happens anyway). The op's CPU implementation
-    stays the plain-torch reference."""
+    """Make the fused modules (SqueezeExcite, EfficientChannelAttention) call their op on every
+    device while tracing (tests use this to prove the decomposition; on CUDA it is what happens
+    anyway). The op's CPU implementation stays the plain-torch reference."""
 
     def fused(self: SqueezeExcite, u: Tensor, identity: Tensor | None = None,
               bn: nn.Module | None = None) -> Tensor:
@@ -71,23 +91,33 @@ def trace_fused_op() -> Iterator[None]:
         return se_op.se_block(u, *weights, identity, squeeze=self.squeeze, excite=self.excite,
                               gate=self.gate, act=self.act)
 
-    saved = SqueezeExcite.forward
-    SqueezeExcite.forward = fused  # type: ignore[method-assign]
-    try:
+    def eca(self: EfficientChannelAttention, u: Tensor,
+            identity: Tensor | None = None) -> Tensor:
+        return call_eca(u, self.conv.weight, identity, self.padding, self.gate, self.act)[0]
+
+    with _forwards({SqueezeExcite: fused, EfficientChannelAttention: eca}):
         yield
-    finally:
-        SqueezeExcite.forward = saved  # type: ignore[method-assign]
 
 
 @contextmanager
 def _plain_se() -> Iterator[None]:
-    """SqueezeExcite as plain torch ops on every device: TorchScript has no decompositions."""
-    saved = SqueezeExcite.forward
-    SqueezeExcite.forward = SqueezeExcite.plain  # type: ignore[method-assign]
+    """The fused modules as plain torch ops on every device: TorchScript has no decompositions."""
+    with _forwards({SqueezeExcite: SqueezeExcite.plain,
+                    EfficientChannelAttention: EfficientChannelAttention.plain}):
+        yield
+
+
+@contextmanager
+def _forwards(forwards: dict[type[nn.Module], Any]) -> Iterator[None]:
+    """Each class's forward replaced for the duration."""
+    saved = {cls: cls.forward for cls in forwards}
+    for cls, forward in forwards.items():
+        cls.forward = forward
     try:
         yield
     finally:
-        SqueezeExcite.forward = saved  # type: ignore[method-assign]
+        for cls, forward in saved.items():
+            cls.forward = forward
 
 
 def exported_program(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:

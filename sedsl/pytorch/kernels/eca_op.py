@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from sedsl.pytorch.flops import install_flop_formulas
 from sedsl.pytorch.kernels import reference
-from sedsl.pytorch.kernels.op import check_names, direct_ok, kernels, use_triton
+from sedsl.pytorch.kernels.op import check_names, direct_ok, hooked, kernels, use_triton
 
 PADDINGS = ("zero", "circular")
 
@@ -152,19 +152,28 @@ def eca_block(u: Tensor, w: Tensor, identity: Tensor | None = None, *, padding: 
               gate: str = "sigmoid", act: str = "none") -> Tensor:
     """act(U * gate(conv1d(mean_hw U, w)) + identity), one fused op; w (K,) or a Conv1d's
     (1, 1, K) weight."""
+    return call_eca(u, w, identity, padding, gate, act)[0]
+
+
+def call_eca(u: Tensor, w: Tensor, identity: Tensor | None, padding: str, gate: str,
+             act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """The op's (out, z, s): eager calls on the Triton path skip the dispatcher (_Direct)."""
     if use_triton(u) and direct_ok(u, identity):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                            for t in (u, w, identity)):
-            out: Tensor = _Direct.apply(u, w, identity, padding, gate, act)[0]
-            return out
-        return _forward(u, w, identity, padding, gate, act)[0]
-    result: Tensor = torch.ops.sedsl.eca_block(u, w, identity, padding, gate, act)[0]
+            direct: tuple[Tensor, Tensor, Tensor] = _Direct.apply(u, w, identity, padding, gate,
+                                                                  act)
+            return direct
+        return _forward(u, w, identity, padding, gate, act)
+    result: tuple[Tensor, Tensor, Tensor] = torch.ops.sedsl.eca_block(u, w, identity, padding,
+                                                                      gate, act)
     return result
 
 
 class EfficientChannelAttention(nn.Module):
     """ECA [+ shortcut add [+ activation]] as one op; the `conv.weight` state-dict key of
-    timm's EcaModule / CecaModule (a Conv1d(1, 1, K) without bias)."""
+    timm's EcaModule / CecaModule (a Conv1d(1, 1, K) without bias). What generated fused
+    models use for the `eca` and `ceca` variants (sedsl.ir.ops.TRANSFORMS, channel_conv)."""
 
     def __init__(self, kernel_size: int = 3, padding: str = "zero", gate: str = "sigmoid",
                  act: str = "none") -> None:
@@ -175,22 +184,31 @@ class EfficientChannelAttention(nn.Module):
                              f"{kernel_size}, {padding!r}")
         self.conv = nn.Conv1d(1, 1, kernel_size, bias=False)
         self.padding, self.gate, self.act = padding, gate, act
+        # Sees the gate s (N, C, 1, 1) that produced the output (sedsl excite's forward hook),
+        # as SqueezeExcite.probe. Parameterless, so no state-dict keys.
+        self.probe = nn.Identity()
 
     def forward(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
         if not use_triton(u):
             return self.plain(u, identity)
-        return eca_block(u, self.conv.weight, identity, padding=self.padding, gate=self.gate,
-                         act=self.act)
+        out, _, s = call_eca(u, self.conv.weight, identity, self.padding, self.gate, self.act)
+        if hooked(self.probe):
+            self.probe(s[:, :, None, None])  # the op's own s, as a view
+        return out
 
     def plain(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
-        """As timm computes it: mean, conv1d over (N, 1, C) (circular padding by F.pad), gate,
-        scale; then the shortcut and the activation."""
+        """As timm computes it, and as the unfused lowering does, bit for bit: mean, conv1d
+        over (N, 1, C) (circular padding by F.pad, zero padding by the conv), gate, scale; then
+        the shortcut and the activation."""
         k = self.conv.weight.shape[-1]
         z = u.mean((2, 3))[:, None]  # (N, 1, C)
-        mode = "circular" if self.padding == "circular" else "constant"
-        z = torch.nn.functional.pad(z, ((k - 1) // 2, (k - 1) // 2), mode=mode)
-        s = reference.activate(self.gate, self.conv(z))  # (N, 1, C)
-        y = u * s.view(u.shape[0], -1, 1, 1)
+        if self.padding == "circular":
+            z = nn.functional.pad(z, ((k - 1) // 2, (k - 1) // 2), mode="circular")
+            y = nn.functional.conv1d(z, self.conv.weight)
+        else:
+            y = nn.functional.conv1d(z, self.conv.weight, padding=(k - 1) // 2)
+        s = self.probe(reference.activate(self.gate, y).view(u.shape[0], -1, 1, 1))
+        x = u * s  # (N, C, H, W), fresh
         if identity is not None:
-            y = y + identity
-        return reference.activate(self.act, y)
+            x += identity
+        return reference.activate_(self.act, x)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from sedsl.pytorch.kernels import bn_op, reference
-from sedsl.pytorch.kernels.op import call_op, check_names, direct_ok, use_triton
+from sedsl.pytorch.kernels.op import call_op, check_names, hooked, use_triton
 
 
 class SqueezeExcite(nn.Module):
@@ -42,7 +42,7 @@ class SqueezeExcite(nn.Module):
             out, _, s, _ = call_op(u, self.fc1.weight, self.fc1.bias, self.fc2.weight,
                                  self.fc2.bias, identity, self.squeeze, self.excite, self.gate,
                                  self.act, True)
-        if _hooked(self.probe):
+        if hooked(self.probe):
             self.probe(s[:, :, None, None])  # the op's own s, as a view
         return out
 
@@ -65,12 +65,3 @@ class SqueezeExcite(nn.Module):
         return (f"squeeze={self.squeeze!r}, excite={self.excite!r}, gate={self.gate!r}, "
                 f"act={self.act!r}")
 
-
-def _hooked(m: nn.Module) -> bool:
-    """Whether calling m could run a hook (its own or a global one): the probe is an identity,
-    so without hooks it is skipped (a module call and a view, ~5 µs of an eager block's host
-    time), but under tracing it is always called."""
-    from torch.nn.modules import module as nn_module
-
-    return bool(m._forward_hooks or m._forward_pre_hooks or nn_module._global_forward_hooks
-                or nn_module._global_forward_pre_hooks or not direct_ok())
