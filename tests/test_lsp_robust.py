@@ -80,7 +80,6 @@ def within(d: lsp.Diagnostic, text: str) -> bool:
 # --- any text -----------------------------------------------------------------------------------
 
 
-@module_loop
 def _unencodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -89,6 +88,7 @@ def _unencodable(text: str) -> bool:
     return False
 
 
+@module_loop
 async def test_a_fuzz_campaign_replayed_as_edits(fuzz_client: LanguageClient) -> None:
     """Every input of a seeded fuzz campaign, as the next version of one document: each gets
     its diagnostics (with ranges inside the text) or none, and the server still answers."""
@@ -98,7 +98,7 @@ async def test_a_fuzz_campaign_replayed_as_edits(fuzz_client: LanguageClient) ->
     assert await diagnostics(client, uri, 1) == []
     for k in range(FUZZ_INPUTS):
         text = generate(k).text
-        if not isinstance(text, str) or not text.isascii() and _unencodable(text):
+        if not isinstance(text, str) or _unencodable(text):
             continue  # bytes or files: no buffer; a lone surrogate cannot travel as JSON text
         version = k + 2
         change(client, uri, text, version)
@@ -192,7 +192,9 @@ async def test_a_cancelled_request(client: LanguageClient) -> None:
     """A hover waiting for a compile is cancelled by $/cancelRequest; the next one answers."""
     path = SPECS / "se_resnext101.se"
     uri = uri_of(path)
-    text = path.read_text()
+    # conv4 five times as deep: a compile of ~1 s, long after the cancel (at 23 blocks it could
+    # finish within the 10 ms below on a quiet machine, and the hover was answered)
+    text = path.read_text().replace("* 23", "* 120")
     open_doc(client, uri, text)
     at = position_of(text, "conv4", 1)
     params = lsp.HoverParams(doc_id(uri), at)

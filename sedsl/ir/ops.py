@@ -726,9 +726,8 @@ SE = Op(
     "se", (), infer=_se_infer, arity=None, user=False,
     torch=lambda a, ins, out: _transform(a).module(a, ins), params=_se_params,
     buffers=_se_buffers, macs=_se_macs, fvcore=_se_fvcore, companions=_se_companions,
-    # the transform's outputs, and a folded BN's output
-    activations=lambda a, ins, out: (_transform(a).activations(a, ins, out)
-                                     + (numel(ins[0]) if "bn" in a else 0)),
+    # the transform's outputs (a folded BN adds none: fvcore counts no batch_norm outputs)
+    activations=lambda a, ins, out: _transform(a).activations(a, ins, out),
     paper=lambda a, ins, out: _se_macs(a, ins, out) + 2 * numel(ins[0]),  # + squeeze, scale
 )
 
