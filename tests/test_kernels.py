@@ -676,6 +676,70 @@ def test_eca_matches_timm_and_passes_opcheck() -> None:
 
 
 
+# --- Gather-Excite's parameter-free form: no transform (sedsl::ge_block) -------------------------
+
+GE_CASES = [("sigmoid", "none", False), ("sigmoid", "relu", True), ("hardsigmoid", "silu", True),
+            ("tanh", "none", True)]
+
+
+def torch_ge(u: Tensor, identity: Tensor | None, gate: str, act: str) -> Tensor:
+    """Gather-Excite theta-minus in float64 as timm's GatherExcite (extent 0, no MLP) computes
+    it: x * gate(mean over H*W); then shortcut and act."""
+    out = u.double() * MODULES[gate]()(u.double().mean((2, 3), keepdim=True))
+    if identity is not None:
+        out = out + identity.double()
+    return MODULES[act]()(out)
+
+
+def check_ge(shape: tuple[int, int, int, int], gate: str, act: str, identity: bool,
+             dtype: torch.dtype = torch.float32, channels_last: bool = False,
+             seed: int = 0, device: str = "cpu") -> None:
+    """ge_block's output and the gradients of U and the identity against torch_ge's."""
+    from sedsl.pytorch.kernels import ge_block
+
+    gen = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    u = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
+    ident = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt) \
+        if identity else None
+    leaves = [u.requires_grad_(), *([ident.requires_grad_()] if ident is not None else [])]
+    out = ge_block(u, ident, gate=gate, act=act)
+    assert out.dtype == u.dtype and out.stride() == torch.empty_like(u).stride()
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
+    want = torch_ge(leaves64[0], leaves64[1] if identity else None, gate, act)
+    assert_close(out, want, dtype)
+    grad = torch.randn(shape, generator=gen).to(device, dtype)
+    got = torch.autograd.grad(out, leaves, grad)
+    exp = torch.autograd.grad(want, leaves64, grad.double())
+    for name, a, b in zip(("u", "identity"), got, exp, strict=False):
+        assert_close(a, b, dtype, name)
+
+
+@pytest.mark.parametrize(("gate", "act", "identity"), GE_CASES, ids=lambda v: str(v))
+def test_ge_op_cpu(gate: str, act: str, identity: bool) -> None:
+    check_ge((2, 16, 5, 5), gate, act, identity)
+
+
+def test_ge_module_and_opcheck() -> None:
+    """GatherExcite has no state-dict keys and computes timm's GatherExcite (extent 0, no MLP);
+    the op passes gradcheck (float64, its CPU backward) and opcheck."""
+    from sedsl.pytorch.kernels import GatherExcite, ge_block
+
+    timm_ge = pytest.importorskip("timm.layers.gather_excite")
+    ours, theirs = GatherExcite(), timm_ge.GatherExcite(32, use_mlp=False)
+    assert not ours.state_dict()
+    x = torch.randn(2, 32, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+        torch.testing.assert_close(ge_block(x), theirs(x))
+    u = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    i = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda u, i: ge_block(u, i, act="silu"), (u, i))
+    assert torch.autograd.gradcheck(lambda u: ge_block(u, gate="tanh"), (u,))
+    torch.library.opcheck(torch.ops.sedsl.ge_block.default, (u, i, "sigmoid", "relu"))
+    torch.library.opcheck(torch.ops.sedsl.ge_block.default, (u, None, "hardsigmoid", "none"))
+
+
 # --- on a GPU (the Triton kernels compiled; skipped elsewhere) ------------------------------------
 
 
@@ -695,6 +759,14 @@ def test_eca_cuda(dtype: torch.dtype) -> None:
     for k, padding, act, identity in ECA_CASES:
         check_eca((4, 64, 14, 14), k, padding, act, identity, dtype, True, device="cuda")
     check_eca((1, 256, 56, 56), 5, "circular", "relu", True, dtype, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_ge_cuda(dtype: torch.dtype) -> None:
+    for gate, act, identity in GE_CASES:
+        check_ge((4, 64, 14, 14), gate, act, identity, dtype, True, device="cuda")
+    check_ge((1, 256, 56, 56), "sigmoid", "relu", True, dtype, device="cuda")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

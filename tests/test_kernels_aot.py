@@ -211,6 +211,13 @@ def _launch_everything() -> None:
             out, z, s = triton_se.eca_forward(u, w, u, j % 2 == 1, "sigmoid", "relu")
             triton_se.eca_backward(torch.empty_like(out), u, w, None, out, z, s, None, None,
                                    j % 2 == 1, "sigmoid", "relu", True)
+    # Gather-Excite's mean (the channel-conv kernel without a weight): batch 32 and batch 1
+    for j, (c, hw) in enumerate(STAGES):
+        for n in (32, 1):
+            u = torch.empty((n, c, hw, hw), device="meta", dtype=torch.bfloat16)
+            out, z, s = triton_se.ge_forward(u, u if j % 2 else None, "sigmoid", "relu")
+            triton_se.ge_backward(torch.empty_like(out), u, None, out, z, s, None, None,
+                                  "sigmoid", "relu", j % 2 == 1)
 
 
 def _specialisations(caught: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:

@@ -645,6 +645,10 @@ class Transform(Record):
     squeezes: frozenset[str]
     folds_bn: bool
     doc: str
+    # The kinds of the steps between the squeeze and the gate that it computes
+    # (sedsl.ir.se.STEP_KINDS): the fusion pass fuses a block only when the steps its settings
+    # keep are exactly squeeze, these, gate, scale (Gather-Excite's conv gather or MLP: plain).
+    steps: tuple[str, ...] = ()
 
 
 def _mlp_params(a: Attrs, ins: Shapes, out: Shape) -> int:
@@ -666,6 +670,11 @@ def _eca_module(a: Attrs, ins: Shapes) -> TorchModule:
                        support=("EfficientChannelAttention",))
 
 
+def _ge_module(a: Attrs, ins: Shapes) -> TorchModule:
+    return TorchModule(f"GatherExcite(gate={a['gate']!r}, act={a['act']!r})",
+                       support=("GatherExcite",))
+
+
 TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
     Transform("mlp", params=_mlp_params,
               macs=lambda a, ins, out: 2 * ins[0][0] * _int(a, "rd_channels"),
@@ -673,13 +682,19 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
               module=_mlp_module, squeezes=KERNEL_SQUEEZES,
               folds_bn=True,
               doc="SE's MLP: fc1 to `rd_channels`, `excite`, fc2 back to C, `bias` in both, "
-                  "after a `squeeze` (sedsl::se_block; sedsl::se_bn_block with a BN folded in)"),
+                  "after a `squeeze` (sedsl::se_block; sedsl::se_bn_block with a BN folded in)",
+              steps=("fc", "excite", "fc")),
     Transform("channel_conv", params=lambda a, ins, out: _int(a, "kernel"),
               macs=lambda a, ins, out: ins[0][0] * _int(a, "kernel"),
               activations=lambda a, ins, out: ins[0][0],  # the conv's C outputs
               module=_eca_module, squeezes=frozenset({"avg"}), folds_bn=False,
               doc="ECA's 1-D conv of `kernel` taps across channels, `padding` zeros or "
-                  "circular, no bias, after a mean (sedsl::eca_block)"),
+                  "circular, no bias, after a mean (sedsl::eca_block)",
+              steps=("channel_conv",)),
+    Transform("identity", params=_zero, macs=_zero, activations=_zero, module=_ge_module,
+              squeezes=frozenset({"avg"}), folds_bn=False,
+              doc="nothing: the gate of the mean itself, x * gate(mean_hw x), Gather-Excite's "
+                  "parameter-free theta-minus at global extent (sedsl::ge_block)"),
 )}
 
 

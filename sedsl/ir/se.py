@@ -281,7 +281,9 @@ class Variant(Record):
     defaults: tuple[tuple[str, Any], ...] = ()
     # The transform of the fused `se` op (sedsl.ir.ops.TRANSFORMS) with which it computes exactly
     # these steps, [BN,] squeeze, transform, gate, scale [+ add [+ activation]]; None: the block
-    # runs as plain ops. The fusion pass (compile/passes.fuse_se) reads it and nothing else.
+    # runs as plain ops. The fusion pass (compile/passes.fuse_se) reads it, and fuses a block
+    # only where the steps its settings keep are the transform's (`Transform.steps`: ge's
+    # parameter-free form, not its conv gather or MLP).
     fused: str | None = None
     identity: IdentityInit | None = None
 
@@ -388,7 +390,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             "(theta-plus: after the conv gather, BN and ReLU as the authors' release has it)",
             "Hu et al. 2018, Gather-Excite: the authors' Caffe release (hujie-frank/GENet, "
             "RN50-GEP / RN50-GEPP.prototxt); timm GatherExcite for gather = mean",
-            (*_TIMM,)),
+            (*_TIMM,), fused="identity"),
     Variant("gc", _gc(_SCALE), "GCNet: softmax attention pooling, an MLP with layer norm, "
             "x * sigmoid(t)", "timm GlobalContext", (("ratio", 8), *_TIMM)),
     Variant("gca", _gc(Step("shift", "shift")),

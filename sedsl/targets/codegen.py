@@ -56,6 +56,18 @@ _FUSED: dict[str, str] = {
             z = nn.functional.pad(x.mean((2, 3))[:, None], (pad, pad), mode=self.padding)
             s = self.gate(self.conv(z)).view(x.shape[0], -1, 1, 1)
             return self.act(x * s if identity is None else x * s + identity)''',
+    "GatherExcite": '''
+    class GatherExcite(nn.Module):  # type: ignore[no-redef]
+        """act(x * gate(mean(x)) + identity): Gather-Excite's parameter-free form."""
+
+        def __init__(self, gate: str = "sigmoid", act: str = "none") -> None:
+            super().__init__()
+            self.gate = _ACT[gate]()
+            self.act = _ACT[act]()
+
+        def forward(self, x: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+            s = self.gate(x.mean((2, 3), keepdim=True))
+            return self.act(x * s if identity is None else x * s + identity)''',
 }
 
 

@@ -376,6 +376,45 @@ def eca_backward(grad: Tensor, u: Tensor, w: Tensor, identity: Tensor | None,
     return du, di, dw.to(w.dtype).view(w.shape)
 
 
+# --- Gather-Excite's parameter-free form: the gate of the mean (sedsl::ge_block) -----------------
+
+
+def ge_forward(u: Tensor, identity: Tensor | None, gate: str,
+               act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, z, s) of act(U * gate(mean_hw U) + identity); z, s in the accumulate dtype, out in
+    U's dtype and layout."""
+    z = squeeze_hw(u, "avg")  # (N, C)
+    s = activate(gate, z)
+    out = torch.empty_like(u)
+    out.copy_(scale(u, s, identity, act))
+    return out, z, s
+
+
+def ge_backward(grad: Tensor, u: Tensor, identity: Tensor | None, out: Tensor | None,
+                z: Tensor, s: Tensor, grad_z: Tensor | None, grad_s: Tensor | None, gate: str,
+                act: str, has_identity: bool) -> tuple[Tensor, Tensor | None]:
+    """(dU, dIdentity) of `ge_forward`, act' as in `backward`."""
+    g = grad.to(s.dtype)
+    if out is not None:
+        g = activation_grad(act, out.to(s.dtype), g)
+    elif act != "none":
+        g = activation_grad(act, scale(u, s, identity, "none"), g)
+    ds = (g * u.to(s.dtype)).sum((2, 3))
+    if grad_s is not None:
+        ds = ds + grad_s
+    dz = ds * _gate_grad(s, gate)
+    if grad_z is not None:
+        dz = dz + grad_z
+    du = torch.empty_like(u)
+    du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, z, u.new_empty((0,)), u, "avg"))
+    di = None
+    if has_identity:
+        di = torch.empty_like(identity if identity is not None else out if out is not None
+                              else u)
+        di.copy_(g)
+    return du, di
+
+
 def _gate_grad(s: Tensor, gate: str) -> Tensor:
     """dGATE/dx from the gate's output s (the gates the kernels take: sigmoid, tanh, relu,
     hardsigmoid)."""

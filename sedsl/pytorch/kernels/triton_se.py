@@ -1686,6 +1686,7 @@ def _channel_conv_kernel(  # type: ignore[no-untyped-def]
     K: tl.constexpr,  # kernel size (odd)
     CIRCULAR: tl.constexpr,  # circular padding (CecaModule), else zero padding (EcaModule)
     GATE: tl.constexpr,  # the gate's name
+    HAS_W: tl.constexpr,  # False: no weight (K = 1, w = 1): s = GATE(z), Gather-Excite's mean
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_C: tl.constexpr,  # channels per program
 ):
@@ -1698,8 +1699,10 @@ def _channel_conv_kernel(  # type: ignore[no-untyped-def]
     ok = (m < N)[:, None] & (c < C)[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
     for j in tl.static_range(K):
-        acc += tl.load(w_ptr + j).to(tl.float32) * _shifted(zp_ptr, m, c, j - K // 2, ok, N, C,
-                                                            SPLITS, CIRCULAR)
+        tap = _shifted(zp_ptr, m, c, j - K // 2, ok, N, C, SPLITS, CIRCULAR)
+        if HAS_W:
+            tap = tl.load(w_ptr + j).to(tl.float32) * tap
+        acc += tap
     at = m[:, None] * C + c[None, :]
     if SPLITS > 1:
         tl.store(z_ptr + at, _shifted(zp_ptr, m, c, 0, ok, N, C, SPLITS, CIRCULAR), mask=ok)
@@ -1753,10 +1756,11 @@ def _conv_tiles(n: int, c: int) -> tuple[int, int]:
 @_plan
 def _channel_conv_plan(n: int, c: int, sp: int, k: int, circular: bool, gate: str,
                        _tun: tuple[Any, ...]) -> Launch:
-    """The forward launch on (partials, w, z, s)."""
+    """The forward launch on (partials, w, z, s); k = 0: no weight, s = gate(z)."""
     bm, bc = _conv_tiles(n, c)
     return Launch(_channel_conv_kernel, _cdiv(n, bm) * _cdiv(c, bc), (n, c, sp),
-                  {"K": k, "CIRCULAR": circular, "GATE": gate, "BLOCK_M": bm, "BLOCK_C": bc})
+                  {"K": max(k, 1), "CIRCULAR": circular, "GATE": gate, "HAS_W": k > 0,
+                   "BLOCK_M": bm, "BLOCK_C": bc})
 
 
 @_plan
@@ -1811,3 +1815,47 @@ def eca_backward(grad: Tensor, u: Tensor, w: Tensor, identity: Tensor | None,
     else:
         du = input_backward(grad, u, identity, s, dz, z, dz, "avg", act, out)
     return du, gy, dw
+
+
+# --- Gather-Excite's parameter-free form: s = gate(mean_hw U) -----------------------------------
+#
+# No transform at all: the channel convolution's kernel without a weight computes s = gate(z)
+# (and combines the partials into z), the rest is ECA's. Forward 3 launches; backward 2 (the
+# reduce pass's dpre is dz, summed over its splits) and that sum when H*W was split.
+
+
+def ge_forward(u: Tensor, identity: Tensor | None, gate: str,
+               act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, z, s) of act(U * gate(mean_hw U) + identity): three launches."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return ge_forward(u, identity, gate, act)
+    n, c = u.shape[:2]
+    zp, _ = _squeeze_partials(u, "avg")
+    sp = zp.shape[0]
+    z = zp[0] if sp == 1 else zp.new_empty((n, c))
+    s = zp.new_empty((n, c))
+    _channel_conv_plan(n, c, sp, 0, False, gate, _tunables())(zp, zp, z, s)
+    return scale(u, s, identity, act), z, s
+
+
+def ge_backward(grad: Tensor, u: Tensor, identity: Tensor | None, out: Tensor | None,
+                z: Tensor, s: Tensor, grad_z: Tensor | None, grad_s: Tensor | None, gate: str,
+                act: str, has_identity: bool) -> tuple[Tensor, Tensor | None]:
+    """(dU, dIdentity) of `ge_forward`; act' from `out` or from y, as in `backward`."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return ge_backward(grad, u, identity, out, z, s, grad_z, grad_s, gate, act,
+                               has_identity)
+    store_gy = has_identity and act != "none"
+    dsp, gy, _ = reduce_backward(grad, u, identity, out, s, gate, act, store_gy)
+    if grad_s is not None:
+        dsp[0] += grad_s * gate_grad(s, gate)
+    dz = dsp[0] if dsp.shape[0] == 1 else dsp.sum(0)  # in split order: deterministic
+    if grad_z is not None:
+        dz = dz + grad_z
+    if gy is not None:
+        du = input_backward(gy, u, None, s, dz, z, dz, "avg", "none")
+    else:
+        du = input_backward(grad, u, identity, s, dz, z, dz, "avg", act, out)
+    return du, gy
