@@ -61,11 +61,12 @@ def test_decomposition_removes_the_fused_op() -> None:
         torch.testing.assert_close(program.module()(x), model(x))
 
 
-@pytest.mark.parametrize(("variant", "op"), [("eca", "eca_block"), ("ge", "ge_block")])
-def test_eca_and_ge_ops_decompose(variant: str, op: str) -> None:
-    """sedsl::eca_block (the fused eca and ceca blocks) and sedsl::ge_block (Gather-Excite's
-    parameter-free form) decompose into ATen ops too."""
-    other = "ceca" if variant == "eca" else "ge"
+@pytest.mark.parametrize(("variant", "op"), [("eca", "eca_block"), ("ge", "ge_block"),
+                                             ("gct", "gct_block")])
+def test_eca_ge_and_gct_ops_decompose(variant: str, op: str) -> None:
+    """sedsl::eca_block (the fused eca and ceca blocks), sedsl::ge_block (Gather-Excite's
+    parameter-free form) and sedsl::gct_block decompose into ATen ops too."""
+    other = "ceca" if variant == "eca" else variant
     net = sedsl.loads(TINY.replace("  ratio = 4\n", f"  variant = {variant}\n").replace(
         "in conv2..conv3", f"in conv2\n  at residual.end in conv3 {{ variant = {other} }}"))
     model = net.to_torch().eval()

@@ -316,12 +316,12 @@ def test_se_on_both_inputs_of_an_add_fuses_one() -> None:
 
 
 @pytest.mark.parametrize("spec", ["se_resnet50.se", "se_resnext50.se", "mobilenet_v3_small.se",
-                                  "ecaresnet50d.se", "tiny:ge"])
+                                  "ecaresnet50d.se", "tiny:ge", "tiny:gct"])
 def test_fused_graph_costs_what_the_plain_one_does(spec: str) -> None:
     """The `se` op's rules count what the nodes it replaces count, a folded BN included:
     parameters, state (BN buffers) and FLOPs in every convention, for the MLP (SE), the
-    channel conv (ECA) and the identity (Gather-Excite's mean) transforms. `tiny:V`: the
-    two-bottleneck ResNet with variant V (`tiny`)."""
+    channel conv (ECA), the identity (Gather-Excite's mean) and GCT's normalisation transforms.
+    `tiny:V`: the two-bottleneck ResNet with variant V (`tiny`)."""
     from sedsl.targets.cost import CONVENTIONS, node_costs, state_elements
     from sedsl.targets.report import activations
 
@@ -369,7 +369,8 @@ def test_fusion_decides_from_the_variant_table(variant: str) -> None:
     want = VARIANTS[variant].fused
     assert [r.attrs["transform"] for r in nodes] == [want] * (2 if want else 0)
     assert want in ({"se": "mlp", "eca": "channel_conv", "ceca": "channel_conv",
-                     "ge": "identity"}.get(variant), None)  # at least these run fused
+                     "ge": "identity", "gct": "gct_norm"}.get(variant),
+                    None)  # at least these run fused
     for r in nodes:
         assert r.attrs["act"] == "relu"  # the residual add and its relu joined the op
         assert ("bn" in r.attrs) == (want == "mlp")  # sedsl::se_bn_block; ECA has no BN fold
@@ -463,7 +464,7 @@ def test_fused_ge_agrees_with_plain_and_timm() -> None:
                                    want)
 
 
-@pytest.mark.parametrize("variant", ["eca", "ge"])
+@pytest.mark.parametrize("variant", ["eca", "ge", "gct"])
 def test_fused_source_stands_alone(variant: str, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The generated fused model.py defines the fused module in plain PyTorch where sedsl
@@ -479,7 +480,66 @@ def test_fused_source_stands_alone(variant: str, tmp_path: Path,
     standalone, plain = module.Model().eval(), net.to_torch(fused=False).eval()
     assert type(standalone.conv2.block1.se).__module__ == path.stem  # the fallback class
     assert list(standalone.state_dict()) == list(plain.state_dict())
+    with torch.no_grad():  # GCT's gamma and beta start at 0: the gate would be 1
+        for p in plain.parameters():
+            p.add_(0.3 * torch.randn_like(p))
     standalone.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 12, 12)
     with torch.no_grad():
         torch.testing.assert_close(standalone(x), plain(x))
+
+
+def test_fused_gct_agrees_with_plain_and_the_release() -> None:
+    """The fused GCT lowering (the module's plain path on the CPU) has the plain lowering's
+    state-dict keys (`<block>.se.norm.alpha`, ...) and gives its outputs and gradients, input
+    and every parameter (alpha, gamma, beta randomised), bit for bit; its block is the official
+    GCT module (tests/attention_references.py) followed by the add and relu."""
+    from tests.attention_references import GCT
+
+    net = tiny("gct")
+    plain, fused = net.to_torch(fused=False).eval(), net.to_torch().eval()
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    assert "conv2.block1.se.norm.gamma" in fused.state_dict()
+    block = fused.conv2.block1.se
+    assert type(block).__name__ == "GatedChannelTransformation" and block.act == "relu"
+    with torch.no_grad():
+        for name, p in plain.named_parameters():
+            if ".se.norm." in name:
+                p.copy_(torch.randn_like(p))
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 12, 12)
+    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_p, out_f = plain(xp), fused(xf)
+    torch.testing.assert_close(out_f, out_p, rtol=0, atol=0)
+    grad = torch.randn_like(out_p)
+    out_p.backward(grad)
+    out_f.backward(grad)
+    torch.testing.assert_close(xf.grad, xp.grad, rtol=0, atol=0)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0, msg=name)
+    release = GCT(16)
+    release.load_state_dict(block.norm.state_dict())
+    u, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(block(u, identity), torch.relu(release(u) + identity))
+
+
+def test_gct_fusion_follows_its_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GCT fuses with any kernel gate (the op computes 1 + gate), starts as the identity under
+    `init = identity` in either lowering, and stays plain when its steps are not the op's (a
+    scale without the offset 1)."""
+    assert passes.kernel_supports(SeSettings(variant="gct", gate="sigmoid").resolved())
+    assert passes.kernel_supports(SeSettings(variant="gct", squeeze="max").resolved())  # l2
+    net = tiny("gct", "init = identity")
+    source = net.source(fused=True)  # gamma and beta set after construction, as the plain one
+    assert "GatedChannelTransformation(" in source
+    assert sum("nn.init.zeros_(" in line and line.rstrip().endswith(("norm.gamma)", "norm.beta)"))
+               for line in source.splitlines()) == 4
+    blocks = [m for m in net.to_torch().modules()
+              if type(m).__name__ == "GatedChannelTransformation"]
+    assert len(blocks) == 2
+    assert not any(m.norm.gamma.detach().any() or m.norm.beta.detach().any() for m in blocks)
+    variant = VARIANTS["gct"]
+    steps = tuple(replace(s, args=()) if s.kind == "scale" else s for s in variant.steps)
+    monkeypatch.setitem(VARIANTS, "gct", replace(variant, steps=steps))
+    assert not passes.kernel_supports(SeSettings(variant="gct").resolved())

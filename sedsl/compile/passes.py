@@ -442,9 +442,13 @@ def kernel_supports(s: SeSettings) -> bool:
     if variant.fused is None:
         return False
     transform = TRANSFORMS[variant.fused]
-    kinds = tuple(step.kind for step in variant.steps_for(s))
-    return (kinds == ("squeeze", *transform.steps, "gate", "scale")
-            and step_kind_supported(variant, s) and s.squeeze in transform.squeezes
+    steps = variant.steps_for(s)
+    if tuple(step.kind for step in steps) != ("squeeze", *transform.steps, "gate", "scale"):
+        return False
+    return (step_kind_supported(variant, s)
+            and steps[0].arg("mode", s.squeeze) in transform.squeezes  # the step's own or the
+            # setting (GCT's squeeze is l2 whatever `squeeze` says)
+            and float(steps[-1].arg("offset", 0.0)) == transform.offset
             and step_activations(variant, s) <= KERNEL_ACTIVATIONS)
 
 
@@ -460,10 +464,20 @@ def _channel_conv_attrs(tag: SeTag, nodes: dict[str, Node]) -> dict[str, Attr]:
     return {"kernel": conv.attrs["kernel"], "padding": conv.attrs["padding"]}
 
 
+def _gct_norm_attrs(tag: SeTag, nodes: dict[str, Node]) -> dict[str, Attr]:
+    """GCT's eps (the op takes one for both roots, as the release: the l2 squeeze's is 1e-5)
+    and the norm's `init` (init = identity)."""
+    (norm,) = (rec for rec in nodes.values() if rec.op == "gct_norm")
+    assert norm.attrs["eps"] == 1e-5, norm.attrs
+    init = norm.attrs.get("init")
+    return {"eps": norm.attrs["eps"], **({"init": init} if init else {})}
+
+
 # A fused node's own attributes for each transform (see sedsl.ir.ops.Transform), from the SE
 # tag and the block's nodes by step name.
 TRANSFORM_ATTRS: dict[str, Callable[[SeTag, dict[str, Node]], dict[str, Attr]]] = {
-    "mlp": _mlp_attrs, "channel_conv": _channel_conv_attrs, "identity": lambda tag, nodes: {}}
+    "mlp": _mlp_attrs, "channel_conv": _channel_conv_attrs, "identity": lambda tag, nodes: {},
+    "gct_norm": _gct_norm_attrs}
 
 
 def _match_se(g: Graph, steps: dict[str, str],

@@ -649,6 +649,7 @@ class Transform(Record):
     # (sedsl.ir.se.STEP_KINDS): the fusion pass fuses a block only when the steps its settings
     # keep are exactly squeeze, these, gate, scale (Gather-Excite's conv gather or MLP: plain).
     steps: tuple[str, ...] = ()
+    offset: float = 0.0  # the scale step's `offset` (GCT's 1 + gate) the op computes
 
 
 def _mlp_params(a: Attrs, ins: Shapes, out: Shape) -> int:
@@ -675,6 +676,15 @@ def _ge_module(a: Attrs, ins: Shapes) -> TorchModule:
                        support=("GatherExcite",))
 
 
+def _gct_module(a: Attrs, ins: Shapes) -> TorchModule:
+    """init = "open" (the norm node's, `init = identity`): gamma and beta 0, as GCTNorm's."""
+    init = (("nn.init.zeros_({m}.norm.gamma)", "nn.init.zeros_({m}.norm.beta)")
+            if a.get("init") else ())
+    return TorchModule(f"GatedChannelTransformation({ins[0][0]}, eps={a['eps']!r}, "
+                       f"gate={a['gate']!r}, act={a['act']!r})",
+                       support=("GatedChannelTransformation",), init=init)
+
+
 TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
     Transform("mlp", params=_mlp_params,
               macs=lambda a, ins, out: 2 * ins[0][0] * _int(a, "rd_channels"),
@@ -695,6 +705,11 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
               squeezes=frozenset({"avg"}), folds_bn=False,
               doc="nothing: the gate of the mean itself, x * gate(mean_hw x), Gather-Excite's "
                   "parameter-free theta-minus at global extent (sedsl::ge_block)"),
+    Transform("gct_norm", params=lambda a, ins, out: 3 * ins[0][0], macs=_zero, activations=_zero,
+              module=_gct_module, squeezes=frozenset({"l2"}), folds_bn=False,
+              doc="GCT's normalisation of its L2 embedding across channels (alpha, gamma, beta "
+                  "per channel, `eps` in both roots), the gate offset by 1: x * (1 + gate(t)) "
+                  "(sedsl::gct_block)", steps=("norm",), offset=1.0),
 )}
 
 

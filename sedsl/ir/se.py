@@ -245,7 +245,8 @@ STEP_KINDS: dict[str, StepKind] = {k.name: k for k in (
     StepKind("style_fc", _op("style_fc"), "SRM's style integration: per channel, its two "
              "statistics weighted and summed"),
     StepKind("norm", _op("gct_norm", eps=1e-5), "GCT's channel normalisation: alpha-scaled "
-             "embedding, normalised by its mean square over channels, gamma and beta"),
+             "embedding, normalised by its mean square over channels, gamma and beta",
+             kernel=True),
     StepKind("energy", _op("simam", e_lambda=1e-4), "SimAM's per-element energy"),
     StepKind("scale", _op("mul"), "the first input times the second (broadcast): the output",
              kernel=True, inputs=("x", "prev")),
@@ -418,7 +419,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("gct", (Step("embed", "squeeze", args=(("mode", "l2"),)), Step("norm", "norm"),
                     Step("gate", "gate"), Step("scale", "scale", args=(("offset", 1.0),))),
             "GCT: the L2 embedding per channel, normalised across channels, x * (1 + tanh)",
-            "official GCT code (z-x-yang/GCT)", (("gate", "tanh"),),
+            "official GCT code (z-x-yang/GCT)", (("gate", "tanh"),), fused="gct_norm",
             identity=IdentityInit((("norm", "open"),), (("gate", "tanh"),),
                                   "gamma and beta 0 (the release's own start): the gate is "
                                   "1 + tanh(0) = 1")),

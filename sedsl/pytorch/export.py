@@ -1,9 +1,9 @@
 """Export a built network (`sedsl export SPEC --format onnx|torchscript|exported-program`) to a
 file that runs without sedsl: wherever a fused op (`torch.ops.sedsl.se_block`, `se_bn_block`,
-`eca_block`, `ge_block`) is traced, it is decomposed into plain ATen ops (`DECOMPOSITIONS`), the
-same computation as the plain-torch lowering. Export runs on the CPU, where the fused modules
-already run plain ops; the decomposition covers the ops wherever they are traced (CUDA,
-TRITON_INTERPRET=1, or `trace_fused_op`)."""
+`eca_block`, `ge_block`, `gct_block`) is traced, it is decomposed into plain ATen ops
+(`DECOMPOSITIONS`), the same computation as the plain-torch lowering. Export runs on the CPU,
+where the fused modules already run plain ops; the decomposition covers the ops wherever they
+are traced (CUDA, TRITON_INTERPRET=1, or `trace_fused_op`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from sedsl.pytorch.kernels import bn_op, reference
 from sedsl.pytorch.kernels import op as se_op
 from sedsl.pytorch.kernels.eca_op import EfficientChannelAttention, call_eca
+from sedsl.pytorch.kernels.gct_op import GatedChannelTransformation, call_gct
 from sedsl.pytorch.kernels.ge_op import GatherExcite, call_ge
 from sedsl.pytorch.kernels.module import SqueezeExcite
 
@@ -78,16 +79,27 @@ def decompose_ge_block(u: Tensor, identity: Tensor | None, gate: str,
     return reference.scale(u, s, identity, act).to(u.dtype), z, s
 
 
+def decompose_gct_block(u: Tensor, alpha: Tensor, gamma: Tensor, beta: Tensor,
+                        identity: Tensor | None, eps: float, gate: str,
+                        act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """sedsl::gct_block's outputs (out, z, s) in plain torch ops (sedsl/pytorch/kernels/
+    gct_op.py)."""
+    z = u.to(reference.accumulate_dtype(u.dtype)).pow(2).sum((2, 3))  # (N, C)
+    s = 1.0 + reference.activate(gate, reference.gct_transform(z, alpha, gamma, beta, eps))
+    return reference.scale(u, s, identity, act).to(u.dtype), z, s
+
+
 DECOMPOSITIONS: dict[Any, Any] = {torch.ops.sedsl.se_block.default: decompose_se_block,
                                   torch.ops.sedsl.se_bn_block.default: decompose_se_bn_block,
                                   torch.ops.sedsl.eca_block.default: decompose_eca_block,
-                                  torch.ops.sedsl.ge_block.default: decompose_ge_block}
+                                  torch.ops.sedsl.ge_block.default: decompose_ge_block,
+                                  torch.ops.sedsl.gct_block.default: decompose_gct_block}
 
 
 @contextmanager
 def trace_fused_op() -> Iterator[None]:
-    """Make the fused modules (SqueezeExcite, EfficientChannelAttention, GatherExcite) call their
-    op on every
+    """Make the fused modules (SqueezeExcite, EfficientChannelAttention, GatherExcite,
+    GatedChannelTransformation) call their op on every
     device while tracing (tests use this to prove the decomposition; on CUDA it is what happens
     anyway). The op's CPU implementation stays the plain-torch reference."""
 
@@ -110,7 +122,13 @@ def trace_fused_op() -> Iterator[None]:
     def ge(self: GatherExcite, u: Tensor, identity: Tensor | None = None) -> Tensor:
         return call_ge(u, identity, self.gate, self.act)[0]
 
-    with _forwards({SqueezeExcite: fused, EfficientChannelAttention: eca, GatherExcite: ge}):
+    def gct(self: GatedChannelTransformation, u: Tensor,
+            identity: Tensor | None = None) -> Tensor:
+        p = self.norm
+        return call_gct(u, p.alpha, p.gamma, p.beta, identity, self.eps, self.gate, self.act)[0]
+
+    with _forwards({SqueezeExcite: fused, EfficientChannelAttention: eca, GatherExcite: ge,
+                    GatedChannelTransformation: gct}):
         yield
 
 
@@ -119,7 +137,8 @@ def _plain_se() -> Iterator[None]:
     """The fused modules as plain torch ops on every device: TorchScript has no decompositions."""
     with _forwards({SqueezeExcite: SqueezeExcite.plain,
                     EfficientChannelAttention: EfficientChannelAttention.plain,
-                    GatherExcite: GatherExcite.plain}):
+                    GatherExcite: GatherExcite.plain,
+                    GatedChannelTransformation: GatedChannelTransformation.plain}):
         yield
 
 
