@@ -631,9 +631,10 @@ def _se_infer(a: Attrs, ins: Shapes) -> Shape:
 
 class Transform(Record):
     """What a fused SE node computes between its squeeze and its gate (its attribute
-    `transform`): the counts of the plain nodes it replaces (the FCs or the channel conv), the
-    module that computes the block, which squeezes it takes, and whether a BN before the block
-    folds into it (sedsl.pytorch.kernels.bn_op). Attributes every fused node has besides the
+    `transform`): the counts of the plain nodes it replaces (the FCs, the channel conv, GCT's
+    norm; none for `identity`), the module that computes the block, which squeezes it takes,
+    whether a BN before the block folds into it (sedsl.pytorch.kernels.bn_op), the step kinds it
+    computes and the gate's offset. Attributes every fused node has besides the
     transform's own (its doc names them): `transform`, `gate`, `act` (the activation after the
     residual add, or none), and `bn`, `bn_eps`, `bn_momentum` when a BN is folded in."""
 
