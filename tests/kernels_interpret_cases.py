@@ -24,6 +24,8 @@ from test_kernels import (
     BN_CASES,
     CASES,
     ECA_CASES,
+    GCT_CASES,
+    GE_CASES,
     MODULES,
     NAMES,
     SE_RESNET,
@@ -32,6 +34,8 @@ from test_kernels import (
     check_block,
     check_bn_block,
     check_eca,
+    check_gct,
+    check_ge,
     make_bn_block,
     make_inputs,
 )
@@ -725,6 +729,227 @@ def test_whole_fused_eca_network_runs_the_kernels() -> None:
     assert calls == {("eca_forward", False): 1, ("eca_forward", True): 1,
                      ("eca_backward", False): 1, ("eca_backward", True): 1}
     assert isinstance(fused.conv2.bn3, torch.nn.BatchNorm2d)
+    torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(xf.grad, xp.grad, rtol=1e-3, atol=1e-5)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
+    assert len(seen["fused"]) == len(seen["plain"]) == 2
+    for s_f, s_p in zip(seen["fused"], seen["plain"], strict=True):
+        torch.testing.assert_close(s_f, s_p, rtol=1e-5, atol=1e-6)
+
+
+# --- Gather-Excite's parameter-free form: no transform -------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize(("gate", "act", "identity"), GE_CASES, ids=lambda v: str(v))
+def test_ge_fp32(gate: str, act: str, identity: bool, channels_last: bool) -> None:
+    """The fused Gather-Excite block on the Triton kernels against timm's computation in
+    float64: 7x7 (strided tiles), 8x8 (flat NCHW)."""
+    for shape in ((2, 16, 7, 7), (3, 12, 8, 8)):
+        check_ge(shape, gate, act, identity, channels_last=channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_ge_half(dtype: torch.dtype) -> None:
+    for channels_last in (False, True):
+        check_ge((2, 16, 7, 7), "sigmoid", "relu", True, dtype, channels_last)
+        check_ge((2, 16, 8, 8), "hardsigmoid", "none", False, dtype, channels_last)
+
+
+def test_ge_splits_and_launches() -> None:
+    """Batch 1 at 64x64 splits the squeeze: the partials combine; three launches forward
+    (squeeze, the gate of the mean, scale), two backward (reduce, input)."""
+    from triton.runtime import interpreter
+
+    from sedsl.pytorch.kernels import ge_block
+
+    check_ge((1, 16, 64, 64), "sigmoid", "relu", True, channels_last=True)
+    check_ge((1, 16, 64, 64), "sigmoid", "none", False)
+    launches: list[str] = []
+    call = interpreter.GridExecutor.__call__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        launches.append(self.fn.__name__)
+        return call(self, *args, **kwargs)
+
+    u = torch.randn(2, 16, 8, 8).requires_grad_()
+    interpreter.GridExecutor.__call__ = counted
+    try:
+        out = ge_block(u)
+        assert launches == ["_squeeze_kernel", "_channel_conv_kernel", "_scale_kernel"]
+        launches.clear()
+        torch.autograd.grad(out, [u], torch.ones_like(out))
+    finally:
+        interpreter.GridExecutor.__call__ = call
+    assert launches == ["_bwd_reduce_kernel", "_bwd_input_kernel"]
+
+
+def test_whole_fused_ge_network_runs_the_kernels() -> None:
+    """A small ResNet with two Gather-Excite (mean, no MLP) blocks, lowered with fusion: each
+    block, with its residual add and relu, runs sedsl::ge_block on the Triton kernels, and
+    outputs, the input's gradient and every parameter's equal the plain lowering's; the probe
+    sees the gate the plain lowering's gate layer outputs."""
+    from pathlib import Path
+
+    import sedsl
+    from sedsl.analysis.excite import gate_module, units
+
+    root = Path(__file__).resolve().parents[1]
+    text = (
+        'use "lib/resnet.se"\nnetwork tiny {\n  input 3x12x12\n  stem = { conv(8, 3) bn relu }\n'
+        "  conv2 = bottleneck(4)\n  conv3 = bottleneck(8, stride = 2)\n  head = classifier(3)\n}\n"
+        "se {\n  variant = ge\n  at residual.end\n}\n")
+    net = sedsl.loads(text, path=str(root / "specs" / "tiny.se"))
+    plain, fused = net.to_torch(fused=False).eval(), net.to_torch(fused=True).eval()
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    fused.load_state_dict(plain.state_dict())
+    calls: collections.Counter[str] = collections.Counter()
+    originals = {name: getattr(triton_se, name) for name in ("ge_forward", "ge_backward")}
+
+    def counting(name: str) -> Any:
+        def counted(*args: Any) -> Any:
+            calls[name] += 1
+            return originals[name](*args)
+        return counted
+
+    chosen = units(net.ir)
+    seen: dict[str, list[torch.Tensor]] = {"plain": [], "fused": []}
+    handles = [gate_module(model, u).register_forward_hook(
+        lambda m, i, o, key=key: seen[key].append(o.detach().clone()))
+        for key, model in (("plain", plain), ("fused", fused)) for u in chosen]
+    for name in originals:
+        setattr(triton_se, name, counting(name))
+    try:
+        x = torch.randn(2, 3, 12, 12)
+        xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_f, out_p = fused(xf), plain(xp)
+        grad = torch.randn_like(out_p)
+        out_f.backward(grad)
+        out_p.backward(grad)
+    finally:
+        for name, fn in originals.items():
+            setattr(triton_se, name, fn)
+        for handle in handles:
+            handle.remove()
+    assert calls == {"ge_forward": 2, "ge_backward": 2}
+    torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(xf.grad, xp.grad, rtol=1e-3, atol=1e-5)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
+    assert len(seen["fused"]) == len(seen["plain"]) == 2
+    for s_f, s_p in zip(seen["fused"], seen["plain"], strict=True):
+        torch.testing.assert_close(s_f, s_p.expand_as(s_f), rtol=1e-5, atol=1e-6)
+
+
+# --- GCT: the L2 embedding normalised across channels ---------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize(("gate", "act", "identity"), GCT_CASES, ids=lambda v: str(v))
+def test_gct_fp32(gate: str, act: str, identity: bool, channels_last: bool) -> None:
+    """The fused GCT block on the Triton kernels against the official code's computation in
+    float64 (outputs, the gradients of U, alpha, gamma, beta and the identity): 7x7 (strided
+    tiles), 8x8 (flat NCHW)."""
+    for shape in ((2, 16, 7, 7), (3, 12, 8, 8)):
+        check_gct(shape, gate, act, identity, channels_last=channels_last)
+
+
+def test_gct_channel_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channels over several loop steps of the per-sample kernels (the last one partial): the
+    mean square over channels and its gradient span them all."""
+    monkeypatch.setattr(triton_se, "_gct_tile", lambda c: 8)
+    check_gct((3, 20, 5, 5), "tanh", "relu", True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_gct_half(dtype: torch.dtype) -> None:
+    for channels_last in (False, True):
+        check_gct((2, 16, 7, 7), "tanh", "relu", True, dtype, channels_last)
+        check_gct((2, 16, 8, 8), "tanh", "none", False, dtype, channels_last)
+
+
+def test_gct_splits_and_launches() -> None:
+    """Batch 1 at 64x64 splits the squeeze: the partial sums of squares combine; three
+    launches forward (squeeze, GCT, scale) and three backward (reduce, GCT backward, input)."""
+    from triton.runtime import interpreter
+
+    from sedsl.pytorch.kernels import gct_block
+
+    check_gct((1, 16, 64, 64), "tanh", "relu", True, channels_last=True)
+    check_gct((1, 16, 64, 64), "tanh", "none", False)
+    launches: list[str] = []
+    call = interpreter.GridExecutor.__call__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        launches.append(self.fn.__name__)
+        return call(self, *args, **kwargs)
+
+    u = torch.randn(2, 16, 8, 8).requires_grad_()
+    params = [torch.randn(16).requires_grad_() for _ in range(3)]
+    interpreter.GridExecutor.__call__ = counted
+    try:
+        out = gct_block(u, *params)
+        assert launches == ["_squeeze_kernel", "_gct_kernel", "_scale_kernel"]
+        launches.clear()
+        torch.autograd.grad(out, [u, *params], torch.ones_like(out))
+    finally:
+        interpreter.GridExecutor.__call__ = call
+    assert launches == ["_bwd_reduce_kernel", "_gct_bwd_kernel", "_bwd_input_kernel"]
+
+
+def test_whole_fused_gct_network_runs_the_kernels() -> None:
+    """A small ResNet with two GCT blocks (parameters randomised), lowered with fusion: each
+    block, with its residual add and relu, runs sedsl::gct_block on the Triton kernels, and
+    outputs, the input's gradient and every parameter's (alpha, gamma, beta included) equal the
+    plain lowering's; the probe sees what the plain lowering's gate layer outputs."""
+    from pathlib import Path
+
+    import sedsl
+    from sedsl.analysis.excite import gate_module, units
+
+    root = Path(__file__).resolve().parents[1]
+    text = (
+        'use "lib/resnet.se"\nnetwork tiny {\n  input 3x12x12\n  stem = { conv(8, 3) bn relu }\n'
+        "  conv2 = bottleneck(4)\n  conv3 = bottleneck(8, stride = 2)\n  head = classifier(3)\n}\n"
+        "se {\n  variant = gct\n  at residual.end\n}\n")
+    net = sedsl.loads(text, path=str(root / "specs" / "tiny.se"))
+    plain, fused = net.to_torch(fused=False).eval(), net.to_torch(fused=True).eval()
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    with torch.no_grad():
+        for name, p in plain.named_parameters():
+            if ".se.norm." in name:
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if name.endswith("alpha") else 0.0))
+    fused.load_state_dict(plain.state_dict())
+    calls: collections.Counter[str] = collections.Counter()
+    originals = {name: getattr(triton_se, name) for name in ("gct_forward", "gct_backward")}
+
+    def counting(name: str) -> Any:
+        def counted(*args: Any) -> Any:
+            calls[name] += 1
+            return originals[name](*args)
+        return counted
+
+    chosen = units(net.ir)
+    seen: dict[str, list[torch.Tensor]] = {"plain": [], "fused": []}
+    handles = [gate_module(model, u).register_forward_hook(
+        lambda m, i, o, key=key: seen[key].append(o.detach().clone()))
+        for key, model in (("plain", plain), ("fused", fused)) for u in chosen]
+    for name in originals:
+        setattr(triton_se, name, counting(name))
+    try:
+        x = torch.randn(2, 3, 12, 12)
+        xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_f, out_p = fused(xf), plain(xp)
+        grad = torch.randn_like(out_p)
+        out_f.backward(grad)
+        out_p.backward(grad)
+    finally:
+        for name, fn in originals.items():
+            setattr(triton_se, name, fn)
+        for handle in handles:
+            handle.remove()
+    assert calls == {"gct_forward": 2, "gct_backward": 2}
     torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(xf.grad, xp.grad, rtol=1e-3, atol=1e-5)
     for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):

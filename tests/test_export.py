@@ -61,17 +61,21 @@ def test_decomposition_removes_the_fused_op() -> None:
         torch.testing.assert_close(program.module()(x), model(x))
 
 
-def test_eca_op_decomposes() -> None:
-    """sedsl::eca_block (the fused eca and ceca blocks) decomposes into ATen ops too."""
-    net = sedsl.loads(TINY.replace("  ratio = 4\n", "  variant = eca\n").replace(
-        "in conv2..conv3", "in conv2\n  at residual.end in conv3 { variant = ceca }"))
+@pytest.mark.parametrize(("variant", "op"), [("eca", "eca_block"), ("ge", "ge_block"),
+                                             ("gct", "gct_block")])
+def test_eca_ge_and_gct_ops_decompose(variant: str, op: str) -> None:
+    """sedsl::eca_block (the fused eca and ceca blocks), sedsl::ge_block (Gather-Excite's
+    parameter-free form) and sedsl::gct_block decompose into ATen ops too."""
+    other = "ceca" if variant == "eca" else variant
+    net = sedsl.loads(TINY.replace("  ratio = 4\n", f"  variant = {variant}\n").replace(
+        "in conv2..conv3", f"in conv2\n  at residual.end in conv3 {{ variant = {other} }}"))
     model = net.to_torch().eval()
     x = torch.randn(2, 3, 32, 32)
     with trace_fused_op():
         traced = torch.export.export(model, (x,))
         program = exported_program(model, x)
     targets = {str(n.target) for n in traced.graph.nodes if n.op == "call_function"}
-    assert "sedsl.eca_block.default" in targets
+    assert f"sedsl.{op}.default" in targets
     assert not contains_sedsl_op(program)
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), model(x))

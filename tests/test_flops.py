@@ -1,7 +1,8 @@
 """FLOP counters see the fused ops: torch's FlopCounterMode (through the registered formulas)
 and fvcore (through sedsl.fvcore_handles()) count a fused SE-ResNet-50, and a small ResNet with
-ECA and CECA blocks, exactly as their plain lowerings. Every expected number is the counter's
-own count of the plain model, never sedsl's cost model.
+ECA and CECA blocks (and ones with Gather-Excite's and GCT's), exactly as their plain
+lowerings. Every expected number is the counter's own count of the plain model, never sedsl's
+cost model.
 
 The fused model runs its blocks as `torch.ops.sedsl.se_block` (`eca_block`) here on the CPU
 (`trace_fused_op`, whose implementation there is the plain-torch reference), as it does on a
@@ -54,12 +55,13 @@ def flop_counter(model: nn.Module, train: bool) -> int:
 
 def op_calls(run: Callable[[], Any]) -> int:
     """How many times sedsl::se_block, sedsl::se_bn_block (the SE block with bn3 folded in,
-    as the fusion pass lowers SE-ResNet) or sedsl::eca_block ran during `run`."""
-    from sedsl.pytorch.kernels import bn_op, eca_op
+    as the fusion pass lowers SE-ResNet), sedsl::eca_block, sedsl::ge_block or
+    sedsl::gct_block ran during `run`."""
+    from sedsl.pytorch.kernels import bn_op, eca_op, gct_op, ge_op
     from sedsl.pytorch.kernels import op as se_op
 
     calls = [0]
-    originals = [(module, module._forward) for module in (se_op, bn_op, eca_op)]
+    originals = [(module, module._forward) for module in (se_op, bn_op, eca_op, ge_op, gct_op)]
 
     def counting(original: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -140,6 +142,30 @@ def test_counters_count_the_fused_eca_op_as_the_plain_lowering(
             assert (fvcore_flops(fused, x, sedsl.fvcore_handles())
                     == fvcore_flops(eca_models["plain"], x)
                     > fvcore_flops(fused, x))  # without the handles the op counts nothing
+
+
+@pytest.mark.parametrize("variant", ["ge", "gct"])
+@pytest.mark.parametrize("train", [False, True], ids=["forward", "training-step"])
+def test_counters_count_the_fused_ge_and_gct_ops_as_the_plain_lowering(variant: str,
+                                                                       train: bool) -> None:
+    """Gather-Excite's parameter-free blocks run as sedsl::ge_block, GCT's as sedsl::gct_block,
+    and FlopCounterMode and fvcore count them as the plain lowering does (means, sums of
+    squares, GCT's normalisation, gates, products: nothing)."""
+    text = ECA_NET.replace("variant = eca", f"variant = {variant}").replace(
+        "{ variant = ceca, kernel = 5 }", "")
+    net = sedsl.loads(text, path=str(ROOT / "specs" / "ge_pair.se"))
+    plain, fused = net.to_torch(fused=False), net.to_torch(fused=True)
+    fused.load_state_dict(plain.state_dict())
+    want = flop_counter(plain, train)
+    with trace_fused_op():
+        calls = op_calls(lambda: flop_counter(fused, train))
+        got = flop_counter(fused, train)
+    assert calls == 2  # both blocks ran as the op
+    assert got == want == flop_counter(net.to_torch(fused=False, se=False), train)
+    if not train:
+        with trace_fused_op():
+            assert (fvcore_flops(fused, INPUT, sedsl.fvcore_handles())
+                    == fvcore_flops(plain, INPUT))
 
 
 @pytest.mark.parametrize("order", ["counter-first", "sedsl-first"])

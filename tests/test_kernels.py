@@ -676,6 +676,154 @@ def test_eca_matches_timm_and_passes_opcheck() -> None:
 
 
 
+# --- Gather-Excite's parameter-free form: no transform (sedsl::ge_block) -------------------------
+
+GE_CASES = [("sigmoid", "none", False), ("sigmoid", "relu", True), ("hardsigmoid", "silu", True),
+            ("tanh", "none", True)]
+
+
+def torch_ge(u: Tensor, identity: Tensor | None, gate: str, act: str) -> Tensor:
+    """Gather-Excite theta-minus in float64 as timm's GatherExcite (extent 0, no MLP) computes
+    it: x * gate(mean over H*W); then shortcut and act."""
+    out = u.double() * MODULES[gate]()(u.double().mean((2, 3), keepdim=True))
+    if identity is not None:
+        out = out + identity.double()
+    return MODULES[act]()(out)
+
+
+def check_ge(shape: tuple[int, int, int, int], gate: str, act: str, identity: bool,
+             dtype: torch.dtype = torch.float32, channels_last: bool = False,
+             seed: int = 0, device: str = "cpu") -> None:
+    """ge_block's output and the gradients of U and the identity against torch_ge's."""
+    from sedsl.pytorch.kernels import ge_block
+
+    gen = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    u = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
+    ident = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt) \
+        if identity else None
+    leaves = [u.requires_grad_(), *([ident.requires_grad_()] if ident is not None else [])]
+    out = ge_block(u, ident, gate=gate, act=act)
+    assert out.dtype == u.dtype and out.stride() == torch.empty_like(u).stride()
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
+    want = torch_ge(leaves64[0], leaves64[1] if identity else None, gate, act)
+    assert_close(out, want, dtype)
+    grad = torch.randn(shape, generator=gen).to(device, dtype)
+    got = torch.autograd.grad(out, leaves, grad)
+    exp = torch.autograd.grad(want, leaves64, grad.double())
+    for name, a, b in zip(("u", "identity"), got, exp, strict=False):
+        assert_close(a, b, dtype, name)
+
+
+@pytest.mark.parametrize(("gate", "act", "identity"), GE_CASES, ids=lambda v: str(v))
+def test_ge_op_cpu(gate: str, act: str, identity: bool) -> None:
+    check_ge((2, 16, 5, 5), gate, act, identity)
+
+
+def test_ge_module_and_opcheck() -> None:
+    """GatherExcite has no state-dict keys and computes timm's GatherExcite (extent 0, no MLP);
+    the op passes gradcheck (float64, its CPU backward) and opcheck."""
+    from sedsl.pytorch.kernels import GatherExcite, ge_block
+
+    timm_ge = pytest.importorskip("timm.layers.gather_excite")
+    ours, theirs = GatherExcite(), timm_ge.GatherExcite(32, use_mlp=False)
+    assert not ours.state_dict()
+    x = torch.randn(2, 32, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+        torch.testing.assert_close(ge_block(x), theirs(x))
+    u = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    i = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda u, i: ge_block(u, i, act="silu"), (u, i))
+    assert torch.autograd.gradcheck(lambda u: ge_block(u, gate="tanh"), (u,))
+    torch.library.opcheck(torch.ops.sedsl.ge_block.default, (u, i, "sigmoid", "relu"))
+    torch.library.opcheck(torch.ops.sedsl.ge_block.default, (u, None, "hardsigmoid", "none"))
+
+
+# --- GCT: the L2 embedding normalised across channels (sedsl::gct_block) -------------------------
+
+GCT_CASES = [("tanh", "none", False), ("tanh", "relu", True), ("sigmoid", "silu", True)]
+
+
+def torch_gct(u: Tensor, alpha: Tensor, gamma: Tensor, beta: Tensor, identity: Tensor | None,
+              gate: str, act: str, eps: float = 1e-5) -> Tensor:
+    """GCT in float64 as the official code (z-x-yang/GCT, mode l2) computes it, with `gate` for
+    its tanh; then shortcut and act."""
+    u = u.double()
+    a, g, b = (p.double().view(1, -1, 1, 1) for p in (alpha, gamma, beta))
+    embedding = (u.pow(2).sum((2, 3), keepdim=True) + eps).pow(0.5) * a
+    norm = g / (embedding.pow(2).mean(dim=1, keepdim=True) + eps).pow(0.5)
+    out = u * (1.0 + MODULES[gate]()(embedding * norm + b))
+    if identity is not None:
+        out = out + identity.double()
+    return MODULES[act]()(out)
+
+
+def check_gct(shape: tuple[int, int, int, int], gate: str, act: str, identity: bool,
+              dtype: torch.dtype = torch.float32, channels_last: bool = False,
+              seed: int = 0, device: str = "cpu") -> None:
+    """gct_block's output and the gradients of U, alpha, gamma, beta and the identity against
+    torch_gct's (parameters drawn around the release's start, so that every term counts)."""
+    from sedsl.pytorch.kernels import gct_block
+
+    gen = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    u = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
+    ident = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt) \
+        if identity else None
+    c = shape[1]
+    alpha = (1 + 0.5 * torch.randn(1, c, 1, 1, generator=gen)).to(device)
+    gamma, beta = (torch.randn(1, c, 1, 1, generator=gen).to(device) for _ in range(2))
+    leaves = [u.requires_grad_(), alpha.requires_grad_(), gamma.requires_grad_(),
+              beta.requires_grad_(), *([ident.requires_grad_()] if ident is not None else [])]
+    out = gct_block(u, alpha, gamma, beta, ident, gate=gate, act=act)
+    assert out.dtype == u.dtype and out.stride() == torch.empty_like(u).stride()
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
+    want = torch_gct(*leaves64[:4], leaves64[4] if identity else None, gate, act)
+    assert_close(out, want, dtype)
+    grad = torch.randn(shape, generator=gen).to(device, dtype)
+    got = torch.autograd.grad(out, leaves, grad)
+    exp = torch.autograd.grad(want, leaves64, grad.double())
+    for name, a, b in zip(("u", "alpha", "gamma", "beta", "identity"), got, exp, strict=False):
+        assert a.shape == b.shape, name
+        assert_close(a, b, dtype if name in ("u", "identity") else torch.float32, name)
+
+
+@pytest.mark.parametrize(("gate", "act", "identity"), GCT_CASES, ids=lambda v: str(v))
+def test_gct_op_cpu(gate: str, act: str, identity: bool) -> None:
+    check_gct((2, 16, 5, 5), gate, act, identity)
+
+
+def test_gct_module_and_opcheck() -> None:
+    """GatedChannelTransformation has the plain lowering's GCTNorm keys under `norm` and
+    computes the official GCT module; the op passes gradcheck (float64, its CPU backward) and
+    opcheck."""
+    from sedsl.pytorch.kernels import GatedChannelTransformation, gct_block
+    from tests.attention_references import GCT
+
+    ours, theirs = GatedChannelTransformation(32), GCT(32)
+    assert sorted(ours.state_dict()) == ["norm.alpha", "norm.beta", "norm.gamma"]
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.copy_(torch.randn_like(p))
+    ours.norm.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 32, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+        torch.testing.assert_close(gct_block(x, theirs.alpha, theirs.gamma, theirs.beta),
+                                   theirs(x))
+    u = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    i = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    a, g, b = (torch.randn(6, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda u, a, g, b, i: gct_block(u, a, g, b, i, act="silu"),
+                                    (u, a, g, b, i))
+    assert torch.autograd.gradcheck(lambda u, a, g, b: gct_block(u, a, g, b, gate="sigmoid"),
+                                    (u, a, g, b))
+    torch.library.opcheck(torch.ops.sedsl.gct_block.default, (u, a, g, b, i, 1e-5, "tanh", "relu"))
+    torch.library.opcheck(torch.ops.sedsl.gct_block.default, (u, a, g, b, None, 1e-5, "tanh",
+                                                              "none"))
+
+
 # --- on a GPU (the Triton kernels compiled; skipped elsewhere) ------------------------------------
 
 
@@ -695,6 +843,23 @@ def test_eca_cuda(dtype: torch.dtype) -> None:
     for k, padding, act, identity in ECA_CASES:
         check_eca((4, 64, 14, 14), k, padding, act, identity, dtype, True, device="cuda")
     check_eca((1, 256, 56, 56), 5, "circular", "relu", True, dtype, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_ge_cuda(dtype: torch.dtype) -> None:
+    for gate, act, identity in GE_CASES:
+        check_ge((4, 64, 14, 14), gate, act, identity, dtype, True, device="cuda")
+    check_ge((1, 256, 56, 56), "sigmoid", "relu", True, dtype, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_gct_cuda(dtype: torch.dtype) -> None:
+    for gate, act, identity in GCT_CASES:
+        check_gct((4, 64, 14, 14), gate, act, identity, dtype, True, device="cuda")
+    check_gct((1, 256, 56, 56), "tanh", "relu", True, dtype, device="cuda")
+    check_gct((2, 2048, 7, 7), "tanh", "relu", True, dtype, device="cuda")  # C over a tile
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

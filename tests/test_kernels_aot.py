@@ -35,7 +35,8 @@ STAGES = [(256, 56), (512, 28), (1024, 14), (2048, 7)]  # SE-ResNeXt-101's SE bl
 SPILL_BUDGET = {"_squeeze_kernel": 0, "_scale_kernel": 0, "_bwd_reduce_kernel": 0,
                 "_bwd_input_kernel": 0, "_excite_fc1_kernel": 0, "_excite_fc2_kernel": 0,
                 "_excite_bwd_kernel": 0, "_excite_wgrad_kernel": 0, "_bn_stats_kernel": 0,
-                "_bn_bwd_kernel": 0, "_channel_conv_kernel": 0, "_channel_conv_bwd_kernel": 0}
+                "_bn_bwd_kernel": 0, "_channel_conv_kernel": 0, "_channel_conv_bwd_kernel": 0,
+                "_gct_kernel": 0, "_gct_bwd_kernel": 0}
 
 
 def _cuda_backend_missing() -> str | None:
@@ -211,6 +212,22 @@ def _launch_everything() -> None:
             out, z, s = triton_se.eca_forward(u, w, u, j % 2 == 1, "sigmoid", "relu")
             triton_se.eca_backward(torch.empty_like(out), u, w, None, out, z, s, None, None,
                                    j % 2 == 1, "sigmoid", "relu", True)
+    # Gather-Excite's mean (the channel-conv kernel without a weight): batch 32 and batch 1
+    for j, (c, hw) in enumerate(STAGES):
+        for n in (32, 1):
+            u = torch.empty((n, c, hw, hw), device="meta", dtype=torch.bfloat16)
+            out, z, s = triton_se.ge_forward(u, u if j % 2 else None, "sigmoid", "relu")
+            triton_se.ge_backward(torch.empty_like(out), u, None, out, z, s, None, None,
+                                  "sigmoid", "relu", j % 2 == 1)
+    # GCT: the sum of squares, the per-sample normalisation (C up to 2048: two loop steps)
+    for j, (c, hw) in enumerate(STAGES):
+        for n in (32, 1):
+            u = torch.empty((n, c, hw, hw), device="meta", dtype=torch.bfloat16)
+            p = torch.empty(c, device="meta")
+            out, z, s = triton_se.gct_forward(u, p, p, p, u if j % 2 else None, 1e-5, "tanh",
+                                              "relu")
+            triton_se.gct_backward(torch.empty_like(out), u, p, p, p, None, out, z, s, None,
+                                   None, 1e-5, "tanh", "relu", j % 2 == 1)
 
 
 def _specialisations(caught: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:

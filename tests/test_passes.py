@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import networkx as nx
 import pytest
 import torch
@@ -312,15 +316,16 @@ def test_se_on_both_inputs_of_an_add_fuses_one() -> None:
 
 
 @pytest.mark.parametrize("spec", ["se_resnet50.se", "se_resnext50.se", "mobilenet_v3_small.se",
-                                  "ecaresnet50d.se"])
+                                  "ecaresnet50d.se", "tiny:ge", "tiny:gct"])
 def test_fused_graph_costs_what_the_plain_one_does(spec: str) -> None:
     """The `se` op's rules count what the nodes it replaces count, a folded BN included:
-    parameters, state (BN buffers) and FLOPs in every convention, for the MLP (SE) and the
-    channel conv (ECA) transforms."""
+    parameters, state (BN buffers) and FLOPs in every convention, for the MLP (SE), the
+    channel conv (ECA), the identity (Gather-Excite's mean) and GCT's normalisation transforms.
+    `tiny:V`: the two-bottleneck ResNet with variant V (`tiny`)."""
     from sedsl.targets.cost import CONVENTIONS, node_costs, state_elements
     from sedsl.targets.report import activations
 
-    g = compiled(spec).graph
+    g = tiny(spec[5:]).graph if spec.startswith("tiny:") else compiled(spec).graph
     fused = passes.fuse_se(g)
     assert any(r.op == "se" for _, r in records(fused))
     for convention in CONVENTIONS:
@@ -363,7 +368,8 @@ def test_fusion_decides_from_the_variant_table(variant: str) -> None:
     nodes = [r for _, r in records(fused) if r.op == "se"]
     want = VARIANTS[variant].fused
     assert [r.attrs["transform"] for r in nodes] == [want] * (2 if want else 0)
-    assert want in ({"se": "mlp", "eca": "channel_conv", "ceca": "channel_conv"}.get(variant),
+    assert want in ({"se": "mlp", "eca": "channel_conv", "ceca": "channel_conv",
+                     "ge": "identity", "gct": "gct_norm"}.get(variant),
                     None)  # at least these run fused
     for r in nodes:
         assert r.attrs["act"] == "relu"  # the residual add and its relu joined the op
@@ -411,3 +417,129 @@ def test_fused_eca_agrees_with_plain_and_timm(variant: str, kernel: int) -> None
     u, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
     with torch.no_grad():
         torch.testing.assert_close(block(u, identity), torch.relu(timm_block(u) + identity))
+
+
+@pytest.mark.parametrize("settings", ["gather = conv", "mlp = true", "gather = conv\nmlp = true",
+                                      "squeeze = max"])
+def test_gather_excite_with_parameters_stays_plain(settings: str) -> None:
+    """Only Gather-Excite's parameter-free form (the mean, no MLP) is the fused op's identity
+    transform: the conv gather (theta), the MLP (theta-plus) and a max stay plain ops."""
+    g = tiny("ge", settings).graph
+    assert not any(r.op == "se" for _, r in records(passes.fuse_se(g)))
+    assert passes.kernel_supports(SeSettings(variant="ge").resolved())
+    assert not passes.kernel_supports(SeSettings(variant="ge", mlp=True).resolved())
+
+
+def test_fused_ge_agrees_with_plain_and_timm() -> None:
+    """The fused Gather-Excite lowering (the module's plain path on the CPU) has no parameters,
+    the plain lowering's state-dict keys, and gives its outputs and gradients, input and every
+    parameter, bit for bit; its block is timm's GatherExcite (extent 0, no MLP) and the
+    reference's theta-minus, followed by the add and relu."""
+    from timm.layers import GatherExcite as TimmGatherExcite
+
+    from tests.attention_references import GatherExcite
+
+    net = tiny("ge")
+    plain, fused = net.to_torch(fused=False).eval(), net.to_torch().eval()
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    block = fused.conv2.block1.se
+    assert type(block).__name__ == "GatherExcite" and block.act == "relu"
+    assert not list(block.state_dict()) and not list(plain.conv2.block1.se.state_dict())
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 12, 12)
+    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_p, out_f = plain(xp), fused(xf)
+    torch.testing.assert_close(out_f, out_p, rtol=0, atol=0)
+    grad = torch.randn_like(out_p)
+    out_p.backward(grad)
+    out_f.backward(grad)
+    torch.testing.assert_close(xf.grad, xp.grad, rtol=0, atol=0)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, msg=name)
+    u, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        want = torch.relu(GatherExcite(16)(u) + identity)
+        torch.testing.assert_close(block(u, identity), want)
+        torch.testing.assert_close(torch.relu(TimmGatherExcite(16, use_mlp=False)(u) + identity),
+                                   want)
+
+
+@pytest.mark.parametrize("variant", ["eca", "ge", "gct"])
+def test_fused_source_stands_alone(variant: str, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generated fused model.py defines the fused module in plain PyTorch where sedsl
+    cannot be imported: the plain lowering's state-dict keys and outputs."""
+    net = tiny(variant)
+    path = tmp_path / f"fused_{variant}.py"
+    path.write_text(net.source(fused=True))
+    monkeypatch.setitem(sys.modules, "sedsl.pytorch.kernels", None)  # the import fails
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    standalone, plain = module.Model().eval(), net.to_torch(fused=False).eval()
+    assert type(standalone.conv2.block1.se).__module__ == path.stem  # the fallback class
+    assert list(standalone.state_dict()) == list(plain.state_dict())
+    with torch.no_grad():  # GCT's gamma and beta start at 0: the gate would be 1
+        for p in plain.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    standalone.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(standalone(x), plain(x))
+
+
+def test_fused_gct_agrees_with_plain_and_the_release() -> None:
+    """The fused GCT lowering (the module's plain path on the CPU) has the plain lowering's
+    state-dict keys (`<block>.se.norm.alpha`, ...) and gives its outputs and gradients, input
+    and every parameter (alpha, gamma, beta randomised), bit for bit; its block is the official
+    GCT module (tests/attention_references.py) followed by the add and relu."""
+    from tests.attention_references import GCT
+
+    net = tiny("gct")
+    plain, fused = net.to_torch(fused=False).eval(), net.to_torch().eval()
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    assert "conv2.block1.se.norm.gamma" in fused.state_dict()
+    block = fused.conv2.block1.se
+    assert type(block).__name__ == "GatedChannelTransformation" and block.act == "relu"
+    with torch.no_grad():
+        for name, p in plain.named_parameters():
+            if ".se.norm." in name:
+                p.copy_(torch.randn_like(p))
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 12, 12)
+    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_p, out_f = plain(xp), fused(xf)
+    torch.testing.assert_close(out_f, out_p, rtol=0, atol=0)
+    grad = torch.randn_like(out_p)
+    out_p.backward(grad)
+    out_f.backward(grad)
+    torch.testing.assert_close(xf.grad, xp.grad, rtol=0, atol=0)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0, msg=name)
+    release = GCT(16)
+    release.load_state_dict(block.norm.state_dict())
+    u, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(block(u, identity), torch.relu(release(u) + identity))
+
+
+def test_gct_fusion_follows_its_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GCT fuses with any kernel gate (the op computes 1 + gate), starts as the identity under
+    `init = identity` in either lowering, and stays plain when its steps are not the op's (a
+    scale without the offset 1)."""
+    assert passes.kernel_supports(SeSettings(variant="gct", gate="sigmoid").resolved())
+    assert passes.kernel_supports(SeSettings(variant="gct", squeeze="max").resolved())  # l2
+    net = tiny("gct", "init = identity")
+    source = net.source(fused=True)  # gamma and beta set after construction, as the plain one
+    assert "GatedChannelTransformation(" in source
+    assert sum("nn.init.zeros_(" in line and line.rstrip().endswith(("norm.gamma)", "norm.beta)"))
+               for line in source.splitlines()) == 4
+    blocks = [m for m in net.to_torch().modules()
+              if type(m).__name__ == "GatedChannelTransformation"]
+    assert len(blocks) == 2
+    assert not any(m.norm.gamma.detach().any() or m.norm.beta.detach().any() for m in blocks)
+    variant = VARIANTS["gct"]
+    steps = tuple(replace(s, args=()) if s.kind == "scale" else s for s in variant.steps)
+    monkeypatch.setitem(VARIANTS, "gct", replace(variant, steps=steps))
+    assert not passes.kernel_supports(SeSettings(variant="gct").resolved())

@@ -211,11 +211,12 @@ def _adaptive_pool_flops(model: nn.Module) -> int:
     return counted
 
 
-def check(net: Net, case: Case) -> None:
-    """Parameters, FLOPs and outputs of sedsl's variant equal the reference network's."""
+def check(net: Net, case: Case, fused: bool = False) -> None:
+    """Parameters, FLOPs and outputs of sedsl's variant equal the reference network's (`fused`:
+    the fused lowering's, whose state-dict keys are the plain one's)."""
     network = net.spec(case.settings)
     theirs = _reference(net, case)
-    ours = network.to_torch(fused=False)
+    ours = network.to_torch(fused=fused)
     cost = network.cost()
     assert n_params(ours) == cost.se.params == n_params(theirs)
     shape = (3, SIZE, SIZE)
@@ -232,6 +233,13 @@ def check(net: Net, case: Case) -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_variant_equals_its_reference_in_a_small_resnet(case: str) -> None:
     check(NETS["small"], CASES[case])
+
+
+@pytest.mark.parametrize("case", ["ge_theta_minus", "gct"])
+def test_fused_variant_equals_its_reference_in_a_small_resnet(case: str) -> None:
+    """The variants that run fused (sedsl.ir.se.Variant.fused) as the fused lowering builds
+    them: one module per block, still the reference's block."""
+    check(NETS["small"], CASES[case], fused=True)
 
 
 @pytest.mark.slow

@@ -439,8 +439,16 @@ def kernel_supports(s: SeSettings) -> bool:
     and every step kind is a kernel's), its squeeze (one the transform takes) and the
     activations its steps apply."""
     variant = VARIANTS[s.variant]
-    return (variant.fused is not None and step_kind_supported(variant, s)
-            and s.squeeze in TRANSFORMS[variant.fused].squeezes
+    if variant.fused is None:
+        return False
+    transform = TRANSFORMS[variant.fused]
+    steps = variant.steps_for(s)
+    if tuple(step.kind for step in steps) != ("squeeze", *transform.steps, "gate", "scale"):
+        return False
+    return (step_kind_supported(variant, s)
+            and steps[0].arg("mode", s.squeeze) in transform.squeezes  # the step's own or the
+            # setting (GCT's squeeze is l2 whatever `squeeze` says)
+            and float(steps[-1].arg("offset", 0.0)) == transform.offset
             and step_activations(variant, s) <= KERNEL_ACTIVATIONS)
 
 
@@ -456,10 +464,20 @@ def _channel_conv_attrs(tag: SeTag, nodes: dict[str, Node]) -> dict[str, Attr]:
     return {"kernel": conv.attrs["kernel"], "padding": conv.attrs["padding"]}
 
 
+def _gct_norm_attrs(tag: SeTag, nodes: dict[str, Node]) -> dict[str, Attr]:
+    """GCT's eps (the op takes one for both roots, as the release: the l2 squeeze's is 1e-5)
+    and the norm's `init` (init = identity)."""
+    (norm,) = (rec for rec in nodes.values() if rec.op == "gct_norm")
+    assert norm.attrs["eps"] == 1e-5, norm.attrs
+    init = norm.attrs.get("init")
+    return {"eps": norm.attrs["eps"], **({"init": init} if init else {})}
+
+
 # A fused node's own attributes for each transform (see sedsl.ir.ops.Transform), from the SE
 # tag and the block's nodes by step name.
 TRANSFORM_ATTRS: dict[str, Callable[[SeTag, dict[str, Node]], dict[str, Attr]]] = {
-    "mlp": _mlp_attrs, "channel_conv": _channel_conv_attrs}
+    "mlp": _mlp_attrs, "channel_conv": _channel_conv_attrs, "identity": lambda tag, nodes: {},
+    "gct_norm": _gct_norm_attrs}
 
 
 def _match_se(g: Graph, steps: dict[str, str],
@@ -467,15 +485,13 @@ def _match_se(g: Graph, steps: dict[str, str],
     """(unit, the nodes it replaces, the fused record, its inputs) or None: not fusable. The
     residual add after it (and an activation after that) join it unless another SE block's
     fusion has `claimed` them (SE on both the residual branch and the shortcut)."""
-    if "squeeze" not in steps:
-        return None
-    squeeze = record(g, steps["squeeze"])
-    assert squeeze.se is not None
-    tag = squeeze.se
+    tag = record(g, next(iter(steps.values()))).se
+    assert tag is not None
     kept = VARIANTS[tag.settings.variant].steps_for(tag.settings)
     if not kernel_supports(tag.settings) or set(steps) != {s.name for s in kept}:
-        return None
+        return None  # not the op's steps, or fused already (its one step is "block")
     members = [steps[s.name] for s in kept]
+    squeeze = record(g, members[0])  # kernel_supports: the first step is the squeeze
     scale = members[-1]
     srcs, last, merge_act = [inputs(g, scale)[0]], scale, "none"
     add = _sole_consumer(g, scale)
@@ -493,7 +509,7 @@ def _match_se(g: Graph, steps: dict[str, str],
     own = TRANSFORM_ATTRS[transform.name](tag, {k: record(g, n) for k, n in steps.items()})
     attrs: dict[str, Attr] = {"transform": transform.name, **own, "gate": tag.settings.gate,
                               "act": merge_act}
-    bn = _folded_bn(g, srcs[0], steps) if transform.folds_bn else None
+    bn = _folded_bn(g, srcs[0], members[0], scale) if transform.folds_bn else None
     if bn is not None:  # BN -> SE: the op takes the BN's input, the BN module is its companion
         members.insert(0, bn)
         srcs[0] = inputs(g, bn)[0]
@@ -504,15 +520,14 @@ def _match_se(g: Graph, steps: dict[str, str],
     return tag.unit, members, fused, srcs
 
 
-def _folded_bn(g: Graph, u: str, steps: dict[str, str]) -> str | None:
+def _folded_bn(g: Graph, u: str, squeeze: str, scale: str) -> str | None:
     """The `bn` node producing the SE block's input when the fused op can take it in
     (sedsl.pytorch.kernels.bn_op): a 2-D BN whose output only the SE block reads (its squeeze
     and scale), before an avg squeeze (max of a * x + b would need min x where a < 0)."""
     rec = record(g, u)
     readers = {v for _, v in g.out_edges(u)}
     if (rec.op != "bn" or len(rec.shape) != 3 or g.graph.get("output") == u
-            or record(g, steps["squeeze"]).attrs.get("mode") != "avg"
-            or readers != {steps["squeeze"], steps["scale"]}):
+            or record(g, squeeze).attrs.get("mode") != "avg" or readers != {squeeze, scale}):
         return None
     return u
 

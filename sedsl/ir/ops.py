@@ -631,9 +631,10 @@ def _se_infer(a: Attrs, ins: Shapes) -> Shape:
 
 class Transform(Record):
     """What a fused SE node computes between its squeeze and its gate (its attribute
-    `transform`): the counts of the plain nodes it replaces (the FCs or the channel conv), the
-    module that computes the block, which squeezes it takes, and whether a BN before the block
-    folds into it (sedsl.pytorch.kernels.bn_op). Attributes every fused node has besides the
+    `transform`): the counts of the plain nodes it replaces (the FCs, the channel conv, GCT's
+    norm; none for `identity`), the module that computes the block, which squeezes it takes,
+    whether a BN before the block folds into it (sedsl.pytorch.kernels.bn_op), the step kinds it
+    computes and the gate's offset. Attributes every fused node has besides the
     transform's own (its doc names them): `transform`, `gate`, `act` (the activation after the
     residual add, or none), and `bn`, `bn_eps`, `bn_momentum` when a BN is folded in."""
 
@@ -645,6 +646,11 @@ class Transform(Record):
     squeezes: frozenset[str]
     folds_bn: bool
     doc: str
+    # The kinds of the steps between the squeeze and the gate that it computes
+    # (sedsl.ir.se.STEP_KINDS): the fusion pass fuses a block only when the steps its settings
+    # keep are exactly squeeze, these, gate, scale (Gather-Excite's conv gather or MLP: plain).
+    steps: tuple[str, ...] = ()
+    offset: float = 0.0  # the scale step's `offset` (GCT's 1 + gate) the op computes
 
 
 def _mlp_params(a: Attrs, ins: Shapes, out: Shape) -> int:
@@ -666,6 +672,20 @@ def _eca_module(a: Attrs, ins: Shapes) -> TorchModule:
                        support=("EfficientChannelAttention",))
 
 
+def _ge_module(a: Attrs, ins: Shapes) -> TorchModule:
+    return TorchModule(f"GatherExcite(gate={a['gate']!r}, act={a['act']!r})",
+                       support=("GatherExcite",))
+
+
+def _gct_module(a: Attrs, ins: Shapes) -> TorchModule:
+    """init = "open" (the norm node's, `init = identity`): gamma and beta 0, as GCTNorm's."""
+    init = (("nn.init.zeros_({m}.norm.gamma)", "nn.init.zeros_({m}.norm.beta)")
+            if a.get("init") else ())
+    return TorchModule(f"GatedChannelTransformation({ins[0][0]}, eps={a['eps']!r}, "
+                       f"gate={a['gate']!r}, act={a['act']!r})",
+                       support=("GatedChannelTransformation",), init=init)
+
+
 TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
     Transform("mlp", params=_mlp_params,
               macs=lambda a, ins, out: 2 * ins[0][0] * _int(a, "rd_channels"),
@@ -673,13 +693,24 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
               module=_mlp_module, squeezes=KERNEL_SQUEEZES,
               folds_bn=True,
               doc="SE's MLP: fc1 to `rd_channels`, `excite`, fc2 back to C, `bias` in both, "
-                  "after a `squeeze` (sedsl::se_block; sedsl::se_bn_block with a BN folded in)"),
+                  "after a `squeeze` (sedsl::se_block; sedsl::se_bn_block with a BN folded in)",
+              steps=("fc", "excite", "fc")),
     Transform("channel_conv", params=lambda a, ins, out: _int(a, "kernel"),
               macs=lambda a, ins, out: ins[0][0] * _int(a, "kernel"),
               activations=lambda a, ins, out: ins[0][0],  # the conv's C outputs
               module=_eca_module, squeezes=frozenset({"avg"}), folds_bn=False,
               doc="ECA's 1-D conv of `kernel` taps across channels, `padding` zeros or "
-                  "circular, no bias, after a mean (sedsl::eca_block)"),
+                  "circular, no bias, after a mean (sedsl::eca_block)",
+              steps=("channel_conv",)),
+    Transform("identity", params=_zero, macs=_zero, activations=_zero, module=_ge_module,
+              squeezes=frozenset({"avg"}), folds_bn=False,
+              doc="nothing: the gate of the mean itself, x * gate(mean_hw x), Gather-Excite's "
+                  "parameter-free theta-minus at global extent (sedsl::ge_block)"),
+    Transform("gct_norm", params=lambda a, ins, out: 3 * ins[0][0], macs=_zero, activations=_zero,
+              module=_gct_module, squeezes=frozenset({"l2"}), folds_bn=False,
+              doc="GCT's normalisation of its L2 embedding across channels (alpha, gamma, beta "
+                  "per channel, `eps` in both roots), the gate offset by 1: x * (1 + gate(t)) "
+                  "(sedsl::gct_block)", steps=("norm",), offset=1.0),
 )}
 
 

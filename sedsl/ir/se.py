@@ -245,7 +245,8 @@ STEP_KINDS: dict[str, StepKind] = {k.name: k for k in (
     StepKind("style_fc", _op("style_fc"), "SRM's style integration: per channel, its two "
              "statistics weighted and summed"),
     StepKind("norm", _op("gct_norm", eps=1e-5), "GCT's channel normalisation: alpha-scaled "
-             "embedding, normalised by its mean square over channels, gamma and beta"),
+             "embedding, normalised by its mean square over channels, gamma and beta",
+             kernel=True),
     StepKind("energy", _op("simam", e_lambda=1e-4), "SimAM's per-element energy"),
     StepKind("scale", _op("mul"), "the first input times the second (broadcast): the output",
              kernel=True, inputs=("x", "prev")),
@@ -281,7 +282,9 @@ class Variant(Record):
     defaults: tuple[tuple[str, Any], ...] = ()
     # The transform of the fused `se` op (sedsl.ir.ops.TRANSFORMS) with which it computes exactly
     # these steps, [BN,] squeeze, transform, gate, scale [+ add [+ activation]]; None: the block
-    # runs as plain ops. The fusion pass (compile/passes.fuse_se) reads it and nothing else.
+    # runs as plain ops. The fusion pass (compile/passes.fuse_se) reads it, and fuses a block
+    # only where the steps its settings keep are the transform's (`Transform.steps`: ge's
+    # parameter-free form, not its conv gather or MLP).
     fused: str | None = None
     identity: IdentityInit | None = None
 
@@ -388,7 +391,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             "(theta-plus: after the conv gather, BN and ReLU as the authors' release has it)",
             "Hu et al. 2018, Gather-Excite: the authors' Caffe release (hujie-frank/GENet, "
             "RN50-GEP / RN50-GEPP.prototxt); timm GatherExcite for gather = mean",
-            (*_TIMM,)),
+            (*_TIMM,), fused="identity"),
     Variant("gc", _gc(_SCALE), "GCNet: softmax attention pooling, an MLP with layer norm, "
             "x * sigmoid(t)", "timm GlobalContext", (("ratio", 8), *_TIMM)),
     Variant("gca", _gc(Step("shift", "shift")),
@@ -416,7 +419,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("gct", (Step("embed", "squeeze", args=(("mode", "l2"),)), Step("norm", "norm"),
                     Step("gate", "gate"), Step("scale", "scale", args=(("offset", 1.0),))),
             "GCT: the L2 embedding per channel, normalised across channels, x * (1 + tanh)",
-            "official GCT code (z-x-yang/GCT)", (("gate", "tanh"),),
+            "official GCT code (z-x-yang/GCT)", (("gate", "tanh"),), fused="gct_norm",
             identity=IdentityInit((("norm", "open"),), (("gate", "tanh"),),
                                   "gamma and beta 0 (the release's own start): the gate is "
                                   "1 + tanh(0) = 1")),

@@ -1,9 +1,9 @@
 """Export a built network (`sedsl export SPEC --format onnx|torchscript|exported-program`) to a
 file that runs without sedsl: wherever a fused op (`torch.ops.sedsl.se_block`, `se_bn_block`,
-`eca_block`) is traced, it is decomposed into plain ATen ops (`DECOMPOSITIONS`), the same
-computation as the plain-torch lowering. Export runs on the CPU, where the fused modules already
-run plain ops; the decomposition covers the ops wherever they are traced (CUDA,
-TRITON_INTERPRET=1, or `trace_fused_op`)."""
+`eca_block`, `ge_block`, `gct_block`) is traced, it is decomposed into plain ATen ops
+(`DECOMPOSITIONS`), the same computation as the plain-torch lowering. Export runs on the CPU,
+where the fused modules already run plain ops; the decomposition covers the ops wherever they
+are traced (CUDA, TRITON_INTERPRET=1, or `trace_fused_op`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from sedsl.pytorch.kernels import bn_op, reference
 from sedsl.pytorch.kernels import op as se_op
 from sedsl.pytorch.kernels.eca_op import EfficientChannelAttention, call_eca
+from sedsl.pytorch.kernels.gct_op import GatedChannelTransformation, call_gct
+from sedsl.pytorch.kernels.ge_op import GatherExcite, call_ge
 from sedsl.pytorch.kernels.module import SqueezeExcite
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
@@ -68,14 +70,36 @@ def decompose_eca_block(u: Tensor, w: Tensor, identity: Tensor | None, padding: 
     return reference.scale(u, s, identity, act).to(u.dtype), z, s
 
 
+def decompose_ge_block(u: Tensor, identity: Tensor | None, gate: str,
+                       act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """sedsl::ge_block's outputs (out, z, s) in plain torch ops (sedsl/pytorch/kernels/
+    ge_op.py)."""
+    z = reference.squeeze_hw(u, "avg")  # (N, C), accumulate dtype
+    s = reference.activate(gate, z)
+    return reference.scale(u, s, identity, act).to(u.dtype), z, s
+
+
+def decompose_gct_block(u: Tensor, alpha: Tensor, gamma: Tensor, beta: Tensor,
+                        identity: Tensor | None, eps: float, gate: str,
+                        act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """sedsl::gct_block's outputs (out, z, s) in plain torch ops (sedsl/pytorch/kernels/
+    gct_op.py)."""
+    z = u.to(reference.accumulate_dtype(u.dtype)).pow(2).sum((2, 3))  # (N, C)
+    s = 1.0 + reference.activate(gate, reference.gct_transform(z, alpha, gamma, beta, eps))
+    return reference.scale(u, s, identity, act).to(u.dtype), z, s
+
+
 DECOMPOSITIONS: dict[Any, Any] = {torch.ops.sedsl.se_block.default: decompose_se_block,
                                   torch.ops.sedsl.se_bn_block.default: decompose_se_bn_block,
-                                  torch.ops.sedsl.eca_block.default: decompose_eca_block}
+                                  torch.ops.sedsl.eca_block.default: decompose_eca_block,
+                                  torch.ops.sedsl.ge_block.default: decompose_ge_block,
+                                  torch.ops.sedsl.gct_block.default: decompose_gct_block}
 
 
 @contextmanager
 def trace_fused_op() -> Iterator[None]:
-    """Make the fused modules (SqueezeExcite, EfficientChannelAttention) call their op on every
+    """Make the fused modules (SqueezeExcite, EfficientChannelAttention, GatherExcite,
+    GatedChannelTransformation) call their op on every
     device while tracing (tests use this to prove the decomposition; on CUDA it is what happens
     anyway). The op's CPU implementation stays the plain-torch reference."""
 
@@ -95,7 +119,16 @@ def trace_fused_op() -> Iterator[None]:
             identity: Tensor | None = None) -> Tensor:
         return call_eca(u, self.conv.weight, identity, self.padding, self.gate, self.act)[0]
 
-    with _forwards({SqueezeExcite: fused, EfficientChannelAttention: eca}):
+    def ge(self: GatherExcite, u: Tensor, identity: Tensor | None = None) -> Tensor:
+        return call_ge(u, identity, self.gate, self.act)[0]
+
+    def gct(self: GatedChannelTransformation, u: Tensor,
+            identity: Tensor | None = None) -> Tensor:
+        p = self.norm
+        return call_gct(u, p.alpha, p.gamma, p.beta, identity, self.eps, self.gate, self.act)[0]
+
+    with _forwards({SqueezeExcite: fused, EfficientChannelAttention: eca, GatherExcite: ge,
+                    GatedChannelTransformation: gct}):
         yield
 
 
@@ -103,7 +136,9 @@ def trace_fused_op() -> Iterator[None]:
 def _plain_se() -> Iterator[None]:
     """The fused modules as plain torch ops on every device: TorchScript has no decompositions."""
     with _forwards({SqueezeExcite: SqueezeExcite.plain,
-                    EfficientChannelAttention: EfficientChannelAttention.plain}):
+                    EfficientChannelAttention: EfficientChannelAttention.plain,
+                    GatherExcite: GatherExcite.plain,
+                    GatedChannelTransformation: GatedChannelTransformation.plain}):
         yield
 
 

@@ -102,6 +102,13 @@ def _eca_block_backward_flops(grad: Sequence[int], u: Sequence[int], w: Sequence
     return 4 * eca_macs(u, w)
 
 
+def _nothing(*_: Any, **__: Any) -> int:
+    """sedsl::ge_block, sedsl::gct_block and their backwards: the plain lowerings (mean or sum
+    of squares, GCT's normalisation, gate, mul) have no convolution, matrix product or
+    normalisation that either counter counts."""
+    return 0
+
+
 def fvcore_handles() -> dict[str, Callable[[list[Any], list[Any]], int]]:
     """fvcore op handles of sedsl's fused ops, for
     `FlopCountAnalysis(model, x).set_op_handle(**fvcore_handles())`: a fused model then counts
@@ -120,7 +127,8 @@ def fvcore_handles() -> dict[str, Callable[[list[Any], list[Any]], int]]:
         return eca_macs(get_shape(inputs[0]), get_shape(inputs[1]))
 
     return {"sedsl::se_block": se_block, "sedsl::se_bn_block": se_bn_block,
-            "sedsl::eca_block": eca_block}
+            "sedsl::eca_block": eca_block, "sedsl::ge_block": _nothing,
+            "sedsl::gct_block": _nothing}
 
 
 # --- registering the formulas with torch.utils.flop_counter ---------------------------------------
@@ -145,7 +153,9 @@ def _register() -> None:
     formulas: dict[str, Callable[..., int]] = {
         "se_block": _se_block_flops, "se_block_backward": _se_block_backward_flops,
         "se_bn_block": _se_bn_block_flops, "se_bn_block_backward": _se_bn_block_backward_flops,
-        "eca_block": _eca_block_flops, "eca_block_backward": _eca_block_backward_flops}
+        "eca_block": _eca_block_flops, "eca_block_backward": _eca_block_backward_flops,
+        "ge_block": _nothing, "ge_block_backward": _nothing,
+        "gct_block": _nothing, "gct_block_backward": _nothing}
     for name, formula in formulas.items():
         op = getattr(torch.ops.sedsl, name, None)  # None: not defined yet (its module calls
         if op is not None and op not in flop_registry:  # install_flop_formulas again)

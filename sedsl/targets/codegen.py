@@ -56,6 +56,43 @@ _FUSED: dict[str, str] = {
             z = nn.functional.pad(x.mean((2, 3))[:, None], (pad, pad), mode=self.padding)
             s = self.gate(self.conv(z)).view(x.shape[0], -1, 1, 1)
             return self.act(x * s if identity is None else x * s + identity)''',
+    "GatherExcite": '''
+    class GatherExcite(nn.Module):  # type: ignore[no-redef]
+        """act(x * gate(mean(x)) + identity): Gather-Excite's parameter-free form."""
+
+        def __init__(self, gate: str = "sigmoid", act: str = "none") -> None:
+            super().__init__()
+            self.gate = _ACT[gate]()
+            self.act = _ACT[act]()
+
+        def forward(self, x: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+            s = self.gate(x.mean((2, 3), keepdim=True))
+            return self.act(x * s if identity is None else x * s + identity)''',
+    "GatedChannelTransformation": '''
+    class GCTParameters(nn.Module):
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.alpha = nn.Parameter(torch.ones(1, channels, 1, 1))
+            self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+            self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    class GatedChannelTransformation(nn.Module):  # type: ignore[no-redef]
+        """act(x * (1 + gate(t)) + identity), t GCT's normalised L2 embedding."""
+
+        def __init__(self, channels: int, eps: float = 1e-5, gate: str = "tanh",
+                     act: str = "none") -> None:
+            super().__init__()
+            self.norm = GCTParameters(channels)
+            self.eps = eps
+            self.gate = _ACT[gate]()
+            self.act = _ACT[act]()
+
+        def forward(self, x: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+            p = self.norm
+            embedding = (x.pow(2).sum((2, 3), keepdim=True) + self.eps).pow(0.5) * p.alpha
+            norm = p.gamma / (embedding.pow(2).mean(dim=1, keepdim=True) + self.eps).pow(0.5)
+            y = x * (1.0 + self.gate(embedding * norm + p.beta))
+            return self.act(y if identity is None else y + identity)''',
 }
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from sedsl.pytorch.kernels import bn_op  # registers sedsl::se_bn_block
 from sedsl.pytorch.kernels.eca_op import EfficientChannelAttention, eca_block
+from sedsl.pytorch.kernels.gct_op import GatedChannelTransformation, gct_block
+from sedsl.pytorch.kernels.ge_op import GatherExcite, ge_block
 from sedsl.pytorch.kernels.module import SqueezeExcite
 from sedsl.pytorch.kernels.op import se_block, use_triton
 
-__all__ = ["EfficientChannelAttention", "SqueezeExcite", "bn_op", "eca_block", "se_block",
+__all__ = ["EfficientChannelAttention", "GatedChannelTransformation", "GatherExcite",
+           "SqueezeExcite", "bn_op", "eca_block", "gct_block", "ge_block", "se_block",
            "use_triton"]

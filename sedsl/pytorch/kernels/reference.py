@@ -376,6 +376,106 @@ def eca_backward(grad: Tensor, u: Tensor, w: Tensor, identity: Tensor | None,
     return du, di, dw.to(w.dtype).view(w.shape)
 
 
+# --- Gather-Excite's parameter-free form: the gate of the mean (sedsl::ge_block) -----------------
+
+
+def ge_forward(u: Tensor, identity: Tensor | None, gate: str,
+               act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, z, s) of act(U * gate(mean_hw U) + identity); z, s in the accumulate dtype, out in
+    U's dtype and layout."""
+    z = squeeze_hw(u, "avg")  # (N, C)
+    s = activate(gate, z)
+    out = torch.empty_like(u)
+    out.copy_(scale(u, s, identity, act))
+    return out, z, s
+
+
+def ge_backward(grad: Tensor, u: Tensor, identity: Tensor | None, out: Tensor | None,
+                z: Tensor, s: Tensor, grad_z: Tensor | None, grad_s: Tensor | None, gate: str,
+                act: str, has_identity: bool) -> tuple[Tensor, Tensor | None]:
+    """(dU, dIdentity) of `ge_forward`, act' as in `backward`."""
+    g = grad.to(s.dtype)
+    if out is not None:
+        g = activation_grad(act, out.to(s.dtype), g)
+    elif act != "none":
+        g = activation_grad(act, scale(u, s, identity, "none"), g)
+    ds = (g * u.to(s.dtype)).sum((2, 3))
+    if grad_s is not None:
+        ds = ds + grad_s
+    dz = ds * _gate_grad(s, gate)
+    if grad_z is not None:
+        dz = dz + grad_z
+    du = torch.empty_like(u)
+    du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, z, u.new_empty((0,)), u, "avg"))
+    di = None
+    if has_identity:
+        di = torch.empty_like(identity if identity is not None else out if out is not None
+                              else u)
+        di.copy_(g)
+    return du, di
+
+
+# --- GCT: the L2 embedding normalised across channels (sedsl::gct_block) --------------------------
+
+
+def gct_transform(z: Tensor, alpha: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Tensor:
+    """t (N, C) from z = sum_hw U^2 (N, C), as the official GCT code computes it:
+    emb = alpha * sqrt(z + eps), t = emb * gamma / sqrt(mean_c emb^2 + eps) + beta."""
+    emb = alpha.to(z.dtype).reshape(-1) * (z + eps).pow(0.5)
+    norm = gamma.to(z.dtype).reshape(-1) / (emb.pow(2).mean(1, keepdim=True) + eps).pow(0.5)
+    return emb * norm + beta.to(z.dtype).reshape(-1)
+
+
+def gct_forward(u: Tensor, alpha: Tensor, gamma: Tensor, beta: Tensor, identity: Tensor | None,
+                eps: float, gate: str, act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, z, s) of act(U * (1 + gate(t)) + identity), z = sum_hw U^2 and s = 1 + gate(t) in
+    the accumulate dtype, out in U's dtype and layout."""
+    z = u.to(accumulate_dtype(u.dtype)).pow(2).sum((2, 3))  # (N, C)
+    s = 1.0 + activate(gate, gct_transform(z, alpha, gamma, beta, eps))
+    out = torch.empty_like(u)
+    out.copy_(scale(u, s, identity, act))
+    return out, z, s
+
+
+def gct_backward(grad: Tensor, u: Tensor, alpha: Tensor, gamma: Tensor, beta: Tensor,
+                 identity: Tensor | None, out: Tensor | None, z: Tensor, s: Tensor,
+                 grad_z: Tensor | None, grad_s: Tensor | None, eps: float, gate: str, act: str,
+                 has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+    """(dU, dIdentity, dalpha, dgamma, dbeta) of `gct_forward`, act' as in `backward`: the
+    normalisation's mean square couples the channels (dm), and the squeeze's derivative is
+    2 dz U."""
+    g = grad.to(s.dtype)
+    if out is not None:
+        g = activation_grad(act, out.to(s.dtype), g)
+    elif act != "none":
+        g = activation_grad(act, scale(u, s, identity, "none"), g)
+    uu = u.to(s.dtype)
+    ds = (g * uu).sum((2, 3))
+    if grad_s is not None:
+        ds = ds + grad_s
+    a, gm = alpha.to(z.dtype).reshape(-1), gamma.to(z.dtype).reshape(-1)
+    r = (z + eps).sqrt()
+    emb = a * r
+    q = (emb.pow(2).mean(1, keepdim=True) + eps).sqrt()  # (N, 1)
+    dt = ds * _gate_grad(s - 1.0, gate)
+    dm = -(dt * emb * gm).sum(1, keepdim=True) / (2.0 * q.pow(3))
+    demb = dt * gm / q + dm * 2.0 * emb / z.shape[1]
+    dz = demb * a / (2.0 * r)
+    if grad_z is not None:
+        dz = dz + grad_z
+    du = torch.empty_like(u)
+    du.copy_(g * s[:, :, None, None] + 2.0 * dz[:, :, None, None] * uu)
+    di = None
+    if has_identity:
+        di = torch.empty_like(identity if identity is not None else out if out is not None
+                              else u)
+        di.copy_(g)
+    grads = ((demb * r).sum(0), (dt * emb / q).sum(0), dt.sum(0))
+    dalpha, dgamma, dbeta = (d.to(p.dtype).view(p.shape)
+                             for d, p in zip(grads, (alpha, gamma, beta), strict=True))
+    return du, di, dalpha, dgamma, dbeta
+
+
 def _gate_grad(s: Tensor, gate: str) -> Tensor:
     """dGATE/dx from the gate's output s (the gates the kernels take: sigmoid, tanh, relu,
     hardsigmoid)."""

@@ -189,9 +189,11 @@ def _act_grad(x, ACT: tl.constexpr):  # type: ignore[no-untyped-def]
 def _gate_grad(s, GATE: tl.constexpr):  # type: ignore[no-untyped-def]
     """dGATE/dx from the gate's output s = GATE(x), for the gates of GATES_FROM_OUTPUT (what
     torch's own sigmoid, tanh and relu backwards use; hardsigmoid's 1/6 where -3 < x < 3 is
-    where 0 < s < 1)."""
+    where 0 < s < 1); "none": 1 (the gate's own derivative is the transform's: GCT)."""
     if GATE == "sigmoid":
         d = s * (1.0 - s)
+    elif GATE == "none":
+        d = tl.full(s.shape, 1.0, tl.float32)
     elif GATE == "tanh":
         d = 1.0 - s * s
     elif GATE == "relu":
@@ -800,6 +802,7 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
     ACT: tl.constexpr,  # final activation name
     FROM_OUT: tl.constexpr,  # ACT' from the block's output at i_ptr (relu), not from y
     MAX: tl.constexpr,  # max squeeze: dz split between the maxima (else dz / HW everywhere)
+    L2: tl.constexpr,  # z = sum_hw U^2 (GCT): squeeze'(dz) = 2 dz U
     WIDE: tl.constexpr,  # int64 offsets
     BLOCK_C: tl.constexpr,  # channels per program (1 when FLAT)
     BLOCK_HW: tl.constexpr,  # hw positions per program (elements per program when FLAT)
@@ -845,7 +848,7 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
         i_at = i_ptr + n * i_sn + _offsets(c, hw, W, i_sc, i_sh, i_sw, I_LAYOUT, WIDE)
         d_at = du_ptr + n * d_sn + _offsets(c, hw, W, d_sc, d_sh, d_sw, D_LAYOUT, WIDE)
     g = tl.load(g_at, mask=mask, other=0.0).to(tl.float32)
-    if (NEED_Y and not FROM_OUT) or MAX or BN:
+    if (NEED_Y and not FROM_OUT) or MAX or BN or L2:
         u = tl.load(u_at, mask=mask, other=0.0).to(tl.float32)
     if NEED_Y and FROM_OUT:  # relu: out > 0, as torch's threshold_backward on the result
         g = tl.where(tl.load(i_at, mask=mask, other=0.0).to(tl.float32) > 0.0, g, 0.0)
@@ -860,6 +863,8 @@ def _bwd_input_kernel(  # type: ignore[no-untyped-def]
     du = g * s
     if MAX:  # torch.amax's rule: dz / ties at each maximum; NaN everywhere when z is NaN
         du += tl.where(u == z, dz, 0.0) / ties.to(tl.float32)
+    elif L2:
+        du += 2.0 * dz * u
     else:
         du += dz / HW
     if BN:
@@ -1378,6 +1383,8 @@ def forward(u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor, b2: Tensor | N
 
 def gate_grad(s: Tensor, gate: str) -> Tensor:
     """dGATE/dx from the gate's output s, in torch (`_gate_grad` in the kernels)."""
+    if gate == "none":
+        return torch.ones_like(s)
     if gate == "sigmoid":
         return s * (1.0 - s)
     if gate == "tanh":
@@ -1487,7 +1494,7 @@ def excite_backward(z: Tensor, dsp: Tensor, w1: Tensor, b1: Tensor | None, w2: T
 
 @_plan
 def _input_plan(gm: Meta, um: Meta, im: Meta, dm: Meta, itemsize: int, has_identity: bool,
-                bn: bool, act: str, from_out: bool, is_max: bool,
+                bn: bool, act: str, from_out: bool, is_max: bool, is_l2: bool,
                 _tun: tuple[Any, ...]) -> Launch:
     """The input-gradient launch on (g, U, identity or output or U, s, dz, z, ties or dz,
     BN coefficients (a, b, P, Q) or s, dU)."""
@@ -1502,7 +1509,7 @@ def _input_plan(gm: Meta, um: Meta, im: Meta, dm: Meta, itemsize: int, has_ident
                   (n * c * h * w, c, h * w, w, *gst, *ust, *ist, *dst, hb, cb),
                   {"FLAT": flat, "G_LAYOUT": gcode, "U_LAYOUT": ucode, "I_LAYOUT": icode,
                    "D_LAYOUT": dcode, "NEED_Y": act != "none", "HAS_IDENTITY": has_identity,
-                   "BN": bn, "ACT": act, "FROM_OUT": from_out, "MAX": is_max,
+                   "BN": bn, "ACT": act, "FROM_OUT": from_out, "MAX": is_max, "L2": is_l2,
                    "WIDE": _wide(gm, um, im, dm), **tiles})
 
 
@@ -1510,15 +1517,15 @@ def input_backward(g: Tensor, u: Tensor, identity: Tensor | None, s: Tensor, dz:
                    z: Tensor, ties: Tensor, squeeze_mode: str, act: str,
                    out: Tensor | None = None, bn: Tensor | None = None) -> Tensor:
     """dU (U's dtype and layout) from g = dOut when act != "none" (act' from `out` when given,
-    else from y = s * U + identity), else g = dY; with a folded BN's coefficients
-    (a, b, P, Q) (4, C), dX = a * dU - P * X - Q for u = X."""
+    else from y = s * U + identity), else g = dY; squeeze_mode "l2": z = sum_hw U^2 (GCT); with
+    a folded BN's coefficients (a, b, P, Q) (4, C), dX = a * dU - P * X - Q for u = X."""
     du = torch.empty_like(u)
     other = out if out is not None else identity
     ident = other if other is not None else u
     is_max = squeeze_mode == "max"
     launch = _input_plan(meta(g), meta(u), meta(ident), meta(du), u.element_size(),
                          identity is not None, bn is not None, act, out is not None, is_max,
-                         _tunables())
+                         squeeze_mode == "l2", _tunables())
     launch(g, u, ident, s, dz, z, ties if is_max else dz, s if bn is None else bn, du)
     return du
 
@@ -1686,6 +1693,7 @@ def _channel_conv_kernel(  # type: ignore[no-untyped-def]
     K: tl.constexpr,  # kernel size (odd)
     CIRCULAR: tl.constexpr,  # circular padding (CecaModule), else zero padding (EcaModule)
     GATE: tl.constexpr,  # the gate's name
+    HAS_W: tl.constexpr,  # False: no weight (K = 1, w = 1): s = GATE(z), Gather-Excite's mean
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_C: tl.constexpr,  # channels per program
 ):
@@ -1698,8 +1706,10 @@ def _channel_conv_kernel(  # type: ignore[no-untyped-def]
     ok = (m < N)[:, None] & (c < C)[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
     for j in tl.static_range(K):
-        acc += tl.load(w_ptr + j).to(tl.float32) * _shifted(zp_ptr, m, c, j - K // 2, ok, N, C,
-                                                            SPLITS, CIRCULAR)
+        tap = _shifted(zp_ptr, m, c, j - K // 2, ok, N, C, SPLITS, CIRCULAR)
+        if HAS_W:
+            tap = tl.load(w_ptr + j).to(tl.float32) * tap
+        acc += tap
     at = m[:, None] * C + c[None, :]
     if SPLITS > 1:
         tl.store(z_ptr + at, _shifted(zp_ptr, m, c, 0, ok, N, C, SPLITS, CIRCULAR), mask=ok)
@@ -1753,10 +1763,11 @@ def _conv_tiles(n: int, c: int) -> tuple[int, int]:
 @_plan
 def _channel_conv_plan(n: int, c: int, sp: int, k: int, circular: bool, gate: str,
                        _tun: tuple[Any, ...]) -> Launch:
-    """The forward launch on (partials, w, z, s)."""
+    """The forward launch on (partials, w, z, s); k = 0: no weight, s = gate(z)."""
     bm, bc = _conv_tiles(n, c)
     return Launch(_channel_conv_kernel, _cdiv(n, bm) * _cdiv(c, bc), (n, c, sp),
-                  {"K": k, "CIRCULAR": circular, "GATE": gate, "BLOCK_M": bm, "BLOCK_C": bc})
+                  {"K": max(k, 1), "CIRCULAR": circular, "GATE": gate, "HAS_W": k > 0,
+                   "BLOCK_M": bm, "BLOCK_C": bc})
 
 
 @_plan
@@ -1811,3 +1822,229 @@ def eca_backward(grad: Tensor, u: Tensor, w: Tensor, identity: Tensor | None,
     else:
         du = input_backward(grad, u, identity, s, dz, z, dz, "avg", act, out)
     return du, gy, dw
+
+
+# --- Gather-Excite's parameter-free form: s = gate(mean_hw U) -----------------------------------
+#
+# No transform at all: the channel convolution's kernel without a weight computes s = gate(z)
+# (and combines the partials into z), the rest is ECA's. Forward 3 launches; backward 2 (the
+# reduce pass's dpre is dz, summed over its splits) and that sum when H*W was split.
+
+
+def ge_forward(u: Tensor, identity: Tensor | None, gate: str,
+               act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, z, s) of act(U * gate(mean_hw U) + identity): three launches."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return ge_forward(u, identity, gate, act)
+    n, c = u.shape[:2]
+    zp, _ = _squeeze_partials(u, "avg")
+    sp = zp.shape[0]
+    z = zp[0] if sp == 1 else zp.new_empty((n, c))
+    s = zp.new_empty((n, c))
+    _channel_conv_plan(n, c, sp, 0, False, gate, _tunables())(zp, zp, z, s)
+    return scale(u, s, identity, act), z, s
+
+
+def ge_backward(grad: Tensor, u: Tensor, identity: Tensor | None, out: Tensor | None,
+                z: Tensor, s: Tensor, grad_z: Tensor | None, grad_s: Tensor | None, gate: str,
+                act: str, has_identity: bool) -> tuple[Tensor, Tensor | None]:
+    """(dU, dIdentity) of `ge_forward`; act' from `out` or from y, as in `backward`."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return ge_backward(grad, u, identity, out, z, s, grad_z, grad_s, gate, act,
+                               has_identity)
+    store_gy = has_identity and act != "none"
+    dsp, gy, _ = reduce_backward(grad, u, identity, out, s, gate, act, store_gy)
+    if grad_s is not None:
+        dsp[0] += grad_s * gate_grad(s, gate)
+    dz = dsp[0] if dsp.shape[0] == 1 else dsp.sum(0)  # in split order: deterministic
+    if grad_z is not None:
+        dz = dz + grad_z
+    if gy is not None:
+        du = input_backward(gy, u, None, s, dz, z, dz, "avg", "none")
+    else:
+        du = input_backward(grad, u, identity, s, dz, z, dz, "avg", act, out)
+    return du, gy
+
+
+# --- GCT: the L2 embedding, normalised across channels ------------------------------------------
+#
+# z = sum_hw U^2 per (n, c) (the squeeze kernel's sum of squares), then per sample
+# emb = alpha * sqrt(z + eps), t = emb * gamma / sqrt(mean_c emb^2 + eps) + beta and
+# s = 1 + GATE(t) (official GCT: 1 + tanh). The cross-channel mean makes the transform a
+# per-sample one: `_gct_kernel` takes one sample a program, two loops over its channels.
+# Backward: the reduce pass with no gate derivative (dpre = ds), `_gct_bwd_kernel` (three loops
+# a sample: the mean, the normalisation's gradient through it, then dz and the per-sample
+# parameter gradients, summed over the batch in order by torch), and the input pass with
+# squeeze'(dz) = 2 dz U. Forward 3 launches, backward 3 (and the sum of the parameter shares).
+
+
+@triton.jit  # type: ignore[untyped-decorator]
+def _gct_embedding(qp_ptr, z_ptr, a_ptr, n, c, ok, N, C, SPLITS, HW, eps,  # type: ignore[no-untyped-def]
+                   FROM_Z: tl.constexpr):
+    """(z, sqrt(z + eps), emb) of channels c of sample n: z from the squeeze's partial
+    sum(U^2) / HW (SPLITS, N, C), or read back (FROM_Z)."""
+    if FROM_Z:
+        z = tl.load(z_ptr + n * C + c, mask=ok, other=0.0)
+    else:
+        z = tl.zeros(c.shape, tl.float32)
+        for sp in range(0, SPLITS):
+            z += tl.load(qp_ptr + (sp * N + n) * C + c, mask=ok, other=0.0)
+        z = z * HW
+    r = tl.sqrt(z + eps)
+    emb = tl.load(a_ptr + c, mask=ok, other=0.0).to(tl.float32) * r
+    return z, r, tl.where(ok, emb, 0.0)
+
+
+@triton.jit(do_not_specialize=["N", "C", "SPLITS", "HW"])  # type: ignore[untyped-decorator]
+def _gct_kernel(  # type: ignore[no-untyped-def]
+    qp_ptr,  # the squeeze's partial sum(U^2) / HW (SPLITS, N, C) fp32
+    a_ptr, g_ptr, b_ptr,  # alpha, gamma, beta (C,), any float dtype
+    z_ptr,  # out: z = sum_hw U^2 (N, C) fp32
+    s_ptr,  # out: s = 1 + GATE(t) (N, C) fp32
+    N, C, SPLITS, HW,
+    eps,  # GCT's epsilon (in the root of the embedding and of the mean square)
+    GATE: tl.constexpr,  # the gate's name
+    BLOCK_C: tl.constexpr,  # channels per loop step
+):
+    """One program per sample: the mean over channels of emb^2, then s."""
+    n = tl.program_id(0).to(tl.int64)
+    lanes = tl.arange(0, BLOCK_C)
+    acc = tl.zeros((BLOCK_C,), tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + lanes
+        ok = c < C
+        z, _, emb = _gct_embedding(qp_ptr, z_ptr, a_ptr, n, c, ok, N, C, SPLITS, HW, eps, False)
+        tl.store(z_ptr + n * C + c, z, mask=ok)
+        acc += emb * emb
+    q = tl.sqrt(tl.sum(acc, axis=0) / C + eps)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + lanes
+        ok = c < C
+        _, _, emb = _gct_embedding(qp_ptr, z_ptr, a_ptr, n, c, ok, N, C, SPLITS, HW, eps, False)
+        gamma = tl.load(g_ptr + c, mask=ok, other=0.0).to(tl.float32)
+        beta = tl.load(b_ptr + c, mask=ok, other=0.0).to(tl.float32)
+        tl.store(s_ptr + n * C + c, 1.0 + _act(emb * (gamma / q) + beta, GATE), mask=ok)
+
+
+@triton.jit  # type: ignore[untyped-decorator]
+def _gct_dt(dsp_ptr, s_ptr, n, c, ok, N, C, SPLITS,  # type: ignore[no-untyped-def]
+            GATE: tl.constexpr):
+    """dL/dt of channels c of sample n: ds (the partials summed) * GATE'(t), from s - 1."""
+    ds = tl.zeros(c.shape, tl.float32)
+    for sp in range(0, SPLITS):
+        ds += tl.load(dsp_ptr + (sp * N + n) * C + c, mask=ok, other=0.0)
+    return ds * _gate_grad(tl.load(s_ptr + n * C + c, mask=ok, other=1.0) - 1.0, GATE)
+
+
+@triton.jit(do_not_specialize=["N", "C", "SPLITS"])  # type: ignore[untyped-decorator]
+def _gct_bwd_kernel(  # type: ignore[no-untyped-def]
+    dsp_ptr,  # partial ds = sum_hw dY * U (SPLITS, N, C) fp32 (the backward reduce's)
+    z_ptr,  # z (N, C) fp32
+    s_ptr,  # s = 1 + GATE(t) (N, C) fp32
+    a_ptr, g_ptr, b_ptr,  # alpha, gamma, beta (C,)
+    dz_ptr,  # out: dL/dz (N, C) fp32
+    dp_ptr,  # out: this sample's share of dalpha, dgamma, dbeta (3, N, C) fp32
+    N, C, SPLITS,
+    eps,
+    GATE: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """One program per sample: dt = ds * GATE'(t) (from s - 1), then back through the
+    normalisation (its mean square couples the channels) and the embedding to dz."""
+    n = tl.program_id(0).to(tl.int64)
+    lanes = tl.arange(0, BLOCK_C)
+    acc = tl.zeros((BLOCK_C,), tl.float32)  # emb^2
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + lanes
+        ok = c < C
+        _, _, emb = _gct_embedding(z_ptr, z_ptr, a_ptr, n, c, ok, N, C, 1, 1, eps, True)
+        acc += emb * emb
+    q = tl.sqrt(tl.sum(acc, axis=0) / C + eps)
+    acc = tl.zeros((BLOCK_C,), tl.float32)  # dt * emb * gamma
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + lanes
+        ok = c < C
+        _, _, emb = _gct_embedding(z_ptr, z_ptr, a_ptr, n, c, ok, N, C, 1, 1, eps, True)
+        dt = _gct_dt(dsp_ptr, s_ptr, n, c, ok, N, C, SPLITS, GATE)
+        gamma = tl.load(g_ptr + c, mask=ok, other=0.0).to(tl.float32)
+        acc += tl.where(ok, dt * emb * gamma, 0.0)
+    dm = -tl.sum(acc, axis=0) / (2.0 * q * q * q)  # dL/d mean_c(emb^2)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + lanes
+        ok = c < C
+        _, r, emb = _gct_embedding(z_ptr, z_ptr, a_ptr, n, c, ok, N, C, 1, 1, eps, True)
+        dt = _gct_dt(dsp_ptr, s_ptr, n, c, ok, N, C, SPLITS, GATE)
+        tl.store(dp_ptr + 2 * N * C + n * C + c, dt, mask=ok)  # dbeta's share: dt itself
+        alpha = tl.load(a_ptr + c, mask=ok, other=0.0).to(tl.float32)
+        gamma = tl.load(g_ptr + c, mask=ok, other=0.0).to(tl.float32)
+        demb = dt * gamma / q + dm * 2.0 * emb / C
+        tl.store(dp_ptr + n * C + c, demb * r, mask=ok)
+        tl.store(dp_ptr + N * C + n * C + c, dt * emb / q, mask=ok)
+        tl.store(dz_ptr + n * C + c, demb * alpha / (2.0 * r), mask=ok)
+
+
+def _gct_tile(c: int) -> int:
+    """Channels per loop step of the GCT kernels."""
+    return min(_pow2(c), 1024)
+
+
+@_plan
+def _gct_plan(n: int, c: int, sp: int, hw: int, eps: float, gate: str,
+              _tun: tuple[Any, ...]) -> Launch:
+    """The forward launch on (partial sum of squares, alpha, gamma, beta, z, s)."""
+    return Launch(_gct_kernel, n, (n, c, sp, hw, eps), {"GATE": gate, "BLOCK_C": _gct_tile(c)})
+
+
+@_plan
+def _gct_bwd_plan(n: int, c: int, sp: int, eps: float, gate: str,
+                  _tun: tuple[Any, ...]) -> Launch:
+    """The backward launch on (partial ds, z, s, alpha, gamma, beta, dz, parameter shares)."""
+    return Launch(_gct_bwd_kernel, n, (n, c, sp, eps), {"GATE": gate, "BLOCK_C": _gct_tile(c)})
+
+
+def gct_forward(u: Tensor, alpha: Tensor, gamma: Tensor, beta: Tensor, identity: Tensor | None,
+                eps: float, gate: str, act: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(out, z, s) of act(U * (1 + gate(GCT's normalised embedding)) + identity): three
+    launches."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return gct_forward(u, alpha, gamma, beta, identity, eps, gate, act)
+    n, c, h, w = u.shape
+    launch, sp = _squeeze_plan(meta(u), u.element_size(), False, False, True, _tunables())
+    zp = u.new_empty((sp, n, c), dtype=torch.float32)
+    qp = torch.empty_like(zp)
+    launch(u, zp, zp, qp, zp)
+    z, s = zp.new_empty((n, c)), zp.new_empty((n, c))
+    _gct_plan(n, c, sp, h * w, float(eps), gate, _tunables())(qp, alpha, gamma, beta, z, s)
+    return scale(u, s, identity, act), z, s
+
+
+def gct_backward(grad: Tensor, u: Tensor, alpha: Tensor, gamma: Tensor, beta: Tensor,
+                 identity: Tensor | None, out: Tensor | None, z: Tensor, s: Tensor,
+                 grad_z: Tensor | None, grad_s: Tensor | None, eps: float, gate: str, act: str,
+                 has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+    """(dU, dIdentity, dalpha, dgamma, dbeta) of `gct_forward`; act' from `out` or from y, as
+    in `backward`."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return gct_backward(grad, u, alpha, gamma, beta, identity, out, z, s, grad_z,
+                                grad_s, eps, gate, act, has_identity)
+    n, c = u.shape[:2]
+    store_gy = has_identity and act != "none"
+    dsp, gy, _ = reduce_backward(grad, u, identity, out, s, "none", act, store_gy)
+    if grad_s is not None:
+        dsp[0] += grad_s
+    dz, dp = z.new_empty((n, c)), z.new_empty((3, n, c))
+    _gct_bwd_plan(n, c, dsp.shape[0], float(eps), gate, _tunables())(
+        dsp, z, s, alpha, gamma, beta, dz, dp)
+    if grad_z is not None:
+        dz += grad_z
+    dalpha, dgamma, dbeta = (g.to(p.dtype).view(p.shape)
+                             for g, p in zip(dp.sum(1), (alpha, gamma, beta), strict=True))
+    if gy is not None:
+        du = input_backward(gy, u, None, s, dz, z, dz, "l2", "none")
+    else:
+        du = input_backward(grad, u, identity, s, dz, z, dz, "l2", act, out)
+    return du, gy, dalpha, dgamma, dbeta
