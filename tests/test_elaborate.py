@@ -42,6 +42,8 @@ CONVS = [  # (input, call): odd sizes, strides, dilation, padding, groups, ceil-
     ("3x14x14", "maxpool(3, 2, ceil = true)"),
     ("3x16x16", "avgpool(3, 2, padding = 1, ceil = true, count_pad = false)"),
     ("3x7x9", "avgpool(2)"),
+    ("3x16x15", "maxpool(3, 2, same = true)"),  # TensorFlow's `same`: unequal on H, equal on W
+    ("3x16x16", "maxpool(2, 3, same = true)"),
 ]
 
 

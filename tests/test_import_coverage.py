@@ -113,6 +113,36 @@ def test_tensorflow_same_padding_and_functional_pools() -> None:
     assert ops(net)[1:5] == ["pad", "conv", "relu", "maxpool"]
 
 
+@pytest.mark.parametrize("size", [16, 17])
+def test_max_pooling_after_padding_with_minus_infinity(size: int) -> None:
+    """timm's MaxPool2dSame (NASNet, PNASNet) pads with -inf, TensorFlow's `same`: unequal at
+    an even size and stride 2, as `maxpool(same = true)`. PNASNet's own stem-cell branch
+    (timm's code, `same` padding: max pooling, a 1x1 conv, BN) and the full stem cell are
+    checked: parameters, fvcore's FLOPs, outputs, and for the branch the written spec with the
+    weights transferred (the cell's wiring has no spec form); an unequal -inf pad before
+    anything else is refused."""
+    pnasnet = pytest.importorskip("timm.models.pnasnet")
+    cell = randomise(pnasnet.CellStem0(8, 8, 8, 8, pad_type="same"))
+    net = exact(nn.Sequential(nn.Conv2d(3, 8, 1), cell.comb_iter_0_right,
+                              timm_layers.create_pool2d("max", 3, stride=1, padding="same")),
+                size=size)
+    pools = [r.attrs.get("same", False) for _, r in records(net.ir) if r.op == "maxpool"]
+    assert pools == [True, False]  # at stride 1 timm pads statically: nn.MaxPool2d(padding=1)
+    assert "maxpool(3, 2, same = true)" in write_spec(net.base_ir, se_graph=net.ir).text
+    whole = sedsl.from_torch(cell, input=(8, size, size), name="cell")
+    assert whole.cost().se.params == n_params(cell)
+    assert whole.cost().se.flops == fvcore_count(cell, (8, size, size))
+    assert_same_outputs(whole.to_torch(fused=False), cell, (8, size, size), tol=1e-5)
+    with pytest.raises(sedsl.SpecError, match="padded with -inf"):
+        sedsl.from_torch(nn.Sequential(Lambda(lambda x: F.pad(x, (0, 1, 0, 1),
+                                                              value=-float("inf"))),
+                                       nn.Conv2d(3, 4, 3)), input=8)
+    with pytest.raises(sedsl.SpecError, match="neither TensorFlow's `same`"):
+        sedsl.from_torch(Lambda(lambda x: F.max_pool2d(F.pad(x, (1, 0, 1, 0),
+                                                             value=-float("inf")), 3, 2)),
+                         input=8)
+
+
 def test_leaky_relu_in_batch_norm_act_and_a_linear_classifier() -> None:
     """CSPNet's BatchNormAct2d with LeakyReLU; timm's Linear reads its weight (F.linear)."""
     model = nn.Sequential(nn.Conv2d(3, 8, 3),

@@ -216,11 +216,27 @@ def _zero_init(a: Attrs, names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f"nn.init.zeros_({{m}}.{n})" for n in names if n != "bias" or a.get("bias"))
 
 
+def same_pads(size: tuple[int, int], kernel: Attr, stride: Attr = 1,
+              dilation: Attr = 1) -> tuple[int, int, int, int]:
+    """TensorFlow's `same` padding of an H x W input, (left, right, top, bottom): the output is
+    ceil(size / stride), the pad it takes split with the odd one after (timm's `pad_same`). The
+    one padding rule: at stride 1 it does not depend on the size (`same_padding`)."""
+    def axis(n: int, k: int, s: int, d: int) -> tuple[int, int]:
+        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        return total // 2, total - total // 2
+
+    (kh, kw), (sh, sw), (dh, dw) = _pair(kernel), _pair(stride), _pair(dilation)
+    top, bottom = axis(size[0], kh, sh, dh)
+    left, right = axis(size[1], kw, sw, dw)
+    return left, right, top, bottom
+
+
 def same_padding(kernel: Attr, dilation: Attr = 1) -> tuple[int, int]:
-    """The padding that keeps H x W at stride 1 for an odd kernel: the one padding rule that the
-    conv op's default, imported `padding="same"` convs and attention blocks' convs share."""
-    (kh, kw), (dh, dw) = _pair(kernel), _pair(dilation)
-    return dh * (kh - 1) // 2, dw * (kw - 1) // 2
+    """The padding before H and W that keeps H x W at stride 1 (`same_pads`; equal on both
+    sides for an odd kernel): the padding that the conv op's default, imported
+    `padding="same"` convs and attention blocks' convs share."""
+    left, _, top, _ = same_pads((1, 1), kernel, 1, dilation)
+    return top, left
 
 
 def _conv_complete(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -309,9 +325,49 @@ def _pool_complete(attrs: dict[str, Any]) -> dict[str, Any]:
 
 _POOL_ARGS = (Arg("kernel", "pair"), Arg("stride", "pair", derived=True),
               Arg("padding", "pair0", 0), Arg("ceil", "bool", False))
-MAXPOOL = Op("maxpool", _POOL_ARGS, infer=_pool_infer, torch=_pool_torch("MaxPool2d"),
-             complete=_pool_complete, resets=UNIT_STRIDE, example="maxpool(3, 2)", positional=2,
-             doc="max pooling (stride defaults to the window; `ceil = true` pools as Caffe)")
+
+
+def _maxpool_pads(a: Attrs, ins: Shapes) -> tuple[int, int, int, int]:
+    """`same = true`: TensorFlow's `same` padding for this input (`same_pads`), else none."""
+    if not a.get("same"):
+        return (0, 0, 0, 0)
+    _, h, w = _spatial("maxpool", ins[0])
+    if a["padding"] != (0, 0) or a["ceil"]:
+        raise fail("`maxpool(..., same = true)` works out its own padding: it takes no "
+                   "`padding` and no `ceil`")
+    return same_pads((h, w), a["kernel"], a["stride"])
+
+
+def _maxpool_infer(a: Attrs, ins: Shapes) -> Shape:
+    left, right, top, bottom = _maxpool_pads(a, ins)
+    c, h, w = _spatial("maxpool", ins[0])
+    (kh, kw), (sh, sw) = _pair(a["kernel"]), _pair(a["stride"])
+    if a.get("same"):
+        return (c, _window(h + top + bottom, kh, sh, 0, 1, False),
+                _window(w + left + right, kw, sw, 0, 1, False))
+    return _pool_infer(a, ins)
+
+
+def _maxpool_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    """Max pooling pads with -inf: equal `same` padding is the module's own, unequal padding
+    (an even size at stride 2) a ConstantPad2d of -inf before it (timm's MaxPool2dSame)."""
+    if not a.get("same"):
+        return _pool_torch("MaxPool2d")(a, ins, out)
+    left, right, top, bottom = _maxpool_pads(a, ins)
+    if (left, top) == (right, bottom):
+        return _pool_torch("MaxPool2d")({**a, "padding": (top, left)}, ins, out)
+    pool = _pool_torch("MaxPool2d")(a, ins, out)
+    assert isinstance(pool, TorchModule)
+    return TorchModule(f"nn.Sequential(nn.ConstantPad2d(({left}, {right}, {top}, {bottom}), "
+                       f"-float(\"inf\")), {pool.source})")
+
+
+# fvcore counts no max pooling and no padding.
+MAXPOOL = Op("maxpool", (*_POOL_ARGS, Arg("same", "bool", False)), infer=_maxpool_infer,
+             torch=_maxpool_torch, complete=_pool_complete, resets=UNIT_STRIDE,
+             example="maxpool(3, 2)", positional=2,
+             doc="max pooling (stride defaults to the window; `ceil = true` pools as Caffe; "
+                 "`same = true` pads as TensorFlow's `same`, with -inf: out = ceil(in / stride))")
 AVGPOOL = Op("avgpool", (*_POOL_ARGS, Arg("count_pad", "bool", True)),
              infer=_pool_infer, torch=_pool_torch("AvgPool2d"), complete=_pool_complete,
              resets=UNIT_STRIDE, example="avgpool(3, 2)", positional=2,

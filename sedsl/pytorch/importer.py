@@ -36,7 +36,7 @@ from sedsl.compile.se_rules import parse_se
 from sedsl.errors import Span, SpecError
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, add_node, input_shapes, inputs, record, records
-from sedsl.ir.ops import OPS, Attr, Shape, same_padding
+from sedsl.ir.ops import OPS, Attr, Shape, same_padding, same_pads
 from sedsl.ir.vocab import ACTIVATIONS
 from sedsl.pytorch import attention
 from sedsl.record import Record
@@ -405,6 +405,15 @@ class Grouped(Record):
     x: T
     groups: int
     swapped: bool = False
+
+
+class LowPadded(Record):
+    """A feature map padded with -inf (timm's MaxPool2dSame), (left, right, top, bottom): only
+    max pooling reads it, as `maxpool(same = true)` where the padding is TensorFlow's `same`
+    for its window and stride, or as its own padding where that is equal on both sides."""
+
+    x: T
+    pads: tuple[int, int, int, int]
 
 
 class Param(Record):
@@ -830,6 +839,9 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 def _tensor(x: Any, what: str) -> T:
+    if isinstance(x, LowPadded):
+        raise Unsupported(f"{what} on a tensor padded with -inf; sedsl pads with -inf only "
+                          "before max pooling")
     if not isinstance(x, T):
         raise Unsupported(f"{what} on {type(x).__name__}, not a tensor")
     return x
@@ -1156,6 +1168,10 @@ def _f_pad(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     x = _tensor(args[0], "pad")
     pad = tuple(_arg(args, kwargs, 1, "pad"))
     mode, value = _arg(args, kwargs, 2, "mode", "constant"), _arg(args, kwargs, 3, "value", 0)
+    if mode == "constant" and value == -math.inf and len(pad) == 4 and min(pad) >= 0 \
+            and not x.last and len(x.shape) == 3:
+        left, right, top, bottom = (int(v) for v in pad)
+        return LowPadded(x, (left, right, top, bottom))
     if mode != "constant" or (value or 0) != 0 or len(pad) != 4 or min(pad) < 0 or x.last:
         raise Unsupported(f"pads {pad} with {mode} {value}; sedsl pads H and W with zeros")
     if not any(pad):
@@ -1167,7 +1183,8 @@ def _f_pad(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
 def _f_pool(kind: str) -> Callable[[tuple[Any, ...], Mapping[str, Any]], Emit]:
     """F.max_pool2d / F.avg_pool2d as the pooling ops."""
     def pool(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
-        x = _tensor(args[0], f"{kind}_pool2d")
+        low = args[0] if kind == "max" and isinstance(args[0], LowPadded) else None
+        x = low.x if low is not None else _tensor(args[0], f"{kind}_pool2d")
         kernel = _arg(args, kwargs, 1, "kernel_size")
         stride = _arg(args, kwargs, 2, "stride") or kernel
         attrs: dict[str, Attr] = {"kernel": _pair(kernel), "stride": _pair(stride),
@@ -1176,14 +1193,31 @@ def _f_pool(kind: str) -> Callable[[tuple[Any, ...], Mapping[str, Any]], Emit]:
             if _pair(_arg(args, kwargs, 4, "dilation", 1)) != (1, 1) or \
                     _arg(args, kwargs, 6, "return_indices", False):
                 raise Unsupported("max-pools with dilation or indices")
-            return Emit("maxpool", {**attrs, "ceil": bool(_arg(args, kwargs, 5, "ceil_mode",
-                                                                 False))}, [x])
+            attrs["ceil"] = bool(_arg(args, kwargs, 5, "ceil_mode", False))
+            return Emit("maxpool", _low_padded(low, attrs) if low else attrs, [x])
         if _arg(args, kwargs, 6, "divisor_override") is not None:
             raise Unsupported("average-pools with a divisor override")
         return Emit("avgpool", {**attrs, "ceil": bool(_arg(args, kwargs, 4, "ceil_mode", False)),
                                 "count_pad": bool(_arg(args, kwargs, 5, "count_include_pad",
                                                        True))}, [x])
     return pool
+
+
+def _low_padded(low: LowPadded, attrs: dict[str, Attr]) -> dict[str, Attr]:
+    """Max pooling of a tensor padded with -inf: the pad is the pooling's own (PyTorch's max
+    pooling pads with -inf), TensorFlow's `same` for this window and stride, or equal on both
+    sides (then the pooling's `padding`); anything else is refused."""
+    if attrs["padding"] != (0, 0) or attrs["ceil"]:
+        raise Unsupported(f"max-pools a tensor padded {low.pads} with -inf with its own padding "
+                          "or ceil mode")
+    left, right, top, bottom = low.pads
+    if same_pads((low.x.shape[1], low.x.shape[2]), attrs["kernel"], attrs["stride"]) == low.pads:
+        return {**attrs, "same": True}
+    if (left, top) == (right, bottom) and 2 * top <= _pair(attrs["kernel"])[0] \
+            and 2 * left <= _pair(attrs["kernel"])[1]:
+        return {**attrs, "padding": (top, left)}
+    raise Unsupported(f"max-pools a tensor padded {low.pads} with -inf: neither TensorFlow's "
+                      "`same` padding nor equal on both sides")
 
 
 def _f_leaky(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
