@@ -143,6 +143,30 @@ def test_max_pooling_after_padding_with_minus_infinity(size: int) -> None:
                          input=8)
 
 
+def test_learnable_affine_block_as_affine() -> None:
+    """HGNetV2's LearnableAffineBlock, `scale * x + bias` with parameters of shape (1,): its
+    stem (timm's code, `use_lab`) with its affine blocks as `affine`, the tensors under the
+    lowering's `scale` and `bias`; a scalar scale without the bias is refused."""
+    hgnet = pytest.importorskip("timm.models.hgnet")
+    net = exact(hgnet.StemV2(3, 16, 32, use_lab=True), size=32)
+    assert ops(net).count("affine") == 5
+    keys = [k for k in net.to_torch(fused=False).state_dict() if ".affine." in k]
+    assert keys[:2] == ["stem1.lab.affine.scale", "stem1.lab.affine.bias"]
+    assert "affine" in write_spec(net.base_ir, se_graph=net.ir).text
+    with pytest.raises(sedsl.SpecError, match="sedsl scales by a scalar only with a scalar bias"):
+        sedsl.from_torch(nn.Sequential(nn.Conv2d(3, 4, 1), ScalarScale(), nn.Conv2d(4, 4, 1)),
+                         input=8)
+
+
+class ScalarScale(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
+
+
 def test_leaky_relu_in_batch_norm_act_and_a_linear_classifier() -> None:
     """CSPNet's BatchNormAct2d with LeakyReLU; timm's Linear reads its weight (F.linear)."""
     model = nn.Sequential(nn.Conv2d(3, 8, 3),
@@ -196,6 +220,7 @@ def test_weight_standardisation_and_transformers_are_refused_by_name() -> None:
     ("torchvision", "inception_v3", 75, ("AuxLogits",)),  # F.avg_pool2d, F.max_pool2d
     ("timm", "tf_mobilenetv3_small_minimal_100", 64, ()),  # Conv2dSame
     ("timm", "rexnet_100", 64, ()),  # cat([x[:, :c] + s, x[:, c:]]) as x + pad_channels(s)
+    ("timm", "hgnetv2_b0", 64, ()),  # LearnableAffineBlock as affine
 ])
 def test_zoo_models_import_exactly(zoo: str, name: str, size: int,
                                    left_out: tuple[str, ...]) -> None:

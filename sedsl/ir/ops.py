@@ -552,6 +552,13 @@ LAYER_SCALE = Op("layer_scale", (), infer=_same, fresh=True, params=lambda a, in
                                                        support=("LayerScale",)),
                  doc="a learned scale per channel (layer scale): C parameters")
 
+# A learned scalar scale and bias, `scale * x + bias` (HGNetV2's LearnableAffineBlock): two
+# parameters of shape (1,), kept as the lowering's `scale` and `bias`. fvcore counts no
+# elementwise multiply or add.
+AFFINE = Op("affine", (), infer=_same, fresh=True, params=lambda a, ins, out: 2,
+            torch=lambda a, ins, out: TorchModule("Affine()", support=("Affine",)),
+            doc="a learned scalar scale and bias: scale * x + bias (2 parameters)")
+
 
 def _channel_linear_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
     return numel(ins[0]) * _int(a, "c_out")
@@ -1002,7 +1009,7 @@ OPS: dict[str, Op] = {
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
         CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
-        LAYER_SCALE, CHANNEL_LINEAR, UPSAMPLE,
+        LAYER_SCALE, AFFINE, CHANNEL_LINEAR, UPSAMPLE,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )

@@ -416,6 +416,14 @@ class LowPadded(Record):
     pads: tuple[int, int, int, int]
 
 
+class Scaled(Record):
+    """A feature map times a scalar parameter (`key`, shape (1,)): the first half of HGNetV2's
+    learnable affine block, which the scalar bias added to it completes as `affine`."""
+
+    x: T
+    key: str
+
+
 class Param(Record):
     """A parameter or buffer the forward reads directly (`self.weight`): its state-dict key
     and shape (with no batch)."""
@@ -775,7 +783,7 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
 
 # Ops that work per element or per position: they keep a channels-last tensor channels-last.
 _PER_POSITION = frozenset({*ACTIVATIONS, "leaky_relu", "dropout", "drop_path", "scale", "add",
-                           "layer_scale"})
+                           "layer_scale", "affine"})
 
 
 def _layout(mapped: Emit, what: str) -> bool:
@@ -842,6 +850,9 @@ def _tensor(x: Any, what: str) -> T:
     if isinstance(x, LowPadded):
         raise Unsupported(f"{what} on a tensor padded with -inf; sedsl pads with -inf only "
                           "before max pooling")
+    if isinstance(x, Scaled):
+        raise Unsupported(f"{what} on a tensor times the scalar `{x.key}`; sedsl scales by a "
+                          "scalar only with a scalar bias added (affine)")
     if not isinstance(x, T):
         raise Unsupported(f"{what} on {type(x).__name__}, not a tensor")
     return x
@@ -1389,6 +1400,11 @@ def _dims(args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _add(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit | T:
     a, b = args[0], args[1]
+    if isinstance(b, Scaled):
+        a, b = b, a
+    if isinstance(a, Scaled) and isinstance(b, Param) and b.shape == (1,) \
+            and kwargs.get("alpha", 1) == 1:
+        return Emit("affine", {}, [a.x], tensors=((a.key, "scale"), (b.key, "bias")))
     for x, zero in ((a, b), (b, a)):  # `out = 0; out += ...` (MobileOne's missing branches)
         if isinstance(x, T) and isinstance(zero, int | float) and zero == 0:
             return x
@@ -1397,10 +1413,13 @@ def _add(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit | T:
     return Emit("add", {}, [a, b])
 
 
-def _mul(args: tuple[Any, ...]) -> Emit:
+def _mul(args: tuple[Any, ...]) -> Emit | Scaled:
     a, b = args[0], args[1]
     if isinstance(b, T) and not isinstance(a, T):
         a, b = b, a
+    if isinstance(a, T) and isinstance(b, Param) and b.shape == (1,) and len(a.shape) == 3 \
+            and a.shape[0] != 1:
+        return Scaled(a, b.key)  # `scale * x`; `+ bias` makes it an affine (HGNetV2)
     if isinstance(a, T) and isinstance(b, Param):
         return _layer_scale(a, b)
     if isinstance(a, T) and isinstance(b, int | float) and not isinstance(b, bool):

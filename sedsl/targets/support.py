@@ -26,6 +26,18 @@ class LayerScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.weight.view(1, -1, 1, 1) * x''',
+    # scale * x + bias with one learned value each (HGNetV2's LearnableAffineBlock).
+    "Affine": '''
+class Affine(nn.Module):
+    """x times a learned scalar plus a learned scalar (HGNetV2's learnable affine block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x + self.bias''',
     # nn.Linear over the channels of each position of an (N, C, H, W) tensor (ConvNeXt's MLP).
     "ChannelLinear": '''
 class ChannelLinear(nn.Linear):
