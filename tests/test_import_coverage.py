@@ -167,6 +167,19 @@ class ScalarScale(nn.Module):
         return self.scale * x
 
 
+def test_space_to_depth() -> None:
+    """TResNet's SpaceToDepth (timm's code: view to 6-D, permute, view back) as
+    `space_to_depth(4)`, its (block row, block column, channel) order checked through the
+    outputs; other views of the blocks are refused."""
+    s2d = pytest.importorskip("timm.layers.space_to_depth")
+    net = exact(nn.Sequential(nn.Conv2d(3, 5, 1), s2d.SpaceToDepth(4), nn.Conv2d(80, 8, 3)))
+    assert ops(net)[2] == "space_to_depth"
+    assert "space_to_depth(4)" in write_spec(net.base_ir, se_graph=net.ir).text
+    with pytest.raises(sedsl.SpecError, match="space-to-depth only"):
+        sedsl.from_torch(Lambda(lambda x: x.view(1, 3, 4, 2, 4, 2).permute(0, 2, 4, 1, 3, 5)
+                                .reshape(1, 12, 4, 4)), input=8)
+
+
 def test_leaky_relu_in_batch_norm_act_and_a_linear_classifier() -> None:
     """CSPNet's BatchNormAct2d with LeakyReLU; timm's Linear reads its weight (F.linear)."""
     model = nn.Sequential(nn.Conv2d(3, 8, 3),

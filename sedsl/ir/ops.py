@@ -560,6 +560,32 @@ AFFINE = Op("affine", (), infer=_same, fresh=True, params=lambda a, ins, out: 2,
             doc="a learned scalar scale and bias: scale * x + bias (2 parameters)")
 
 
+def _space_to_depth_infer(a: Attrs, ins: Shapes) -> Shape:
+    c, h, w = _spatial("space_to_depth", ins[0])
+    b = _int(a, "block")
+    if h % b or w % b:
+        raise fail(f"`space_to_depth({b})` needs H and W divisible by {b}, got {_fmt(ins[0])}")
+    return (c * b * b, h // b, w // b)
+
+
+def _space_to_depth_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    c, b = ins[0][0], a["block"]
+    return TorchExpr(f"{{0}}.reshape(-1, {c}, {out[1]}, {b}, {out[2]}, {b})"
+                     f".permute(0, 3, 5, 1, 2, 4).reshape(-1, {out[0]}, {out[1]}, {out[2]})")
+
+
+# Each block x block patch moved into the channels, block row and column first, then the
+# input's channel (TResNet's SpaceToDepth, TensorFlow's space_to_depth in NCHW): output
+# channel (i * block + j) * C + c at (y, x) is input channel c at (y * block + i, x * block + j).
+# torch's pixel_unshuffle orders them c * block^2 + i * block + j: not this op. No parameters;
+# fvcore counts no view or permute.
+SPACE_TO_DEPTH = Op("space_to_depth", (Arg("block", "count"),), infer=_space_to_depth_infer,
+                    torch=_space_to_depth_torch, fresh=True, positional=1,
+                    example="space_to_depth(4)",
+                    doc="block x block patches moved into the channels, (block row, block "
+                        "column, channel) order: block^2 C x H/block x W/block (TResNet's stem)")
+
+
 def _channel_linear_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
     return numel(ins[0]) * _int(a, "c_out")
 
@@ -1009,7 +1035,7 @@ OPS: dict[str, Op] = {
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
         CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
-        LAYER_SCALE, AFFINE, CHANNEL_LINEAR, UPSAMPLE,
+        LAYER_SCALE, AFFINE, SPACE_TO_DEPTH, CHANNEL_LINEAR, UPSAMPLE,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )

@@ -416,6 +416,16 @@ class LowPadded(Record):
     pads: tuple[int, int, int, int]
 
 
+class Blocks(Record):
+    """A feature map viewed as N x C x H/block x block x W/block x block (`permuted`: then as
+    N x block x block x C x H/block x W/block): TResNet's space-to-depth on its way, which
+    the view back to N x block^2 C x H/block x W/block completes."""
+
+    x: T
+    block: int
+    permuted: bool = False
+
+
 class Scaled(Record):
     """A feature map times a scalar parameter (`key`, shape (1,)): the first half of HGNetV2's
     learnable affine block, which the scalar bias added to it completes as `affine`."""
@@ -850,6 +860,9 @@ def _tensor(x: Any, what: str) -> T:
     if isinstance(x, LowPadded):
         raise Unsupported(f"{what} on a tensor padded with -inf; sedsl pads with -inf only "
                           "before max pooling")
+    if isinstance(x, Blocks):
+        raise Unsupported(f"{what} on a tensor viewed as {x.block}x{x.block} blocks; sedsl "
+                          "reads such views as space-to-depth only")
     if isinstance(x, Scaled):
         raise Unsupported(f"{what} on a tensor times the scalar `{x.key}`; sedsl scales by a "
                           "scalar only with a scalar bias added (affine)")
@@ -1316,7 +1329,18 @@ def _reshape(x: Any, dims: tuple[Any, ...]) -> Any:
         if tuple(dims[1:]) in ((c, h, w), (-1, h, w)):
             return Emit("channel_shuffle", {"groups": x.groups}, [x.x]) if x.swapped else x.x
         raise Unsupported(f"reshapes grouped channels to {tuple(dims)}")
+    if isinstance(x, Blocks):
+        c, h, w = x.x.shape
+        b = x.block
+        if x.permuted and tuple(dims[1:]) in ((c * b * b, h // b, w // b), (-1, h // b, w // b)):
+            return Emit("space_to_depth", {"block": b}, [x.x])
+        raise Unsupported(f"reshapes {b}x{b} blocks to {tuple(dims)}; sedsl reads such views "
+                          "as space-to-depth only")
     x = _tensor(x, "view")
+    if len(x.shape) == 3 and not x.last and len(dims) == 6 and dims[1] == x.shape[0] \
+            and dims[3] == dims[5] and isinstance(dims[3], int) and dims[3] > 1 \
+            and (dims[2] * dims[3], dims[4] * dims[5]) == x.shape[1:]:
+        return Blocks(x, int(dims[3]))
     if len(dims) == 2 and dims[0] in (1, -1) and dims[1] in (-1, math.prod(x.shape)):
         return _flatten(x)
     if len(x.shape) == 3 and not x.last and len(dims) == 5 and \
@@ -1353,6 +1377,16 @@ def _method(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
         if name == "transpose":
             return _transpose(x, *args[1:3])
         return _reshape(x, _dims(args))
+    if isinstance(x, Blocks):
+        if name == "contiguous":
+            return x
+        if name == "permute" and not x.permuted and \
+                tuple(d % 6 for d in _dims(args)) == (0, 3, 5, 1, 2, 4):
+            return Blocks(x.x, x.block, True)
+        if name in ("view", "reshape"):
+            return _reshape(x, _dims(args))
+        raise Unsupported(f"views a tensor as {x.block}x{x.block} blocks and calls `.{name}()` "
+                          "on them; sedsl reads such views as space-to-depth only")
     if isinstance(x, Param):
         raise Unsupported(_param_use(f".{name}()", x))
     if isinstance(x, Grouped):
