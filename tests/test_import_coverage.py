@@ -180,6 +180,22 @@ def test_space_to_depth() -> None:
                                 .reshape(1, 12, 4, 4)), input=8)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"filt_size": 5}, {"pad_mode": "constant"}],
+                         ids=["reflect3", "reflect5", "zeros"])
+def test_blur_pool(kwargs: dict[str, Any]) -> None:
+    """timm's BlurPool2d (ResNet-blur, TResNet): reflect (or zero) padding, then its fixed
+    binomial filter per channel at stride 2, as `blur_pool`; a depthwise conv's FLOPs, which
+    fvcore counts, and no parameters (the filter is not in the state dict)."""
+    blur = pytest.importorskip("timm.layers.blur_pool")
+    net = exact(nn.Sequential(nn.Conv2d(3, 8, 1), blur.BlurPool2d(8, **kwargs),
+                              nn.Conv2d(8, 4, 1)), size=15)
+    assert ops(net)[2] == "blur_pool" and net.cost().se.params == 3 * 8 + 8 + 8 * 4 + 4
+    odd = blur.BlurPool2d(8)
+    odd.filt.fill_(1 / 9)
+    with pytest.raises(sedsl.SpecError, match="other than the binomial"):
+        sedsl.from_torch(nn.Sequential(nn.Conv2d(3, 8, 1), odd), input=8)
+
+
 def test_leaky_relu_in_batch_norm_act_and_a_linear_classifier() -> None:
     """CSPNet's BatchNormAct2d with LeakyReLU; timm's Linear reads its weight (F.linear)."""
     model = nn.Sequential(nn.Conv2d(3, 8, 3),
@@ -234,6 +250,7 @@ def test_weight_standardisation_and_transformers_are_refused_by_name() -> None:
     ("timm", "tf_mobilenetv3_small_minimal_100", 64, ()),  # Conv2dSame
     ("timm", "rexnet_100", 64, ()),  # cat([x[:, :c] + s, x[:, c:]]) as x + pad_channels(s)
     ("timm", "hgnetv2_b0", 64, ()),  # LearnableAffineBlock as affine
+    ("timm", "resnetblur18", 64, ()),  # BlurPool2d as blur_pool
 ])
 def test_zoo_models_import_exactly(zoo: str, name: str, size: int,
                                    left_out: tuple[str, ...]) -> None:

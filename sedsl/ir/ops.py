@@ -586,6 +586,41 @@ SPACE_TO_DEPTH = Op("space_to_depth", (Arg("block", "count"),), infer=_space_to_
                         "column, channel) order: block^2 C x H/block x W/block (TResNet's stem)")
 
 
+def _blur_infer(a: Attrs, ins: Shapes) -> Shape:
+    c, h, w = _spatial("blur_pool", ins[0])
+    k, s = _int(a, "size"), _int(a, "stride")
+    if k < 2:
+        raise fail(f"`blur_pool({k})` needs a filter of 2 or more taps")
+    p = same_padding(k)[0]
+    if a["reflect"] and p >= min(h, w):
+        raise fail(f"`blur_pool({k})` pads {p} by reflection: it needs H and W over {p}, got "
+                   f"{_fmt(ins[0])}")
+    return (c, _window(h, k, s, p, 1, False), _window(w, k, s, p, 1, False))
+
+
+def _blur_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
+    return numel(out) * _int(a, "size") ** 2
+
+
+def _blur_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    return TorchModule(f"BlurPool({ins[0][0]}, {a['size']}, {a['stride']}, "
+                       f"reflect={a['reflect']})", support=("BlurPool",))
+
+
+# Anti-aliased downsampling (Zhang 2019; timm's BlurPool2d: ResNet-blur, TResNet): padding by
+# `same_padding(size)` (reflected, or zeros with `reflect = false`), then a fixed depthwise
+# binomial filter (row C(size - 1, i) / 2^(size - 1), its outer product) at `stride`. No
+# parameters (the filter is a constant, not in the state dict); a depthwise conv's
+# multiply-accumulates, which fvcore counts too (F.conv2d).
+BLUR_POOL = Op("blur_pool", (Arg("size", "count", 3), Arg("stride", "count", 2),
+                             Arg("reflect", "bool", True)),
+               infer=_blur_infer, torch=_blur_torch, macs=_blur_macs, fvcore=_blur_macs,
+               activations=lambda a, ins, out: numel(out), fresh=True, positional=0,
+               example="blur_pool(3, 2)",
+               doc="blur pooling: reflect padding, a fixed binomial size x size filter per "
+                   "channel, at stride (anti-aliased downsampling)")
+
+
 def _channel_linear_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
     return numel(ins[0]) * _int(a, "c_out")
 
@@ -1035,7 +1070,8 @@ OPS: dict[str, Op] = {
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
         CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
-        LAYER_SCALE, AFFINE, SPACE_TO_DEPTH, CHANNEL_LINEAR, UPSAMPLE,
+        LAYER_SCALE, AFFINE, SPACE_TO_DEPTH, BLUR_POOL, CHANNEL_LINEAR,
+        UPSAMPLE,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )

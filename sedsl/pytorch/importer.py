@@ -268,6 +268,7 @@ class _Tracer(fx.Tracer):
         # timm's BatchNormAct2d (batch norm + activation) re-implements BatchNorm2d.forward;
         # attention modules sedsl reads as SE variants become SE blocks (pytorch/attention.py)
         return isinstance(m, nn.BatchNorm2d) or attention.is_attention(m) or \
+            type(m).__name__ == "BlurPool2d" or \
             super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
@@ -935,6 +936,8 @@ def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
     handler = MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
     if isinstance(m, nn.BatchNorm1d) and len(x.shape) == 1:
         handler = MODULES[nn.BatchNorm2d]  # batch norm of flat features (RepViT's head)
+    if handler is None and type(m).__name__ == "BlurPool2d":
+        return _blur_pool(m, x)
     if handler is None:
         raise Unsupported(f"uses {type(m).__module__}.{type(m).__qualname__}, which sedsl has "
                           "no op for")
@@ -1011,6 +1014,29 @@ def _pool(m: nn.MaxPool2d | nn.AvgPool2d, x: T) -> Emit:
     if m.divisor_override is not None:
         raise Unsupported("average-pools with a divisor override")
     return Emit("avgpool", {**attrs, "count_pad": bool(m.count_include_pad)}, [x])
+
+
+def _blur_pool(m: Any, x: T) -> Emit:
+    """timm's BlurPool2d: padding by `same_padding(filt_size)` (reflect or zeros), its binomial
+    filter checked value by value, depthwise at its stride. A model made on the meta device
+    (the zoo bench) has no values to check: timm computes the filter from `filt_size` and
+    never loads it (a buffer outside the state dict), so its own class is taken at its word."""
+    size, stride, mode = int(m.filt_size), int(m.stride), str(m.pad_mode)
+    padding, channels = list(m.padding), m.channels
+    pad = same_padding(size)[0]
+    if mode not in ("reflect", "constant") or padding != [pad] * 4 or \
+            channels not in (None, x.shape[0]):
+        raise Unsupported(f"blur-pools with padding {padding} ({mode}) for a {size}-tap filter; "
+                          f"sedsl pads {pad} by reflection or zeros")
+    taps = torch.tensor([math.comb(size - 1, k) for k in range(size)],
+                        dtype=torch.float32) / (2 ** (size - 1))
+    filt = taps[:, None] * taps[None, :]
+    own: torch.Tensor = m.filt
+    if own.is_meta and type(m).__module__ == "timm.layers.blur_pool":
+        pass
+    elif not all(torch.equal(f, filt) for f in own.detach().cpu().reshape(-1, size, size)):
+        raise Unsupported("blur-pools with a filter other than the binomial one")
+    return Emit("blur_pool", {"size": size, "stride": stride, "reflect": mode == "reflect"}, [x])
 
 
 def _adaptive(size: Any, x: T, mode: str) -> Emit:

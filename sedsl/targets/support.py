@@ -38,6 +38,25 @@ class Affine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * x + self.bias''',
+    # Anti-aliased downsampling as timm's BlurPool2d: its binomial filter, computed alike.
+    "BlurPool": '''
+class BlurPool(nn.Module):
+    """Pad (reflect or zeros), then a fixed binomial filter per channel at a stride."""
+
+    def __init__(self, channels: int, size: int, stride: int, reflect: bool = True) -> None:
+        super().__init__()
+        import math
+
+        self.channels, self.stride, self.pad = channels, stride, (size - 1) // 2
+        self.mode = "reflect" if reflect else "constant"
+        taps = torch.tensor([math.comb(size - 1, k) for k in range(size)],
+                            dtype=torch.float32) / (2 ** (size - 1))
+        filt = (taps[:, None] * taps[None, :])[None, None].repeat(channels, 1, 1, 1)
+        self.register_buffer("filt", filt, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (self.pad,) * 4, mode=self.mode)
+        return nn.functional.conv2d(x, self.filt, stride=self.stride, groups=self.channels)''',
     # nn.Linear over the channels of each position of an (N, C, H, W) tensor (ConvNeXt's MLP).
     "ChannelLinear": '''
 class ChannelLinear(nn.Linear):
