@@ -24,3 +24,5 @@ def test_the_gpu_session_dry_run(tmp_path: Path) -> None:
     assert doc["dry_run"] and (tmp_path / "gpu_session.md").read_text().startswith("# sedsl GPU")
     rows = doc["sections"]["variants"]["rows"]
     assert {r["variant"] for r in rows} >= {"se", "eca", "cbam", "gc", "coord"}
+    fused = {r["variant"] for r in rows if "fused_fwd_ms" in r}
+    assert fused == {"se", "eca", "ceca", "ge", "gct"}, fused  # the variants that run fused
