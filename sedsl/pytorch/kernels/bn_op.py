@@ -28,6 +28,7 @@ statistics and the scale pass applies BN on the fly, so the BN's own passes over
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeGuard
 
 import torch
@@ -35,7 +36,14 @@ from torch import Tensor, nn
 
 from sedsl.pytorch.flops import install_flop_formulas
 from sedsl.pytorch.kernels import reference
-from sedsl.pytorch.kernels.op import as_matrix, check, direct_ok, kernels, use_triton
+from sedsl.pytorch.kernels.op import (
+    as_matrix,
+    check,
+    direct_autograd,
+    direct_ok,
+    kernels,
+    use_triton,
+)
 
 Outputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
@@ -231,20 +239,9 @@ se_bn_block_op.register_autograd(_backward, setup_context=_setup_context)
 install_flop_formulas()  # FlopCounterMode counts the op as the plain lowering's convolutions
 
 
-class _Folded(torch.autograd.Function):
-    """The op's autograd without the dispatcher, for eager calls (as op._Fused)."""
-
-    @staticmethod
-    def forward(ctx: Any, *args: Any) -> tuple[Tensor, ...]:
-        output = _forward(*args, in_place=True)
-        _setup_context(ctx, args, output)
-        ctx.mark_non_differentiable(*output[3:])  # stats and the running statistics
-        ctx.direct = True
-        return output
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Any) -> tuple[Tensor | None, ...]:
-        return _backward(ctx, *grads)
+# the stats and the running statistics (outputs 3 on) are not differentiable
+_Folded = direct_autograd("_Folded", functools.partial(_forward, in_place=True), _setup_context,
+                          _backward, non_differentiable=3)
 
 
 def call(x: Tensor, bn: nn.BatchNorm2d, w1: Tensor, b1: Tensor | None, w2: Tensor,

@@ -20,7 +20,14 @@ from torch import Tensor, nn
 
 from sedsl.pytorch.flops import install_flop_formulas
 from sedsl.pytorch.kernels import reference
-from sedsl.pytorch.kernels.op import check_names, direct_ok, hooked, kernels, use_triton
+from sedsl.pytorch.kernels.op import (
+    check_names,
+    direct_autograd,
+    direct_ok,
+    hooked,
+    kernels,
+    use_triton,
+)
 
 PADDINGS = ("zero", "circular")
 
@@ -133,19 +140,7 @@ eca_block_op.register_autograd(_backward, setup_context=_setup_context)
 install_flop_formulas()  # FlopCounterMode counts it as the plain lowering's conv1d
 
 
-class _Direct(torch.autograd.Function):
-    """The op's autograd without the dispatcher, for eager calls (as op._Fused)."""
-
-    @staticmethod
-    def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor, Tensor]:
-        output = _forward(*args)
-        _setup_context(ctx, args, output)
-        ctx.direct = True
-        return output
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Any) -> tuple[Tensor | None, ...]:
-        return _backward(ctx, *grads)
+_Direct = direct_autograd("_Direct", _forward, _setup_context, _backward)
 
 
 def eca_block(u: Tensor, w: Tensor, identity: Tensor | None = None, *, padding: str = "zero",

@@ -20,6 +20,8 @@ torch.library's dispatch (`call_op`, `_Fused`); whatever traces or watches the o
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -235,24 +237,35 @@ se_block_op.register_autograd(_backward, setup_context=_setup_context)
 install_flop_formulas()  # FlopCounterMode counts the op as the plain lowering's convolutions
 
 
-class _Fused(torch.autograd.Function):
-    """The op's autograd without the dispatcher, for eager calls (`call_op`): the same forward
-    and backward implementations, setup and saved tensors as the registered op. Going through
-    torch.library's dispatch (the op, its autograd wrapper, the redispatch to the device) costs
-    about as much host time as the four forward launches did after sedsl.pytorch.kernels.launch."""
+def direct_autograd(name: str, forward: Callable[..., tuple[Tensor, ...]],
+                    setup_context: Callable[[Any, tuple[Any, ...], Any], None],
+                    backward: Callable[..., tuple[Tensor | None, ...]],
+                    non_differentiable: int | None = None) -> type[torch.autograd.Function]:
+    """An op's autograd without the dispatcher, for eager calls: an autograd.Function running
+    the op's own forward, setup_context and backward, so it saves what the registered op saves.
+    Going through torch.library's dispatch (the op, its autograd wrapper, the redispatch to the
+    device) costs about as much host time as the four forward launches did after
+    sedsl.pytorch.kernels.launch. Outputs from `non_differentiable` on are marked so; `name`
+    names the Function (its grad_fn is `<name>Backward`)."""
 
-    @staticmethod
-    def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def run(ctx: Any, *args: Any) -> tuple[Tensor, ...]:
         # ctx in forward, not a setup_context: apply() would bind the arguments to the
         # signature with inspect on every call (~20 µs)
-        output = _forward_triton(*args)
-        _setup_context(ctx, args, output)
-        ctx.direct = True
+        output = forward(*args)
+        setup_context(ctx, args, output)
+        if non_differentiable is not None:
+            ctx.mark_non_differentiable(*output[non_differentiable:])
+        ctx.direct = True  # the backward calls its implementation, not the backward op
         return output
 
-    @staticmethod
-    def backward(ctx: Any, *grads: Any) -> tuple[Tensor | None, ...]:
-        return _backward(ctx, *grads)
+    def body(ns: dict[str, Any]) -> None:
+        ns.update(forward=staticmethod(run), backward=staticmethod(backward),
+                  __doc__=f"{name}: the op's autograd without the dispatcher (direct_autograd).")
+
+    return types.new_class(name, (torch.autograd.Function,), exec_body=body)
+
+
+_Fused = direct_autograd("_Fused", _forward_triton, _setup_context, _backward)
 
 
 _MODES = getattr(torch._C, "_len_torch_dispatch_stack", None)
