@@ -189,6 +189,36 @@ def squeeze_grad(dz: Tensor, z: Tensor, idx: Tensor, u: Tensor, squeeze: str) ->
     return torch.where(hit, dz[:, :, None, None], 0.0) / idx.to(dz.dtype)[:, :, None, None]
 
 
+def scale_grad(grad: Tensor, u: Tensor, s: Tensor, identity: Tensor | None, out: Tensor | None,
+               grad_s: Tensor | None, act: str) -> tuple[Tensor, Tensor]:
+    """The apply step's backward, (dL/dy, dL/ds) in s's dtype, y = s * U + identity: act's
+    derivative from `out` (the block's output) when given, as torch's relu backward takes it
+    from its result, else from y recomputed; plus the gradient reaching s itself (`grad_s`)."""
+    g = grad.to(s.dtype)  # (N, C, H, W)
+    if out is not None:
+        g = activation_grad(act, out.to(s.dtype), g)  # relu: the output's sign is y's
+    elif act != "none":
+        g = activation_grad(act, scale(u, s, identity, "none"), g)
+    ds = (g * u.to(s.dtype)).sum((2, 3))  # (N, C)
+    return g, ds if grad_s is None else ds + grad_s
+
+
+def input_grads(g: Tensor, s: Tensor, through_squeeze: Tensor, u: Tensor,
+                identity: Tensor | None, out: Tensor | None,
+                has_identity: bool) -> tuple[Tensor, Tensor | None]:
+    """(dU, dIdentity): dU = g * s + the squeeze's derivative, in U's dtype and layout;
+    dIdentity = g where the block has an identity, in its dtype (the output's when only the
+    output is kept)."""
+    du = torch.empty_like(u)
+    du.copy_(g * s[:, :, None, None] + through_squeeze)
+    di = None
+    if has_identity:
+        di = torch.empty_like(identity if identity is not None else out if out is not None
+                              else u)
+        di.copy_(g)
+    return du, di
+
+
 def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
              b2: Tensor | None, identity: Tensor | None, out: Tensor | None, z: Tensor,
              s: Tensor, idx: Tensor, grad_z: Tensor | None, grad_s: Tensor | None,
@@ -198,25 +228,12 @@ def backward(grad: Tensor, u: Tensor, w1: Tensor, b1: Tensor | None, w2: Tensor,
     """(dU, dIdentity, dW1, db1, dW2, db2); dIdentity when the block has an identity. act's
     derivative from `out` (the block's output) when given, as torch's relu backward takes it
     from its result, else from y = s * U + identity recomputed."""
-    g = grad.to(s.dtype)  # (N, C, H, W)
-    uu = u.to(s.dtype)
-    if out is not None:
-        g = activation_grad(act, out.to(s.dtype), g)  # relu: the output's sign is y's
-    elif act != "none":
-        g = activation_grad(act, scale(u, s, identity, "none"), g)  # dL/dy
-    ds = (g * uu).sum((2, 3))  # (N, C)
-    if grad_s is not None:
-        ds = ds + grad_s
+    g, ds = scale_grad(grad, u, s, identity, out, grad_s, act)
     dz, dw1, db1, dw2, db2 = excite_backward(z, w1, b1, w2, b2, ds, excite, gate)
     if grad_z is not None:
         dz = dz + grad_z
-    du = torch.empty_like(u)
-    du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, z, idx, u, squeeze))
-    di = None
-    if has_identity:  # in the identity's dtype: the output's when only the output is kept
-        di = torch.empty_like(identity if identity is not None else out if out is not None
-                              else u)
-        di.copy_(g)
+    du, di = input_grads(g, s, squeeze_grad(dz, z, idx, u, squeeze), u, identity, out,
+                         has_identity)
     return du, di, dw1, db1, dw2, db2
 
 
@@ -354,25 +371,13 @@ def eca_backward(grad: Tensor, u: Tensor, w: Tensor, identity: Tensor | None,
                  grad_s: Tensor | None, circular: bool, gate: str, act: str,
                  has_identity: bool) -> tuple[Tensor, Tensor | None, Tensor]:
     """(dU, dIdentity, dw) of `eca_forward`, act' as in `backward`."""
-    g = grad.to(s.dtype)
-    if out is not None:
-        g = activation_grad(act, out.to(s.dtype), g)
-    elif act != "none":
-        g = activation_grad(act, scale(u, s, identity, "none"), g)
-    ds = (g * u.to(s.dtype)).sum((2, 3))
-    if grad_s is not None:
-        ds = ds + grad_s
+    g, ds = scale_grad(grad, u, s, identity, out, grad_s, act)
     dpre = ds * _gate_grad(s, gate)
     dz, dw = channel_conv_backward(dpre, z, w, circular)
     if grad_z is not None:
         dz = dz + grad_z
-    du = torch.empty_like(u)
-    du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, z, u.new_empty((0,)), u, "avg"))
-    di = None
-    if has_identity:
-        di = torch.empty_like(identity if identity is not None else out if out is not None
-                              else u)
-        di.copy_(g)
+    du, di = input_grads(g, s, squeeze_grad(dz, z, u.new_empty((0,)), u, "avg"), u, identity,
+                         out, has_identity)
     return du, di, dw.to(w.dtype).view(w.shape)
 
 
@@ -394,24 +399,12 @@ def ge_backward(grad: Tensor, u: Tensor, identity: Tensor | None, out: Tensor | 
                 z: Tensor, s: Tensor, grad_z: Tensor | None, grad_s: Tensor | None, gate: str,
                 act: str, has_identity: bool) -> tuple[Tensor, Tensor | None]:
     """(dU, dIdentity) of `ge_forward`, act' as in `backward`."""
-    g = grad.to(s.dtype)
-    if out is not None:
-        g = activation_grad(act, out.to(s.dtype), g)
-    elif act != "none":
-        g = activation_grad(act, scale(u, s, identity, "none"), g)
-    ds = (g * u.to(s.dtype)).sum((2, 3))
-    if grad_s is not None:
-        ds = ds + grad_s
+    g, ds = scale_grad(grad, u, s, identity, out, grad_s, act)
     dz = ds * _gate_grad(s, gate)
     if grad_z is not None:
         dz = dz + grad_z
-    du = torch.empty_like(u)
-    du.copy_(g * s[:, :, None, None] + squeeze_grad(dz, z, u.new_empty((0,)), u, "avg"))
-    di = None
-    if has_identity:
-        di = torch.empty_like(identity if identity is not None else out if out is not None
-                              else u)
-        di.copy_(g)
+    du, di = input_grads(g, s, squeeze_grad(dz, z, u.new_empty((0,)), u, "avg"), u, identity,
+                         out, has_identity)
     return du, di
 
 
@@ -444,15 +437,7 @@ def gct_backward(grad: Tensor, u: Tensor, alpha: Tensor, gamma: Tensor, beta: Te
     """(dU, dIdentity, dalpha, dgamma, dbeta) of `gct_forward`, act' as in `backward`: the
     normalisation's mean square couples the channels (dm), and the squeeze's derivative is
     2 dz U."""
-    g = grad.to(s.dtype)
-    if out is not None:
-        g = activation_grad(act, out.to(s.dtype), g)
-    elif act != "none":
-        g = activation_grad(act, scale(u, s, identity, "none"), g)
-    uu = u.to(s.dtype)
-    ds = (g * uu).sum((2, 3))
-    if grad_s is not None:
-        ds = ds + grad_s
+    g, ds = scale_grad(grad, u, s, identity, out, grad_s, act)
     a, gm = alpha.to(z.dtype).reshape(-1), gamma.to(z.dtype).reshape(-1)
     r = (z + eps).sqrt()
     emb = a * r
@@ -463,13 +448,8 @@ def gct_backward(grad: Tensor, u: Tensor, alpha: Tensor, gamma: Tensor, beta: Te
     dz = demb * a / (2.0 * r)
     if grad_z is not None:
         dz = dz + grad_z
-    du = torch.empty_like(u)
-    du.copy_(g * s[:, :, None, None] + 2.0 * dz[:, :, None, None] * uu)
-    di = None
-    if has_identity:
-        di = torch.empty_like(identity if identity is not None else out if out is not None
-                              else u)
-        di.copy_(g)
+    du, di = input_grads(g, s, 2.0 * dz[:, :, None, None] * u.to(s.dtype), u, identity, out,
+                         has_identity)  # the sum of squares' derivative: 2 dz U
     grads = ((demb * r).sum(0), (dt * emb / q).sum(0), dt.sum(0))
     dalpha, dgamma, dbeta = (d.to(p.dtype).view(p.shape)
                              for d, p in zip(grads, (alpha, gamma, beta), strict=True))
