@@ -42,57 +42,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
+LAUNCHES = [0]  # launches the stub driver saw
+
+
 def install_stub_driver() -> None:
     """Make Triton compile for (and launch on) a CUDA device that is not there: launches run
     Triton's whole host path and then a no-op instead of the driver's launch."""
-    import torch
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.backends.driver import DriverBase
-    from triton.runtime.driver import driver
+    sys.path.insert(0, str(ROOT / "bench"))
+    import _stub_driver
 
-    class StubDriver(DriverBase):  # type: ignore[misc]
-        @classmethod
-        def is_active(cls) -> bool:
-            return False
+    def count(name: str, *args: Any) -> None:
+        LAUNCHES[0] += 1
 
-        def map_python_to_cpp_type(self, ty: str) -> str:
-            return ty
-
-        def get_current_target(self) -> Any:
-            return GPUTarget("cuda", 90, 32)
-
-        def get_active_torch_device(self) -> Any:
-            return torch.device("cpu")
-
-        def get_current_device(self) -> int:
-            return 0
-
-        def get_current_stream(self, device: int | None = None) -> int:
-            return 0
-
-        def get_benchmarker(self) -> Any:
-            return lambda kernel_call, quantiles: (kernel_call(), [1.0, 1.0, 1.0])[1]
-
-    class NoLaunch:
-        """A compiled kernel whose launcher does nothing (what the cache hook plants)."""
-
-        function = packed_metadata = None
-        launches = 0
-
-        def launch_metadata(self, *args: Any) -> None:
-            return None
-
-        def run(self, *args: Any) -> None:
-            NoLaunch.launches += 1
-
-    def plant(*, fn: Any, key: Any, **_: Any) -> bool:
-        fn.jit_function.device_caches[0][0][key] = NoLaunch()
-        return True  # this first call launches nothing; later calls find NoLaunch
-
-    driver.set_active(StubDriver())
-    triton.knobs.runtime.jit_cache_hook = plant
-    globals()["NoLaunch"] = NoLaunch
+    _stub_driver.install(count)
 
 
 def per_call(fn: Callable[[], Any], rounds: int, batch: int,
@@ -146,8 +108,11 @@ def child(shape: list[int], rounds: int, cuda: bool) -> dict[str, Any]:
     from sedsl.pytorch.kernels import SqueezeExcite
     from sedsl.pytorch.kernels import op as se_op
 
-    if not cuda:
-        se_op.use_triton = lambda u: True
+    if not cuda:  # the Triton path on CPU tensors (the stub driver launches nothing)
+        if hasattr(se_op, "FORCE_TRITON"):
+            se_op.FORCE_TRITON = True
+        else:  # a tree from before the one switch (--against)
+            se_op.use_triton = lambda u: True
     EagerSE = eager_se_module()
     dev = "cuda" if cuda else "cpu"
     n, c, h, w = shape
@@ -192,13 +157,14 @@ def child(shape: list[int], rounds: int, cuda: bool) -> dict[str, Any]:
     for name, fn in cases.items():
         out[name] = per_call(fn, rounds, 20, sync)
     if not cuda:
-        launches = globals()["NoLaunch"]
-        before = launches.launches
+        before = LAUNCHES[0]
         cases["fused fwd"]()
-        out["launches fwd"] = launches.launches - before
-        before = launches.launches
+        out["launches fwd"] = LAUNCHES[0] - before
+        before = LAUNCHES[0]
         cases["fused fwd+bwd"]()
-        out["launches bwd"] = launches.launches - before - out["launches fwd"]
+        out["launches bwd"] = LAUNCHES[0] - before - out["launches fwd"]
+        if not out["launches fwd"]:  # the times above would be the plain-torch reference's
+            raise SystemExit("the fused op did not take its Triton path: no launch seen")
     sync()
     return out
 

@@ -25,53 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _install(records: list[tuple[Any, ...]]) -> None:
-    import torch
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.backends.driver import DriverBase
-    from triton.runtime.driver import driver
+    sys.path.insert(0, str(ROOT / "bench"))
+    import _stub_driver
 
-    class StubDriver(DriverBase):  # type: ignore[misc]
-        @classmethod
-        def is_active(cls) -> bool:
-            return False
-
-        def map_python_to_cpp_type(self, ty: str) -> str:
-            return ty
-
-        def get_current_target(self) -> Any:
-            return GPUTarget("cuda", 90, 32)
-
-        def get_active_torch_device(self) -> Any:
-            return torch.device("cpu")
-
-        def get_current_device(self) -> int:
-            return 0
-
-        def get_current_stream(self, device: int | None = None) -> int:
-            return 0
-
-        def get_benchmarker(self) -> Any:
-            return lambda kernel_call, quantiles: (kernel_call(), [1.0, 1.0, 1.0])[1]
-
-    class Recorder:
-        function = packed_metadata = None
-
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def launch_metadata(self, *args: Any) -> None:
-            return None
-
-        def run(self, *args: Any) -> None:
-            records.append((self.name, *args))
-
-    def plant(*, fn: Any, key: Any, **_: Any) -> bool:
-        fn.jit_function.device_caches[0][0][key] = Recorder(fn.name)
-        return True
-
-    driver.set_active(StubDriver())
-    triton.knobs.runtime.jit_cache_hook = plant
+    _stub_driver.install(lambda name, *args: records.append((name, *args)))
 
 
 def _describe(record: tuple[Any, ...]) -> list[Any]:

@@ -33,12 +33,16 @@ from sedsl.pytorch.kernels import reference
 from sedsl.pytorch.kernels.interpret import interpreting
 
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# The Triton path for CPU tensors too: for bench/se_host_overhead.py, whose stub driver runs
+# Triton's host path and launches nothing. Read by `use_triton`, which every op calls.
+FORCE_TRITON = False
 
 
 def use_triton(u: Tensor) -> bool:
     """The switch: Triton kernels for CUDA tensors, and for any tensor under TRITON_INTERPRET=1;
     the plain-torch reference otherwise (and for float64 or empty U)."""
-    return (u.is_cuda or interpreting()) and u.dtype in TRITON_DTYPES and u.numel() > 0
+    return ((u.is_cuda or interpreting() or FORCE_TRITON) and u.dtype in TRITON_DTYPES
+            and u.numel() > 0)
 
 
 def check_names(squeeze: str, excite: str, gate: str, act: str) -> None:
