@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         DeviceError,
         MissingExtra,
         ModelError,
+        RunError,
         SedslError,
         Span,
         SpecError,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 _LAZY = {"Network": "sedsl.api", "load": "sedsl.api", "loads": "sedsl.api",
          **{name: "sedsl.errors" for name in (
              "CompilerError", "DataError", "DeviceError", "MissingExtra", "ModelError",
-             "SedslError", "Span", "SpecError", "UsageError")}}
+             "RunError", "SedslError", "Span", "SpecError", "UsageError")}}
 
 
 def from_torch(model: "nn.Module", input: tuple[int, ...] | int = (3, 224, 224),
@@ -71,5 +72,5 @@ def __getattr__(name: str) -> "Any":
 
 
 __all__ = ["CompilerError", "DataError", "DeviceError", "MissingExtra", "ModelError", "Network",
-           "SedslError", "Span", "SpecError", "UsageError", "__version__", "from_torch",
+           "RunError", "SedslError", "Span", "SpecError", "UsageError", "__version__", "from_torch",
            "fvcore_handles", "load", "loads", "transfer_weights"]

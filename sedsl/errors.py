@@ -64,6 +64,11 @@ class DeviceError(SedslError):
     """A device that is not there, or cannot hold what was asked."""
 
 
+class RunError(SedslError):
+    """A run sedsl started that did not finish, or cannot start as asked: a failed trial, a
+    cluster it cannot join, an output folder that holds other runs."""
+
+
 class UsageError(SedslError):
     """A command line that does not say what to do (exit status 2, as click's)."""
 

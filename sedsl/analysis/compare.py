@@ -38,7 +38,7 @@ from sedsl.analysis.data import Prep
 from sedsl.analysis.train import TrainConfig
 from sedsl.analysis.trial import LOG, RESULT, TASK, Task, child_env, execute, source_root, store
 from sedsl.api import Network, load
-from sedsl.errors import NOWHERE, SpecError
+from sedsl.errors import NOWHERE, RunError, SpecError
 
 FORMAT = "sedsl.compare/1"
 LEVEL = 0.95
@@ -148,8 +148,8 @@ def finished(folder: Path, task: Task) -> dict[str, Any] | None:
         saved, now = _flat(result.get("config") or {}), _flat(task.config or {})
         diff = ", ".join(f"{k} {saved.get(k)!r} then, {now.get(k)!r} now"
                          for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
-        raise SpecError(f"{folder / task.key} holds a trial run with other options ({diff})",
-                        None, "compare into a new -o folder, or remove that trial's folder")
+        raise RunError(f"{folder / task.key} holds a trial run with other options ({diff})",
+                       "compare into a new -o folder, or remove that trial's folder")
     return result
 
 
@@ -217,8 +217,8 @@ def _run_processes(todo: list[Task], folder: Path, jobs: int, report: Report) ->
 
 def _fail(failed: list[str]) -> None:
     if failed:
-        raise SpecError(f"{len(failed)} trial(s) failed: {'; '.join(failed)}", None,
-                        "the finished trials are kept: run the same command again to retry")
+        raise RunError(f"{len(failed)} trial(s) failed: {'; '.join(failed)}",
+                       "the finished trials are kept: run the same command again to retry")
 
 
 def _run_ray(todo: list[Task], folder: Path, opts: Options, report: Report) -> None:
@@ -237,9 +237,9 @@ def _run_ray(todo: list[Task], folder: Path, opts: Options, report: Report) -> N
                      configure_logging=False,
                      runtime_env={"py_modules": [str(root / "sedsl")]} if root else None)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise SpecError(f"cannot join Ray at `{opts.ray}`: {str(e).splitlines()[0]}", None,
-                            "--ray auto, or the head node's HOST:6379 (`ray start --head` "
-                            "there)") from None
+            raise RunError(f"cannot join Ray at `{opts.ray}`: {str(e).splitlines()[0]}",
+                           "--ray auto, or the head node's HOST:6379 (`ray start --head` "
+                           "there)") from None
         started = True
     elif root is not None:  # joined as the caller set Ray up: workers on this machine
         env = {"env_vars": {"PYTHONPATH": str(root)}}
