@@ -147,7 +147,7 @@ def test_bad_sweep_value_is_a_spec_error_before_training(tmp_path: Path) -> None
     assert twice.exit_code == 1 and "twice" in said(twice)
     clash = invoke("compare", SPEC, "--data", "mnist5k", "--sweep", "ratio=4,8", "--set",
                    "ratio=2", "-o", tmp_path)
-    assert clash.exit_code == 1 and "both --set and swept" in said(clash)
+    assert clash.exit_code == 2 and "both --set and swept" in said(clash)
     data = invoke("compare", SPEC, "--data", "mnist6k", "--sweep", "ratio=4", "-o", tmp_path)
     assert data.exit_code == 1 and "no data at `mnist6k`" in said(data)
 

@@ -301,6 +301,8 @@ DIGITS = str(SPECS / "se_digits.se")
     ["cost", DIGITS, "--by", "layer", "--batch", "x"], ["graph", DIGITS, "--format", "png"],
     ["graph", DIGITS, "--format", "svg", "--depth", "0"], ["export", DIGITS, "--format", "x"],
     ["train", DIGITS, "--data", "sklearn:digits", "--optimizer", "x"],
+    ["compare", DIGITS, "--data", "sklearn:digits", "--optimizer", "x"],
+    ["compare", DIGITS, "--data", "sklearn:digits", "--json", "--csv"],
     ["excite", DIGITS, "--weights", "w.pt", "--data", "sklearn:digits", "--split", "x"],
     ["lsp", "--set", "ratio"],
 ])

@@ -31,6 +31,28 @@ ResizeOption = Annotated[int | None, typer.Option(
     help="Resize the shorter image side to this before the centre crop (default: crop/0.875).")]
 NormOption = Annotated[str | None, typer.Option(
     metavar="A,B,C", help="Per-channel normalisation (default: ImageNet's).")]
+# The training options `train` and `compare` share (sedsl.analysis.train.TrainConfig).
+EpochsOption = Annotated[int, typer.Option(min=1)]
+BatchOption = Annotated[int, typer.Option(min=1, help="Global batch size.")]
+OptimizerOption = Annotated[str, typer.Option(help="sgd or adamw.")]
+LrOption = Annotated[float | None, typer.Option(
+    help="Peak learning rate (default: 0.1 for sgd, 1e-3 for adamw).")]
+DecayOption = Annotated[float | None, typer.Option(help="Default: 5e-4 sgd, 0.05 adamw.")]
+SmoothingOption = Annotated[float, typer.Option(min=0.0, max=1.0)]
+DeviceOption = Annotated[str, typer.Option(
+    metavar="DEVICE", help="auto (the GPU when there is one), cpu, cuda or cuda:N.")]
+
+
+def _train_config(epochs: int, batch: int, optimizer: str, lr: float | None,
+                  weight_decay: float | None, label_smoothing: float, seed: int = 0,
+                  limit_batches: int | None = None) -> Any:
+    """The options as a TrainConfig; an optimizer sedsl does not have is a usage error."""
+    from sedsl.analysis.train import TrainConfig
+
+    if optimizer not in ("sgd", "adamw"):
+        raise UsageError(f"--optimizer takes sgd or adamw, not `{optimizer}`")
+    return TrainConfig(epochs, batch, optimizer, lr, weight_decay, label_smoothing, seed,
+                       limit_batches=limit_batches)
 
 
 def _prep(resize: int | None, mean: str | None, std: str | None) -> Any:
@@ -52,22 +74,19 @@ def train(
     data: DataOption,
     output: Annotated[Path, typer.Option("-o", "--output", help="Run folder: checkpoint.pt, "
                                          "model.pt, metrics.csv.")] = Path("runs/train"),
-    epochs: Annotated[int, typer.Option(min=1)] = 10,
-    batch: Annotated[int, typer.Option(min=1, help="Global batch size.")] = 64,
-    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: 0.1 for "
-                                             "sgd, 1e-3 for adamw).")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Default: 5e-4 sgd, 0.05 adamw.")]
-    = None,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.1,
+    epochs: EpochsOption = 10,
+    batch: BatchOption = 64,
+    optimizer: OptimizerOption = "sgd",
+    lr: LrOption = None,
+    weight_decay: DecayOption = None,
+    label_smoothing: SmoothingOption = 0.1,
     seed: int = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the folder's checkpoint.")] = False,
     compare_base: Annotated[bool, typer.Option(
         "--compare-base", help="Also train the --no-se network (same seed, same data order) "
         "and compare accuracy and cost.")] = False,
     no_se: Annotated[bool, typer.Option("--no-se", help="Train the base network.")] = False,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (the GPU when there is "
-                                        "one), cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
     sets: SetOption = None,
     input_size: InputOption = None,
     resize: ResizeOption = None,
@@ -76,14 +95,11 @@ def train(
 ) -> None:
     """Train SPEC on a dataset (runs under torchrun with DDP too)."""
     from sedsl.analysis.commands import run_train
-    from sedsl.analysis.train import TrainConfig
 
-    if optimizer not in ("sgd", "adamw"):
-        raise UsageError(f"--optimizer takes sgd or adamw, not `{optimizer}`")
+    cfg = _train_config(epochs, batch, optimizer, lr, weight_decay, label_smoothing, seed)
     output_folder(output, make=False, is_folder=True)
     with _spec_errors():
         net = _load(spec, sets, input_size)
-        cfg = TrainConfig(epochs, batch, optimizer, lr, weight_decay, label_smoothing, seed)
         run_train(net, data, output, cfg, _prep(resize, mean, std), se=not no_se,
                   resume=resume, compare_base=compare_base, device=device)
 

@@ -10,10 +10,23 @@ from typing import Annotated
 
 import typer
 
-from sedsl.cli.analysis import DataOption, NormOption, ResizeOption, _prep
+from sedsl.cli.analysis import (
+    BatchOption,
+    DataOption,
+    DecayOption,
+    DeviceOption,
+    EpochsOption,
+    LrOption,
+    NormOption,
+    OptimizerOption,
+    ResizeOption,
+    SmoothingOption,
+    _prep,
+    _train_config,
+)
 from sedsl.cli.app import InputOption, SetOption, _overrides, _spec_errors, app, err
 from sedsl.cli.cost import _sweep_points
-from sedsl.errors import NOWHERE, SpecError
+from sedsl.errors import UsageError
 
 
 @app.command()
@@ -28,14 +41,12 @@ def compare(
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder: compare.json/.csv/"
                                          ".svg and trials/<point>/seed<k>/.")]
     = Path("runs/compare"),
-    epochs: Annotated[int, typer.Option(min=1)] = 10,
-    batch: Annotated[int, typer.Option(min=1, help="Global batch size.")] = 64,
-    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: 0.1 for "
-                                             "sgd, 1e-3 for adamw).")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Default: 5e-4 sgd, 0.05 adamw.")]
-    = None,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.1,
+    epochs: EpochsOption = 10,
+    batch: BatchOption = 64,
+    optimizer: OptimizerOption = "sgd",
+    lr: LrOption = None,
+    weight_decay: DecayOption = None,
+    label_smoothing: SmoothingOption = 0.1,
     jobs: Annotated[int, typer.Option(min=1, help="Trials at a time on this machine, one "
                                       "process each.")] = 1,
     ray: Annotated[str | None, typer.Option(
@@ -48,8 +59,7 @@ def compare(
                                                   "reserves.")] = 0.0,
     nproc_per_trial: Annotated[int, typer.Option(min=1, help="Each trial as a torchrun job "
                                                  "of this many processes (DDP).")] = 1,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (the GPU when there is "
-                                        "one), cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print compare.json instead of the "
                                           "table.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print compare.csv instead of the "
@@ -64,24 +74,23 @@ def compare(
     """Train every sweep point with K seeds alike; mean ± std val top-1, the paired difference
     to the first point with a 95% interval, exact params and FLOPs, training time."""
     from sedsl.analysis import compare as cmp
-    from sedsl.analysis.train import TrainConfig
 
+    if as_json and as_csv:
+        raise UsageError("--json and --csv both print to stdout: choose one")
+    if ray is not None and jobs > 1:
+        raise UsageError("--jobs is for trials on this machine; with --ray the cluster's free "
+                         "CPUs and GPUs decide", "give --cpus-per-trial / --gpus-per-trial "
+                         "instead")
+    cfg = _train_config(epochs, batch, optimizer, lr, weight_decay, label_smoothing,
+                        limit_batches=limit_batches)
     with _spec_errors():
-        if as_json and as_csv:
-            raise SpecError("--json and --csv both print to stdout: choose one", NOWHERE)
-        if ray is not None and jobs > 1:
-            raise SpecError("--jobs is for trials on this machine; with --ray the cluster's "
-                            "free CPUs and GPUs decide", NOWHERE,
-                            "give --cpus-per-trial / --gpus-per-trial instead")
         overrides = _overrides(sets, input_size)
         points = _sweep_points(None, sweeps)
         clash = sorted(set(overrides) & {k for p in points for k in p})
         if clash:
-            raise SpecError(f"`{clash[0]}` is both --set and swept", NOWHERE, "give it once")
+            raise UsageError(f"`{clash[0]}` is both --set and swept", "give it once")
         opts = cmp.Options(
-            data=data, prep=_prep(resize, mean, std),
-            cfg=TrainConfig(epochs, batch, optimizer, lr, weight_decay, label_smoothing,
-                            limit_batches=limit_batches),
+            data=data, prep=_prep(resize, mean, std), cfg=cfg,
             seeds=cmp.seeds_of(seeds), device=device, nproc=nproc_per_trial, jobs=jobs,
             ray=ray, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
 
