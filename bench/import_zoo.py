@@ -6,7 +6,7 @@ import with the model itself: parameters, fvcore's FLOPs and outputs (every para
 randomised, the imported weights).
 
     python bench/import_zoo.py [--zoo torchvision|timm] [--size 64] [--filter regnet]
-                               [--check] [--markdown FILE]
+                               [--models A,B] [--shift K] [--check] [--markdown FILE]
 
 The torchvision zoo is every classification model but ViT, Swin and MaxViT; the timm zoo is a
 sample of its CNNs (`timm_sample`: models spread over each CNN module of timm, about one in
@@ -68,9 +68,11 @@ TIMM_CNN_MODULES = (
 )
 
 
-def timm_sample() -> list[str]:
+def timm_sample(shift: int = 0) -> list[str]:
     """About one model in six of each CNN module of timm (at least two), evenly spread over
-    its list: a broad sample of the families and of their variants."""
+    its list: a broad sample of the families and of their variants. `shift` moves every pick
+    that many places on in its module's list: shift 1, 2, ... are samples of the same
+    families that the sample (shift 0) the project was built against does not hold."""
     import timm
 
     names: list[str] = []
@@ -78,15 +80,15 @@ def timm_sample() -> list[str]:
         models = timm.list_models(module=module)
         k = min(len(models), max(2, round(len(models) / 6)))
         step = len(models) / k
-        names += [models[int(i * step)] for i in range(k)]
-    return names
+        names += [models[(int(i * step) + shift) % len(models)] for i in range(k)]
+    return list(dict.fromkeys(names))
 
 
-def zoo(name: str) -> tuple[list[str], Callable[[str], nn.Module]]:
+def zoo(name: str, shift: int = 0) -> tuple[list[str], Callable[[str], nn.Module]]:
     if name == "timm":
         import timm
 
-        return timm_sample(), lambda n: timm.create_model(n, pretrained=False)
+        return timm_sample(shift), lambda n: timm.create_model(n, pretrained=False)
     import torchvision  # type: ignore[import-untyped]
 
     names = [n for n in torchvision.models.list_models(module=torchvision.models)
@@ -168,12 +170,17 @@ def main() -> None:
     parser.add_argument("--zoo", choices=["torchvision", "timm"], default="torchvision")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--filter", default="")
+    parser.add_argument("--models", help="these models (comma-separated) instead of the zoo's")
+    parser.add_argument("--shift", type=int, default=0,
+                        help="timm: the sample with every pick moved this many places on")
     parser.add_argument("--check", action="store_true",
                         help="build the models and compare params, fvcore FLOPs and outputs")
     parser.add_argument("--markdown", type=Path, help="write the coverage table here")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    names, make = zoo(args.zoo)
+    names, make = zoo(args.zoo, args.shift)
+    if args.models:
+        names = [n.strip() for n in args.models.split(",") if n.strip()]
     outcomes: Counter[str] = Counter()
     rows: list[tuple[str, str, str]] = []
     print(f"{'model':34} {'outcome':12} {'build':>6} {'import':>6} {'write':>6} {'reload':>6}")
