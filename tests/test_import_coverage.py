@@ -158,6 +158,20 @@ def test_learnable_affine_block_as_affine() -> None:
                          input=8)
 
 
+def test_group_norm_module_and_timm_group_norm_act() -> None:
+    """nn.GroupNorm and timm's GroupNormAct (F.group_norm with the module's weight and bias,
+    then its activation) as `group_norm`: params, fvcore (5 per element, as aten::group_norm
+    with an affine transform), outputs, the written spec; uneven groups are a spec error."""
+    layers = pytest.importorskip("timm.layers")
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), layers.GroupNormAct(16, 4, act_layer=nn.SiLU),
+                          nn.Conv2d(16, 8, 1), nn.GroupNorm(2, 8, eps=1e-6))
+    net = exact(model, size=12)
+    assert ops(net).count("group_norm") == 2
+    assert "group_norm(2, eps = 1e-6)" in write_spec(net.base_ir, se_graph=net.ir).text
+    with pytest.raises(sedsl.SpecError, match="groups = 3 does not divide 8 channels"):
+        sedsl.loads("network n {\n  input 3x8x8\n  conv(8, 3) group_norm(3)\n}\n")
+
+
 class ScalarScale(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -999,6 +999,25 @@ LAYER_NORM = Op(
                                          support=("LayerNorm2d",)))
 
 
+def _group_norm_check(a: Attrs, ins: Shapes) -> None:
+    c = _spatial("group_norm", ins[0])[0]
+    if c % _int(a, "groups"):
+        raise fail(f"group_norm groups = {a['groups']} does not divide {c} channels")
+
+
+# Group norm (nn.GroupNorm; timm's GroupNormAct): the channels in `groups` groups, each
+# normalised over its channels and positions, then a per-channel scale and shift. fvcore counts
+# aten::group_norm with an affine transform as 5 per element, as layer norm.
+GROUP_NORM = Op(
+    "group_norm", (Arg("groups", "count"), Arg("eps", "positive", 1e-5)), positional=1,
+    doc="group norm: the channels in `groups` groups, each normalised (eps), then scaled and "
+        "shifted per channel", infer=_same, check=_group_norm_check, fresh=True,
+    params=_per_channel(2), fvcore=lambda a, ins, out: 5 * numel(ins[0]),
+    example="group_norm(8)",
+    torch=lambda a, ins, out: TorchModule(
+        f"nn.GroupNorm({a['groups']}, {ins[0][0]}, eps={a['eps']!r})"))
+
+
 def _attn_pool_infer(a: Attrs, ins: Shapes) -> Shape:
     (c, h, w), attn = _spatial("attn_pool", ins[0]), ins[1]
     if attn != (1, h, w):
@@ -1072,6 +1091,7 @@ OPS: dict[str, Op] = {
         CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
         LAYER_SCALE, AFFINE, SPACE_TO_DEPTH, BLUR_POOL, CHANNEL_LINEAR,
         UPSAMPLE,
+        GROUP_NORM,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )

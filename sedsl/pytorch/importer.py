@@ -1099,6 +1099,7 @@ MODULES: dict[type, Callable[[Any, T], Any]] = {
     nn.Flatten: lambda m, x: _flatten(x, m.start_dim, m.end_dim),
     nn.ChannelShuffle: lambda m, x: Emit("channel_shuffle", {"groups": m.groups}, [x]),
     nn.Upsample: lambda m, x: _upsample(x, m.size, m.scale_factor, m.mode, m.align_corners),
+    nn.GroupNorm: lambda m, x: _group_norm(x, m.num_groups, m.affine, m.eps),
 }
 
 def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
@@ -1211,6 +1212,23 @@ def _f_layer_norm(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
     shape = _arg(args, kwargs, 1, "normalized_shape")
     module = _weights(w, bias, "F.layer_norm") if w is not None else None
     return _layer_norm(x, tuple(shape), w is not None and bias is not None,
+                       float(_arg(args, kwargs, 4, "eps", 1e-5)), module)
+
+
+def _group_norm(x: T, groups: int, affine: bool, eps: float, module: str | None = None) -> Emit:
+    """nn.GroupNorm, or F.group_norm with a module's weights (timm's GroupNormAct)."""
+    if x.last or len(x.shape) != 3:
+        raise Unsupported("group-normalises a tensor that is not C x H x W")
+    if not affine:
+        raise Unsupported("group-normalises without affine weights")
+    return Emit("group_norm", {"groups": int(groups), "eps": float(eps)}, [x], module=module)
+
+
+def _f_group_norm(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Emit:
+    x = _tensor(args[0], "group_norm")
+    w, bias = _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")
+    module = _weights(w, bias, "F.group_norm") if w is not None else None
+    return _group_norm(x, _arg(args, kwargs, 1, "num_groups"), w is not None and bias is not None,
                        float(_arg(args, kwargs, 4, "eps", 1e-5)), module)
 
 
@@ -1525,6 +1543,7 @@ _FUNCTIONS: dict[Any, Callable[[tuple[Any, ...], Mapping[str, Any]], Any]] = {
     F.linear: _f_linear,
     F.conv2d: _f_conv2d,
     F.layer_norm: _f_layer_norm,
+    F.group_norm: _f_group_norm,
     F.pad: _f_pad,
     F.avg_pool2d: _f_pool("avg"),
     F.max_pool2d: _f_pool("max"),
