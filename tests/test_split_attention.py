@@ -88,15 +88,19 @@ def test_split_attention_refuses_what_does_not_divide() -> None:
 
 def imported(model: nn.Module, size: int) -> sedsl.Network:
     """`model` (randomised) imported: its parameters, fvcore's FLOPs and its outputs; the
-    written spec reloads to the same cost."""
+    written spec reloads to the same cost, and computes what the model does with its weights
+    (`sedsl.transfer_weights`)."""
     model = randomise(model).eval()
     shape = (3, size, size)
     net = sedsl.from_torch(model, input=size, name="m")
     assert net.cost().se.params == n_params(model)
     assert net.cost().se.flops == fvcore_count(model, shape)
     assert_same_outputs(net.to_torch(fused=False), model, shape, tol=1e-5)
-    back = sedsl.loads(write_spec(net.base_ir, se_graph=net.ir).text).cost()
-    assert (back.se.params, back.se.flops) == (net.cost().se.params, net.cost().se.flops)
+    back = sedsl.loads(write_spec(net.base_ir, se_graph=net.ir).text)
+    assert (back.cost().se.params, back.cost().se.flops) == (net.cost().se.params,
+                                                             net.cost().se.flops)
+    assert_same_outputs(sedsl.transfer_weights(model, back.to_torch(fused=False)), model, shape,
+                        tol=1e-5)
     return net
 
 
