@@ -621,6 +621,61 @@ BLUR_POOL = Op("blur_pool", (Arg("size", "count", 3), Arg("stride", "count", 2),
                    "channel, at stride (anti-aliased downsampling)")
 
 
+def _split_check(a: Attrs, ins: Shapes) -> None:
+    rc = _spatial("split_attention", ins[0])[0]
+    k, g = _int(a, "radix"), _int(a, "groups")
+    if rc % k:
+        raise fail(f"`split_attention` with radix {k} needs channels divisible by {k}, got {rc}",
+                   "its input is the radix branches, C channels each, concatenated")
+    c, rd = rc // k, _int(a, "rd")
+    if c % g or rd % g:
+        raise fail(f"split_attention groups = {g} must divide the channels of a branch ({c}) "
+                   f"and rd ({rd})")
+
+
+def _split_infer(a: Attrs, ins: Shapes) -> Shape:
+    rc, h, w = _spatial("split_attention", ins[0])
+    return (rc // _int(a, "radix"), h, w)
+
+
+def _split_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
+    """fc1 (C to rd) and fc2 (rd to radix C), each grouped, on the pooled vector."""
+    k, g, rd = _int(a, "radix"), _int(a, "groups"), _int(a, "rd")
+    return out[0] * rd // g * (1 + k)
+
+
+def _split_params(a: Attrs, ins: Shapes, out: Shape) -> int:
+    bias = out[0] * _int(a, "radix") + _int(a, "rd") if a["bias"] else 0
+    return _split_macs(a, ins, out) + bias + 2 * _int(a, "rd")  # + bn1's weight and bias
+
+
+def _split_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    return TorchModule(f"SplitAttention({out[0]}, {a['radix']}, {a['rd']}, groups={a['groups']}, "
+                       f"bias={a['bias']})", support=("SplitAttention",))
+
+
+# Attention across branches (ResNeSt's split attention, SKNet's selective kernel): the input is
+# `radix` branches of C channels each, concatenated; their sum is averaged over H x W, goes
+# through fc1 (C to rd, grouped), bn1, ReLU and fc2 (rd to radix C, grouped), a softmax across
+# the branches per channel (ResNeSt's RadixSoftmax order: fc2's channels grouped by `groups`
+# first, then by branch; a sigmoid for radix 1) weights them, and the weighted branches are
+# summed: C x H x W. Its parameters are named as ResNeSt's (fc1, bn1, fc2). fvcore counts the
+# two 1x1 convs and the batch norm (2 per element of rd); no sum, mean, softmax or product.
+# `paper`: the FCs, the squeeze (C H W) and the weighting (radix C H W).
+SPLIT_ATTENTION = Op(
+    "split_attention", (Arg("radix", "count"), Arg("rd", "count"), Arg("groups", "count", 1),
+                        Arg("bias", "bool", True)),
+    infer=_split_infer, check=_split_check, torch=_split_torch, params=_split_params,
+    buffers=lambda a, ins, out: 2 * _int(a, "rd") + 1, macs=_split_macs,
+    fvcore=lambda a, ins, out: _split_macs(a, ins, out) + 2 * _int(a, "rd"),
+    paper=lambda a, ins, out: _split_macs(a, ins, out) + numel(ins[0]) + numel(out),
+    activations=lambda a, ins, out: _int(a, "rd") + ins[0][0], fresh=True, positional=2,
+    example="split_attention(2, 32)",
+    doc="attention across `radix` branches concatenated along the channels (ResNeSt, SKNet): "
+        "a softmax per channel over the branches from their pooled sum's MLP, the weighted sum",
+)
+
+
 def _channel_linear_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
     return numel(ins[0]) * _int(a, "c_out")
 
@@ -1089,7 +1144,7 @@ OPS: dict[str, Op] = {
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
         CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
-        LAYER_SCALE, AFFINE, SPACE_TO_DEPTH, BLUR_POOL, CHANNEL_LINEAR,
+        LAYER_SCALE, AFFINE, SPACE_TO_DEPTH, BLUR_POOL, SPLIT_ATTENTION, CHANNEL_LINEAR,
         UPSAMPLE,
         GROUP_NORM,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,

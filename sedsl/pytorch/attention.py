@@ -9,6 +9,10 @@ sizes) and its reduced width; `sedsl.compile.se_infer` then finds the rules that
 A module of one of these classes whose options no variant has (GlobalContext fusing by scale and
 add at once, CoordAttn's skip) is refused by name.
 
+timm's `SplitAttn` (ResNeSt) and `SelectiveKernel` (SKNet), attention across branches, are no SE
+variant: their branches are traced as they run and their attention becomes one `split_attention`
+node of the base graph (`SPLIT_CLASSES`).
+
 Recognition reads the module's structure, never its name alone: every submodule a variant needs
 is checked (a 1x1 conv with or without bias, the activation's class), and `steps` maps the
 module's parameters onto the block's step nodes, so that the import carries its weights.
@@ -303,5 +307,108 @@ def recognise(m: nn.Module) -> Recognised:
     """`m` as an SE block, or NotVariant saying which of its options no variant has."""
     try:
         return CLASSES[_qualname(type(m))](m)
+    except AttributeError as err:
+        raise NotVariant(f"it lacks a part its class has ({err})") from None
+
+
+# --- attention across branches (split_attention) ----------------------------------------------
+
+
+class Split(Record):
+    """A module of attention across branches as the `split_attention` op: its attributes and
+    its parameters' module paths (relative to it) -> the op's submodule that holds them."""
+
+    attrs: Mapping[str, Any]
+    parts: Mapping[str, str]
+
+
+class SplitClass(Record):
+    """How a class of attention across branches is read: `branches(m, x)`, the torch code of
+    its branches, concatenated along the channels (traced as it runs, so each branch's layers
+    are the graph's); `recognise(m)`, its attention as the op."""
+
+    branches: Callable[..., Any]
+    recognise: Callable[[Any], Split]
+
+
+def _split_fcs(fc1: Any, fc2: Any, radix: int) -> tuple[int, int, bool]:
+    """The attention's two grouped 1x1 convs: (rd, groups, bias)."""
+    for fc, what in ((fc1, "first FC"), (fc2, "second FC")):
+        if not isinstance(fc, nn.Conv2d) or fc.kernel_size != (1, 1) or fc.stride != (1, 1) or \
+                fc.padding not in ((0, 0), "valid") or fc.dilation != (1, 1):
+            raise NotVariant(f"its {what} is not a 1x1 convolution")
+    if fc1.groups != fc2.groups or fc2.in_channels != fc1.out_channels or \
+            fc2.out_channels != radix * fc1.in_channels:
+        raise NotVariant(f"its FCs are not C to rd to {radix} C with the same groups")
+    return fc1.out_channels, fc1.groups, _same_bias(fc1.bias is not None, fc2.bias is not None)
+
+
+def _relu(m: Any, what: str) -> None:
+    if activation(m, what) != "relu":
+        raise NotVariant(f"its {what} is not a ReLU")
+
+
+def _splat_branches(m: Any, x: Any) -> Any:
+    """timm's SplitAttn before its attention: its conv (all radix branches at once, grouped),
+    norm, drop and activation."""
+    return m.act0(m.drop(m.bn0(m.conv(x))))
+
+
+def _splat(m: Any) -> Split:
+    """timm's SplitAttn (ResNeSt): fc1, bn1, ReLU, fc2, RadixSoftmax over `radix` branches
+    with cardinality `groups`."""
+    radix = int(m.radix)
+    rd, groups, bias = _split_fcs(m.fc1, m.fc2, radix)
+    _bn(m.bn1, "attention's norm layer")
+    _relu(m.act1, "attention's activation")
+    soft = m.rsoftmax
+    if type(soft).__name__ != "RadixSoftmax" or (soft.radix, soft.cardinality) != (radix, groups):
+        raise NotVariant("its softmax is not timm's RadixSoftmax over its radix and groups")
+    return Split({"radix": radix, "rd": rd, "groups": groups, "bias": bias},
+                 {"fc1": "fc1", "bn1": "bn1", "fc2": "fc2"})
+
+
+def _sk_branches(m: Any, x: Any) -> Any:
+    """timm's SelectiveKernel before its attention: its paths, each on its share of the input
+    channels (`split_input`) or on all of them, concatenated (timm stacks them)."""
+    import torch
+
+    if m.split_input:
+        pieces = torch.split(x, m.in_channels // m.num_paths, 1)
+        return torch.cat([path(pieces[i]) for i, path in enumerate(m.paths)], 1)
+    return torch.cat([path(x) for path in m.paths], 1)
+
+
+def _sk(m: Any) -> Split:
+    """timm's SelectiveKernel (SKNet): its SelectiveKernelAttn, fc_reduce, bn, ReLU, fc_select,
+    a softmax over its paths."""
+    attn, radix = m.attn, int(m.num_paths)
+    rd, groups, bias = _split_fcs(attn.fc_reduce, attn.fc_select, radix)
+    _bn(attn.bn, "attention's norm layer")
+    _relu(attn.act, "attention's activation")
+    if attn.num_paths != radix or groups != 1:
+        raise NotVariant("its attention's paths or groups are not its own")
+    return Split({"radix": radix, "rd": rd, "groups": 1, "bias": bias},
+                 {"attn.fc_reduce": "fc1", "attn.bn": "bn1", "attn.fc_select": "fc2"})
+
+
+SPLIT_CLASSES: dict[str, SplitClass] = {
+    "timm.layers.split_attn.SplitAttn": SplitClass(_splat_branches, _splat),
+    "timm.layers.selective_kernel.SelectiveKernel": SplitClass(_sk_branches, _sk),
+}
+
+
+def split_class(m: nn.Module) -> SplitClass | None:
+    """How `m` is read as attention across branches, if it is of such a class."""
+    return SPLIT_CLASSES.get(_qualname(type(m)))
+
+
+def recognise_split(m: nn.Module) -> Split:
+    """`m`'s attention as the `split_attention` op, or NotVariant saying which of its options
+    the op has not."""
+    split = split_class(m)
+    assert split is not None, f"{type(m).__name__} is no attention across branches"
+    try:
+        return split.recognise(m)
     except AttributeError as err:
         raise NotVariant(f"it lacks a part its class has ({err})") from None

@@ -273,12 +273,26 @@ class _Tracer(fx.Tracer):
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
+        split = attention.split_class(m)
+        if split is not None:
+            forward = self._attending(m, split)
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_in is None:
                 self.failed_in = (self.path_of_module(m), type(m).__name__)
             raise
+
+    def _attending(self, m: nn.Module, split: attention.SplitClass) -> Callable[..., Any]:
+        """The forward of attention across branches as sedsl reads it: its branches, traced
+        as they run, then one call of `attend` on them (a `split_attention` node)."""
+        path = self.path_of_module(m)
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return self.create_proxy("call_function", attend,
+                                     (split.branches(m, *args, **kwargs), path), {})
+
+        return forward
 
     def create_proxy(self, kind: str, target: Any, args: tuple[Any, ...],
                      kwargs: dict[str, Any], name: str | None = None, type_expr: Any = None,
@@ -370,6 +384,12 @@ def trace(model: nn.Module, on_node: Callable[[fx.Node], Any] | None = None,
         raise SpecError(f"cannot trace {what}: {type(err).__name__}: {_first_line(err)}", None,
                         "sedsl imports what torch.fx can trace: no control flow on tensor "
                         "values, no calls it cannot record") from None
+
+
+def attend(x: Any, path: str) -> Any:
+    """The attention of the module at `path` (attention across branches) over its branches
+    `x`: one call of the traced graph, which becomes a `split_attention` node (never run)."""
+    raise NotImplementedError("recorded by the tracer, never run")
 
 
 def _first_line(err: BaseException) -> str:
@@ -740,6 +760,9 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
             module = b.modules[str(node.target)]
             mapped = map_module(module, args, kwargs)
             what = f"`{node.target}` ({type(module).__name__})"
+        elif node.target is attend:
+            mapped = _split_attention(b.modules[args[1]], args[1], args[0])
+            what = f"`{where}`"
         else:
             mapped = map_call(node.op, node.target, args, kwargs)
             what = f"`{where or 'the model'}`"
@@ -775,6 +798,8 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
                    stack, last)
         for state_key, tensor in mapped.tensors:
             b.direct[state_key] = f"{y.node}.{tensor}"
+        for path, child in mapped.parts:
+            b.module_names[path] = f"{y.node}.{child}"
         return y
     if node.op == "call_module":
         stack = stack[:-1]  # a module's own call is inside the modules around it
@@ -839,7 +864,9 @@ class Emit(Record):
     `act`; `module`: the module whose tensors a function call uses (`F.linear(x, self.weight)`:
     the node takes that module's path and tensors); `tensors`: (state-dict key, the node's
     tensor name) of tensors it uses directly (a layer scale's `gamma`); `last`: the output is
-    channels-last (None: as its inputs, for ops that work per element)."""
+    channels-last (None: as its inputs, for ops that work per element); `parts`: (module path,
+    the node's submodule) of modules whose tensors the node holds under its own names
+    (`split_attention`'s fc1, bn1, fc2)."""
 
     op: str
     attrs: dict[str, Attr]
@@ -848,6 +875,7 @@ class Emit(Record):
     module: str | None = None
     tensors: tuple[tuple[str, str], ...] = ()
     last: bool | None = None
+    parts: tuple[tuple[str, str], ...] = ()
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -1037,6 +1065,19 @@ def _blur_pool(m: Any, x: T) -> Emit:
     elif not all(torch.equal(f, filt) for f in own.detach().cpu().reshape(-1, size, size)):
         raise Unsupported("blur-pools with a filter other than the binomial one")
     return Emit("blur_pool", {"size": size, "stride": stride, "reflect": mode == "reflect"}, [x])
+
+
+def _split_attention(m: nn.Module, path: str, x: Any) -> Emit:
+    """Attention across branches (timm's SplitAttn, SelectiveKernel) over the concatenated
+    branches `x`: `split_attention`, its tensors those of the module's attention layers."""
+    try:
+        split = attention.recognise_split(m)
+    except attention.NotVariant as err:
+        raise Unsupported(f"is attention across branches that sedsl reads as split_attention, "
+                          f"but {err}") from None
+    x = _tensor(x, "split attention")
+    return Emit("split_attention", dict(split.attrs), [x],
+                parts=tuple((f"{path}.{sub}", child) for sub, child in split.parts.items()))
 
 
 def _adaptive(size: Any, x: T, mode: str) -> Emit:

@@ -57,6 +57,31 @@ class BlurPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.pad(x, (self.pad,) * 4, mode=self.mode)
         return nn.functional.conv2d(x, self.filt, stride=self.stride, groups=self.channels)''',
+    # Attention across branches (ResNeSt's SplitAttn after its conv, SKNet's SelectiveKernelAttn
+    # and weighting): parameters named as ResNeSt's, its RadixSoftmax channel order.
+    "SplitAttention": '''
+class SplitAttention(nn.Module):
+    """radix branches of C channels (concatenated) weighted per channel by a softmax over the
+    branches of an MLP of their pooled sum, and summed."""
+
+    def __init__(self, channels: int, radix: int, rd: int, groups: int = 1,
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.radix, self.groups = radix, groups
+        self.fc1 = nn.Conv2d(channels, rd, 1, groups=groups, bias=bias)
+        self.bn1 = nn.BatchNorm2d(rd)
+        self.act1 = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(rd, channels * radix, 1, groups=groups, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, rc, h, w = x.shape
+        x = x.reshape(n, self.radix, rc // self.radix, h, w)
+        gap = x.sum(1).mean((2, 3), keepdim=True)
+        attn = self.fc2(self.act1(self.bn1(self.fc1(gap))))
+        if self.radix == 1:
+            return x[:, 0] * torch.sigmoid(attn)
+        attn = attn.view(n, self.groups, self.radix, -1).transpose(1, 2).softmax(1)
+        return (x * attn.reshape(n, self.radix, rc // self.radix, 1, 1)).sum(1)''',
     # nn.Linear over the channels of each position of an (N, C, H, W) tensor (ConvNeXt's MLP).
     "ChannelLinear": '''
 class ChannelLinear(nn.Linear):
