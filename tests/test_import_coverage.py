@@ -172,6 +172,21 @@ def test_group_norm_module_and_timm_group_norm_act() -> None:
         sedsl.loads("network n {\n  input 3x8x8\n  conv(8, 3) group_norm(3)\n}\n")
 
 
+def test_filter_response_norm_with_its_tlu_or_an_activation() -> None:
+    """timm's FilterResponseNormTlu2d (max(y, tau)) and FilterResponseNormAct2d (its `act`
+    after it) as `frn`: params (weight, bias and tau), fvcore (none of its ops), outputs (on
+    random weights, tau and eps included), the written spec; flat input is a spec error."""
+    layers = pytest.importorskip("timm.layers")
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), layers.FilterResponseNormTlu2d(16, eps=1e-4),
+                          nn.Conv2d(16, 8, 1),
+                          layers.FilterResponseNormAct2d(8, act_layer=nn.SiLU))
+    net = exact(model, size=12)
+    assert ops(net).count("frn") == 2 and "silu" in ops(net)
+    assert "frn(tlu = false) silu" in write_spec(net.base_ir, se_graph=net.ir).text
+    with pytest.raises(sedsl.SpecError, match="`frn` needs a CxHxW feature map"):
+        sedsl.loads("network n {\n  input 3x8x8\n  conv(8, 3) flatten frn\n}\n")
+
+
 class ScalarScale(nn.Module):
     def __init__(self) -> None:
         super().__init__()

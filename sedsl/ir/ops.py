@@ -1073,6 +1073,21 @@ GROUP_NORM = Op(
         f"nn.GroupNorm({a['groups']}, {ins[0][0]}, eps={a['eps']!r})"))
 
 
+# Filter response normalisation (timm's FilterResponseNormTlu2d / FilterResponseNormAct2d):
+# x / sqrt(mean over H x W of x² + eps), a per-channel scale and shift, with `tlu` the
+# thresholded linear unit max(y, tau) with a learned tau per channel. fvcore counts none of its
+# elementwise ops or the mean.
+FRN = Op(
+    "frn", (Arg("eps", "positive", 1e-5), Arg("tlu", "bool", True)), positional=0,
+    doc="filter response normalisation: x / sqrt(mean(x²) + eps) over each channel's positions, "
+        "scaled and shifted per channel; tlu: then max(y, tau), tau learned per channel",
+    infer=lambda a, ins: _spatial("frn", ins[0]), fresh=True,
+    params=lambda a, ins, out: (3 if a["tlu"] else 2) * ins[0][0],
+    torch=lambda a, ins, out: TorchModule(
+        f"FilterResponseNorm({ins[0][0]}, eps={a['eps']!r}, tlu={a['tlu']})",
+        support=("FilterResponseNorm",)))
+
+
 def _attn_pool_infer(a: Attrs, ins: Shapes) -> Shape:
     (c, h, w), attn = _spatial("attn_pool", ins[0]), ins[1]
     if attn != (1, h, w):
@@ -1146,7 +1161,7 @@ OPS: dict[str, Op] = {
         CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
         LAYER_SCALE, AFFINE, SPACE_TO_DEPTH, BLUR_POOL, SPLIT_ATTENTION, CHANNEL_LINEAR,
         UPSAMPLE,
-        GROUP_NORM,
+        GROUP_NORM, FRN,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )

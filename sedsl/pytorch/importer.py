@@ -268,8 +268,7 @@ class _Tracer(fx.Tracer):
         # timm's BatchNormAct2d (batch norm + activation) re-implements BatchNorm2d.forward;
         # attention modules sedsl reads as SE variants become SE blocks (pytorch/attention.py)
         return isinstance(m, nn.BatchNorm2d) or attention.is_attention(m) or \
-            type(m).__name__ == "BlurPool2d" or \
-            super().is_leaf_module(m, module_qualified_name)
+            type(m).__name__ in TIMM_LEAVES or super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
@@ -964,8 +963,8 @@ def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
     handler = MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
     if isinstance(m, nn.BatchNorm1d) and len(x.shape) == 1:
         handler = MODULES[nn.BatchNorm2d]  # batch norm of flat features (RepViT's head)
-    if handler is None and type(m).__name__ == "BlurPool2d":
-        return _blur_pool(m, x)
+    if handler is None and type(m).__name__ in TIMM_LEAVES:
+        return TIMM_LEAVES[type(m).__name__](m, x)
     if handler is None:
         raise Unsupported(f"uses {type(m).__module__}.{type(m).__qualname__}, which sedsl has "
                           "no op for")
@@ -1080,6 +1079,23 @@ def _split_attention(m: nn.Module, path: str, x: Any) -> Emit:
                 parts=tuple((f"{path}.{sub}", child) for sub, child in split.parts.items()))
 
 
+def _frn(m: Any, x: T) -> Emit:
+    """timm's FilterResponseNormTlu2d (its TLU: `tau`) or FilterResponseNormAct2d (its `act`
+    after it) as `frn`; only the RMS form (timm's default)."""
+    if not getattr(m, "rms", True) or len(x.shape) != 3 or x.last:
+        raise Unsupported("normalises filter responses other than by their RMS over H x W")
+    tlu = getattr(m, "tau", None) is not None
+    then: list[tuple[str, str, dict[str, Attr]]] = []
+    act = getattr(m, "act", None)
+    if act is not None and not isinstance(act, nn.Identity):
+        emitted = _activation_of(act, x)
+        if emitted is None or emitted.op not in _PER_POSITION:
+            raise Unsupported(f"runs `act` ({type(act).__name__}) inside its filter response "
+                              "norm")
+        then.append(("act", emitted.op, emitted.attrs))
+    return Emit("frn", {"eps": float(m.eps), "tlu": tlu}, [x], tuple(then))
+
+
 def _adaptive(size: Any, x: T, mode: str) -> Emit:
     if isinstance(size, int):
         size = (size, size)
@@ -1128,6 +1144,13 @@ def _flatten(x: T, start_dim: int = 1, end_dim: int = -1) -> Emit:
 
 # The leaf modules import maps, by class: each gives an Emit (the op and its attributes) for the
 # module and its input. An importable construct is one entry here (with its op, if new).
+# timm's modules read whole (leaves of the trace), by class name: timm stays optional.
+TIMM_LEAVES: dict[str, Callable[[Any, T], Emit]] = {
+    "BlurPool2d": _blur_pool,
+    "FilterResponseNormTlu2d": _frn,
+    "FilterResponseNormAct2d": _frn,
+}
+
 MODULES: dict[type, Callable[[Any, T], Any]] = {
     nn.Conv2d: _conv,
     nn.BatchNorm2d: _bn,

@@ -38,6 +38,23 @@ class Affine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * x + self.bias''',
+    # Filter response normalisation, as timm's FilterResponseNormTlu2d (tlu) / ...Act2d.
+    "FilterResponseNorm": '''
+class FilterResponseNorm(nn.Module):
+    """x / sqrt(mean over H x W of x^2 + eps), times a weight plus a bias per channel; with
+    `tlu`, then max(y, tau) with a learned tau per channel."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, tlu: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.tau = nn.Parameter(torch.zeros(channels)) if tlu else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rms = x.square().float().mean(dim=(2, 3), keepdim=True).add(self.eps).rsqrt()
+        x = x * rms.to(x.dtype) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return x if self.tau is None else torch.maximum(x, self.tau.view(1, -1, 1, 1))''',
     # Anti-aliased downsampling as timm's BlurPool2d: its binomial filter, computed alike.
     "BlurPool": '''
 class BlurPool(nn.Module):
