@@ -34,12 +34,12 @@ ROUND_TRIP = {
     "inception_next_atto": {},  # layer norm of flat features
     "repvit_m0_9": {"se": 10},  # BatchNorm1d, (a + b) / 2
     "regnetz_c16": {"se": 22},  # RegStage's units, SE with base = block_in
+    "dm_nfnet_f0": {"se": 12},  # weight standardisation, skipinit gain, TF `same` padding
 }
 
 REFUSED = {
     "dla34": "paths that meet in a way no sequence, residual unit or parallel unit states",
     "resnest14d": "views its channels as 2 groups",
-    "nf_resnet50": "standardises its weight in the forward (weight standardisation",
     "resnet50x16_clip": "computes on token sequences",
 }
 
