@@ -279,6 +279,12 @@ def _conv_complete(attrs: dict[str, Any]) -> dict[str, Any]:
 
 UNIT_STRIDE: Attrs = {"stride": (1, 1)}  # the stride belongs to the first copy of a repeat
 
+# `std = true`: weight standardisation (timm's StdConv2d, BiT), the weight of each output channel
+# normalised in the forward, (w - mean) / sqrt(var + eps), by a training-mode batch_norm of the
+# weight; `gain = true`: also times a learned gain per output channel and gamma / sqrt(fan-in)
+# (ScaledStdConv2d, NF-Nets), c_out more parameters. fvcore counts that batch_norm (see
+# _conv_fvcore).
+
 CONV = Op(
     "conv",
     (Arg("c_out", "count"), Arg("kernel", "pair"), Arg("stride", "pair", 1),
