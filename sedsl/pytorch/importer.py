@@ -852,9 +852,9 @@ class Emit(Record):
     `act`; `before`: (op, attributes) a module runs on its input first (a `same` pad of timm's
     ScaledStdConv2dSame), each a node `<module>.<op>`; `module`: the module whose tensors a
     function call uses (`F.linear(x, self.weight)`: the node takes that module's path and
-    tensors); `tensors`: (state-dict key, the node's
-    tensor name) of tensors it uses directly (a layer scale's `gamma`); `last`: the output is
-    channels-last (None: as its inputs, for ops that work per element)."""
+    tensors); `tensors`: (state-dict key, the node's tensor name) of tensors it uses directly
+    (a layer scale's `gamma`); `last`: the output is channels-last (None: as its inputs, for ops
+    that work per element)."""
 
     op: str
     attrs: dict[str, Attr]
@@ -1034,8 +1034,9 @@ def _std_conv(m: Any, x: T) -> Emit:
 
 
 def _gamma(scale: float, fan_in: int) -> float:
-    """The shortest gamma whose gamma * fan_in ** -0.5 is `scale` exactly, as timm computes it
-    (ScaledStdConv2d keeps only the product)."""
+    """The gamma whose gamma * fan_in ** -0.5 is `scale` exactly, as timm computes it
+    (ScaledStdConv2d keeps only the product): the shortest a spec can write, else the shortest
+    (`_constant`)."""
     centre = scale * fan_in ** 0.5
     near = [centre]  # and the floats either side: undoing the product rounds
     for step in (math.inf, -math.inf):
@@ -1046,12 +1047,21 @@ def _gamma(scale: float, fan_in: int) -> float:
     gammas = [g for g in {float(f"{v:.{d}g}") for v in near for d in range(1, 18)}
               if g * fan_in ** -0.5 == scale]
     if gammas:
-        return _constant(min(gammas, key=lambda g: (len(repr(g)), g)))
+        return _constant(min(gammas, key=lambda g: (not _writable(g), len(repr(g)), g)))
     raise Unsupported(f"scales its standardised weight by {scale!r}, which no gamma gives")
 
 
 def _float32(value: float) -> float:
     return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
+def _writable(value: float) -> bool:
+    """Whether a spec's numbers can hold the float exactly (at most 15 decimal places)."""
+    try:
+        python_number(value, None)
+    except SpecError:
+        return False
+    return True
 
 
 def _constant(value: float) -> float:
@@ -1061,11 +1071,8 @@ def _constant(value: float) -> float:
     a spec may write that is the same float32, which is what the model multiplies by."""
     for digits in range(17, 0, -1):
         short = float(f"{value:.{digits}g}")
-        try:
-            python_number(short, None)
-        except SpecError:
-            continue
-        return short if short == value or _float32(short) == _float32(value) else value
+        if _writable(short):
+            return short if short == value or _float32(short) == _float32(value) else value
     return value
 
 
@@ -1218,7 +1225,7 @@ def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str,
 
 def _param_use(called: str, p: Param) -> str:
     return (f"computes `{called}` with the tensor `{p.key}` directly; sedsl maps tensors "
-            "read by a linear layer, a convolution, a layer norm or a layer scale")
+            "read by a linear layer, a convolution, a layer norm, a layer scale or a gain")
 
 
 def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], i: int, name: str,
