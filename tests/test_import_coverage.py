@@ -262,9 +262,25 @@ def test_upsample(bilinear: bool) -> None:
     assert "upsample" in ops(exact(model))
 
 
-def test_weight_standardisation_and_transformers_are_refused_by_name() -> None:
-    with pytest.raises(sedsl.SpecError, match=r"`0` \(StdConv2d\): standardises its weight"):
-        sedsl.from_torch(nn.Sequential(timm_layers.StdConv2d(3, 8, 3)), input=16)
+class OwnStdConv(nn.Conv2d):
+    """Weight standardisation written by hand, not timm's class."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        return F.conv2d(x, (w - w.mean((1, 2, 3), keepdim=True)) / w.std((1, 2, 3), keepdim=True))
+
+
+def test_timms_weight_standardisation_imports_exactly() -> None:
+    """StdConv2d (BiT) and ScaledStdConv2dSame (dynamic `same` padding before a strided conv)."""
+    net = exact(nn.Sequential(timm_layers.StdConv2d(3, 8, 3),
+                              timm_layers.ScaledStdConv2dSame(8, 8, 4, stride=2, gamma=1.5)))
+    assert ops(net) == ["input", "conv", "pad", "conv"]
+
+
+def test_other_weight_code_and_transformers_are_refused_by_name() -> None:
+    with pytest.raises(sedsl.SpecError, match=r"`0` \(OwnStdConv\): computes `.*` with the "
+                                              r"tensor `0.weight` directly"):
+        sedsl.from_torch(nn.Sequential(OwnStdConv(3, 8, 3)), input=16)
     with torch.device("meta"):
         vit = torchvision.models.vit_b_16()
     with pytest.raises(sedsl.SpecError, match="VisionTransformer computes on token sequences"):

@@ -36,11 +36,11 @@ ROUND_TRIP = {
     "regnetz_c16": {"se": 22},  # RegStage's units, SE with base = block_in
     "resnest14d": {},  # SplitAttn as split_attention
     "skresnet18": {},  # SelectiveKernel: paths on split input, concat, split_attention
+    "dm_nfnet_f0": {"se": 12},  # weight standardisation, skipinit gain, TF `same` padding
 }
 
 REFUSED = {
     "dla34": "paths that meet in a way no sequence, residual unit or parallel unit states",
-    "nf_resnet50": "standardises its weight in the forward (weight standardisation",
     "resnet50x16_clip": "computes on token sequences",
 }
 

@@ -178,6 +178,18 @@ def _conv_check(a: Attrs, ins: Shapes) -> None:
     if c_in % g or c_out % g:
         raise fail(f"conv groups = {g} must divide the input channels ({c_in}) and the output "
                    f"channels ({c_out})")
+    if not a.get("std"):
+        if a.get("gain") or a.get("gamma", 1.0) != 1.0 or a.get("eps", 1e-6) != 1e-6:
+            raise fail("`gain`, `gamma` and `eps` are weight standardisation's arguments",
+                       "add `std = true`")
+        return
+    if a.get("gamma", 1.0) != 1.0 and not a.get("gain"):
+        raise fail("`gamma` scales the standardised weight with its learned gain",
+                   "add `gain = true` (a ScaledStdConv2d), or leave `gamma` out")
+    if _fan_in(a, ins) == 1:
+        raise fail("weight standardisation needs more than one weight per output channel: "
+                   "this conv has c_in / groups x kernel = 1",
+                   "standardising a single weight divides zero by zero")
 
 
 def _conv_infer(a: Attrs, ins: Shapes) -> Shape:
@@ -187,10 +199,23 @@ def _conv_infer(a: Attrs, ins: Shapes) -> Shape:
     return (_int(a, "c_out"), _window(h, kh, sh, ph, dh, False), _window(w, kw, sw, pw, dw, False))
 
 
-def _conv_params(a: Attrs, ins: Shapes, out: Shape) -> int:
+def _fan_in(a: Attrs, ins: Shapes) -> int:
+    """Weights per output channel: c_in / groups x kh x kw."""
     kh, kw = _pair(a["kernel"])
-    weight = _int(a, "c_out") * ins[0][0] // _int(a, "groups") * kh * kw
-    return weight + (_int(a, "c_out") if a["bias"] else 0)
+    return ins[0][0] // _int(a, "groups") * kh * kw
+
+
+def _conv_params(a: Attrs, ins: Shapes, out: Shape) -> int:
+    weight = _int(a, "c_out") * _fan_in(a, ins)
+    return weight + _int(a, "c_out") * ((1 if a["bias"] else 0) + (1 if a.get("gain") else 0))
+
+
+def _conv_fvcore(a: Attrs, ins: Shapes, out: Shape) -> int:
+    """The conv's multiply-accumulates; a standardised weight adds what fvcore counts for the
+    training-mode batch_norm that standardises it: 4 per weight, 5 with the gain as its affine
+    weight (fvcore's norm_flop_counter)."""
+    weights = _int(a, "c_out") * _fan_in(a, ins) if a.get("std") else 0
+    return _conv_macs(a, ins, out) + weights * (5 if a.get("gain") else 4)
 
 
 def _conv_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
@@ -204,6 +229,13 @@ def _conv_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
                                                   ("dilation", (1, 1)), ("groups", 1))
         if a[k] != default
     )
+    if a.get("std"):  # timm's StdConv2d / ScaledStdConv2d: their computation and keys
+        std = f", eps={a.get('eps', 1e-6)!r}"
+        if a.get("gain"):
+            std += f", gamma={a.get('gamma', 1.0)!r}, gain=True"
+        return TorchModule(f"StdConv({ins[0][0]}, {a['c_out']}, {_src(a['kernel'])}{extra}, "
+                           f"bias={a['bias']}{std})", support=("StdConv",),
+                           init=_zero_init(a, ("weight", "bias")))
     return TorchModule(f"nn.Conv2d({ins[0][0]}, {a['c_out']}, {_src(a['kernel'])}{extra}, "
                        f"bias={a['bias']})", init=_zero_init(a, ("weight", "bias")))
 
@@ -247,16 +279,25 @@ def _conv_complete(attrs: dict[str, Any]) -> dict[str, Any]:
 
 UNIT_STRIDE: Attrs = {"stride": (1, 1)}  # the stride belongs to the first copy of a repeat
 
+# `std = true`: weight standardisation (timm's StdConv2d, BiT), the weight of each output channel
+# normalised in the forward, (w - mean) / sqrt(var + eps), by a training-mode batch_norm of the
+# weight; `gain = true`: also times a learned gain per output channel and gamma / sqrt(fan-in)
+# (ScaledStdConv2d, NF-Nets), c_out more parameters. fvcore counts that batch_norm (see
+# _conv_fvcore).
+
 CONV = Op(
     "conv",
     (Arg("c_out", "count"), Arg("kernel", "pair"), Arg("stride", "pair", 1),
      Arg("padding", "pair0", derived=True), Arg("dilation", "pair", 1), Arg("groups", "count", 1),
-     Arg("bias", "bool", False)),
+     Arg("bias", "bool", False), Arg("std", "bool", False), Arg("gain", "bool", False),
+     Arg("gamma", "float", 1.0), Arg("eps", "positive", 1e-6)),
     infer=_conv_infer, torch=_conv_torch, params=_conv_params, macs=_conv_macs,
-    fvcore=_conv_macs, check=_conv_check, complete=_conv_complete, resets=UNIT_STRIDE,
+    fvcore=_conv_fvcore, check=_conv_check, complete=_conv_complete, resets=UNIT_STRIDE,
     activations=lambda a, ins, out: numel(out),
     fresh=True, example="conv(64, 3)", positional=2,
-    doc="2-D convolution (groups, dilation, bias); `groups = c_in` is depthwise",
+    doc="2-D convolution (groups, dilation, bias); `groups = c_in` is depthwise; `std = true` "
+        "standardises its weight per output channel (eps), `gain = true` then scales it by a "
+        "learned gain per output channel and gamma / sqrt(fan-in) (NF-Nets)",
 )
 
 # --- normalisation, activations -----------------------------------------------------------------
@@ -558,6 +599,12 @@ LAYER_SCALE = Op("layer_scale", (), infer=_same, fresh=True, params=lambda a, in
 AFFINE = Op("affine", (), infer=_same, fresh=True, params=lambda a, ins, out: 2,
             torch=lambda a, ins, out: TorchModule("Affine()", support=("Affine",)),
             doc="a learned scalar scale and bias: scale * x + bias (2 parameters)")
+
+# A learned scalar scale, `gain * x` (NF-Nets' skipinit_gain): one parameter of shape (), kept as
+# the lowering's `weight`. fvcore counts no elementwise multiply.
+GAIN = Op("gain", (), infer=_same, fresh=True, params=lambda a, ins, out: 1,
+          torch=lambda a, ins, out: TorchModule("Gain()", support=("Gain",)),
+          doc="a learned scalar scale: gain * x (1 parameter; NF-Nets' skipinit gain)")
 
 
 def _space_to_depth_infer(a: Attrs, ins: Shapes) -> Shape:
@@ -1159,7 +1206,7 @@ OPS: dict[str, Op] = {
         CONV, BN, *map(_activation, ACTIVATIONS.values()), MAXPOOL, AVGPOOL,
         GLOBAL_AVGPOOL, ADAPTIVE_AVGPOOL, GLOBAL_MAXPOOL, LINEAR, DROPOUT, DROP_PATH, FLATTEN,
         CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
-        LAYER_SCALE, AFFINE, SPACE_TO_DEPTH, BLUR_POOL, SPLIT_ATTENTION, CHANNEL_LINEAR,
+        LAYER_SCALE, AFFINE, GAIN, SPACE_TO_DEPTH, BLUR_POOL, SPLIT_ATTENTION, CHANNEL_LINEAR,
         UPSAMPLE,
         GROUP_NORM, FRN,
         ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,

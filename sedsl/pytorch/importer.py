@@ -19,6 +19,7 @@ import keyword
 import math
 import operator
 import re
+import struct
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, add_node, input_shapes, inputs, record, records
 from sedsl.ir.ops import OPS, Attr, Shape, same_padding, same_pads
 from sedsl.ir.vocab import ACTIVATIONS
+from sedsl.language.numbers import python_number
 from sedsl.pytorch import attention
 from sedsl.record import Record
 from sedsl.record import replace as replace_record
@@ -268,7 +270,7 @@ class _Tracer(fx.Tracer):
         # timm's BatchNormAct2d (batch norm + activation) re-implements BatchNorm2d.forward;
         # attention modules sedsl reads as SE variants become SE blocks (pytorch/attention.py)
         return isinstance(m, nn.BatchNorm2d) or attention.is_attention(m) or \
-            type(m).__name__ in TIMM_LEAVES or super().is_leaf_module(m, module_qualified_name)
+            _timm_leaf(m) is not None or super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
@@ -768,18 +770,26 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
     except Unsupported as err:
         cls = _stack(node)[-1][1].__name__ if where else ""
         owner = f"`{where}` ({cls})" if where else "the model"
-        problem = str(err)
-        if "StdConv" in cls:  # timm's StdConv2d, ScaledStdConv2d (NF-Nets, BiT)
-            problem = ("standardises its weight in the forward (weight standardisation, as "
-                       "NF-Nets and BiT do), which sedsl's conv has no form for: its weight is "
-                       "a parameter")
-        raise SpecError(f"{owner}: {problem}", None, _HINT) from None
+        raise SpecError(f"{owner}: {err}", None, _HINT) from None
     except SpecError as err:
         raise SpecError(f"{what}: {err.message}", None, err.hint) from None
     if isinstance(mapped, attention.Recognised):
         return _attention(node, mapped, args[0], b)
+    if node.op == "call_method" and str(node.target).endswith("_") and \
+            isinstance(node.args[0], fx.Node) and isinstance(mapped, Emit | T):
+        # `out.mul_(g)`: torch.fx records the call, but the forward reads `out` after it (its
+        # proxy, the value before); the tensor `out` is the result from here on
+        y = _map_emit(node, mapped, what, b) if isinstance(mapped, Emit) else mapped
+        env[node.args[0]] = y
+        return y
     if not isinstance(mapped, Emit):
         return mapped  # a pass-through (identity, dropout off) or a plain value (x.size(0))
+    return _map_emit(node, mapped, what, b)
+
+
+def _map_emit(node: fx.Node, mapped: Emit, what: str, b: _Builder) -> T:
+    """Add the nodes of an op a call maps to."""
+    where = _scope(node)
     last = _layout(mapped, what if node.op == "call_module" else
                    f"`{where}` ({_stack(node)[-1][1].__name__})" if where else "the model")
     stack = _stack(node)
@@ -808,9 +818,12 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
         raise SpecError(f"`{target}` ({type(holder).__name__}) is called twice "
                         "with the same weights", None,
                         "weight sharing has no form in sedsl's graph")
+    xs = mapped.inputs
+    for op, attrs in mapped.before:  # padding a module computes before its op, by op name
+        xs = [b.emit(op, attrs, xs, b.node_name(target, op), stack, last)]
     name = b.node_name(target, None)
     b.module_names.setdefault(target, name)
-    y = b.emit(mapped.op, mapped.attrs, mapped.inputs, name, stack, last)
+    y = b.emit(mapped.op, mapped.attrs, xs, name, stack, last)
     for child, op, attrs in mapped.then:  # layers a module runs after its own op, by path
         y = b.emit(op, attrs, [y], b.node_name(f"{target}.{child}", None), stack, last)
     return y
@@ -860,17 +873,19 @@ _HINT = ("sedsl maps conv, batch norm, activations, pooling, linear, dropout, fl
 
 class Emit(Record):
     """An op to add; `then`: (child module, op, attributes) run after it, e.g. BatchNormAct2d's
-    `act`; `module`: the module whose tensors a function call uses (`F.linear(x, self.weight)`:
-    the node takes that module's path and tensors); `tensors`: (state-dict key, the node's
-    tensor name) of tensors it uses directly (a layer scale's `gamma`); `last`: the output is
-    channels-last (None: as its inputs, for ops that work per element); `parts`: (module path,
-    the node's submodule) of modules whose tensors the node holds under its own names
-    (`split_attention`'s fc1, bn1, fc2)."""
+    `act`; `before`: (op, attributes) a module runs on its input first (a `same` pad of timm's
+    ScaledStdConv2dSame), each a node `<module>.<op>`; `module`: the module whose tensors a
+    function call uses (`F.linear(x, self.weight)`: the node takes that module's path and
+    tensors); `tensors`: (state-dict key, the node's tensor name) of tensors it uses directly
+    (a layer scale's `gamma`); `last`: the output is channels-last (None: as its inputs, for ops
+    that work per element); `parts`: (module path, the node's submodule) of modules whose
+    tensors the node holds under its own names (`split_attention`'s fc1, bn1, fc2)."""
 
     op: str
     attrs: dict[str, Attr]
     inputs: list[T]
     then: tuple[tuple[str, str, dict[str, Attr]], ...] = ()
+    before: tuple[tuple[str, dict[str, Attr]], ...] = ()
     module: str | None = None
     tensors: tuple[tuple[str, str], ...] = ()
     last: bool | None = None
@@ -963,8 +978,9 @@ def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
     handler = MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
     if isinstance(m, nn.BatchNorm1d) and len(x.shape) == 1:
         handler = MODULES[nn.BatchNorm2d]  # batch norm of flat features (RepViT's head)
-    if handler is None and type(m).__name__ in TIMM_LEAVES:
-        return TIMM_LEAVES[type(m).__name__](m, x)
+    leaf = _timm_leaf(m)
+    if leaf is not None:
+        return leaf(m, x)
     if handler is None:
         raise Unsupported(f"uses {type(m).__module__}.{type(m).__qualname__}, which sedsl has "
                           "no op for")
@@ -1014,6 +1030,68 @@ def _conv(m: nn.Conv2d, x: T) -> Emit:
     return Emit("conv", {"c_out": m.out_channels, "kernel": kernel, "stride": _pair(m.stride),
                          "padding": padding, "dilation": dilation, "groups": m.groups,
                          "bias": m.bias is not None}, [x])
+
+
+# timm's convs that standardise their weight in the forward (timm.layers.std_conv): leaves of
+# the trace, each a `conv(std = true)`.
+def _std_conv(m: Any, x: T) -> Emit:
+    """timm's StdConv2d (BiT) and ScaledStdConv2d (NF-Nets): `conv(std = true, eps)`, with
+    `gain = true` and the gamma of its scale (gamma / sqrt(fan-in)) for the scaled one; their
+    `Same` forms with a dynamic padding pad the input as TensorFlow's `same` first."""
+    conv = _conv(m, x)
+    attrs: dict[str, Attr] = {**conv.attrs, "std": True, "eps": float(m.eps)}
+    weights = m._parameters  # not `m.gain`: while tracing, that is a proxy
+    if weights.get("gain") is not None:
+        attrs.update(gain=True, gamma=_gamma(float(m.scale), int(weights["weight"][0].numel())))
+    if not getattr(m, "same_pad", False):
+        return Emit("conv", attrs, [x])
+    left, right, top, bottom = same_pads((x.shape[1], x.shape[2]), _pair(m.kernel_size),
+                                         _pair(m.stride), _pair(m.dilation))
+    pad: dict[str, Attr] = {"left": left, "right": right, "top": top, "bottom": bottom}
+    return Emit("conv", attrs, [x], before=(("pad", pad),) if any(pad.values()) else ())
+
+
+def _gamma(scale: float, fan_in: int) -> float:
+    """The gamma whose gamma * fan_in ** -0.5 is `scale` exactly, as timm computes it
+    (ScaledStdConv2d keeps only the product): the shortest a spec can write, else the shortest
+    (`_constant`)."""
+    centre = scale * fan_in ** 0.5
+    near = [centre]  # and the floats either side: undoing the product rounds
+    for step in (math.inf, -math.inf):
+        value = centre
+        for _ in range(4):
+            value = math.nextafter(value, step)
+            near.append(value)
+    gammas = [g for g in {float(f"{v:.{d}g}") for v in near for d in range(1, 18)}
+              if g * fan_in ** -0.5 == scale]
+    if gammas:
+        return _constant(min(gammas, key=lambda g: (not _writable(g), len(repr(g)), g)))
+    raise Unsupported(f"scales its standardised weight by {scale!r}, which no gamma gives")
+
+
+def _float32(value: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
+def _writable(value: float) -> bool:
+    """Whether a spec's numbers can hold the float exactly (at most 15 decimal places)."""
+    try:
+        python_number(value, None)
+    except SpecError:
+        return False
+    return True
+
+
+def _constant(value: float) -> float:
+    """A constant a float32 tensor is multiplied by, as a spec can write it: itself, or where
+    its shortest decimal has more places than a spec's numbers may (NF-Nets' 1 / sqrt(1.44) =
+    0.8333333333333333, their activations' gamma 1.7015043497085571), the most precise decimal
+    a spec may write that is the same float32, which is what the model multiplies by."""
+    for digits in range(17, 0, -1):
+        short = float(f"{value:.{digits}g}")
+        if _writable(short):
+            return short if short == value or _float32(short) == _float32(value) else value
+    return value
 
 
 def _bn(m: nn.BatchNorm2d, x: T) -> Emit:
@@ -1147,9 +1225,18 @@ def _flatten(x: T, start_dim: int = 1, end_dim: int = -1) -> Emit:
 # timm's modules read whole (leaves of the trace), by class name: timm stays optional.
 TIMM_LEAVES: dict[str, Callable[[Any, T], Emit]] = {
     "BlurPool2d": _blur_pool,
+    **dict.fromkeys(("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame"),
+                    _std_conv),
     "FilterResponseNormTlu2d": _frn,
     "FilterResponseNormAct2d": _frn,
 }
+
+
+def _timm_leaf(m: nn.Module) -> Callable[[Any, T], Emit] | None:
+    """How a timm module read whole maps, or None (not timm's, or not one of these)."""
+    kind = type(m)
+    return TIMM_LEAVES.get(kind.__name__) if kind.__module__.startswith("timm.") else None
+
 
 MODULES: dict[type, Callable[[Any, T], Any]] = {
     nn.Conv2d: _conv,
@@ -1202,12 +1289,8 @@ def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str,
 
 
 def _param_use(called: str, p: Param) -> str:
-    if called.endswith(("batch_norm", "std", "var")):
-        return (f"computes its convolution weight from `{p.key}` in the forward (weight "
-                "standardisation, as NF-Nets and BiT do), which sedsl's conv does not: its "
-                "weight is a parameter")
     return (f"computes `{called}` with the tensor `{p.key}` directly; sedsl maps tensors "
-            "read by a linear layer, a convolution, a layer norm or a layer scale")
+            "read by a linear layer, a convolution, a layer norm, a layer scale or a gain")
 
 
 def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], i: int, name: str,
@@ -1559,13 +1642,15 @@ def _mul(args: tuple[Any, ...]) -> Emit | Scaled:
     a, b = args[0], args[1]
     if isinstance(b, T) and not isinstance(a, T):
         a, b = b, a
+    if isinstance(a, T) and isinstance(b, Param) and b.shape == ():
+        return Emit("gain", {}, [a], tensors=((b.key, "weight"),))  # NF-Nets' skipinit_gain
     if isinstance(a, T) and isinstance(b, Param) and b.shape == (1,) and len(a.shape) == 3 \
             and a.shape[0] != 1:
         return Scaled(a, b.key)  # `scale * x`; `+ bias` makes it an affine (HGNetV2)
     if isinstance(a, T) and isinstance(b, Param):
         return _layer_scale(a, b)
     if isinstance(a, T) and isinstance(b, int | float) and not isinstance(b, bool):
-        return Emit("scale", {"factor": float(b)}, [a])
+        return Emit("scale", {"factor": _constant(float(b))}, [a])
     if isinstance(a, T) and isinstance(b, T):
         if len(a.shape) == 3 and a.shape[1:] == (1, 1) and b.shape[1:] != (1, 1):
             a, b = b, a  # port 0 is the feature map, port 1 the per-channel gate

@@ -8,13 +8,13 @@ Instead each model is run once on a dummy input while every torch operation is w
 that holds tensors (a *unit*: a conv, a bn, a linear) is recorded with the units whose outputs
 reach its input. Units are then paired when they hold tensors of the same shapes, have the same
 stride, and are fed by units already paired with each other; among several such candidates the one
-the target runs first wins.
+the target runs first wins, unless a later unit then finds no partner: then the next is tried.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -76,6 +76,9 @@ class _Tracer(TorchFunctionMode):
         super().__init__()
         self.source: dict[int, frozenset[int]] = {}  # id(tensor) -> units it derives from
         self.alive: list[torch.Tensor] = []  # keeps ids unique while tracing
+        # id(tensor) -> the unit a function that reads it uses, given what feeds the function:
+        # the tensors of a block that holds some itself (NF-Nets' skipinit_gain)
+        self.loose: dict[int, Callable[[frozenset[int]], int]] = {}
 
     def sources(self, value: Any) -> frozenset[int]:
         return frozenset().union(*(self.source.get(id(t), frozenset())
@@ -90,7 +93,12 @@ class _Tracer(TorchFunctionMode):
                            kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        self.mark(out, self.sources((args, kwargs)))
+        units = self.sources((args, kwargs))
+        for t in _tensors_in((args, kwargs)):
+            use = self.loose.get(id(t))
+            if use is not None:
+                units = frozenset({use(units)})
+        self.mark(out, units)
         return out
 
 
@@ -98,7 +106,9 @@ def trace_units(model: nn.Module, input_shape: Sequence[int]) -> list[Unit]:
     """The units of `model` in the order one eval-mode forward pass on zeros first uses them.
 
     A unit forward never calls itself (a fused op reading a child's weights directly) counts as
-    used, fed by its parent's input, when its parent returns; units never reached come last."""
+    used, fed by its parent's input, when its parent returns; a module that holds tensors and
+    has units inside (NF-Nets' block and its `skipinit_gain`) is a unit where a function first
+    reads its tensors, fed by what feeds that function; units never reached come last."""
     tracer = _Tracer()
     units: list[Unit] = []
     index: dict[str, int] = {}
@@ -106,6 +116,7 @@ def trace_units(model: nn.Module, input_shape: Sequence[int]) -> list[Unit]:
     children = {name: [c for c in owned if c.startswith(f"{name}.") or (not name and c)]
                 for name in owned}
     entered: list[frozenset[int]] = []
+    loose = {name for name in owned if owned[name] and any(owned[c] for c in children[name])}
 
     def add(name: str, feeds: frozenset[int]) -> int:
         module = model.get_submodule(name)
@@ -114,14 +125,24 @@ def trace_units(model: nn.Module, input_shape: Sequence[int]) -> list[Unit]:
         units.append(Unit(name, owned[name], stride, feeds))
         return index[name]
 
+    def use(name: str, feeds: frozenset[int]) -> int:
+        return index[name] if name in index else add(name, feeds)
+
+    def user(name: str) -> Callable[[frozenset[int]], int]:
+        return lambda feeds: use(name, feeds)
+
+    for name in loose:
+        for _, t in owned[name]:
+            tracer.loose[id(t)] = user(name)
+
     def before(name: str, args: Any) -> None:
         entered.append(tracer.sources(args))
-        if owned[name] and name not in index:
+        if owned[name] and name not in index and name not in loose:
             add(name, entered[-1])
 
     def after(name: str, output: Any) -> None:
         feeds = entered.pop()
-        if owned[name]:
+        if owned[name] and name not in loose:
             tracer.mark(output, frozenset({index[name]}))
             return
         last = None
@@ -161,23 +182,48 @@ def input_shape_of(model: nn.Module) -> tuple[int, ...] | None:
     return tuple(int(d) for d in found.group(1).split("x")) if found else None
 
 
+# Pairings tried before a unit without a partner is an error: twin units (a block's 1x1 conv and
+# its shortcut's, of one shape and fed alike) may pair either way until a later unit tells.
+MAX_TRIES = 10_000
+
+
 def match_units(theirs: list[Unit], ours: list[Unit]) -> list[tuple[Unit, Unit]]:
-    """Pair every unit of `theirs` with one of `ours` by structure (see the module docstring)."""
-    partner: dict[int, int] = {}
-    free = list(range(len(ours)))
-    for i, unit in enumerate(theirs):
-        want = frozenset(partner[f] for f in unit.feeds if f in partner)
+    """Pair every unit of `theirs` with one of `ours` by structure (see the module docstring);
+    where several fit, the one the target runs first, and the next if a later unit then finds
+    no partner."""
+    partner: list[int] = []  # the unit of ours for each unit of theirs paired so far
+    options: list[list[int]] = []  # for each, the other fits not tried yet
+    used: set[int] = set()
+    failure: ModelError | None = None  # the first unit without a partner
+    tries = 0
+    while len(partner) < len(theirs):
+        unit = theirs[len(partner)]
+        want = frozenset(partner[f] for f in unit.feeds if f < len(partner))
+        free = [j for j in range(len(ours)) if j not in used]
         same = [j for j in free if ours[j].signature == unit.signature]
         fits = [j for j in same if ours[j].feeds == want]
-        if not fits:
-            raise ModelError(_no_partner(i, unit, theirs, ours, same, free),
-                            "the two models differ in structure here; the units before it matched")
-        partner[i] = fits[0]
-        free.remove(fits[0])
+        if fits:
+            partner.append(fits[0])
+            options.append(fits[1:])
+            used.add(fits[0])
+            continue
+        failure = failure or ModelError(
+            _no_partner(len(partner), unit, theirs, ours, same, free),
+            "the two models differ in structure here; the units before it matched")
+        while options and not options[-1]:  # back to the last pairing that had another fit
+            options.pop()
+            used.discard(partner.pop())
+        tries += 1
+        if not options or tries > MAX_TRIES:
+            raise failure
+        used.discard(partner[-1])
+        partner[-1] = options[-1].pop(0)
+        used.add(partner[-1])
+    free = [j for j in range(len(ours)) if j not in used]
     if free:
         raise ModelError(f"the source has {len(theirs)} layers with tensors and the target "
                         f"{len(ours)}; the first without a partner is {ours[free[0]].describe()}")
-    return [(theirs[i], ours[j]) for i, j in partner.items()]
+    return [(theirs[i], ours[j]) for i, j in enumerate(partner)]
 
 
 def _no_partner(i: int, unit: Unit, theirs: list[Unit], ours: list[Unit], same: list[int],

@@ -55,6 +55,39 @@ class FilterResponseNorm(nn.Module):
         rms = x.square().float().mean(dim=(2, 3), keepdim=True).add(self.eps).rsqrt()
         x = x * rms.to(x.dtype) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         return x if self.tau is None else torch.maximum(x, self.tau.view(1, -1, 1, 1))''',
+    # A learned scalar gain (NF-Nets' skipinit_gain): its weight of shape ().
+    "Gain": '''
+class Gain(nn.Module):
+    """x times a learned scalar (NF-Nets' skipinit gain)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight''',
+    # Weight standardisation as timm's StdConv2d and ScaledStdConv2d compute it: a training-mode
+    # batch_norm of the weight per output channel (biased variance, eps), with `gain` also times
+    # the learned gain and gamma / sqrt(fan-in); the same keys (`weight`, `bias`, `gain`).
+    "StdConv": '''
+class StdConv(nn.Conv2d):
+    """A conv whose weight is standardised per output channel in the forward (timm's
+    StdConv2d; with `gain`, ScaledStdConv2d)."""
+
+    def __init__(self, *args: object, eps: float = 1e-6, gamma: float = 1.0, gain: bool = False,
+                 **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.eps = eps
+        self.scale = gamma * self.weight[0].numel() ** -0.5  # gamma / sqrt(fan-in)
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1)) if gain else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        affine = None if self.gain is None else (self.gain * self.scale).view(-1)
+        weight = nn.functional.batch_norm(
+            self.weight.reshape(1, self.out_channels, -1), None, None, weight=affine,
+            training=True, momentum=0.0, eps=self.eps).reshape_as(self.weight)
+        return nn.functional.conv2d(x, weight, self.bias, self.stride, self.padding,
+                                    self.dilation, self.groups)''',
     # Anti-aliased downsampling as timm's BlurPool2d: its binomial filter, computed alike.
     "BlurPool": '''
 class BlurPool(nn.Module):
