@@ -699,6 +699,23 @@ CONCAT = Op("concat", (), infer=_concat_infer, arity=None, user=False, fresh=Tru
                 f"{_int(a, 'axis') + 1 if 'axis' in a else 1})"))
 
 
+def _product_infer(a: Attrs, ins: Shapes) -> Shape:
+    if len(set(ins)) != 1:
+        raise fail(f"cannot multiply tensors of different shapes: {_branches(a, ins)}",
+                   "every branch of `parallel mul` must keep the same shape")
+    return ins[0]
+
+
+# The elementwise product of tensors of one shape (StarNet's star, act(f1(x)) * f2(x)):
+# `parallel mul`. No parameters; fvcore counts no elementwise multiply, and the `paper`
+# convention counts it as it counts `add`: nothing (the SE scale, `mul`, is the SE block's own).
+PRODUCT = Op("product", (), infer=_product_infer, arity=None, user=False, fresh=True,
+             torch=lambda a, ins, out: TorchExpr(" * ".join(f"{{{i}}}" for i in range(len(ins)))))
+
+# The merges `parallel <merge> { ... }` takes: the word a spec writes -> the op of the merge node.
+MERGES: dict[str, Op] = {"add": ADD, "concat": CONCAT, "mul": PRODUCT}
+
+
 def _elementwise(a: Attrs, ins: Shapes, out: Shape) -> int:
     """The paper's convention: one operation per element of the SE block's input."""
     return numel(ins[0])
@@ -1072,7 +1089,8 @@ OPS: dict[str, Op] = {
         CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
         LAYER_SCALE, AFFINE, SPACE_TO_DEPTH, BLUR_POOL, CHANNEL_LINEAR,
         UPSAMPLE,
-        ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
+        ADD, CONCAT, PRODUCT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV,
+        LAYER_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )
 }

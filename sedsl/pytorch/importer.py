@@ -1489,8 +1489,10 @@ def _mul(args: tuple[Any, ...]) -> Emit | Scaled:
             a, b = b, a  # port 0 is the feature map, port 1 the per-channel gate
         if len(a.shape) == 3 and b.shape == (a.shape[0], 1, 1):
             return Emit("mul", {}, [a, b])
+        if a.shape == b.shape and a.last == b.last:
+            return Emit("product", {}, [a, b])  # StarNet's star: `parallel mul`
     raise Unsupported("multiplies tensors of shapes sedsl cannot scale (a feature map times a "
-                      "per-channel gate, or a constant)")
+                      "per-channel gate or one of its own shape, or a constant)")
 
 
 def _layer_scale(x: T, p: Param) -> Emit:

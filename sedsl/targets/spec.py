@@ -31,7 +31,7 @@ from sedsl.compile.se_infer import NoRule, Wanted, fixed, infer, units_at
 from sedsl.errors import SpecError
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, execution_order, inputs, record, records
-from sedsl.ir.ops import OPS, Attr, Op
+from sedsl.ir.ops import MERGES, OPS, Attr, Op
 from sedsl.ir.se import VARIANTS
 from sedsl.language import ast, numbers
 from sedsl.language.ast import GENERATED as G
@@ -758,13 +758,14 @@ class _Writer:
                 if self.projection is not None and top:
                     shortcut = (ast.If(self.projection, shortcut, (), G),)
             return ast.Residual((), body, shortcut, G, None)
-        if rec.op in ("add", "concat") and (rec.op == "add" or self.flow.channel_concat(part.node)):
+        word = next((w for w, op in MERGES.items() if op.name == rec.op), None)
+        if word is not None and (rec.op != "concat" or self.flow.channel_concat(part.node)):
             if sum(1 for b in branches if not b) > 1:
                 raise NoSpecForm(f"`{part.node}` merges its input with itself")
             saved_claim, self.claimed = self.claimed, False  # each branch has a scope
             stmts = tuple(ast.Place(self._branch_expr(b, slot), G) for b in branches)
             self.claimed = saved_claim
-            return ast.Parallel(rec.op, stmts, G, G)
+            return ast.Parallel(word, stmts, G, G)
         raise _refuse_op(part.node, rec)
 
     def _branch_body(self, parts: Sequence[Part], slot: Slot | None) -> tuple[ast.Stmt, ...]:
