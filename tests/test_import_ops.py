@@ -8,6 +8,7 @@ its written spec reloaded with the model's weights."""
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import nn
 
 import sedsl
@@ -84,3 +85,52 @@ def test_parallel_mul_needs_one_shape() -> None:
 def test_starnet_imports_exactly() -> None:
     net = imports_exactly(timm.create_model("starnet_s1"), 64)
     assert "product" in ops(net)
+
+
+# --- pad with negative amounts: NASNet's crop ---------------------------------------------------
+
+CROP = """
+network crop {
+  input 3x9x9
+  conv(8, 1, bias = true)
+  pad(-1, 1, -1, 1)
+  avgpool(1, 2, count_pad = false)
+  conv(4, 1, bias = true)
+}
+"""
+
+
+def test_negative_pad_crops_as_zero_pad_2d() -> None:
+    """timm's NASNet path_2: ZeroPad2d((-1, 1, -1, 1)) (a one-pixel shift), then a pooling."""
+    net = against(CROP, nn.Sequential(nn.Conv2d(3, 8, 1), nn.ZeroPad2d((-1, 1, -1, 1)),
+                                      nn.AvgPool2d(1, 2, count_include_pad=False),
+                                      nn.Conv2d(8, 4, 1)), (3, 9, 9))
+    assert net.cost().se.flops == 5 * 5 * 8 * 4 + 9 * 9 * 3 * 8  # the two convs
+
+
+@pytest.mark.parametrize("call", ["pad(-4, 0, 0, 0)", "pad(-2, -2, 0, 0)", "pad(0, 0, -5, 1)"])
+def test_a_crop_must_leave_a_row_and_a_column(call: str) -> None:
+    with pytest.raises(sedsl.SpecError, match="crops a 8x4x4 feature map to nothing"):
+        sedsl.loads(f"network n {{\n  input 8x4x4\n  {call}\n}}\n")
+
+
+class ShiftedPaths(nn.Module):
+    """timm's NASNet CellStem1 from its input to final_path_bn: path_1 pools, path_2 shifts by
+    a pixel (ZeroPad2d((-1, 1, -1, 1))) before it pools, and the two are concatenated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nasnet = pytest.importorskip("timm.models.nasnet")
+        cell = nasnet.CellStem1(stem_size=8, num_channels=12)
+        self.conv = nn.Conv2d(3, 8, 3, bias=False)
+        self.act, self.path_1, self.path_2 = cell.act, cell.path_1, cell.path_2
+        self.final_path_bn = cell.final_path_bn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_relu = self.act(self.conv(x))
+        return self.final_path_bn(torch.cat([self.path_1(x_relu), self.path_2(x_relu)], 1))
+
+
+def test_nasnets_shifted_path_imports_exactly() -> None:
+    net = imports_exactly(ShiftedPaths(), 15)
+    assert "pad" in ops(net)

@@ -29,8 +29,8 @@ class Arg(Record):
     """An argument a spec passes to an op: `conv(64, 3, stride = 2)`."""
 
     name: str
-    kind: str  # count (>= 1) | index (a whole number >= 0) | pair (count or HxW) | pair0 (>= 0)
-    #             | float | positive | prob | bool
+    kind: str  # count (>= 1) | index (a whole number >= 0) | int (any whole number)
+    #             | pair (count or HxW) | pair0 (>= 0) | float | positive | prob | bool
     default: Attr | None = None  # None: required, unless derived
     derived: bool = False  # when not given, `complete` works it out from the other arguments
 
@@ -525,16 +525,25 @@ CHANNEL_SLICE = Op("channel_slice", (Arg("start", "index"), Arg("stop", "count")
 
 def _pad_infer(a: Attrs, ins: Shapes) -> Shape:
     c, h, w = _spatial("pad", ins[0])
-    return (c, h + _int(a, "top") + _int(a, "bottom"), w + _int(a, "left") + _int(a, "right"))
+    left, right, top, bottom = (_int(a, k) for k in ("left", "right", "top", "bottom"))
+    cropped = (h + min(top, 0) + min(bottom, 0), w + min(left, 0) + min(right, 0))
+    out = (h + top + bottom, w + left + right)
+    if min(cropped) < 1 or min(out) < 1:
+        raise fail(f"`pad({left}, {right}, {top}, {bottom})` crops a {_fmt(ins[0])} feature map "
+                   "to nothing", "a negative amount crops: each side's crop must leave a row "
+                   "and a column")
+    return (c, *out)
 
 
 # Zero padding, also unequal (TensorFlow's `same` padding, timm's Conv2dSame: one more row and
-# column after than before at stride 2). fvcore counts no padding.
-PAD = Op("pad", (Arg("left", "index"), Arg("right", "index"), Arg("top", "index"),
-                 Arg("bottom", "index")), infer=_pad_infer, fresh=True, example="pad(0, 1, 0, 1)",
+# column after than before at stride 2); a negative amount crops that side (NASNet's
+# `ZeroPad2d((-1, 1, -1, 1))`, a one-pixel shift). fvcore counts no padding.
+PAD = Op("pad", (Arg("left", "int"), Arg("right", "int"), Arg("top", "int"),
+                 Arg("bottom", "int")), infer=_pad_infer, fresh=True, example="pad(0, 1, 0, 1)",
          torch=lambda a, ins, out: TorchExpr(
              f"nn.functional.pad({{0}}, ({a['left']}, {a['right']}, {a['top']}, {a['bottom']}))"),
-         doc="zero padding: left, right, top, bottom (unequal where TensorFlow's `same` pads)")
+         doc="zero padding: left, right, top, bottom (unequal where TensorFlow's `same` pads; "
+             "negative: a crop)")
 
 
 def _leaky_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:

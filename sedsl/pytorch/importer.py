@@ -1099,6 +1099,8 @@ MODULES: dict[type, Callable[[Any, T], Any]] = {
     nn.Flatten: lambda m, x: _flatten(x, m.start_dim, m.end_dim),
     nn.ChannelShuffle: lambda m, x: Emit("channel_shuffle", {"groups": m.groups}, [x]),
     nn.Upsample: lambda m, x: _upsample(x, m.size, m.scale_factor, m.mode, m.align_corners),
+    **dict.fromkeys((nn.ZeroPad2d, nn.ConstantPad2d),
+                    lambda m, x: _f_pad((x, m.padding), {"value": m.value})),
 }
 
 def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
@@ -1222,7 +1224,7 @@ def _f_pad(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
             and not x.last and len(x.shape) == 3:
         left, right, top, bottom = (int(v) for v in pad)
         return LowPadded(x, (left, right, top, bottom))
-    if mode != "constant" or (value or 0) != 0 or len(pad) != 4 or min(pad) < 0 or x.last:
+    if mode != "constant" or (value or 0) != 0 or len(pad) != 4 or x.last:
         raise Unsupported(f"pads {pad} with {mode} {value}; sedsl pads H and W with zeros")
     if not any(pad):
         return x

@@ -293,12 +293,12 @@ def decompose(flow: Flow) -> tuple[Part, ...]:
     """The network as a chain of layers and merges, or NoSpecForm."""
     idom = dominators(flow)
     entry = flow.order[0]
-    top = _chain(flow, idom, entry, flow.output)
+    seen: Counter[str] = Counter()
+    top = _chain(flow, idom, entry, flow.output, seen)
     implied: Counter[tuple[str, str, int]] = Counter()
     _edges(top, entry, implied)
     actual = Counter((u, n, port) for n in flow.order for port, u in enumerate(flow.ins[n]))
     if implied != actual:
-        seen: Counter[str] = Counter(nodes_of(top))
         index = {n: i for i, n in enumerate(flow.order)}
         consumers = flow.consumers()
         twice = sorted((n for n, k in seen.items() if k > 1), key=index.__getitem__)
@@ -311,16 +311,23 @@ def decompose(flow: Flow) -> tuple[Part, ...]:
     return top
 
 
-def _chain(flow: Flow, idom: dict[str, str], entry: str, exit: str) -> tuple[Part, ...]:
+def _chain(flow: Flow, idom: dict[str, str], entry: str, exit: str,
+           seen: Counter[str]) -> tuple[Part, ...]:
+    """The chain from `entry` to `exit`, counting the nodes it visits in `seen`. A node visited
+    again (a graph that is not series-parallel: NASNet's cells read the two cells before them)
+    ends the chain there: expanding it again would take time exponential in the depth."""
     parts: list[Part] = []
     n = exit
     while n != entry:
+        seen[n] += 1
         d = idom[n]
         preds = flow.ins[n]
         if len(preds) == 1 and preds[0] == d:
             parts.append(Layer(n))
+        elif seen[n] > 1:
+            parts.append(Layer(n))  # the decomposition fails; decompose says where
         else:
-            branches = tuple(_chain(flow, idom, d, p) for p in preds)
+            branches = tuple(_chain(flow, idom, d, p, seen) for p in preds)
             parts.append(Merge(n, flow.rec[n].op, branches))
         n = d
     return tuple(reversed(parts))
