@@ -32,9 +32,10 @@ def against(spec: str, reference: nn.Module, shape: tuple[int, ...]) -> sedsl.Ne
     return net
 
 
-def imports_exactly(model: nn.Module, size: int) -> sedsl.Network:
+def imports_exactly(model: nn.Module, size: int, in_order: bool = False) -> sedsl.Network:
     """`model` (randomised) imported: parameters, fvcore, outputs; its written spec reloaded
-    with the model's weights gives the same outputs."""
+    with the model's weights gives the same outputs (`in_order`: copied from its state dict in
+    order, ConvNeXt's layer scale `gamma`, registered before the block's children, last)."""
     model = randomise(model)
     shape = (3, size, size)
     net = sedsl.from_torch(model, input=size, name="m")
@@ -44,13 +45,31 @@ def imports_exactly(model: nn.Module, size: int) -> sedsl.Network:
     back = sedsl.loads(write_spec(net.base_ir, se_graph=net.ir).text)
     assert (back.cost().se.params, back.cost().se.flops) == \
         (net.cost().se.params, net.cost().se.flops)
-    assert_same_outputs(sedsl.transfer_weights(model, back.to_torch(fused=False)), model, shape,
+    source = _gamma_last(model.state_dict()) if in_order else model
+    assert_same_outputs(sedsl.transfer_weights(source, back.to_torch(fused=False)), model, shape,
                         tol=1e-5)
     return net
 
 
 def ops(net: sedsl.Network) -> set[str]:
     return {r.op for _, r in records(net.ir)}
+
+
+def _gamma_last(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with each block's `gamma` after the block's other tensors."""
+    out: dict[str, torch.Tensor] = {}
+    held: list[str] = []
+    for key, value in state.items():
+        while held and not key.startswith(held[-1].removesuffix("gamma")):
+            done = held.pop()
+            out[done] = state[done]
+        if key.endswith(".gamma"):
+            held.append(key)
+        else:
+            out[key] = value
+    for key in reversed(held):
+        out[key] = state[key]
+    return out
 
 
 # --- parallel mul: StarNet's star -------------------------------------------------------------
@@ -134,3 +153,49 @@ class ShiftedPaths(nn.Module):
 def test_nasnets_shifted_path_imports_exactly() -> None:
     net = imports_exactly(ShiftedPaths(), 15)
     assert "pad" in ops(net)
+
+
+# --- the normalisations: EvoNorm-S0, GRN, SimpleNorm2d ---------------------------------------
+
+def _normed(norm: str) -> str:
+    return f"network n {{\n  input 3x8x8\n  conv(64, 3, bias = true)\n  {norm}\n  conv(8, 1)\n}}\n"
+
+
+def _reference(norm: nn.Module) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), norm, nn.Conv2d(64, 8, 1, bias=False))
+
+
+@pytest.mark.parametrize(("call", "kwargs"), [("evonorm_s0(16)", {"groups": 16}),
+                                              ("evonorm_s0", {}),
+                                              ("evonorm_s0(8, act = false)",
+                                               {"groups": 8, "apply_act": False})])
+def test_evonorm_s0_is_timms(call: str, kwargs: dict[str, object]) -> None:
+    """timm's EvoNorm2dS0: x * sigmoid(v x) / group_std(x) * weight + bias (weight, bias, v)."""
+    evo = pytest.importorskip("timm.layers.evo_norm")
+    against(_normed(call), _reference(evo.EvoNorm2dS0(64, **kwargs)), (3, 8, 8))
+
+
+def test_evonorm_s0_groups_must_divide_the_channels() -> None:
+    with pytest.raises(sedsl.SpecError, match="groups = 24 does not divide 64 channels"):
+        sedsl.loads(_normed("evonorm_s0(24)"))
+
+
+def test_grn_is_timms_global_response_norm() -> None:
+    grn = pytest.importorskip("timm.layers.grn")
+    against(_normed("grn"), _reference(grn.GlobalResponseNorm(64, channels_last=False)),
+            (3, 8, 8))
+
+
+def test_simple_norm_is_timms_simple_norm_2d() -> None:
+    """x / sqrt(var_c(x) + eps) * weight: the unbiased variance, x not centred, no bias."""
+    norm = pytest.importorskip("timm.layers.norm")
+    against(_normed("simple_norm(1e-5)"), _reference(norm.SimpleNorm2d(64, eps=1e-5)),
+            (3, 8, 8))
+
+
+@pytest.mark.parametrize(("name", "op"), [("ese_vovnet39b_evos", "evonorm_s0"),
+                                          ("convnextv2_nano", "grn"),
+                                          ("convnext_zepto_rms_ols", "simple_norm")])
+def test_zoo_models_with_the_norms_import_exactly(name: str, op: str) -> None:
+    net = imports_exactly(timm.create_model(name), 64, in_order=name.startswith("convnext"))
+    assert op in ops(net)

@@ -1025,6 +1025,60 @@ LAYER_NORM = Op(
                                          support=("LayerNorm2d",)))
 
 
+def _map(op: str) -> Callable[[Attrs, Shapes], Shape]:
+    """The shape rule of an op that keeps a C x H x W feature map's shape."""
+    def infer(a: Attrs, ins: Shapes) -> Shape:
+        return _spatial(op, ins[0])
+
+    return infer
+
+
+def _evonorm_check(a: Attrs, ins: Shapes) -> None:
+    c, g = _spatial("evonorm_s0", ins[0])[0], _int(a, "groups")
+    if c % g:
+        raise fail(f"`evonorm_s0` groups = {g} does not divide {c} channels")
+
+
+def _evonorm_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    return TorchModule(f"EvoNormS0({ins[0][0]}, {a['groups']}, eps={a['eps']!r}, "
+                       f"act={a['act']})", support=("EvoNormS0",))
+
+
+# EvoNorm-S0 (Liu et al. 2020; timm's EvoNorm2dS0: ResNetV2-EvoNorm, VoVNet-EvoNorm), a norm and
+# an activation in one: x * sigmoid(v x) / group_std(x) * weight + bias, the std over each group
+# of channels and H x W (biased, eps inside the root); `act = false`: x * weight + bias. Its
+# tensors weight, bias (and v) per channel, as timm's. fvcore counts none of its elementwise
+# ops and reductions.
+EVONORM_S0 = Op("evonorm_s0", (Arg("groups", "count", 32), Arg("eps", "positive", 1e-5),
+                               Arg("act", "bool", True)),
+                infer=_map("evonorm_s0"), check=_evonorm_check, torch=_evonorm_torch,
+                fresh=True, positional=1, example="evonorm_s0(32)",
+                params=lambda a, ins, out: (3 if a["act"] else 2) * ins[0][0],
+                doc="EvoNorm-S0: x * sigmoid(v x) / group_std(x) * weight + bias (groups of "
+                    "channels; `act = false`: x * weight + bias)")
+# Global response normalisation (ConvNeXt-V2; timm's GlobalResponseNorm): g = the L2 norm over
+# H x W per channel, n = g / (mean_c g + eps), x + weight * (x n) + bias; weight and bias per
+# channel. fvcore counts no norm, mean or elementwise op.
+GRN = Op("grn", (Arg("eps", "positive", 1e-6),), infer=_map("grn"), fresh=True, positional=0,
+         params=_per_channel(2),
+         torch=lambda a, ins, out: TorchModule(f"GlobalResponseNorm({ins[0][0]}, "
+                                               f"eps={a['eps']!r})",
+                                               support=("GlobalResponseNorm",)),
+         doc="global response norm: x + weight * x * n + bias, n = the L2 norm over H x W over "
+             "its mean over channels (ConvNeXt-V2)")
+# timm's SimpleNorm2d (ConvNeXt's `_rms` variants): x / sqrt(var_c(x) + eps) * weight, the
+# variance over the channels of each position unbiased (torch.var) and the mean not subtracted
+# from x; no bias. Not layer_norm (which centres x and has a bias) nor an RMS norm (mean of
+# squares). fvcore counts none of var, rsqrt, mul.
+SIMPLE_NORM = Op("simple_norm", (Arg("eps", "positive", 1e-6),), infer=_map("simple_norm"),
+                 fresh=True, positional=0, params=_per_channel(1),
+                 torch=lambda a, ins, out: TorchModule(f"SimpleNorm2d({ins[0][0]}, "
+                                                       f"eps={a['eps']!r})",
+                                                       support=("SimpleNorm2d",)),
+                 doc="timm's SimpleNorm2d: x / sqrt(var_c(x) + eps) * weight, the channels' "
+                     "unbiased variance at each position, x not centred, no bias")
+
+
 def _attn_pool_infer(a: Attrs, ins: Shapes) -> Shape:
     (c, h, w), attn = _spatial("attn_pool", ins[0]), ins[1]
     if attn != (1, h, w):
@@ -1099,7 +1153,7 @@ OPS: dict[str, Op] = {
         LAYER_SCALE, AFFINE, SPACE_TO_DEPTH, BLUR_POOL, CHANNEL_LINEAR,
         UPSAMPLE,
         ADD, CONCAT, PRODUCT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV,
-        LAYER_NORM,
+        LAYER_NORM, EVONORM_S0, GRN, SIMPLE_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )
 }

@@ -268,7 +268,7 @@ class _Tracer(fx.Tracer):
         # timm's BatchNormAct2d (batch norm + activation) re-implements BatchNorm2d.forward;
         # attention modules sedsl reads as SE variants become SE blocks (pytorch/attention.py)
         return isinstance(m, nn.BatchNorm2d) or attention.is_attention(m) or \
-            type(m).__name__ == "BlurPool2d" or \
+            _timm_leaf(m) is not None or \
             super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
@@ -936,8 +936,9 @@ def map_module(m: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
     handler = MODULES.get(nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else type(m))
     if isinstance(m, nn.BatchNorm1d) and len(x.shape) == 1:
         handler = MODULES[nn.BatchNorm2d]  # batch norm of flat features (RepViT's head)
-    if handler is None and type(m).__name__ == "BlurPool2d":
-        return _blur_pool(m, x)
+    leaf = _timm_leaf(m)
+    if handler is None and leaf is not None:
+        return leaf(m, x)
     if handler is None:
         raise Unsupported(f"uses {type(m).__module__}.{type(m).__qualname__}, which sedsl has "
                           "no op for")
@@ -1037,6 +1038,45 @@ def _blur_pool(m: Any, x: T) -> Emit:
     elif not all(torch.equal(f, filt) for f in own.detach().cpu().reshape(-1, size, size)):
         raise Unsupported("blur-pools with a filter other than the binomial one")
     return Emit("blur_pool", {"size": size, "stride": stride, "reflect": mode == "reflect"}, [x])
+
+
+def _evonorm_s0(m: Any, x: T) -> Emit:
+    """timm's EvoNorm2dS0: x * sigmoid(v x) / group_std(x) * weight + bias (without `v`: the
+    affine part only), its tensors weight, bias, v."""
+    if len(x.shape) != 3 or x.last:
+        raise Unsupported("normalises a tensor that is not a channels-first feature map")
+    return Emit("evonorm_s0", {"groups": int(m.groups), "eps": float(m.eps),
+                               "act": m.v is not None}, [x])
+
+
+def _grn(m: Any, x: T) -> Emit:
+    """timm's GlobalResponseNorm (ConvNeXt-V2), channels-first, or channels-last on a tensor the
+    model holds so (its MLP of Linear layers)."""
+    if len(x.shape) != 3 or bool(m.channel_dim == -1) != x.last:
+        raise Unsupported("normalises a tensor in another layout than it was made for")
+    return Emit("grn", {"eps": float(m.eps)}, [x])
+
+
+def _simple_norm(m: Any, x: T) -> Emit:
+    """timm's SimpleNorm2d (ConvNeXt's RMS variants): x / sqrt(var_c(x) + eps) * weight."""
+    if len(x.shape) != 3 or x.last or not m.elementwise_affine:
+        raise Unsupported("simple-norms without a weight, or a tensor that is not a "
+                          "channels-first feature map")
+    return Emit("simple_norm", {"eps": float(m.eps)}, [x])
+
+
+# timm's modules read whole, by class name (their forwards reshape and reduce in ways sedsl
+# does not trace): the module's tensors are the node's, under the same names.
+TIMM_LEAVES: dict[str, Callable[[Any, T], Emit]] = {
+    "timm.layers.blur_pool.BlurPool2d": _blur_pool,
+    "timm.layers.evo_norm.EvoNorm2dS0": _evonorm_s0,
+    "timm.layers.grn.GlobalResponseNorm": _grn,
+    "timm.layers.norm.SimpleNorm2d": _simple_norm,
+}
+
+
+def _timm_leaf(m: nn.Module) -> Callable[[Any, T], Emit] | None:
+    return TIMM_LEAVES.get(f"{type(m).__module__}.{type(m).__qualname__}")
 
 
 def _adaptive(size: Any, x: T, mode: str) -> Emit:
