@@ -199,3 +199,12 @@ def test_simple_norm_is_timms_simple_norm_2d() -> None:
 def test_zoo_models_with_the_norms_import_exactly(name: str, op: str) -> None:
     net = imports_exactly(timm.create_model(name), 64, in_order=name.startswith("convnext"))
     assert op in ops(net)
+
+
+def test_grn_on_a_channels_last_mlp() -> None:
+    """ConvNeXt-V2's block with a Linear MLP: GRN on the channels-last tensor between fc1 and
+    fc2 (timm's GlobalResponseNorm with channels_last)."""
+    convnext = pytest.importorskip("timm.models.convnext")
+    block = convnext.ConvNeXtBlock(16, conv_mlp=False, use_grn=True, ls_init_value=None)
+    net = imports_exactly(nn.Sequential(nn.Conv2d(3, 16, 1), block), 8)
+    assert "grn" in ops(net) and "channel_linear" in ops(net)

@@ -794,7 +794,7 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
 
 # Ops that work per element or per position: they keep a channels-last tensor channels-last.
 _PER_POSITION = frozenset({*ACTIVATIONS, "leaky_relu", "dropout", "drop_path", "scale", "add",
-                           "layer_scale", "affine"})
+                           "product", "layer_scale", "affine"})
 
 
 def _layout(mapped: Emit, what: str) -> bool:
@@ -1054,7 +1054,7 @@ def _grn(m: Any, x: T) -> Emit:
     model holds so (its MLP of Linear layers)."""
     if len(x.shape) != 3 or bool(m.channel_dim == -1) != x.last:
         raise Unsupported("normalises a tensor in another layout than it was made for")
-    return Emit("grn", {"eps": float(m.eps)}, [x])
+    return Emit("grn", {"eps": float(m.eps)}, [x], last=x.last)  # as the model holds it
 
 
 def _simple_norm(m: Any, x: T) -> Emit:
