@@ -1065,8 +1065,8 @@ def _simple_norm(m: Any, x: T) -> Emit:
     return Emit("simple_norm", {"eps": float(m.eps)}, [x])
 
 
-# timm's modules read whole, by class name (their forwards reshape and reduce in ways sedsl
-# does not trace): the module's tensors are the node's, under the same names.
+# timm's modules read whole, by their class's path (their forwards reshape and reduce in ways
+# sedsl does not trace): the module's tensors are the node's, under the same names.
 TIMM_LEAVES: dict[str, Callable[[Any, T], Emit]] = {
     "timm.layers.blur_pool.BlurPool2d": _blur_pool,
     "timm.layers.evo_norm.EvoNorm2dS0": _evonorm_s0,
