@@ -101,8 +101,10 @@ def test_parallel_mul_needs_one_shape() -> None:
         sedsl.loads("network n {\n  input 8x8x8\n  parallel mul { conv(8, 1); conv(4, 1) }\n}\n")
 
 
-def test_starnet_imports_exactly() -> None:
-    net = imports_exactly(timm.create_model("starnet_s1"), 64)
+@pytest.mark.parametrize("name", ["starnet_s1", "ghostnetv2_100"])
+def test_models_with_products_import_exactly(name: str) -> None:
+    """StarNet's star; GhostNetV2's DFC attention, x times a full-size gate (interpolated)."""
+    net = imports_exactly(timm.create_model(name), 64)
     assert "product" in ops(net)
 
 
