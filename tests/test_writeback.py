@@ -157,10 +157,10 @@ def test_the_written_spec_keeps_the_weights_order() -> None:
 
 # --- op calls from the op table ------------------------------------------------------------------
 
-SAMPLES: dict[str, Any] = {"count": 16, "index": 1, "pair": 3, "pair0": 1, "float": 0.25,
-                           "positive": 0.25, "prob": 0.25, "bool": True}
-OTHER: dict[str, Any] = {"count": 2, "index": 0, "pair": "1x3", "pair0": "0x1", "float": 1e-3,
-                         "positive": 1e-3, "prob": 0.5, "bool": False}
+SAMPLES: dict[str, Any] = {"count": 16, "index": 1, "int": -1, "pair": 3, "pair0": 1,
+                           "float": 0.25, "positive": 0.25, "prob": 0.25, "bool": True}
+OTHER: dict[str, Any] = {"count": 2, "index": 0, "int": 2, "pair": "1x3", "pair0": "0x1",
+                         "float": 1e-3, "positive": 1e-3, "prob": 0.5, "bool": False}
 
 
 def calls(op: Op) -> Iterator[str]:

@@ -16,7 +16,7 @@ from sedsl.compile.se_rules import evaluate_se
 from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, add_node
-from sedsl.ir.ops import OPS, Shape
+from sedsl.ir.ops import MERGES, OPS, Shape
 from sedsl.ir.se import SETTINGS, SeConfig
 from sedsl.language import ast
 from sedsl.language.evaluate import (
@@ -281,8 +281,9 @@ class Elaborator:
         return self._place_op(merge, [y, short], scope, None)
 
     def _place_parallel(self, unit: ast.Parallel, env: Env, x: Tensor, scope: Scope) -> Tensor:
-        if unit.merge not in ("add", "concat"):
-            raise SpecError(f"parallel branches merge by `add` or `concat`, not `{unit.merge}`",
+        if unit.merge not in MERGES:
+            words = ", ".join(f"`{w}`" for w in MERGES)
+            raise SpecError(f"parallel branches merge by {words}, not `{unit.merge}`",
                             unit.merge_span)
         outs: list[Tensor] = []
         names: list[str] = []
@@ -305,7 +306,7 @@ class Elaborator:
         if len({t.node for t in outs}) != len(outs):
             raise SpecError("two branches of `parallel` are the same tensor (empty branches?)",
                             unit.span)
-        merge = OpCall(OPS[unit.merge], {"branches": tuple(names)}, unit.span)
+        merge = OpCall(MERGES[unit.merge], {"branches": tuple(names)}, unit.span)
         return self._place_op(merge, outs, scope, None)
 
     # -- evaluation --

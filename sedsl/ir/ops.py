@@ -29,8 +29,8 @@ class Arg(Record):
     """An argument a spec passes to an op: `conv(64, 3, stride = 2)`."""
 
     name: str
-    kind: str  # count (>= 1) | index (a whole number >= 0) | pair (count or HxW) | pair0 (>= 0)
-    #             | float | positive | prob | bool
+    kind: str  # count (>= 1) | index (a whole number >= 0) | int (any whole number)
+    #             | pair (count or HxW) | pair0 (>= 0) | float | positive | prob | bool
     default: Attr | None = None  # None: required, unless derived
     derived: bool = False  # when not given, `complete` works it out from the other arguments
 
@@ -566,16 +566,25 @@ CHANNEL_SLICE = Op("channel_slice", (Arg("start", "index"), Arg("stop", "count")
 
 def _pad_infer(a: Attrs, ins: Shapes) -> Shape:
     c, h, w = _spatial("pad", ins[0])
-    return (c, h + _int(a, "top") + _int(a, "bottom"), w + _int(a, "left") + _int(a, "right"))
+    left, right, top, bottom = (_int(a, k) for k in ("left", "right", "top", "bottom"))
+    cropped = (h + min(top, 0) + min(bottom, 0), w + min(left, 0) + min(right, 0))
+    out = (h + top + bottom, w + left + right)
+    if min(cropped) < 1 or min(out) < 1:
+        raise fail(f"`pad({left}, {right}, {top}, {bottom})` crops a {_fmt(ins[0])} feature map "
+                   "to nothing", "a negative amount crops: each side's crop must leave a row "
+                   "and a column")
+    return (c, *out)
 
 
 # Zero padding, also unequal (TensorFlow's `same` padding, timm's Conv2dSame: one more row and
-# column after than before at stride 2). fvcore counts no padding.
-PAD = Op("pad", (Arg("left", "index"), Arg("right", "index"), Arg("top", "index"),
-                 Arg("bottom", "index")), infer=_pad_infer, fresh=True, example="pad(0, 1, 0, 1)",
+# column after than before at stride 2); a negative amount crops that side (NASNet's
+# `ZeroPad2d((-1, 1, -1, 1))`, a one-pixel shift). fvcore counts no padding.
+PAD = Op("pad", (Arg("left", "int"), Arg("right", "int"), Arg("top", "int"),
+                 Arg("bottom", "int")), infer=_pad_infer, fresh=True, example="pad(0, 1, 0, 1)",
          torch=lambda a, ins, out: TorchExpr(
              f"nn.functional.pad({{0}}, ({a['left']}, {a['right']}, {a['top']}, {a['bottom']}))"),
-         doc="zero padding: left, right, top, bottom (unequal where TensorFlow's `same` pads)")
+         doc="zero padding: left, right, top, bottom (unequal where TensorFlow's `same` pads; "
+             "negative: a crop)")
 
 
 def _leaky_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
@@ -799,6 +808,23 @@ CONCAT = Op("concat", (), infer=_concat_infer, arity=None, user=False, fresh=Tru
             torch=lambda a, ins, out: TorchExpr(
                 "torch.cat([" + ", ".join(f"{{{i}}}" for i in range(len(ins))) + "], "
                 f"{_int(a, 'axis') + 1 if 'axis' in a else 1})"))
+
+
+def _product_infer(a: Attrs, ins: Shapes) -> Shape:
+    if len(set(ins)) != 1:
+        raise fail(f"cannot multiply tensors of different shapes: {_branches(a, ins)}",
+                   "every branch of `parallel mul` must keep the same shape")
+    return ins[0]
+
+
+# The elementwise product of tensors of one shape (StarNet's star, act(f1(x)) * f2(x)):
+# `parallel mul`. No parameters; fvcore counts no elementwise multiply, and the `paper`
+# convention counts it as it counts `add`: nothing (the SE scale, `mul`, is the SE block's own).
+PRODUCT = Op("product", (), infer=_product_infer, arity=None, user=False, fresh=True,
+             torch=lambda a, ins, out: TorchExpr(" * ".join(f"{{{i}}}" for i in range(len(ins)))))
+
+# The merges `parallel <merge> { ... }` takes: the word a spec writes -> the op of the merge node.
+MERGES: dict[str, Op] = {"add": ADD, "concat": CONCAT, "mul": PRODUCT}
 
 
 def _elementwise(a: Attrs, ins: Shapes, out: Shape) -> int:
@@ -1101,6 +1127,14 @@ LAYER_NORM = Op(
                                          support=("LayerNorm2d",)))
 
 
+def _map(op: str) -> Callable[[Attrs, Shapes], Shape]:
+    """The shape rule of an op that keeps a C x H x W feature map's shape."""
+    def infer(a: Attrs, ins: Shapes) -> Shape:
+        return _spatial(op, ins[0])
+
+    return infer
+
+
 def _group_norm_check(a: Attrs, ins: Shapes) -> None:
     c = _spatial("group_norm", ins[0])[0]
     if c % _int(a, "groups"):
@@ -1128,11 +1162,57 @@ FRN = Op(
     "frn", (Arg("eps", "positive", 1e-5), Arg("tlu", "bool", True)), positional=0,
     doc="filter response normalisation: x / sqrt(mean(x²) + eps) over each channel's positions, "
         "scaled and shifted per channel; tlu: then max(y, tau), tau learned per channel",
-    infer=lambda a, ins: _spatial("frn", ins[0]), fresh=True,
+    infer=_map("frn"), fresh=True,
     params=lambda a, ins, out: (3 if a["tlu"] else 2) * ins[0][0],
     torch=lambda a, ins, out: TorchModule(
         f"FilterResponseNorm({ins[0][0]}, eps={a['eps']!r}, tlu={a['tlu']})",
         support=("FilterResponseNorm",)))
+
+
+def _evonorm_check(a: Attrs, ins: Shapes) -> None:
+    c, g = _spatial("evonorm_s0", ins[0])[0], _int(a, "groups")
+    if c % g:
+        raise fail(f"`evonorm_s0` groups = {g} does not divide {c} channels")
+
+
+def _evonorm_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
+    return TorchModule(f"EvoNormS0({ins[0][0]}, {a['groups']}, eps={a['eps']!r}, "
+                       f"act={a['act']})", support=("EvoNormS0",))
+
+
+# EvoNorm-S0 (Liu et al. 2020; timm's EvoNorm2dS0: ResNetV2-EvoNorm, VoVNet-EvoNorm), a norm and
+# an activation in one: x * sigmoid(v x) / group_std(x) * weight + bias, the std over each group
+# of channels and H x W (biased, eps inside the root); `act = false`: x * weight + bias. Its
+# tensors weight, bias (and v) per channel, as timm's. fvcore counts none of its elementwise
+# ops and reductions.
+EVONORM_S0 = Op("evonorm_s0", (Arg("groups", "count", 32), Arg("eps", "positive", 1e-5),
+                               Arg("act", "bool", True)),
+                infer=_map("evonorm_s0"), check=_evonorm_check, torch=_evonorm_torch,
+                fresh=True, positional=1, example="evonorm_s0(32)",
+                params=lambda a, ins, out: (3 if a["act"] else 2) * ins[0][0],
+                doc="EvoNorm-S0: x * sigmoid(v x) / group_std(x) * weight + bias (groups of "
+                    "channels; `act = false`: x * weight + bias)")
+# Global response normalisation (ConvNeXt-V2; timm's GlobalResponseNorm): g = the L2 norm over
+# H x W per channel, n = g / (mean_c g + eps), x + weight * (x n) + bias; weight and bias per
+# channel. fvcore counts no norm, mean or elementwise op.
+GRN = Op("grn", (Arg("eps", "positive", 1e-6),), infer=_map("grn"), fresh=True, positional=0,
+         params=_per_channel(2),
+         torch=lambda a, ins, out: TorchModule(f"GlobalResponseNorm({ins[0][0]}, "
+                                               f"eps={a['eps']!r})",
+                                               support=("GlobalResponseNorm",)),
+         doc="global response norm: x + weight * x * n + bias, n = the L2 norm over H x W over "
+             "its mean over channels (ConvNeXt-V2)")
+# timm's SimpleNorm2d (ConvNeXt's `_rms` variants): x / sqrt(var_c(x) + eps) * weight, the
+# variance over the channels of each position unbiased (torch.var) and the mean not subtracted
+# from x; no bias. Not layer_norm (which centres x and has a bias) nor an RMS norm (mean of
+# squares). fvcore counts none of var, rsqrt, mul.
+SIMPLE_NORM = Op("simple_norm", (Arg("eps", "positive", 1e-6),), infer=_map("simple_norm"),
+                 fresh=True, positional=0, params=_per_channel(1),
+                 torch=lambda a, ins, out: TorchModule(f"SimpleNorm2d({ins[0][0]}, "
+                                                       f"eps={a['eps']!r})",
+                                                       support=("SimpleNorm2d",)),
+                 doc="timm's SimpleNorm2d: x / sqrt(var_c(x) + eps) * weight, the channels' "
+                     "unbiased variance at each position, x not centred, no bias")
 
 
 def _attn_pool_infer(a: Attrs, ins: Shapes) -> Shape:
@@ -1208,8 +1288,8 @@ OPS: dict[str, Op] = {
         CHANNEL_SHUFFLE, SCALE, PAD_CHANNELS, MEAN, CHANNEL_SLICE, PAD, LEAKY_RELU,
         LAYER_SCALE, AFFINE, GAIN, SPACE_TO_DEPTH, BLUR_POOL, SPLIT_ATTENTION, CHANNEL_LINEAR,
         UPSAMPLE,
-        GROUP_NORM, FRN,
-        ADD, CONCAT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV, LAYER_NORM,
+        ADD, CONCAT, PRODUCT, SQUEEZE, MUL, SHIFT, REDUCE, TRANSPOSE, SLICE, CHANNEL_CONV,
+        LAYER_NORM, GROUP_NORM, FRN, EVONORM_S0, GRN, SIMPLE_NORM,
         ATTN_POOL, GCT_NORM, SIMAM, STYLE_FC, SE, INPUT,
     )
 }

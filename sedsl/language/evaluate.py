@@ -464,9 +464,10 @@ def convert(value: Value, kind: str, what: str, span: Span) -> Attr:
         if not 0 <= value < 1:
             raise SpecError(f"{what} must be in [0, 1), got {num(value)}", span)
         return float(value)
-    least = 0 if kind in ("pair0", "index") else 1
-    if value.denominator != 1 or value < least:
-        raise SpecError(f"{what} must be a whole number >= {least}, got {num(value)}", span,
+    lowest: int | None = {"pair0": 0, "index": 0, "int": None}.get(kind, 1)
+    if value.denominator != 1 or (lowest is not None and value < lowest):
+        bound = "" if lowest is None else f" >= {lowest}"
+        raise SpecError(f"{what} must be a whole number{bound}, got {num(value)}", span,
                         "use // for whole-number division" if value.denominator != 1 else None)
     n = int(value)
     return (n, n) if kind in ("pair", "pair0") else n

@@ -20,6 +20,7 @@ from pygments.token import (
     Whitespace,
 )
 
+from sedsl.ir.ops import MERGES as _MERGES
 from sedsl.ir.ops import OPS as _OPS
 
 # The grammar's keywords (grammars/sedsl.lark); `se` is one only before its section's `{`.
@@ -32,7 +33,7 @@ CONSTANTS = ("true", "false")
 # keeps them equal to sedsl.language.evaluate's); the merges `parallel` takes.
 OPS = tuple(sorted(name for name, op in _OPS.items() if op.user))
 FUNCTIONS = ("abs", "ceil", "floor", "make_divisible", "max", "min", "round")
-MERGES = ("concat", "add")
+MERGES = tuple(_MERGES)
 
 
 class SedslLexer(RegexLexer):  # type: ignore[misc]  # pygments ships no types

@@ -831,7 +831,7 @@ def _map_emit(node: fx.Node, mapped: Emit, what: str, b: _Builder) -> T:
 
 # Ops that work per element or per position: they keep a channels-last tensor channels-last.
 _PER_POSITION = frozenset({*ACTIVATIONS, "leaky_relu", "dropout", "drop_path", "scale", "add",
-                           "layer_scale", "affine"})
+                           "product", "layer_scale", "affine"})
 
 
 def _layout(mapped: Emit, what: str) -> bool:
@@ -1174,6 +1174,31 @@ def _frn(m: Any, x: T) -> Emit:
     return Emit("frn", {"eps": float(m.eps), "tlu": tlu}, [x], tuple(then))
 
 
+def _evonorm_s0(m: Any, x: T) -> Emit:
+    """timm's EvoNorm2dS0: x * sigmoid(v x) / group_std(x) * weight + bias (without `v`: the
+    affine part only), its tensors weight, bias, v."""
+    if len(x.shape) != 3 or x.last:
+        raise Unsupported("normalises a tensor that is not a channels-first feature map")
+    return Emit("evonorm_s0", {"groups": int(m.groups), "eps": float(m.eps),
+                               "act": m.v is not None}, [x])
+
+
+def _grn(m: Any, x: T) -> Emit:
+    """timm's GlobalResponseNorm (ConvNeXt-V2), channels-first, or channels-last on a tensor the
+    model holds so (its MLP of Linear layers)."""
+    if len(x.shape) != 3 or bool(m.channel_dim == -1) != x.last:
+        raise Unsupported("normalises a tensor in another layout than it was made for")
+    return Emit("grn", {"eps": float(m.eps)}, [x], last=x.last)  # as the model holds it
+
+
+def _simple_norm(m: Any, x: T) -> Emit:
+    """timm's SimpleNorm2d (ConvNeXt's RMS variants): x / sqrt(var_c(x) + eps) * weight."""
+    if len(x.shape) != 3 or x.last or not m.elementwise_affine:
+        raise Unsupported("simple-norms without a weight, or a tensor that is not a "
+                          "channels-first feature map")
+    return Emit("simple_norm", {"eps": float(m.eps)}, [x])
+
+
 def _adaptive(size: Any, x: T, mode: str) -> Emit:
     if isinstance(size, int):
         size = (size, size)
@@ -1222,20 +1247,23 @@ def _flatten(x: T, start_dim: int = 1, end_dim: int = -1) -> Emit:
 
 # The leaf modules import maps, by class: each gives an Emit (the op and its attributes) for the
 # module and its input. An importable construct is one entry here (with its op, if new).
-# timm's modules read whole (leaves of the trace), by class name: timm stays optional.
+# timm's modules read whole (leaves of the trace), by their class's path (their forwards
+# reshape, reduce or standardise in ways sedsl does not trace): the module's tensors are the
+# node's, under the same names. By path, so that timm stays optional.
 TIMM_LEAVES: dict[str, Callable[[Any, T], Emit]] = {
-    "BlurPool2d": _blur_pool,
-    **dict.fromkeys(("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame"),
-                    _std_conv),
-    "FilterResponseNormTlu2d": _frn,
-    "FilterResponseNormAct2d": _frn,
+    "timm.layers.blur_pool.BlurPool2d": _blur_pool,
+    **{f"timm.layers.std_conv.{name}": _std_conv for name in (
+        "StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")},
+    "timm.layers.filter_response_norm.FilterResponseNormTlu2d": _frn,
+    "timm.layers.filter_response_norm.FilterResponseNormAct2d": _frn,
+    "timm.layers.evo_norm.EvoNorm2dS0": _evonorm_s0,
+    "timm.layers.grn.GlobalResponseNorm": _grn,
+    "timm.layers.norm.SimpleNorm2d": _simple_norm,
 }
 
 
 def _timm_leaf(m: nn.Module) -> Callable[[Any, T], Emit] | None:
-    """How a timm module read whole maps, or None (not timm's, or not one of these)."""
-    kind = type(m)
-    return TIMM_LEAVES.get(kind.__name__) if kind.__module__.startswith("timm.") else None
+    return TIMM_LEAVES.get(f"{type(m).__module__}.{type(m).__qualname__}")
 
 
 MODULES: dict[type, Callable[[Any, T], Any]] = {
@@ -1251,6 +1279,8 @@ MODULES: dict[type, Callable[[Any, T], Any]] = {
     nn.ChannelShuffle: lambda m, x: Emit("channel_shuffle", {"groups": m.groups}, [x]),
     nn.Upsample: lambda m, x: _upsample(x, m.size, m.scale_factor, m.mode, m.align_corners),
     nn.GroupNorm: lambda m, x: _group_norm(x, m.num_groups, m.affine, m.eps),
+    **dict.fromkeys((nn.ZeroPad2d, nn.ConstantPad2d),
+                    lambda m, x: _f_pad((x, m.padding), {"value": m.value})),
 }
 
 def map_call(kind: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
@@ -1387,7 +1417,7 @@ def _f_pad(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
             and not x.last and len(x.shape) == 3:
         left, right, top, bottom = (int(v) for v in pad)
         return LowPadded(x, (left, right, top, bottom))
-    if mode != "constant" or (value or 0) != 0 or len(pad) != 4 or min(pad) < 0 or x.last:
+    if mode != "constant" or (value or 0) != 0 or len(pad) != 4 or x.last:
         raise Unsupported(f"pads {pad} with {mode} {value}; sedsl pads H and W with zeros")
     if not any(pad):
         return x
@@ -1656,8 +1686,10 @@ def _mul(args: tuple[Any, ...]) -> Emit | Scaled:
             a, b = b, a  # port 0 is the feature map, port 1 the per-channel gate
         if len(a.shape) == 3 and b.shape == (a.shape[0], 1, 1):
             return Emit("mul", {}, [a, b])
+        if a.shape == b.shape and a.last == b.last:
+            return Emit("product", {}, [a, b])  # StarNet's star: `parallel mul`
     raise Unsupported("multiplies tensors of shapes sedsl cannot scale (a feature map times a "
-                      "per-channel gate, or a constant)")
+                      "per-channel gate or one of its own shape, or a constant)")
 
 
 def _layer_scale(x: T, p: Param) -> Emit:

@@ -31,7 +31,7 @@ from sedsl.compile.se_infer import NoRule, Wanted, fixed, infer, units_at
 from sedsl.errors import SpecError
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, execution_order, inputs, record, records
-from sedsl.ir.ops import OPS, Attr, Op
+from sedsl.ir.ops import MERGES, OPS, Attr, Op
 from sedsl.ir.se import VARIANTS
 from sedsl.language import ast, numbers
 from sedsl.language.ast import GENERATED as G
@@ -293,12 +293,12 @@ def decompose(flow: Flow) -> tuple[Part, ...]:
     """The network as a chain of layers and merges, or NoSpecForm."""
     idom = dominators(flow)
     entry = flow.order[0]
-    top = _chain(flow, idom, entry, flow.output)
+    seen: Counter[str] = Counter()
+    top = _chain(flow, idom, entry, flow.output, seen)
     implied: Counter[tuple[str, str, int]] = Counter()
     _edges(top, entry, implied)
     actual = Counter((u, n, port) for n in flow.order for port, u in enumerate(flow.ins[n]))
     if implied != actual:
-        seen: Counter[str] = Counter(nodes_of(top))
         index = {n: i for i, n in enumerate(flow.order)}
         consumers = flow.consumers()
         twice = sorted((n for n, k in seen.items() if k > 1), key=index.__getitem__)
@@ -311,16 +311,23 @@ def decompose(flow: Flow) -> tuple[Part, ...]:
     return top
 
 
-def _chain(flow: Flow, idom: dict[str, str], entry: str, exit: str) -> tuple[Part, ...]:
+def _chain(flow: Flow, idom: dict[str, str], entry: str, exit: str,
+           seen: Counter[str]) -> tuple[Part, ...]:
+    """The chain from `entry` to `exit`, counting the nodes it visits in `seen`. A node visited
+    again (a graph that is not series-parallel: NASNet's cells read the two cells before them)
+    ends the chain there: expanding it again would take time exponential in the depth."""
     parts: list[Part] = []
     n = exit
     while n != entry:
+        seen[n] += 1
         d = idom[n]
         preds = flow.ins[n]
         if len(preds) == 1 and preds[0] == d:
             parts.append(Layer(n))
+        elif seen[n] > 1:
+            parts.append(Layer(n))  # the decomposition fails; decompose says where
         else:
-            branches = tuple(_chain(flow, idom, d, p) for p in preds)
+            branches = tuple(_chain(flow, idom, d, p, seen) for p in preds)
             parts.append(Merge(n, flow.rec[n].op, branches))
         n = d
     return tuple(reversed(parts))
@@ -758,13 +765,14 @@ class _Writer:
                 if self.projection is not None and top:
                     shortcut = (ast.If(self.projection, shortcut, (), G),)
             return ast.Residual((), body, shortcut, G, None)
-        if rec.op in ("add", "concat") and (rec.op == "add" or self.flow.channel_concat(part.node)):
+        word = next((w for w, op in MERGES.items() if op.name == rec.op), None)
+        if word is not None and (rec.op != "concat" or self.flow.channel_concat(part.node)):
             if sum(1 for b in branches if not b) > 1:
                 raise NoSpecForm(f"`{part.node}` merges its input with itself")
             saved_claim, self.claimed = self.claimed, False  # each branch has a scope
             stmts = tuple(ast.Place(self._branch_expr(b, slot), G) for b in branches)
             self.claimed = saved_claim
-            return ast.Parallel(rec.op, stmts, G, G)
+            return ast.Parallel(word, stmts, G, G)
         raise _refuse_op(part.node, rec)
 
     def _branch_body(self, parts: Sequence[Part], slot: Slot | None) -> tuple[ast.Stmt, ...]:

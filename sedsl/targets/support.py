@@ -15,6 +15,56 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)
         x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)''',
+    # timm.layers.EvoNorm2dS0: x * sigmoid(v x) / group_std(x) * weight + bias, computed alike.
+    "EvoNormS0": '''
+class EvoNormS0(nn.Module):
+    """EvoNorm-S0 as timm's EvoNorm2dS0 (act=False: x * weight + bias)."""
+
+    def __init__(self, channels: int, groups: int = 32, eps: float = 1e-5,
+                 act: bool = True) -> None:
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.v = nn.Parameter(torch.ones(channels)) if act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.v is not None:
+            n, c, h, w = x.shape
+            g = x.reshape(n, self.groups, c // self.groups, h, w)
+            std = g.float().var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(self.eps)
+            std = std.sqrt().to(x.dtype).expand(g.shape).reshape(n, c, h, w)
+            x = x * (x * self.v.view(1, -1, 1, 1)).sigmoid() / std
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)''',
+    # timm.layers.GlobalResponseNorm (ConvNeXt-V2), channels-first.
+    "GlobalResponseNorm": '''
+class GlobalResponseNorm(nn.Module):
+    """x + weight * x * n + bias, n = the L2 norm over H x W over its mean over channels."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = x.norm(p=2, dim=(2, 3), keepdim=True)
+        n = g / (g.mean(dim=1, keepdim=True) + self.eps)
+        return x + torch.addcmul(self.bias.view(1, -1, 1, 1), self.weight.view(1, -1, 1, 1),
+                                 x * n)''',
+    # timm.layers.SimpleNorm2d: x / sqrt(var over C + eps) * weight (not centred, no bias).
+    "SimpleNorm2d": '''
+class SimpleNorm2d(nn.Module):
+    """x * rsqrt(var_c(x) + eps) * weight at each position, as timm's SimpleNorm2d."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = torch.var(x, dim=1, keepdim=True)
+        return x * torch.rsqrt(v + self.eps) * self.weight.view(1, -1, 1, 1)''',
     # A learned scale per channel (ConvNeXt's layer scale), its weight of C values.
     "LayerScale": '''
 class LayerScale(nn.Module):
