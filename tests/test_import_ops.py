@@ -177,6 +177,20 @@ def test_evonorm_s0_is_timms(call: str, kwargs: dict[str, object]) -> None:
     against(_normed(call), _reference(evo.EvoNorm2dS0(64, **kwargs)), (3, 8, 8))
 
 
+@pytest.mark.parametrize(("call", "kwargs"), [("evonorm_s0(16, eps = 1e-3)", {"groups": 16}),
+                                              ("evonorm_s0(8, 1e-3, act = false, norm = true)",
+                                               {"groups": 8, "apply_act": False})])
+def test_evonorm_s0a_is_timms(call: str, kwargs: dict[str, object]) -> None:
+    """timm's EvoNorm2dS0a: S0's math with its activation; without, x / group_std(x) * weight
+    + bias, where S0 has x * weight + bias."""
+    evo = pytest.importorskip("timm.layers.evo_norm")
+    against(_normed(call), _reference(evo.EvoNorm2dS0a(64, **kwargs)), (3, 8, 8))
+    model = randomise(nn.Sequential(nn.Conv2d(3, 16, 3), evo.EvoNorm2dS0a(16, **kwargs)))
+    net = sedsl.from_torch(model, input=8, name="m")
+    assert net.cost().se.params == n_params(model)
+    assert_same_outputs(net.to_torch(fused=False), model, (3, 8, 8), tol=1e-5)
+
+
 def test_evonorm_s0_groups_must_divide_the_channels() -> None:
     with pytest.raises(sedsl.SpecError, match="groups = 24 does not divide 64 channels"):
         sedsl.loads(_normed("evonorm_s0(24)"))

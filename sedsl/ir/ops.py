@@ -1177,7 +1177,7 @@ def _evonorm_check(a: Attrs, ins: Shapes) -> None:
 
 def _evonorm_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
     return TorchModule(f"EvoNormS0({ins[0][0]}, {a['groups']}, eps={a['eps']!r}, "
-                       f"act={a['act']})", support=("EvoNormS0",))
+                       f"act={a['act']}, norm={a['norm']})", support=("EvoNormS0",))
 
 
 # EvoNorm-S0 (Liu et al. 2020; timm's EvoNorm2dS0: ResNetV2-EvoNorm, VoVNet-EvoNorm), a norm and
@@ -1185,13 +1185,23 @@ def _evonorm_torch(a: Attrs, ins: Shapes, out: Shape) -> Lowering:
 # of channels and H x W (biased, eps inside the root); `act = false`: x * weight + bias. Its
 # tensors weight, bias (and v) per channel, as timm's. fvcore counts none of its elementwise
 # ops and reductions.
+def _evonorm_complete(attrs: dict[str, Any]) -> dict[str, Any]:
+    if attrs.get("norm") is None:
+        attrs["norm"] = attrs["act"]
+    return attrs
+
+
+# `norm = true` with `act = false`: x / group_std(x) * weight + bias, as timm's EvoNorm2dS0a
+# without its activation (with it, S0a computes what S0 does).
 EVONORM_S0 = Op("evonorm_s0", (Arg("groups", "count", 32), Arg("eps", "positive", 1e-5),
-                               Arg("act", "bool", True)),
+                               Arg("act", "bool", True), Arg("norm", "bool", derived=True)),
                 infer=_map("evonorm_s0"), check=_evonorm_check, torch=_evonorm_torch,
+                complete=_evonorm_complete,
                 fresh=True, positional=1, example="evonorm_s0(32)",
                 params=lambda a, ins, out: (3 if a["act"] else 2) * ins[0][0],
                 doc="EvoNorm-S0: x * sigmoid(v x) / group_std(x) * weight + bias (groups of "
-                    "channels; `act = false`: x * weight + bias)")
+                    "channels; `act = false`: x * weight + bias, or with `norm = true` "
+                    "x / group_std(x) * weight + bias, as EvoNorm-S0a)")
 # Global response normalisation (ConvNeXt-V2; timm's GlobalResponseNorm): g = the L2 norm over
 # H x W per channel, n = g / (mean_c g + eps), x + weight * (x n) + bias; weight and bias per
 # channel. fvcore counts no norm, mean or elementwise op.

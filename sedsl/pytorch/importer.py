@@ -1176,11 +1176,13 @@ def _frn(m: Any, x: T) -> Emit:
 
 def _evonorm_s0(m: Any, x: T) -> Emit:
     """timm's EvoNorm2dS0: x * sigmoid(v x) / group_std(x) * weight + bias (without `v`: the
-    affine part only), its tensors weight, bias, v."""
+    affine part only), its tensors weight, bias, v; EvoNorm2dS0a divides by the group std
+    without `v` too (`norm = true`)."""
     if len(x.shape) != 3 or x.last:
         raise Unsupported("normalises a tensor that is not a channels-first feature map")
-    return Emit("evonorm_s0", {"groups": int(m.groups), "eps": float(m.eps),
-                               "act": m.v is not None}, [x])
+    act = m._parameters.get("v") is not None  # not `m.v`: while tracing, that is a proxy
+    return Emit("evonorm_s0", {"groups": int(m.groups), "eps": float(m.eps), "act": act,
+                               "norm": act or type(m).__name__ == "EvoNorm2dS0a"}, [x])
 
 
 def _grn(m: Any, x: T) -> Emit:
@@ -1257,6 +1259,7 @@ TIMM_LEAVES: dict[str, Callable[[Any, T], Emit]] = {
     "timm.layers.filter_response_norm.FilterResponseNormTlu2d": _frn,
     "timm.layers.filter_response_norm.FilterResponseNormAct2d": _frn,
     "timm.layers.evo_norm.EvoNorm2dS0": _evonorm_s0,
+    "timm.layers.evo_norm.EvoNorm2dS0a": _evonorm_s0,
     "timm.layers.grn.GlobalResponseNorm": _grn,
     "timm.layers.norm.SimpleNorm2d": _simple_norm,
 }

@@ -18,23 +18,26 @@ class LayerNorm2d(nn.LayerNorm):
     # timm.layers.EvoNorm2dS0: x * sigmoid(v x) / group_std(x) * weight + bias, computed alike.
     "EvoNormS0": '''
 class EvoNormS0(nn.Module):
-    """EvoNorm-S0 as timm's EvoNorm2dS0 (act=False: x * weight + bias)."""
+    """EvoNorm-S0 as timm's EvoNorm2dS0 (act=False: x * weight + bias); with norm=True and
+    act=False, EvoNorm2dS0a's x / group_std(x) * weight + bias."""
 
     def __init__(self, channels: int, groups: int = 32, eps: float = 1e-5,
-                 act: bool = True) -> None:
+                 act: bool = True, norm: bool = True) -> None:
         super().__init__()
-        self.groups, self.eps = groups, eps
+        self.groups, self.eps, self.norm = groups, eps, norm or act
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.v = nn.Parameter(torch.ones(channels)) if act else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.v is not None:
+        if self.norm:
             n, c, h, w = x.shape
             g = x.reshape(n, self.groups, c // self.groups, h, w)
             std = g.float().var(dim=(2, 3, 4), unbiased=False, keepdim=True).add(self.eps)
             std = std.sqrt().to(x.dtype).expand(g.shape).reshape(n, c, h, w)
-            x = x * (x * self.v.view(1, -1, 1, 1)).sigmoid() / std
+            if self.v is not None:
+                x = x * (x * self.v.view(1, -1, 1, 1)).sigmoid()
+            x = x / std
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)''',
     # timm.layers.GlobalResponseNorm (ConvNeXt-V2), channels-first.
     "GlobalResponseNorm": '''
