@@ -124,6 +124,8 @@ class Dataflow:
 
     input: Tensor
     later: dict[str, Span]  # every statement name of the body (a `from` may not read ahead)
+    dag: bool = False  # a statement of the body reads by `from`: the body is one unit, and
+    # its named statements are scopes of names only, not block instances (as in an import)
     named: dict[str, Tensor] = field(default_factory=dict)
     unread: dict[str, tuple[str | None, Span]] = field(default_factory=dict)  # node -> statement
 
@@ -162,6 +164,12 @@ class Dataflow:
                 what = f"`{name}`" if name else "this layer"
                 raise SpecError(f"{what} is computed but never read", span,
                                 "read it with `from`, or remove it")
+
+
+def reads_by_from(body: tuple[ast.Stmt, ...]) -> bool:
+    """Whether a statement of the body (or of its `if` bodies) has a `from` clause."""
+    return any((isinstance(s, ast.Bind | ast.Place) and s.source is not None)
+               or (isinstance(s, ast.If) and reads_by_from(s.body + s.orelse)) for s in body)
 
 
 def statement_names(body: tuple[ast.Stmt, ...]) -> dict[str, Span]:
@@ -215,7 +223,7 @@ class Elaborator:
 
     def run(self, body: tuple[ast.Stmt, ...], env: Env, x: Tensor, scope: Scope) -> Tensor:
         """A body's statements from its input `x`; its output is its last statement's."""
-        flow = Dataflow(x, statement_names(body))
+        flow = Dataflow(x, statement_names(body), dag=reads_by_from(body))
         self.flows.append(flow)
         try:
             out = self._statements(body, env, x, scope)
@@ -297,8 +305,7 @@ class Elaborator:
                 raise SpecError(f"a sequence holds layers, but this is {describe(value)}",
                                 item.span)
         if name is not None and rest:  # a named sequence gets a scope of its own
-            scope = scope.enter(scope.ns.claim(name, "", span), None, instance=True)
-            self.blocks[scope.path] = None
+            scope = scope.enter(scope.ns.claim(name, "", span), None, instance=False)
             name = None
         self.budget.step(span)
         merge = OpCall(OPS[first.id], {}, first.span)
@@ -326,8 +333,10 @@ class Elaborator:
         if name is not None:  # a named block, sequence or unit gets a scope of its own
             name = scope.ns.claim(name, "", span)
             kind = layer.block.name if isinstance(layer, BlockCall) else None
-            scope = scope.enter(name, kind, instance=True)
-            self.blocks[scope.path] = kind
+            instance = kind is not None or not (self.flows and self.flows[-1].dag)
+            scope = scope.enter(name, kind, instance)
+            if instance:
+                self.blocks[scope.path] = kind
         if isinstance(layer, BlockCall):
             return self._place_block(layer, x, scope)
         if isinstance(layer, Sequence):

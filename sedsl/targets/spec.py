@@ -331,7 +331,7 @@ def _nested(flow: Flow, dags: Mapping[str, Dag]) -> tuple[Part, ...]:
     """The series-parallel tree of a flow whose DAG regions are collapsed to their exits."""
     idom = dominators(flow)
     entry = flow.order[0]
-    top = _chain(flow, idom, entry, flow.output, dags)
+    top = _chain(flow, idom, entry, flow.output, dags, set())
     implied: Counter[tuple[str, str, int]] = Counter()
     _edges(top, entry, implied)
     actual = Counter((u, n, port) for n in flow.order for port, u in enumerate(flow.ins[n]))
@@ -341,12 +341,16 @@ def _nested(flow: Flow, dags: Mapping[str, Dag]) -> tuple[Part, ...]:
         consumers = flow.consumers()
         twice = sorted((n for n, k in seen.items() if k > 1), key=index.__getitem__)
         forks = [n for n in twice if len(consumers[n]) > 1] or twice  # where the paths part
-        u = forks[0] if forks else min((actual - implied) or (implied - actual))[0]
-        users = sorted(v for v, _ in consumers[u])
-        raise _Tangled(u, f"{_where(flow.rec[u], u)} feeds "
-                       f"{', '.join(f'`{v}`' for v in users)} by paths that meet in a way no "
-                       "sequence, residual unit, parallel unit or `from` body states")
+        raise _tangled(flow, forks[0] if forks else
+                       min((actual - implied) or (implied - actual))[0])
     return top
+
+
+def _tangled(flow: Flow, u: str) -> _Tangled:
+    users = sorted(n for n in flow.order if u in flow.ins[n])
+    return _Tangled(u, f"{_where(flow.rec[u], u)} feeds {', '.join(f'`{v}`' for v in users)} "
+                    "by paths that meet in a way no sequence, residual unit or parallel unit "
+                    "states")
 
 
 Consumers: TypeAlias = dict[str, list[tuple[str, int]]]
@@ -425,10 +429,15 @@ def _cut_regions(flow: Flow, u: str) -> Iterator[frozenset[str]]:
 
 
 def _chain(flow: Flow, idom: dict[str, str], entry: str, exit: str,
-           dags: Mapping[str, Dag]) -> tuple[Part, ...]:
+           dags: Mapping[str, Dag], seen: set[str]) -> tuple[Part, ...]:
+    """The chain from `entry` to `exit`. A node met twice (`seen`: those met so far) is where
+    paths meet that no nesting states: stop there (the tree would grow exponentially)."""
     parts: list[Part] = []
     n = exit
     while n != entry:
+        if n in seen:
+            raise _tangled(flow, idom[n] if len(flow.ins[n]) == 1 else n)
+        seen.add(n)
         d = idom[n]
         preds = flow.ins[n]
         if n in dags:
@@ -436,7 +445,7 @@ def _chain(flow: Flow, idom: dict[str, str], entry: str, exit: str,
         elif len(preds) == 1 and preds[0] == d:
             parts.append(Layer(n))
         else:
-            branches = tuple(_chain(flow, idom, d, p, dags) for p in preds)
+            branches = tuple(_chain(flow, idom, d, p, dags, seen) for p in preds)
             parts.append(Merge(n, flow.rec[n].op, branches))
         n = d
     return tuple(reversed(parts))
