@@ -34,10 +34,11 @@ ROUND_TRIP = {
     "inception_next_atto": {},  # layer norm of flat features
     "repvit_m0_9": {"se": 10},  # BatchNorm1d, (a + b) / 2
     "regnetz_c16": {"se": 22},  # RegStage's units, SE with base = block_in
+    "dla34": {},  # trees that concatenate earlier outputs: written with `from`
+    "dpn48b": {},  # dual paths: a conv's output split into a residual and a dense part
 }
 
 REFUSED = {
-    "dla34": "paths that meet in a way no sequence, residual unit or parallel unit states",
     "resnest14d": "views its channels as 2 groups",
     "nf_resnet50": "standardises its weight in the forward (weight standardisation",
     "resnet50x16_clip": "computes on token sequences",
