@@ -149,13 +149,12 @@ class Dataflow:
         return out
 
     def placed(self, stmt: ast.Bind | ast.Place, ins: list[Tensor], out: Tensor) -> None:
-        if any(t.node == out.node for t in ins):
-            return  # an empty statement: its output is what it read
         name = stmt.name if isinstance(stmt, ast.Bind) else None
-        self.unread[out.node] = (name, stmt.name_span if isinstance(stmt, ast.Bind)
-                                 else stmt.span)
         if name is not None:
             self.named[name] = out
+        if all(t.node != out.node for t in ins):  # an empty statement's output is what it read
+            self.unread[out.node] = (name, stmt.name_span if isinstance(stmt, ast.Bind)
+                                     else stmt.span)
 
     def check(self, out: Tensor) -> None:
         """Every statement's output is read, but the body's own."""
