@@ -106,7 +106,8 @@ def test_depthwise_and_stride_round_trip() -> None:
 
 
 class Bridge(nn.Module):
-    """(a + b) + h(a): `a` feeds two merges, which no sequence, residual or parallel states."""
+    """(a + b) + h(a): `a` feeds two merges, which no sequence, residual or parallel states;
+    a body of `from` statements does."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -117,9 +118,14 @@ class Bridge(nn.Module):
         return (a + self.b(x)) + self.h(a)
 
 
-def test_what_no_spec_states_is_refused_by_name() -> None:
-    with pytest.raises(NoSpecForm, match=r"cannot write Bridge as a spec: `a` feeds `add`, `h` "):
-        write_spec(sedsl.from_torch(Bridge(), input=8).base_ir)
+def test_paths_that_meet_are_written_with_from() -> None:
+    model = Bridge().eval()
+    text = write_spec(sedsl.from_torch(model, input=8).base_ir).text
+    assert "= from input " in text and " add" in text
+    back = sedsl.loads(text).to_torch()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(sedsl.transfer_weights(model, back).eval()(x), model(x), atol=1e-5)
 
 
 def test_names_are_unique_and_legal(tmp_path: Path) -> None:
