@@ -162,22 +162,41 @@ def input_shape_of(model: nn.Module) -> tuple[int, ...] | None:
 
 
 def match_units(theirs: list[Unit], ours: list[Unit]) -> list[tuple[Unit, Unit]]:
-    """Pair every unit of `theirs` with one of `ours` by structure (see the module docstring)."""
+    """Pair every unit of `theirs` with one of `ours` by structure (see the module docstring).
+    Where several of ours fit, the first the target runs is tried first; a later unit that then
+    fits none goes back to the last such choice and tries the next (DLA's bottleneck and its
+    tree's projection are both a 1x1 conv of one input: which is which shows one unit later)."""
     partner: dict[int, int] = {}
-    free = list(range(len(ours)))
-    for i, unit in enumerate(theirs):
+    free = set(range(len(ours)))
+    choices: list[tuple[int, list[int]]] = []  # (unit, the fits not yet tried)
+    first: ModelError | None = None
+    i, budget = 0, 100 * (len(theirs) + 1)  # tries: a bound on going back
+    while i < len(theirs):
+        unit = theirs[i]
         want = frozenset(partner[f] for f in unit.feeds if f in partner)
-        same = [j for j in free if ours[j].signature == unit.signature]
+        same = [j for j in sorted(free) if ours[j].signature == unit.signature]
         fits = [j for j in same if ours[j].feeds == want]
         if not fits:
-            raise ModelError(_no_partner(i, unit, theirs, ours, same, free),
-                            "the two models differ in structure here; the units before it matched")
+            first = first or ModelError(
+                _no_partner(i, unit, theirs, ours, same, sorted(free)),
+                "the two models differ in structure here; the units before it matched")
+            while choices and not choices[-1][1]:
+                k, _ = choices.pop()
+                free.add(partner.pop(k))
+            budget -= 1
+            if not choices or budget <= 0:
+                raise first
+            i, fits = choices.pop()
+            free.add(partner.pop(i))
+        choices.append((i, fits[1:]))
         partner[i] = fits[0]
         free.remove(fits[0])
+        i += 1
     if free:
         raise ModelError(f"the source has {len(theirs)} layers with tensors and the target "
-                        f"{len(ours)}; the first without a partner is {ours[free[0]].describe()}")
-    return [(theirs[i], ours[j]) for i, j in partner.items()]
+                         f"{len(ours)}; the first without a partner is "
+                         f"{ours[min(free)].describe()}")
+    return [(theirs[i], ours[j]) for i, j in sorted(partner.items())]
 
 
 def _no_partner(i: int, unit: Unit, theirs: list[Unit], ours: list[Unit], same: list[int],
