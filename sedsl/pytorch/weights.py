@@ -8,7 +8,8 @@ Instead each model is run once on a dummy input while every torch operation is w
 that holds tensors (a *unit*: a conv, a bn, a linear) is recorded with the units whose outputs
 reach its input. Units are then paired when they hold tensors of the same shapes, have the same
 stride, and are fed by units already paired with each other; among several such candidates the one
-the target runs first wins.
+the target runs first is tried first, and the next where that choice leaves a later unit without a
+partner.
 """
 
 from __future__ import annotations
