@@ -180,19 +180,20 @@ def test_the_documented_spec_is_what_import_writes() -> None:
 
 
 def test_what_has_no_spec_form_is_refused(tmp_path: Path) -> None:
-    """Write-back is exact or refuses: data flow no spec states is refused by name, and
-    `sedsl import` writes no file."""
-    with pytest.raises(sedsl.SpecError, match=r"cannot write Bridge as a spec: `a` feeds"):
-        write_spec(sedsl.from_torch(Bridge(), input=8).base)
+    """Write-back is exact or refuses: a gate the model computes itself is refused by name
+    (even in data flow that `from` states), and `sedsl import` writes no file."""
+    with pytest.raises(sedsl.SpecError, match=r"cannot write GatedBridge as a spec: `mul` "):
+        write_spec(sedsl.from_torch(GatedBridge(), input=8).base)
     out = tmp_path / "bridge.se"
-    result = CliRunner().invoke(app, ["import", "tests.test_fromtorch:Bridge", "-o", str(out),
-                                      "--input", "8"])
+    result = CliRunner().invoke(app, ["import", "tests.test_fromtorch:GatedBridge", "-o",
+                                      str(out), "--input", "8"])
     assert result.exit_code == 1 and not out.exists()
-    assert "cannot write Bridge as a spec" in result.stderr
+    assert "cannot write GatedBridge as a spec" in result.stderr
 
 
-class Bridge(nn.Module):
-    """(a + b) + h(a): `a` feeds two merges, which no sequence, residual or parallel states."""
+class GatedBridge(nn.Module):
+    """(a + b) * sigmoid(mean(h(a))): `a` feeds two merges (a `from` body states that), and the
+    product by a gate of the model's own (no spec states that but as an `se` rule)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -200,7 +201,7 @@ class Bridge(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.a(x)
-        return (a + self.b(x)) + self.h(a)
+        return (a + self.b(x)) * torch.sigmoid(self.h(a).mean((2, 3), keepdim=True))
 
 
 def test_cli_import_writes_a_spec(tmp_path: Path) -> None:

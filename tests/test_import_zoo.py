@@ -37,10 +37,11 @@ ROUND_TRIP = {
     "resnest14d": {},  # SplitAttn as split_attention
     "skresnet18": {},  # SelectiveKernel: paths on split input, concat, split_attention
     "dm_nfnet_f0": {"se": 12},  # weight standardisation, skipinit gain, TF `same` padding
+    "dla34": {},  # trees that concatenate earlier outputs: written with `from`
+    "dpn48b": {},  # dual paths: a conv's output split into a residual and a dense part
 }
 
 REFUSED = {
-    "dla34": "paths that meet in a way no sequence, residual unit or parallel unit states",
     "resnet50x16_clip": "computes on token sequences",
 }
 

@@ -106,7 +106,8 @@ def test_depthwise_and_stride_round_trip() -> None:
 
 
 class Bridge(nn.Module):
-    """(a + b) + h(a): `a` feeds two merges, which no sequence, residual or parallel states."""
+    """(a + b) + h(a): `a` feeds two merges, which no sequence, residual or parallel states;
+    a body of `from` statements does."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -117,9 +118,14 @@ class Bridge(nn.Module):
         return (a + self.b(x)) + self.h(a)
 
 
-def test_what_no_spec_states_is_refused_by_name() -> None:
-    with pytest.raises(NoSpecForm, match=r"cannot write Bridge as a spec: `a` feeds `add`, `h` "):
-        write_spec(sedsl.from_torch(Bridge(), input=8).base_ir)
+def test_paths_that_meet_are_written_with_from() -> None:
+    model = Bridge().eval()
+    text = write_spec(sedsl.from_torch(model, input=8).base_ir).text
+    assert "= from input " in text and " add" in text
+    back = sedsl.loads(text).to_torch()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(sedsl.transfer_weights(model, back).eval()(x), model(x), atol=1e-5)
 
 
 def test_names_are_unique_and_legal(tmp_path: Path) -> None:
@@ -219,3 +225,30 @@ def test_an_se_section_is_written_with_the_network() -> None:
     text = write_spec(net.base_ir, "ratio = 16; at residual.end of Bottleneck").text
     assert text.endswith("se {\n  ratio = 16\n  at residual.end of Bottleneck\n}\n")
     assert sedsl.loads(text).cost().se.params == net.cost().se.params == 28_088_024
+
+
+class ProjectionFirst(nn.Module):
+    """DLA's pattern: the projection runs before the residual branch, and both start with a 1x1
+    conv of the same shape on the same input; which is which shows only at the bn after one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(3, 8, 1, bias=False)
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.project(x)
+        return self.conv2(torch.relu(self.bn1(self.conv1(x)))) + shortcut
+
+
+def test_weights_pair_where_two_layers_look_alike() -> None:
+    """transfer_weights tries the other candidate when the first leads nowhere."""
+    model = ProjectionFirst().eval()
+    with torch.no_grad():
+        model.bn1.running_mean.uniform_(-1, 1)
+        model.bn1.running_var.uniform_(0.5, 2)
+    back = sedsl.loads(write_spec(sedsl.from_torch(model, input=8).base_ir).text).to_torch()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(sedsl.transfer_weights(model, back).eval()(x), model(x), atol=1e-5)

@@ -17,6 +17,7 @@ from sedsl.errors import NOWHERE, Span, SpecError, did_you_mean
 from sedsl.ir.graph import Graph
 from sedsl.ir.node import Node, add_node
 from sedsl.ir.ops import MERGES, OPS, Shape
+from sedsl.ir.residuals import mark_residuals
 from sedsl.ir.se import SETTINGS, SeConfig
 from sedsl.language import ast
 from sedsl.language.evaluate import (
@@ -112,6 +113,72 @@ class Tensor(Record):
     shape: Shape
 
 
+@dataclass
+class Dataflow:
+    """One body's data flow: its input, the outputs of its named statements (what `from` reads)
+    and the outputs no statement has read yet (an error unless the last)."""
+
+    input: Tensor
+    later: dict[str, Span]  # every statement name of the body (a `from` may not read ahead)
+    dag: bool = False  # a statement of the body reads by `from`: the body is one unit, and
+    # its named statements are scopes of names only, not block instances (as in an import)
+    named: dict[str, Tensor] = field(default_factory=dict)
+    unread: dict[str, tuple[str | None, Span]] = field(default_factory=dict)  # node -> statement
+
+    def read(self, names: ast.From, values: Env) -> list[Tensor]:
+        out = []
+        for n in names.names:
+            if n.id == "input":
+                out.append(self.input)
+            elif n.id in self.named:
+                out.append(self.named[n.id])
+            elif values.lookup(n.id) is not None:
+                raise SpecError(f"`{n.id}` is a value, not the output of a statement", n.span)
+            elif n.id in self.later:
+                raise SpecError(f"`{n.id}` is computed later (line {self.later[n.id].line}); "
+                                "`from` reads earlier statements", n.span)
+            else:
+                raise SpecError(f"no statement before this one is called `{n.id}`", n.span,
+                                did_you_mean(n.id, [*self.named, "input"]))
+        for t in out:
+            self.unread.pop(t.node, None)
+        return out
+
+    def placed(self, stmt: ast.Bind | ast.Place, ins: list[Tensor], out: Tensor) -> None:
+        name = stmt.name if isinstance(stmt, ast.Bind) else None
+        if name is not None:
+            self.named[name] = out
+        if all(t.node != out.node for t in ins):  # an empty statement's output is what it read
+            self.unread[out.node] = (name, stmt.name_span if isinstance(stmt, ast.Bind)
+                                     else stmt.span)
+
+    def check(self, out: Tensor) -> None:
+        """Every statement's output is read, but the body's own."""
+        for node, (name, span) in self.unread.items():
+            if node != out.node:
+                what = f"`{name}`" if name else "this layer"
+                raise SpecError(f"{what} is computed but never read", span,
+                                "read it with `from`, or remove it")
+
+
+def reads_by_from(body: tuple[ast.Stmt, ...]) -> bool:
+    """Whether a statement of the body (or of its `if` bodies) has a `from` clause."""
+    return any((isinstance(s, ast.Bind | ast.Place) and s.source is not None)
+               or (isinstance(s, ast.If) and reads_by_from(s.body + s.orelse)) for s in body)
+
+
+def statement_names(body: tuple[ast.Stmt, ...]) -> dict[str, Span]:
+    """The names of a body's statements, those in its `if` bodies too."""
+    out: dict[str, Span] = {}
+    for stmt in body:
+        if isinstance(stmt, ast.Bind):
+            out.setdefault(stmt.name, stmt.name_span)
+        elif isinstance(stmt, ast.If):
+            out.update({k: v for k, v in statement_names(stmt.body + stmt.orelse).items()
+                        if k not in out})
+    return out
+
+
 # --- the elaborator -----------------------------------------------------------------------------
 
 
@@ -124,6 +191,8 @@ class Elaborator:
         self.graph = Graph()
         self.blocks: dict[str, str | None] = {}  # block instance path -> its block kind
         self.budget = limits.Budget()  # nodes placed and nesting, against sedsl.limits
+        self.flows: list[Dataflow] = []  # the bodies being run, innermost last
+        self.merged: list[str] = []  # the adds `from a, b add` placed
 
     # -- entry point --
 
@@ -137,6 +206,7 @@ class Elaborator:
         x = self._input(shape, span)
         out = self.run(net.body, env, x, Scope("", Namespace({"input": span})))
         self.graph.graph.update(output=out.node, blocks=self.blocks)
+        mark_residuals(self.graph, set(self.merged))
         return self.graph, env
 
     def _input(self, shape: Shape, span: Span) -> Tensor:
@@ -147,15 +217,30 @@ class Elaborator:
     # -- statements --
 
     def run(self, body: tuple[ast.Stmt, ...], env: Env, x: Tensor, scope: Scope) -> Tensor:
+        """A body's statements from its input `x`; its output is its last statement's."""
+        flow = Dataflow(x, statement_names(body), dag=reads_by_from(body))
+        self.flows.append(flow)
+        try:
+            out = self._statements(body, env, x, scope)
+        finally:
+            self.flows.pop()
+        flow.check(out)
+        return out
+
+    def _statements(self, body: tuple[ast.Stmt, ...], env: Env, x: Tensor,
+                    scope: Scope) -> Tensor:
         for stmt in body:
             x = self.statement(stmt, env, x, scope)
         return x
 
     def statement(self, stmt: ast.Stmt, env: Env, x: Tensor, scope: Scope) -> Tensor:
+        if isinstance(stmt, ast.Bind | ast.Place) and stmt.source is not None:
+            return self._from(stmt, stmt.source, env, scope)
         if isinstance(stmt, ast.Bind):
             value = self.eval(stmt.value, env)
             if isinstance(value, LAYERS):
-                return self.place(value, x, scope, stmt.name, stmt.name_span)
+                return self._read(stmt, [x], self.place(value, x, scope, stmt.name,
+                                                        stmt.name_span))
             if stmt.name in env.values:
                 raise SpecError(f"`{stmt.name}` is already defined here", stmt.name_span)
             env.values[stmt.name] = value
@@ -166,16 +251,65 @@ class Elaborator:
                 raise SpecError(f"expected a layer, got {describe(value)}", stmt.span,
                                 "a statement on its own must be a layer; "
                                 "bind values with `name = ...`")
-            return self.place(value, x, scope, None, stmt.span)
+            return self._read(stmt, [x], self.place(value, x, scope, None, stmt.span))
         if isinstance(stmt, ast.If):
             test = self.eval(stmt.test, env)
             if not isinstance(test, bool):
                 raise SpecError(f"`if` needs a condition, got {describe(test)}", stmt.test.span)
-            return self.run(stmt.body if test else stmt.orelse, env, x, scope)
+            return self._statements(stmt.body if test else stmt.orelse, env, x, scope)
         if scope.path or scope.calls:
             raise SpecError("`input` belongs at the top of the network, not inside a block",
                             stmt.span)
         return x  # the network's own `input` statement, already handled
+
+    def _read(self, stmt: ast.Bind | ast.Place, ins: list[Tensor], out: Tensor) -> Tensor:
+        """Note that a statement read `ins` and computed `out` (in the innermost body)."""
+        if self.flows:
+            flow = self.flows[-1]
+            for t in ins:
+                flow.unread.pop(t.node, None)
+            flow.placed(stmt, ins, out)
+        return out
+
+    def _from(self, stmt: ast.Bind | ast.Place, source: ast.From, env: Env,
+              scope: Scope) -> Tensor:
+        """`name = from a, b merge layers`: the named outputs, merged when there are several,
+        then the statement's layers."""
+        if not self.flows:
+            raise SpecError("`from` reads the outputs of a body's statements; there is no body "
+                            "here", source.span)
+        ins = self.flows[-1].read(source, env)
+        name = stmt.name if isinstance(stmt, ast.Bind) else None
+        span = stmt.name_span if isinstance(stmt, ast.Bind) else stmt.span
+        items = stmt.value.items if isinstance(stmt.value, ast.Seq) else (stmt.value,)
+        if len(ins) == 1:
+            value = self.eval(stmt.value, env)
+            if not isinstance(value, LAYERS):
+                raise SpecError(f"`from` feeds layers, but this is {describe(value)}",
+                                stmt.value.span)
+            return self._read(stmt, ins, self.place(value, ins[0], scope, name, span))
+        first = items[0]
+        if not isinstance(first, ast.Name) or first.id not in MERGES:
+            raise SpecError(f"`from` with {len(ins)} sources needs a merge first: "
+                            f"{' or '.join(MERGES)}", first.span,
+                            f"e.g. from {', '.join(n.id for n in source.names)} "
+                            f"{next(iter(MERGES))} ...")
+        rest = [self.eval(item, env) for item in items[1:]]
+        for item, value in zip(items[1:], rest, strict=True):
+            if not isinstance(value, LAYERS):
+                raise SpecError(f"a sequence holds layers, but this is {describe(value)}",
+                                item.span)
+        if name is not None and rest:  # a named sequence gets a scope of its own
+            scope = scope.enter(scope.ns.claim(name, "", span), None, instance=False)
+            name = None
+        self.budget.step(span)
+        merge = OpCall(MERGES[first.id], {}, first.span)
+        y = self._place_op(merge, ins, scope, name)
+        if first.id == "add":
+            self.merged.append(y.node)
+        for item, value in zip(items[1:], rest, strict=True):
+            y = self.place(value, y, scope, None, item_span(value, item.span))  # type: ignore[arg-type]
+        return self._read(stmt, ins, y)
 
     # -- placement: layers become nodes --
 
@@ -194,8 +328,10 @@ class Elaborator:
         if name is not None:  # a named block, sequence or unit gets a scope of its own
             name = scope.ns.claim(name, "", span)
             kind = layer.block.name if isinstance(layer, BlockCall) else None
-            scope = scope.enter(name, kind, instance=True)
-            self.blocks[scope.path] = kind
+            instance = kind is not None or not (self.flows and self.flows[-1].dag)
+            scope = scope.enter(name, kind, instance)
+            if instance:
+                self.blocks[scope.path] = kind
         if isinstance(layer, BlockCall):
             return self._place_block(layer, x, scope)
         if isinstance(layer, Sequence):
@@ -288,6 +424,10 @@ class Elaborator:
         outs: list[Tensor] = []
         names: list[str] = []
         for stmt in unit.body:
+            if isinstance(stmt, ast.Bind | ast.Place) and stmt.source is not None:
+                raise SpecError("a branch of `parallel` reads the unit's input; `from` belongs "
+                                "in a body of statements", stmt.source.span,
+                                "put the branch's statements in `{ }`")
             if isinstance(stmt, ast.Bind | ast.Place):
                 value = self.eval(stmt.value, env)
                 if not isinstance(value, LAYERS):

@@ -127,20 +127,30 @@ Expr: TypeAlias = (
 # --- statements -----------------------------------------------------------------------------
 
 
+class From(Record):
+    """`from a, b`: the earlier statements of the body (`input`: its input) a statement reads
+    instead of the previous one; `span` covers the clause, from its `from`."""
+
+    names: tuple[Name, ...]
+    span: Span
+
+
 class Bind(Record):
-    """`name = expr`."""
+    """`name = expr`, or `name = from a, b expr`."""
 
     name: str
     value: Expr
     span: Span
     name_span: Span
+    source: From | None = None  # None: the previous statement's output
 
 
 class Place(Record):
-    """A bare layer expression."""
+    """A bare layer expression, or `from a, b expr`."""
 
     value: Expr
     span: Span
+    source: From | None = None
 
 
 class Input(Record):

@@ -24,8 +24,8 @@ from sedsl.ir.ops import MERGES as _MERGES
 from sedsl.ir.ops import OPS as _OPS
 
 # The grammar's keywords (grammars/sedsl.lark); `se` is one only before its section's `{`.
-KEYWORDS = ("use", "block", "network", "input", "if", "then", "else", "residual", "shortcut",
-            "parallel", "at", "after", "in", "of")
+KEYWORDS = ("use", "block", "network", "input", "from", "if", "then", "else", "residual",
+            "shortcut", "parallel", "at", "after", "in", "of")
 WORD_OPERATORS = ("and", "or", "not")
 CONSTANTS = ("true", "false")
 # The ops a spec may call, from the op table (torch-free and light: a new op or activation of the

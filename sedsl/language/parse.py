@@ -315,10 +315,18 @@ class _ToAst(Transformer[Token, Any]):  # type: ignore[misc]  # lark's, generate
         return tuple(c)
 
     def bind(self, meta: Any, c: list[Any]) -> ast.Bind:
-        return ast.Bind(str(c[0]), c[1], self._span(meta), self._tok(c[0]))
+        source = c.pop(1) if isinstance(c[1], ast.From) else None
+        return ast.Bind(str(c[0]), c[1], self._span(meta), self._tok(c[0]), source)
 
     def place(self, meta: Any, c: list[Any]) -> ast.Place:
-        return ast.Place(c[0], self._span(meta))
+        source = c.pop(0) if isinstance(c[0], ast.From) else None
+        return ast.Place(c[0], self._span(meta), source)
+
+    def sources(self, meta: Any, c: list[ast.Name]) -> ast.From:
+        return ast.From(tuple(c), self._span(meta))
+
+    def source(self, meta: Any, c: list[Token]) -> ast.Name:
+        return ast.Name(str(c[0]), self._tok(c[0]))
 
     def input(self, meta: Any, c: list[Token]) -> ast.Input:
         return ast.Input(self._dims(c[0]), self._span(meta))

@@ -34,7 +34,7 @@ INDENT = "  "
 # Words the grammar reserves: none of them can be a NAME.
 KEYWORDS = frozenset({
     "use", "block", "network", "input", "if", "then", "else", "or", "and", "not", "true",
-    "false", "residual", "shortcut", "parallel", "se", "at", "after", "in", "of",
+    "false", "residual", "shortcut", "parallel", "se", "at", "after", "in", "of", "from",
 })
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH = re.compile(r"[A-Za-z0-9_.+-]+")  # names, indices, numbers (`1.0`, `1e-3`) and dots
@@ -328,9 +328,10 @@ def _flat_body(body: Sequence[ast.Stmt], force: bool = False) -> str | None:
 def _flat_stmt(s: ast.Stmt, force: bool = False) -> str | None:
     if isinstance(s, ast.Bind):
         value = _flat_expr(s.value, EXPR, force)
-        return None if value is None else f"{name(s.name)} = {value}"
+        return None if value is None else f"{name(s.name)} = {from_clause(s)}{value}"
     if isinstance(s, ast.Place):
-        return _flat_expr(s.value, EXPR, force)
+        value = _flat_expr(s.value, EXPR, force)
+        return None if value is None else f"{from_clause(s)}{value}"
     if isinstance(s, ast.Input):
         return "input " + "x".join(map(str, s.dims))
     if not force and not _inline_clauses(s):
@@ -348,6 +349,19 @@ def _flat_stmt(s: ast.Stmt, force: bool = False) -> str | None:
             return None
         parts.append(("else if " if parts else "if ") + f"{cond} {text}")
     return " ".join(parts)
+
+
+def from_clause(s: ast.Bind | ast.Place) -> str:
+    """`from a, b ` (with its space), or nothing for a statement that reads the previous one."""
+    if s.source is None:
+        return ""
+    names = [n.id if n.id == "input" else name(n.id) for n in s.source.names]
+    return f"from {', '.join(names)} "
+
+
+def _value_span(s: ast.Bind) -> Span:
+    """Where a binding's value starts to be written: at its `from`, if it has one."""
+    return s.value.span if s.source is None else s.source.span
 
 
 def _flat_setting(s: ast.Setting, force: bool = False) -> str | None:
@@ -657,9 +671,10 @@ class _Printer:
     def statement(self, s: ast.Stmt, pad: int = 0) -> None:
         self.start(s.span)
         if isinstance(s, ast.Bind):
-            self.write(f"{name(s.name).ljust(pad)} = ")
+            self.write(f"{name(s.name).ljust(pad)} = {from_clause(s)}")
             self.expr(s.value, EXPR)
         elif isinstance(s, ast.Place):
+            self.write(from_clause(s))
             self.expr(s.value, EXPR)
         elif isinstance(s, ast.Input):
             self.write("input " + "x".join(map(str, s.dims)))
@@ -962,7 +977,8 @@ def _pads(stmts: Sequence[ast.Stmt], col: int, comments: Sequence[ast.Comment]) 
 
 
 def _separated(a: ast.Bind, b: ast.Bind, own_line_comments: list[tuple[int, int]]) -> bool:
-    if generated(a.value.span) or generated(b.value.span) or a.value.span.col != b.value.span.col:
+    va, vb = _value_span(a), _value_span(b)
+    if generated(va) or generated(vb) or va.col != vb.col:
         return True
     if b.span.line - a.span.end_line >= 2:
         return True
@@ -975,4 +991,4 @@ def _alignable(b: ast.Bind, width: int, col: int) -> bool:
     flat = _flat_expr(b.value, EXPR)
     if flat is None:
         return False
-    return col + width + 3 + len(flat) <= WIDTH or not _contains_body(b.value)
+    return col + width + 3 + len(from_clause(b)) + len(flat) <= WIDTH or not _contains_body(b.value)

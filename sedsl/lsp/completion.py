@@ -159,9 +159,9 @@ def _body(scope: View | None, before: str, section: str,
                         f"block, {b.span.file}:{b.span.line}")
                   for n, b in scope.analysis.library.blocks.items()]
     items += [_item(n, K.Function, doc, None) for n, doc in words.BUILTINS.items()]
-    items += [_item(k, K.Keyword) for k in ("residual", "shortcut", "parallel", "if", "then",
-                                             "else", "identity", "true", "false", "and", "or",
-                                             "not")]
+    items += [_item(k, K.Keyword) for k in ("from", "residual", "shortcut", "parallel", "if",
+                                             "then", "else", "identity", "true", "false", "and",
+                                             "or", "not")]
     if section == "network":
         items.append(_item("input", K.Keyword, "input CxHxW", None, insert="input "))
     else:

@@ -15,7 +15,7 @@ from sedsl.language import ast
 from sedsl.language.paths import LIBRARY_ROOT
 from sedsl.lsp import words
 from sedsl.lsp.show import shape
-from sedsl.lsp.syntax import Reference, name_span, references, use_path_span
+from sedsl.lsp.syntax import Reference, from_source, name_span, references, use_path_span
 from sedsl.lsp.text import Text, contains, path_to_uri
 from sedsl.lsp.view import View
 
@@ -60,7 +60,15 @@ def definition(view: View, pos: lsp.Position) -> list[lsp.Location]:
     found = block_at(view, pos)
     if found is not None:
         return [_location(view, found[0].span.file, _def_span(view, found[0]))]
-    return _use_target(view, pos) or _stage(view, pos)
+    return _use_target(view, pos) or _stage(view, pos) or _from_source(view, pos)
+
+
+def _from_source(view: View, pos: lsp.Position) -> list[lsp.Location]:
+    """A name in a `from` clause: the statement it reads."""
+    assert view.module is not None
+    line, col = view.text.span_at(view.path, pos)
+    stmt = from_source(view.module, line, col)
+    return [] if stmt is None else [_location(view, view.path, stmt.name_span)]
 
 
 def _def_span(view: View, block: ast.BlockDef) -> Span:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sedsl.errors import Span
 from sedsl.language import ast
-from sedsl.lsp.text import Text
+from sedsl.lsp.text import Text, contains
 from sedsl.record import Record
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -40,14 +40,51 @@ class Reference(Record):
 
 
 def references(module: ast.Module, text: Text) -> Iterator[Reference]:
-    """Names that may refer to blocks: every call's and bare name's, and `of` clauses'."""
+    """Names that may refer to blocks: every call's and bare name's, and `of` clauses'; not the
+    names of a `from` clause (they name statements)."""
+    sources = {id(n) for node in walk(module) if isinstance(node, ast.From) for n in node.names}
     for node in walk(module):
         if isinstance(node, ast.Call):
             yield Reference(node.func, node.func_span)
-        elif isinstance(node, ast.Name):
+        elif isinstance(node, ast.Name) and id(node) not in sources:
             yield Reference(node.id, node.span)
         elif isinstance(node, ast.Rule):
             yield from _kinds(node, text)
+
+
+def bodies(module: ast.Module) -> Iterator[tuple[ast.Stmt, ...]]:
+    """Every body of statements: blocks', networks', groups', residual and shortcut bodies
+    (an `if` body is part of the body it is in)."""
+    for node in walk(module):
+        if isinstance(node, ast.BlockDef | ast.Group):
+            yield node.body
+        elif isinstance(node, ast.Residual):
+            yield node.body
+            if node.shortcut is not None:
+                yield node.shortcut
+
+
+def statements(body: tuple[ast.Stmt, ...]) -> Iterator[ast.Stmt]:
+    """A body's statements, those of its `if` bodies in place."""
+    for stmt in body:
+        yield stmt
+        if isinstance(stmt, ast.If):
+            yield from statements(stmt.body + stmt.orelse)
+
+
+def from_source(module: ast.Module, line: int, col: int) -> ast.Bind | None:
+    """The statement a name of a `from` clause at (line, col) reads: the binding of that name
+    before it in its body."""
+    for body in bodies(module):
+        seen: dict[str, ast.Bind] = {}
+        for stmt in statements(body):
+            if isinstance(stmt, ast.Bind | ast.Place) and stmt.source is not None:
+                for n in stmt.source.names:
+                    if contains(n.span, line, col):
+                        return seen.get(n.id)
+            if isinstance(stmt, ast.Bind):
+                seen[stmt.name] = stmt
+    return None
 
 
 def _kinds(rule: ast.Rule, text: Text) -> Iterator[Reference]:

@@ -28,7 +28,7 @@ BUILTINS: dict[str, str] = {
                       "least d, one multiple more if that falls below round_limit * x (timm's)",
 }
 
-KEYWORDS = ("use", "block", "network", "se", "input", "residual", "shortcut", "parallel",
+KEYWORDS = ("use", "block", "network", "se", "input", "from", "residual", "shortcut", "parallel",
             "if", "then", "else", "true", "false", "and", "or", "not", "identity")
 LAYER_BUILTINS = {"c_in": "the channels of the block's input",
                   "h_in": "the height of the block's input",

@@ -17,6 +17,7 @@ residual or parallel unit states.
 
 from __future__ import annotations
 
+import itertools
 import keyword
 import re
 from collections import Counter
@@ -286,48 +287,165 @@ class Merge(Record):
     branches: tuple[tuple[Part, ...], ...]
 
 
-Part: TypeAlias = Layer | Merge
+class Dag(Record):
+    """A region of one entry and one exit (`node`) whose data flow no nesting of sequences,
+    residual and parallel units states: written as a body of `from` statements. `nodes`: the
+    region's nodes in execution order, its exit last."""
+
+    node: str
+    entry: str
+    nodes: tuple[str, ...]
+
+
+Part: TypeAlias = Layer | Merge | Dag
+
+
+class _Tangled(Exception):
+    """The series-parallel decomposition fails at `node`: it feeds paths that meet in a way no
+    nesting states."""
+
+    def __init__(self, node: str, message: str):
+        super().__init__(message)
+        self.node, self.message = node, message
 
 
 def decompose(flow: Flow) -> tuple[Part, ...]:
-    """The network as a chain of layers and merges, or NoSpecForm."""
+    """The network as a chain of layers, merges and DAG regions. Where the nesting fails, the
+    smallest region around the failing layer with one entry and one exit (its module's, or one
+    between two layers every path passes) becomes a `Dag`, and the rest is taken apart again."""
+    regions: list[frozenset[str]] = []
+    consumers = flow.consumers()
+    for _ in range(len(flow.order) + 1):
+        view, dags = _collapsed(flow, regions, consumers)
+        try:
+            return _nested(view, dags)
+        except _Tangled as err:
+            region = _region(flow, err.node, regions, consumers)
+            if region is None:
+                raise NoSpecForm(err.message) from None
+            regions = [r for r in regions if not r <= region] + [region]
+    raise AssertionError("the regions grow each round")
+
+
+def _nested(flow: Flow, dags: Mapping[str, Dag]) -> tuple[Part, ...]:
+    """The series-parallel tree of a flow whose DAG regions are collapsed to their exits."""
     idom = dominators(flow)
     entry = flow.order[0]
-    seen: Counter[str] = Counter()
-    top = _chain(flow, idom, entry, flow.output, seen)
+    top = _chain(flow, idom, entry, flow.output, dags, set())
     implied: Counter[tuple[str, str, int]] = Counter()
     _edges(top, entry, implied)
     actual = Counter((u, n, port) for n in flow.order for port, u in enumerate(flow.ins[n]))
     if implied != actual:
         index = {n: i for i, n in enumerate(flow.order)}
+        seen: Counter[str] = Counter(n for n in nodes_of(top) if n in index)  # regions' exits
         consumers = flow.consumers()
         twice = sorted((n for n, k in seen.items() if k > 1), key=index.__getitem__)
         forks = [n for n in twice if len(consumers[n]) > 1] or twice  # where the paths part
-        u = forks[0] if forks else min((actual - implied) or (implied - actual))[0]
-        users = sorted(v for v, _ in consumers[u])
-        raise NoSpecForm(f"{_where(flow.rec[u], u)} feeds {', '.join(f'`{v}`' for v in users)} "
-                         "by paths that meet in a way no sequence, residual unit or parallel "
-                         "unit states")
+        raise _tangled(flow, forks[0] if forks else
+                       min((actual - implied) or (implied - actual))[0])
     return top
 
 
+def _tangled(flow: Flow, u: str) -> _Tangled:
+    users = sorted(n for n in flow.order if u in flow.ins[n])
+    return _Tangled(u, f"{_where(flow.rec[u], u)} feeds {', '.join(f'`{v}`' for v in users)} "
+                    "by paths that meet in a way no sequence, residual unit or parallel unit "
+                    "states")
+
+
+Consumers: TypeAlias = dict[str, list[tuple[str, int]]]
+
+
+def _collapsed(flow: Flow, regions: list[frozenset[str]],
+               consumers: Consumers) -> tuple[Flow, dict[str, Dag]]:
+    """The flow with each region as one node, its exit, reading the region's entry."""
+    ins = dict(flow.ins)
+    hidden: set[str] = set()
+    dags: dict[str, Dag] = {}
+    for region in regions:
+        entry, exit = _ends(flow, region, consumers)
+        assert entry is not None and exit is not None
+        ins[exit] = [entry]
+        hidden |= region - {exit}
+        dags[exit] = Dag(exit, entry, tuple(n for n in flow.order if n in region))
+    order = [n for n in flow.order if n not in hidden]
+    return Flow({n: ins[n] for n in order}, flow.rec, order, flow.output), dags
+
+
+def _ends(flow: Flow, region: frozenset[str],
+          consumers: Consumers) -> tuple[str | None, str | None]:
+    """A region's one entry (the node outside it that it reads) and one exit (its node read
+    outside it), or None where there are several."""
+    entries = {u for n in region for u in flow.ins[n] if u not in region}
+    exits = {n for n in region
+             if n == flow.output or any(v not in region for v, _ in consumers[n])}
+    return (next(iter(entries)) if len(entries) == 1 else None,
+            next(iter(exits)) if len(exits) == 1 else None)
+
+
+def _region(flow: Flow, u: str, regions: list[frozenset[str]],
+            consumers: Consumers) -> frozenset[str] | None:
+    """The smallest region around `u` with one entry and one exit that holds every region it
+    meets and is none of them: the layers of one of `u`'s modules (innermost first), else the
+    layers between two of the layers every path from the input to the output passes."""
+    for candidate in (*_module_regions(flow, u), *_cut_regions(flow, u)):
+        if len(candidate) < 2 or any(candidate <= r for r in regions) or \
+                any(r & candidate and not r <= candidate for r in regions):
+            continue
+        entry, exit = _ends(flow, candidate, consumers)
+        if entry is not None and exit is not None:
+            return candidate
+    return None
+
+
+def _module_regions(flow: Flow, u: str) -> Iterator[frozenset[str]]:
+    parts = u.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:k]) + "."
+        yield frozenset(n for n in flow.order if n.startswith(prefix))
+
+
+def _cut_regions(flow: Flow, u: str) -> Iterator[frozenset[str]]:
+    """The layers after one cut (a dominator of the output) up to a later one, around `u`,
+    smallest first."""
+    idom = dominators(flow)
+    cuts, c = [flow.output], flow.output
+    while idom[c] != c:
+        c = idom[c]
+        cuts.append(c)
+    cuts.reverse()
+    before = flow.ancestors(u)
+    index = {n: i for i, n in enumerate(flow.order)}
+    starts = [c for c in cuts if c in before]  # cuts up to u (u itself, if it is one)
+    ends = [c for c in cuts if index[c] > index[u]]
+    spans = sorted(((len(starts) - 1 - i) + j, a, b) for i, a in enumerate(starts)
+                   for j, b in enumerate(ends))
+    ancestors: dict[str, set[str]] = {}
+    for _, a, b in spans:
+        for c in (a, b):
+            if c not in ancestors:
+                ancestors[c] = flow.ancestors(c)
+        yield frozenset(ancestors[b] - ancestors[a])
+
+
 def _chain(flow: Flow, idom: dict[str, str], entry: str, exit: str,
-           seen: Counter[str]) -> tuple[Part, ...]:
-    """The chain from `entry` to `exit`, counting the nodes it visits in `seen`. A node visited
-    again (a graph that is not series-parallel: NASNet's cells read the two cells before them)
-    ends the chain there: expanding it again would take time exponential in the depth."""
+           dags: Mapping[str, Dag], seen: set[str]) -> tuple[Part, ...]:
+    """The chain from `entry` to `exit`. A node met twice (`seen`: those met so far) is where
+    paths meet that no nesting states: stop there (the tree would grow exponentially)."""
     parts: list[Part] = []
     n = exit
     while n != entry:
-        seen[n] += 1
+        if n in seen:
+            raise _tangled(flow, idom[n] if len(flow.ins[n]) == 1 else n)
+        seen.add(n)
         d = idom[n]
         preds = flow.ins[n]
-        if len(preds) == 1 and preds[0] == d:
+        if n in dags:
+            parts.append(dags[n])
+        elif len(preds) == 1 and preds[0] == d:
             parts.append(Layer(n))
-        elif seen[n] > 1:
-            parts.append(Layer(n))  # the decomposition fails; decompose says where
         else:
-            branches = tuple(_chain(flow, idom, d, p, seen) for p in preds)
+            branches = tuple(_chain(flow, idom, d, p, dags, seen) for p in preds)
             parts.append(Merge(n, flow.rec[n].op, branches))
         n = d
     return tuple(reversed(parts))
@@ -337,7 +455,7 @@ def _edges(parts: Sequence[Part], entry: str, out: Counter[tuple[str, str, int]]
     """The edges a chain implies; returns its output node."""
     x = entry
     for part in parts:
-        if isinstance(part, Layer):
+        if isinstance(part, Layer | Dag):
             out[(x, part.node, 0)] += 1
             x = part.node
         else:
@@ -349,6 +467,8 @@ def _edges(parts: Sequence[Part], entry: str, out: Counter[tuple[str, str, int]]
 
 def nodes_of(parts: Sequence[Part]) -> Iterator[str]:
     for part in parts:
+        if isinstance(part, Dag):
+            yield from part.nodes[:-1]
         if isinstance(part, Merge):
             for branch in part.branches:
                 yield from nodes_of(branch)
@@ -506,6 +626,9 @@ class _Writer:
         output belongs to the next layer); `"*"` when it spans several."""
         if isinstance(part, Layer):
             return self.rec[part.node].block
+        if isinstance(part, Dag):
+            dag_blocks = {self.rec[n].block for n in part.nodes}
+            return dag_blocks.pop() if len(dag_blocks) == 1 else "*"
         blocks = {self.rec[n].block for b in part.branches for n in nodes_of(b)}
         if not blocks:
             blocks = {self.rec[part.node].block}
@@ -548,6 +671,8 @@ class _Writer:
         """The node a part reads."""
         n = part.node
         while True:
+            if isinstance(part, Dag):
+                return part.entry
             if isinstance(part, Layer):
                 return self.flow.ins[n][0]
             branch = next((b for b in part.branches if b), None)
@@ -734,6 +859,8 @@ class _Writer:
     def _body(self, parts: Sequence[Part], slot: Slot) -> tuple[ast.Stmt, ...]:
         """An instance's parts as statements (inside a definition: no block calls)."""
         self.top_unit = parts[0].node if parts and isinstance(parts[0], Merge) else None
+        if len(parts) == 1 and isinstance(parts[0], Dag):  # the body is the region's
+            return self._dag(parts[0], slot)
         elements = [self._part(p, slot) for p in parts]
         return tuple(self._statements(elements))
 
@@ -743,7 +870,52 @@ class _Writer:
             if not OPS[rec.op].user:
                 raise _refuse_op(part.node, rec)
             return El(op_call(OPS[rec.op], dict(rec.attrs), slot), rec.stage)
+        if isinstance(part, Dag):
+            return El(ast.Group(self._dag(part, slot), G), rec.stage, dag=True)
         return El(self._merge_expr(part, slot), rec.stage)
+
+    def _dag(self, dag: Dag, slot: Slot | None) -> tuple[ast.Stmt, ...]:
+        """A region as `from` statements: its layers in execution order, a chain of layers
+        (each the only reader of the one before) one statement; a statement reads by `from`
+        what is not the previous statement's output, and is named where a `from` reads it."""
+        chains: list[list[str]] = []
+        readers = Counter(u for n in dag.nodes for u in self.flow.ins[n])
+        for n in dag.nodes:
+            ins = self.flow.ins[n]
+            if chains and len(ins) == 1 and ins[0] == chains[-1][-1] and readers[ins[0]] == 1:
+                chains[-1].append(n)
+            else:
+                chains.append([n])
+        names = {dag.entry: "input"}
+        sources: list[list[str] | None] = []
+        for k, chain in enumerate(chains):
+            first = self.flow.ins[chain[0]]
+            previous = chains[k - 1][-1] if k else dag.entry
+            sources.append(None if first == [previous] else first)
+        read = {u for srcs in sources if srcs for u in srcs}
+        for k, chain in enumerate(chains):
+            if chain[-1] in read and chain[-1] != dag.entry:
+                names[chain[-1]] = f"t{k + 1}"
+        out: list[ast.Stmt] = []
+        for chain, srcs in zip(chains, sources, strict=True):
+            items = [self._dag_layer(n, slot) for n in chain]
+            value = items[0] if len(items) == 1 else ast.Seq(tuple(items), G)
+            source = None if srcs is None else \
+                ast.From(tuple(ast.Name(names[u], G) for u in srcs), G)
+            if chain[-1] in names:
+                out.append(ast.Bind(names[chain[-1]], value, G, G, source))
+            else:
+                out.append(ast.Place(value, G, source))
+        return tuple(out)
+
+    def _dag_layer(self, n: str, slot: Slot | None) -> ast.Expr:
+        """One layer of a region: an op call, or the merge that starts a `from` statement."""
+        rec = self.rec[n]
+        if len(self.flow.ins[n]) == 1 and OPS[rec.op].user:
+            return op_call(OPS[rec.op], dict(rec.attrs), slot)
+        if rec.op == "add" or self.flow.channel_concat(n):
+            return ast.Name(rec.op, G)
+        raise _refuse_op(n, rec)
 
     def _merge_expr(self, part: Merge, slot: Slot | None) -> ast.Expr:
         rec = self.rec[part.node]
@@ -782,8 +954,9 @@ class _Writer:
         if not parts:
             return ast.Name("identity", G)
         elements = self._elements(parts, inline=slot is not None, slot=slot)
-        if any(e.run is not None for e in elements):  # a block run needs a name to be a run of
-            return ast.Group(tuple(self._statements(elements)), G)  # instances (SE rules)
+        if any(e.run is not None or e.dag for e in elements):  # a block run needs a name
+            return ast.Group(tuple(self._statements(elements)), G)  # to be a run of instances
+            # (SE rules), a region's statements a scope
         items = [e.expr for e in elements if e.expr is not None]
         return items[0] if len(items) == 1 else ast.Seq(tuple(items), G)
 
@@ -820,13 +993,18 @@ class _Writer:
         residual units with a shortcut where there are several: each needs a scope of its own,
         or they would all claim the name `shortcut`."""
         current: list[ast.Expr] = []
-        taken: set[str] = set()
         projected = [e for e in elements
                      if isinstance(e.expr, ast.Residual) and e.expr.shortcut is not None]
+        labelled = len(projected) > 1 or self.claimed
+        taken: set[str] = {n for e in elements if e.run is None and not e.dag
+                           and not (labelled and e in projected) for n in _names_in(e.expr)}
         units = iter(range(1, len(elements) + 1))
         for e in elements:
             assert e.expr is not None
             label = self._run_name(e, taken) if e.run is not None else None
+            if e.dag:  # its statements' names need a scope of their own
+                label = next(f"dag{k}" for k in itertools.count(1) if f"dag{k}" not in taken)
+                taken.add(label)
             if (len(projected) > 1 or self.claimed) and e in projected:
                 label = next(f"unit{k}" for k in units if f"unit{k}" not in taken)
                 taken.add(label)
@@ -874,6 +1052,22 @@ class El:
     expr: ast.Expr | None
     stage: str | None
     run: tuple[Definition, dict[str, int], int, str] | None = None
+    dag: bool = False  # a region of `from` statements
+
+
+def _names_in(e: ast.Expr | None) -> Iterator[str]:
+    """The names an unnamed layer expression binds in the scope it is placed in (a residual
+    unit's body and a group share it; a binding, a branch and a shortcut have scopes of their
+    own)."""
+    if isinstance(e, ast.Seq):
+        for item in e.items:
+            yield from _names_in(item)
+    elif isinstance(e, ast.Residual | ast.Group):
+        for stmt in e.body:
+            if isinstance(stmt, ast.Bind):
+                yield stmt.name
+            elif isinstance(stmt, ast.Place):
+                yield from _names_in(stmt.value)
 
 
 def _runs_by(elements: list[El]) -> Iterator[tuple[str | None, list[El]]]:
