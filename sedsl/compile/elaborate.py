@@ -290,8 +290,9 @@ class Elaborator:
             return self._read(stmt, ins, self.place(value, ins[0], scope, name, span))
         first = items[0]
         if not isinstance(first, ast.Name) or first.id not in MERGES:
+            *others, last = MERGES
             raise SpecError(f"`from` with {len(ins)} sources needs a merge first: "
-                            f"{' or '.join(MERGES)}", first.span,
+                            f"{', '.join(others)} or {last}", first.span,
                             f"e.g. from {', '.join(n.id for n in source.names)} "
                             f"{next(iter(MERGES))} ...")
         rest = [self.eval(item, env) for item in items[1:]]
