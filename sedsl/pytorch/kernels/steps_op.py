@@ -241,6 +241,10 @@ class ChannelAttention(nn.Module):
     def forward(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
         if not use_triton(u):
             return self.plain(u, identity)
+        return self.fused(u, identity)
+
+    def fused(self, u: Tensor, identity: Tensor | None = None) -> Tensor:
+        """The two ops, the transform between them in U's dtype (as the plain lowering)."""
         s = self.transform(channel_stats(u, self.statistic).to(u.dtype))
         return channel_apply(u, s, identity, self.post)
 
