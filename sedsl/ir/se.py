@@ -287,7 +287,8 @@ class Variant(Record):
     # these steps, [BN,] squeeze, transform, gate, scale [+ add [+ activation]]; None: the block
     # runs as plain ops. The fusion pass (compile/passes.fuse_se) reads it, and fuses a block
     # only where the steps its settings keep are the transform's (`Transform.steps`: ge's
-    # parameter-free form, not its conv gather or MLP).
+    # parameter-free form, not its conv gather or MLP); for the generic transform ("steps"),
+    # where they are a statistic, a chain of per_channel steps ending in the gate, and the scale.
     fused: str | None = None
     identity: IdentityInit | None = None
 
