@@ -908,3 +908,31 @@ def test_channel_stats_gradcheck_and_opcheck(statistic: str) -> None:
     torch.testing.assert_close(channel_stats(u, statistic), want)
     assert torch.autograd.gradcheck(lambda t: channel_stats(t, statistic), (u,))
     torch.library.opcheck(torch.ops.sedsl.channel_stats, (u, statistic))
+
+
+@pytest.mark.parametrize("variant", ["se_bn", "srm"])
+def test_generic_transform_compiles_fullgraph(variant: str) -> None:
+    """torch.compile (fullgraph, aot_eager: the ops' fake implementations and registered
+    autograd, not inductor's code) traces a fused network with the generic transform's ops,
+    BN in training, forward and backward, to the plain lowering's values."""
+    from pathlib import Path
+
+    import sedsl
+    from sedsl.pytorch.export import trace_fused_op
+
+    text = ('use "lib/resnet.se"\nnetwork tiny {\n  input 3x12x12\n'
+            "  stem = { conv(8, 3) bn relu }\n  conv2 = bottleneck(4)\n  head = classifier(3)\n}\n"
+            f"se {{\n  variant = {variant}\n  at residual.end\n}}\n")
+    net = sedsl.loads(text, path=str(Path(__file__).resolve().parents[1] / "specs" / "t.se"))
+    plain, fused = net.to_torch(fused=False).train(), net.to_torch().train()
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 12, 12)
+    want = plain(x)
+    want.square().sum().backward()
+    torch._dynamo.reset()
+    with trace_fused_op():
+        got = torch.compile(fused, fullgraph=True, backend="aot_eager")(x)
+        got.square().sum().backward()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
