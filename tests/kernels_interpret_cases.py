@@ -1047,6 +1047,7 @@ def test_generic_transform_equals_its_reference(variant: str, dtype: torch.dtype
     training = dtype == torch.float32
     reference = copy.deepcopy(reference).double().train(training)
     block = block.to(dtype).train(training)
+    plain = copy.deepcopy(block)  # to run as the plain lowering computes, in the same dtype
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 8, 3, 3, generator=gen) * 2 + 0.5
     grad = torch.randn(2, 8, 3, 3, generator=gen)
@@ -1089,6 +1090,17 @@ def test_generic_transform_equals_its_reference(variant: str, dtype: torch.dtype
     buffers = dict(reference.named_buffers())
     for name, b in block.named_buffers():
         _close(b, buffers[name], tol, name)
+    xp = xo.detach().clone().requires_grad_()
+    out_p = plain.plain(xp)
+    out_p.backward(grad.to(dtype))
+    tol = 1e-4 if dtype == torch.float32 else 2e-2  # the plain lowering rounds U * s; se_bn's
+    # BN over 2 samples in training amplifies the order of the mean's sums
+    _close(out, out_p.double(), tol, "out against plain")
+    _close(xo.grad, xp.grad.double(), tol, "dx against plain")
+    for (name, p), q in zip(block.named_parameters(), plain.parameters(), strict=True):
+        _close(p.grad, q.grad.double(), tol, f"{name} against plain", largest)
+    for (name, b), c in zip(block.named_buffers(), plain.buffers(), strict=True):
+        _close(b, c.double(), tol, f"{name} against plain")
 
 
 def test_generic_transform_in_a_whole_network() -> None:
@@ -1179,3 +1191,16 @@ def test_generic_statistic_splits_and_launches() -> None:
     finally:
         interpreter.GridExecutor.__call__ = call
     assert launches == ["_squeeze_kernel", "_bwd_input_kernel"]
+
+
+def test_generic_transform_propagates_nan() -> None:
+    """A NaN in one plane of U: the statistic kernel's mean is NaN there, as torch's, so the
+    fused block's NaNs are the plain lowering's (that sample's gate, through the FC, in every
+    channel of se's MLP; here ese's C -> C FC)."""
+    block, _, _ = _generic_block("ese")
+    u = torch.randn(2, 8, 3, 3)
+    u[1, 3, 2, 1] = float("nan")
+    with torch.no_grad():
+        out, want = block(u), block.plain(u)
+    assert torch.equal(out.isnan(), want.isnan()) and bool(out.isnan().any())
+    torch.testing.assert_close(out, want, equal_nan=True)
