@@ -1104,15 +1104,17 @@ def test_generic_transform_equals_its_reference(variant: str, dtype: torch.dtype
 
 
 def test_generic_transform_in_a_whole_network() -> None:
-    """A small ResNet with each generic variant after both bottlenecks, fused, in training:
-    every block runs the statistic and apply kernels, and the output, the gradients of the
-    input and every parameter, and the BN running statistics equal the plain lowering's."""
+    """A small ResNet with each generic variant after both bottlenecks, fused, in training (and
+    Gather-Excite's mean with an MLP, and SE with a GELU excite, which the step kinds send to the
+    generic transform): every block runs the statistic and apply kernels, and the output, the
+    gradients of the input and every parameter, and the BN running statistics equal the plain
+    lowering's."""
     from pathlib import Path
 
     import sedsl
 
     root = Path(__file__).resolve().parents[1]
-    for variant in ("ese", "se_bn", "srm", "ecam"):
+    for variant in ("ese", "se_bn", "srm", "ecam", "ge\n  mlp = true", "se\n  excite = gelu"):
         text = (
             'use "lib/resnet.se"\nnetwork tiny {\n  input 3x12x12\n'
             "  stem = { conv(8, 3) bn relu }\n  conv2 = bottleneck(4)\n"

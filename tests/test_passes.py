@@ -364,17 +364,18 @@ def tiny(variant: str, settings: str = "") -> sedsl.Network:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_fusion_decides_from_the_variant_table(variant: str) -> None:
-    """A block becomes one `se` node exactly when its variant names the fused op's transform,
-    and the node carries that transform; the BN before it is folded in only where the
-    transform takes one (ECA's op has no BN fold: bn3 stays a node of its own)."""
+    """A block becomes one `se` node exactly when its variant names a dedicated op's transform
+    (Variant.fused) or its step kinds have the generic transform's shape, and the node carries
+    that transform; the BN before it is folded in only where the transform takes one (ECA's
+    op has no BN fold: bn3 stays a node of its own)."""
     g = tiny(variant).graph
     fused = passes.fuse_se(g)
     nodes = [r for _, r in records(fused) if r.op == "se"]
-    want = VARIANTS[variant].fused
+    want = {"se": "mlp", "eca": "channel_conv", "ceca": "channel_conv", "ge": "identity",
+            "gct": "gct_norm", "ese": "steps", "se_bn": "steps", "srm": "steps",
+            "ecam": "steps"}.get(variant)  # and only these
     assert [r.attrs["transform"] for r in nodes] == [want] * (2 if want else 0)
-    assert want == {"se": "mlp", "eca": "channel_conv", "ceca": "channel_conv",
-                    "ge": "identity", "gct": "gct_norm", "ese": "steps", "se_bn": "steps",
-                    "srm": "steps", "ecam": "steps"}.get(variant)  # and only these
+    assert VARIANTS[variant].fused == (want if want != "steps" else None)
     for r in nodes:
         assert r.attrs["act"] == "relu"  # the residual add and its relu joined the op
         assert ("bn" in r.attrs) == (want == "mlp")  # sedsl::se_bn_block; ECA has no BN fold
@@ -383,13 +384,17 @@ def test_fusion_decides_from_the_variant_table(variant: str) -> None:
 
 
 def test_what_the_eca_op_cannot_compute_stays_plain() -> None:
-    """ECA's op takes a mean: a max squeeze stays plain ops. Its steps apply no `excite`, so
-    that setting does not keep it from the op."""
+    """ECA's op takes a mean: a max squeeze stays plain ops (the generic transform's statistic
+    is a mean too). Its steps apply no `excite`, so that setting does not keep it from the op;
+    an activation the kernels lack moves a block to the generic transform, whose modules are
+    torch's."""
     assert not any(r.op == "se" for _, r in records(passes.fuse_se(tiny("eca", "squeeze = max")
                                                                   .graph)))
-    assert passes.kernel_supports(SeSettings(variant="eca", excite="gelu").resolved())
-    assert not passes.kernel_supports(SeSettings(variant="se", excite="gelu").resolved())
-    assert not passes.kernel_supports(SeSettings(variant="eca", gate="gelu").resolved())
+    assert passes.fused_transform(SeSettings(variant="eca", excite="gelu").resolved()) \
+        == "channel_conv"
+    assert passes.fused_transform(SeSettings(variant="se", excite="gelu").resolved()) == "steps"
+    assert passes.fused_transform(SeSettings(variant="eca", gate="gelu").resolved()) == "steps"
+    assert passes.fused_transform(SeSettings(variant="se", squeeze="avgpool").resolved()) is None
 
 
 @pytest.mark.parametrize(("variant", "kernel"), [("eca", 3), ("ceca", 5)])
@@ -423,15 +428,20 @@ def test_fused_eca_agrees_with_plain_and_timm(variant: str, kernel: int) -> None
         torch.testing.assert_close(block(u, identity), torch.relu(timm_block(u) + identity))
 
 
-@pytest.mark.parametrize("settings", ["gather = conv", "mlp = true", "gather = conv\nmlp = true",
+@pytest.mark.parametrize("settings", ["gather = conv", "gather = conv\nmlp = true",
                                       "squeeze = max"])
 def test_gather_excite_with_parameters_stays_plain(settings: str) -> None:
     """Only Gather-Excite's parameter-free form (the mean, no MLP) is the fused op's identity
-    transform: the conv gather (theta), the MLP (theta-plus) and a max stay plain ops."""
+    transform, and its mean with an MLP the generic transform's (mean, fc, excite, fc, gate,
+    scale): the conv gather (theta, theta-plus: a conv over the whole map) and a max stay plain
+    ops."""
     g = tiny("ge", settings).graph
     assert not any(r.op == "se" for _, r in records(passes.fuse_se(g)))
-    assert passes.kernel_supports(SeSettings(variant="ge").resolved())
-    assert not passes.kernel_supports(SeSettings(variant="ge", mlp=True).resolved())
+    assert passes.fused_transform(SeSettings(variant="ge").resolved()) == "identity"
+    assert passes.fused_transform(SeSettings(variant="ge", mlp=True).resolved()) == "steps"
+    nodes = [r for _, r in records(passes.fuse_se(tiny("ge", "mlp = true").graph))
+             if r.op == "se"]
+    assert [r.attrs["transform"] for r in nodes] == ["steps", "steps"]
 
 
 def test_fused_ge_agrees_with_plain_and_timm() -> None:
@@ -605,7 +615,7 @@ def test_generic_transform_needs_a_statistic_the_kernel_computes(variant: str,
 def test_blocks_without_the_shape_stay_plain(variant: str) -> None:
     """Attention pooling (gc, gca), spatial gates (cbam, lcbam, scse), directional pools
     (coord) and SimAM's per-element gate are not statistic -> per-channel steps -> gate ->
-    scale: no variant entry, and the step rule would refuse them too."""
+    scale: no dedicated op, and the step-kind rule refuses them."""
     assert VARIANTS[variant].fused is None
     s = SeSettings(variant=variant).resolved()
     assert not passes.kernel_supports(s)

@@ -402,7 +402,7 @@ def block_input_channels(g: Graph, inside: set[str]) -> int:
 
 def fuse_se(g: Graph) -> Graph:
     """[BN ->] SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for
-    every attention block the kernels implement (`kernel_supports`: its variant names the fused
+    every attention block the kernels implement (`fused_transform`: its variant names the fused
     op's transform, sedsl.ir.ops.TRANSFORMS); the others stay plain ops. Where the transform
     takes one, a BN whose output only the block reads is folded in (`_folded_bn`): the node then
     reads the BN's input and names the BN in its attributes, whose module the lowering keeps."""
@@ -436,17 +436,28 @@ def fuse_se(g: Graph) -> Graph:
 
 
 def kernel_supports(s: SeSettings) -> bool:
-    """Whether the fused kernels compute an attention block with these (resolved) settings: its
-    variant's steps (the variant names the transform with which the op computes exactly them,
-    and every step kind is a kernel's), its squeeze (one the transform takes) and the
-    activations its steps apply."""
+    """Whether the fused kernels compute an attention block with these (resolved) settings."""
+    return fused_transform(s) is not None
+
+
+def fused_transform(s: SeSettings) -> str | None:
+    """The transform (sedsl.ir.ops.TRANSFORMS) with which the fused ops compute an attention
+    block with these (resolved) settings: the variant's own op (`Variant.fused`) where it
+    computes exactly these steps, else the generic one where the step kinds have its shape
+    (`_generic_supports`), else None: plain ops."""
     variant = VARIANTS[s.variant]
-    if variant.fused is None:
-        return False
-    transform = TRANSFORMS[variant.fused]
     steps = variant.steps_for(s)
-    if transform.generic:
-        return _generic_supports(steps, s, transform)
+    if variant.fused is not None and _op_supports(TRANSFORMS[variant.fused], steps, s):
+        return variant.fused
+    generic = next(t for t in TRANSFORMS.values() if t.generic)
+    return generic.name if _generic_supports(steps, s, generic) else None
+
+
+def _op_supports(transform: Transform, steps: tuple[Step, ...], s: SeSettings) -> bool:
+    """A dedicated op's rule: the steps are exactly squeeze, the transform's, gate, scale,
+    every kind a kernel's, its squeeze one the transform takes, and the activations its steps
+    apply kernel activations."""
+    variant = VARIANTS[s.variant]
     if tuple(step.kind for step in steps) != ("squeeze", *transform.steps, "gate", "scale"):
         return False
     return (step_kind_supported(variant, s)
@@ -526,7 +537,8 @@ def _match_se(g: Graph, steps: dict[str, str],
     tag = record(g, next(iter(steps.values()))).se
     assert tag is not None
     kept = VARIANTS[tag.settings.variant].steps_for(tag.settings)
-    if not kernel_supports(tag.settings) or set(steps) != {s.name for s in kept}:
+    name = fused_transform(tag.settings)
+    if name is None or set(steps) != {s.name for s in kept}:
         return None  # not the op's steps, or fused already (its one step is "block")
     members = [steps[s.name] for s in kept]
     squeeze = record(g, members[0])  # kernel_supports: the first step is the squeeze
@@ -543,7 +555,7 @@ def _match_se(g: Graph, steps: dict[str, str],
             members.append(post)
             merge_act = record(g, post).op
             last = post
-    transform = TRANSFORMS[str(VARIANTS[tag.settings.variant].fused)]
+    transform = TRANSFORMS[name]
     own = TRANSFORM_ATTRS[transform.name](tag, {k: record(g, n) for k, n in steps.items()})
     attrs: dict[str, Attr] = {"transform": transform.name, **own, "gate": tag.settings.gate,
                               "act": merge_act}

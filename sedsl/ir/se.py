@@ -283,12 +283,13 @@ class Variant(Record):
     doc: str
     reference: str = ""
     defaults: tuple[tuple[str, Any], ...] = ()
-    # The transform of the fused `se` op (sedsl.ir.ops.TRANSFORMS) with which it computes exactly
-    # these steps, [BN,] squeeze, transform, gate, scale [+ add [+ activation]]; None: the block
-    # runs as plain ops. The fusion pass (compile/passes.fuse_se) reads it, and fuses a block
-    # only where the steps its settings keep are the transform's (`Transform.steps`: ge's
-    # parameter-free form, not its conv gather or MLP); for the generic transform ("steps"),
-    # where they are a statistic, a chain of per_channel steps ending in the gate, and the scale.
+    # The transform of a dedicated fused op (sedsl.ir.ops.TRANSFORMS) with which it computes
+    # exactly these steps, [BN,] squeeze, transform, gate, scale [+ add [+ activation]]. The
+    # fusion pass (compile/passes.fused_transform) uses it only where the steps its settings
+    # keep are the transform's (`Transform.steps`: ge's parameter-free form, not its conv
+    # gather or MLP); otherwise (and for None) the step kinds decide whether the generic
+    # transform ("steps") computes the block: a statistic, a chain of per_channel steps ending
+    # in the gate, the scale; else it runs as plain ops.
     fused: str | None = None
     identity: IdentityInit | None = None
 
@@ -372,11 +373,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             "timm SEModule; the SE authors' Caffe release", fused="mlp"),
     Variant("se_bn", (_SQUEEZE, Step("fc1", "fc", "rd"), Step("bn", "bn"), Step("act", "excite"),
                       Step("fc2", "fc", "c"), Step("gate", "gate"), _SCALE),
-            "batch norm after the first FC (as some SE-ResNet variants and SKNet do)",
-            fused="steps"),
+            "batch norm after the first FC (as some SE-ResNet variants and SKNet do)"),
     Variant("ese", (_SQUEEZE, Step("fc", "fc", "c"), Step("gate", "gate"), _SCALE),
             "effective SE (CenterMask / VoVNetV2): one FC from C to C, a hard-sigmoid gate",
-            "timm EffectiveSEModule", (("gate", "hardsigmoid"),), fused="steps"),
+            "timm EffectiveSEModule", (("gate", "hardsigmoid"),)),
     Variant("eca", _ECA, "ECA-Net: a 1-D conv of k taps across the squeezed channels, no "
             "reduction", "timm EcaModule", (("bias", False),), fused="channel_conv"),
     Variant("ceca", (_SQUEEZE, Step("conv", "channel_conv", args=(("padding", "circular"),)),
@@ -389,7 +389,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
                      Step("conv2", "channel_conv", 1, args=(("c_in", "rd"), ("bias", True))),
                      Step("gate", "gate"), _SCALE),
             "ECA with an MLP: 1 -> rd features per channel, then k taps back to one",
-            "timm EcaModule(use_mlp=True)", (("ratio", 8), ("round", 8)), fused="steps"),
+            "timm EcaModule(use_mlp=True)", (("ratio", 8), ("round", 8))),
     Variant("ge", _GE,
             "Gather-Excite at global extent: gather = mean (theta-minus, no parameters) or a "
             "depthwise conv over the whole map with BN (theta); mlp = true adds an MLP "
@@ -420,8 +420,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
                     Step("cfc", "style_fc"),
                     Step("bn", "bn"), Step("gate", "gate"), _SCALE),
             "SRM: style pooling (mean and unbiased std), a per-channel 2-tap FC, BN, sigmoid",
-            "official SRM code (hyunjaelee410/style-based-recalibration-module)",
-            fused="steps"),
+            "official SRM code (hyunjaelee410/style-based-recalibration-module)"),
     Variant("gct", (Step("embed", "squeeze", args=(("mode", "l2"),)), Step("norm", "norm"),
                     Step("gate", "gate"), Step("scale", "scale", args=(("offset", 1.0),))),
             "GCT: the L2 embedding per channel, normalised across channels, x * (1 + tanh)",
