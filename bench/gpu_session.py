@@ -573,16 +573,17 @@ se {{
   at block.end
 }}
 """
-VARIANTS = ["se", "eca", "ceca", "gc", "gca", "cbam", "lcbam", "coord", "srm", "gct", "simam",
-            "scse", "ge"]
+VARIANTS = ["se", "se_bn", "ese", "eca", "ceca", "ecam", "gc", "gca", "cbam", "lcbam", "coord",
+            "srm", "gct", "simam", "scse", "ge"]
 
 
 def variants(s: Session) -> dict[str, Any]:
     """The attention family in eager PyTorch (sedsl's plain lowering), one block on U = 256 x
     56 x 56, batch 32, bf16, channels_last: forward and forward + backward time above BN alone,
     beside each block's passes over U from the cost model (what sets their wall-clock time);
-    for the variants that run fused (se with the BN folded in, eca, ceca, ge, gct) the fused
-    op's times and its speed-up over the plain lowering too."""
+    for the variants that run fused (se with the BN folded in, eca, ceca, ge, gct; se_bn, ese,
+    ecam, srm through the generic transform: the statistic and apply kernels, the plain modules
+    between them) the fused op's times and its speed-up over the plain lowering too."""
     import torch
 
     import sedsl

@@ -957,3 +957,252 @@ def test_whole_fused_gct_network_runs_the_kernels() -> None:
     assert len(seen["fused"]) == len(seen["plain"]) == 2
     for s_f, s_p in zip(seen["fused"], seen["plain"], strict=True):
         torch.testing.assert_close(s_f, s_p, rtol=1e-5, atol=1e-6)
+
+
+# --- the generic transform: statistic and apply kernels, the plain modules between them ----------
+
+BLOCK_SPEC = """network t {
+  input 8x3x3
+  b = { conv(8, 1) }
+}
+se {
+  variant = VARIANT
+  SETTINGS
+  at block.end
+}
+"""
+
+
+def _generic_reference(variant: str) -> tuple[torch.nn.Module, str, dict[str, str]]:
+    """(the reference module on 8 channels, sedsl's settings for it, its state-dict keys as
+    sedsl's step keys): timm's EffectiveSEModule, SEModule with a BN, EcaModule(use_mlp=True),
+    and the SRM release (tests/attention_references.py)."""
+    from timm import layers
+
+    from tests.attention_references import SRM
+
+    if variant == "ese":
+        return layers.EffectiveSEModule(8), "", {}
+    if variant == "se_bn":
+        return (layers.SEModule(8, rd_channels=2, norm_layer=torch.nn.BatchNorm2d),
+                "ratio = 4", {})
+    if variant == "ecam":
+        return layers.EcaModule(8, use_mlp=True), "", {"conv.": "conv1."}
+    return SRM(8), "", {"cfc": "cfc.cfc"}
+
+
+def _renamed(key: str, names: dict[str, str]) -> str:
+    for theirs, ours in names.items():
+        if key.startswith(theirs):
+            return ours + key[len(theirs):]
+    return key
+
+
+def _generic_block(variant: str) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, str]]:
+    """(sedsl's fused block, the reference, the reference's keys as sedsl's): the reference's
+    parameters and BN statistics randomised, then copied into sedsl's block."""
+    from pathlib import Path
+
+    import sedsl
+    from sedsl.pytorch.kernels import ChannelAttention
+    from tests.references import randomise
+
+    reference, settings, names = _generic_reference(variant)
+    text = BLOCK_SPEC.replace("VARIANT", variant).replace("SETTINGS", settings)
+    net = sedsl.loads(text, path=str(Path(__file__).resolve().parents[1] / "specs" / "t.se"))
+    block = net.to_torch().b.se
+    assert isinstance(block, ChannelAttention)
+    randomise(reference)
+    ours = {_renamed(k, names): v for k, v in reference.state_dict().items()}
+    assert sorted(ours) == sorted(block.state_dict())  # the reference's tensors, every one
+    block.load_state_dict(ours)
+    return block, reference, names
+
+
+GENERIC_CASES = [(v, dtype, cl) for v in ("ese", "se_bn", "srm", "ecam")
+                 for dtype, cl in ((torch.float32, False), (torch.float32, True),
+                                   (torch.bfloat16, True), (torch.float16, False))]
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, tol: float, what: str,
+           scale: float = 0.0) -> None:
+    """Within tol of the larger of `want`'s largest value and `scale`."""
+    err = (got.double() - want).abs().max().item()
+    assert err <= tol * max(want.abs().max().item(), scale, 1e-3), (what, err, want.abs().max())
+
+
+@pytest.mark.parametrize(("variant", "dtype", "channels_last"), GENERIC_CASES,
+                         ids=lambda v: str(v))
+def test_generic_transform_equals_its_reference(variant: str, dtype: torch.dtype,
+                                                channels_last: bool) -> None:
+    """ese, se_bn, srm, ecam on the statistic and apply kernels against their references
+    (timm's modules, the SRM release) in float64: the output, the gradients of the input and
+    every parameter, the BN running statistics; 2x8x3x3, fp32/bf16/fp16, NCHW and
+    channels_last. fp32 in training mode (the BN's batch statistics), fp16/bf16 in eval: a BN
+    over a batch of 2 in half precision is off by 5-15% in the plain lowering too (its
+    transform computes in U's dtype, as the fused one does)."""
+    import copy
+
+    block, reference, names = _generic_block(variant)
+    training = dtype == torch.float32
+    reference = copy.deepcopy(reference).double().train(training)
+    block = block.to(dtype).train(training)
+    plain = copy.deepcopy(block)  # to run as the plain lowering computes, in the same dtype
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 8, 3, 3, generator=gen) * 2 + 0.5
+    grad = torch.randn(2, 8, 3, 3, generator=gen)
+    xr = x.double().requires_grad_()
+    xo = x.to(dtype).to(memory_format=torch.channels_last if channels_last
+                        else torch.contiguous_format).requires_grad_()
+    calls: collections.Counter[str] = collections.Counter()
+    originals = {n: getattr(triton_se, n) for n in ("stats_forward", "apply_forward",
+                                                     "apply_backward", "stats_backward")}
+
+    def counting(name: str) -> Any:
+        def counted(*args: Any) -> Any:
+            calls[name] += 1
+            return originals[name](*args)
+        return counted
+
+    for name in originals:
+        setattr(triton_se, name, counting(name))
+    try:
+        out = block(xo)
+        out.backward(grad.to(dtype))
+    finally:
+        for name, fn in originals.items():
+            setattr(triton_se, name, fn)
+    want = reference(xr)
+    want.backward(grad.double())
+    srm = variant == "srm"
+    assert calls == {"stats_forward": 1, "apply_forward": 1, "apply_backward": 1,
+                     **({"stats_backward": 1} if srm else {})}
+    assert out.dtype == dtype and out.is_contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    _close(out, want, tol, "out")
+    _close(xo.grad, xr.grad, tol, "dx")
+    theirs = {_renamed(k, names): v for k, v in reference.named_parameters()}
+    # a bias before a BN in training has gradient 0, as a difference of O(largest) terms
+    largest = max(p.grad.abs().max().item() for p in theirs.values() if p.grad is not None)
+    for name, p in block.named_parameters():
+        _close(p.grad, theirs[name].grad, tol, name, largest)
+    buffers = dict(reference.named_buffers())
+    for name, b in block.named_buffers():
+        _close(b, buffers[name], tol, name)
+    xp = xo.detach().clone().requires_grad_()
+    out_p = plain.plain(xp)
+    out_p.backward(grad.to(dtype))
+    tol = 1e-4 if dtype == torch.float32 else 2e-2  # the plain lowering rounds U * s; se_bn's
+    # BN over 2 samples in training amplifies the order of the mean's sums
+    _close(out, out_p.double(), tol, "out against plain")
+    _close(xo.grad, xp.grad.double(), tol, "dx against plain")
+    for (name, p), q in zip(block.named_parameters(), plain.parameters(), strict=True):
+        _close(p.grad, q.grad.double(), tol, f"{name} against plain", largest)
+    for (name, b), c in zip(block.named_buffers(), plain.buffers(), strict=True):
+        _close(b, c.double(), tol, f"{name} against plain")
+
+
+def test_generic_transform_in_a_whole_network() -> None:
+    """A small ResNet with each generic variant after both bottlenecks, fused, in training (and
+    Gather-Excite's mean with an MLP, and SE with a GELU excite, which the step kinds send to the
+    generic transform): every block runs the statistic and apply kernels, and the output, the
+    gradients of the input and every parameter, and the BN running statistics equal the plain
+    lowering's."""
+    from pathlib import Path
+
+    import sedsl
+
+    root = Path(__file__).resolve().parents[1]
+    for variant in ("ese", "se_bn", "srm", "ecam", "ge\n  mlp = true", "se\n  excite = gelu"):
+        text = (
+            'use "lib/resnet.se"\nnetwork tiny {\n  input 3x12x12\n'
+            "  stem = { conv(8, 3) bn relu }\n  conv2 = bottleneck(4)\n"
+            "  conv3 = bottleneck(8, stride = 2)\n  head = classifier(3)\n}\n"
+            f"se {{\n  variant = {variant}\n  at residual.end\n}}\n")
+        net = sedsl.loads(text, path=str(root / "specs" / "tiny.se"))
+        plain, fused = net.to_torch(fused=False).train(), net.to_torch(fused=True).train()
+        assert list(fused.state_dict()) == list(plain.state_dict())
+        fused.load_state_dict(plain.state_dict())
+        calls: collections.Counter[str] = collections.Counter()
+        original = triton_se.apply_forward
+
+        def counted(*args: Any, calls: Any = calls, original: Any = original) -> Any:
+            calls["apply_forward"] += 1
+            return original(*args)
+
+        triton_se.apply_forward = counted
+        try:
+            x = torch.randn(2, 3, 12, 12)
+            xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+            out_f, out_p = fused(xf), plain(xp)
+            grad = torch.randn_like(out_p)
+            out_f.backward(grad)
+            out_p.backward(grad)
+        finally:
+            triton_se.apply_forward = original
+        assert calls == {"apply_forward": 2}, variant
+        torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(xf.grad, xp.grad, rtol=1e-3, atol=1e-5)
+        for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
+        for (name, b), c in zip(plain.state_dict().items(), fused.state_dict().values(),
+                                strict=True):  # BN running statistics and counts
+            torch.testing.assert_close(c, b, msg=name)
+
+
+def test_generic_statistic_splits_and_launches() -> None:
+    """SRM's statistic at batch 1, 64x64 (the squeeze splits H*W), mean 3 and spread 2 (the
+    shifted sums): the mean and the unbiased std and their gradient equal torch's in float64.
+    Launches: the statistic one (the squeeze), the apply one (scale); backward, the apply two
+    (reduce, input), the std one (input), the mean none."""
+    from triton.runtime import interpreter
+
+    from sedsl.pytorch.kernels import channel_apply, channel_stats
+
+    for channels_last in (False, True):
+        x = torch.randn(1, 16, 64, 64) * 2 + 3
+        x = x.to(memory_format=torch.channels_last) if channels_last else x
+        u, ref = x.clone().requires_grad_(), x.double().requires_grad_()
+        got = channel_stats(u, "avgstd")
+        want = torch.cat([ref.mean((2, 3), keepdim=True), ref.std((2, 3), keepdim=True)], 3)
+        _close(got, want, 1e-5, "stats")
+        grad = torch.randn(1, 16, 1, 2)
+        got.backward(grad)
+        want.backward(grad.double())
+        _close(u.grad, ref.grad, 1e-4, "dU")
+    launches: list[str] = []
+    call = interpreter.GridExecutor.__call__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        launches.append(self.fn.__name__)
+        return call(self, *args, **kwargs)
+
+    u = torch.randn(2, 16, 8, 8).requires_grad_()
+    interpreter.GridExecutor.__call__ = counted
+    try:
+        z = channel_stats(u, "avg")
+        assert launches == ["_squeeze_kernel"]
+        out = channel_apply(u, torch.sigmoid(z), None, "relu")
+        assert launches == ["_squeeze_kernel", "_scale_kernel"]
+        launches.clear()
+        torch.autograd.grad(out, [u], torch.ones_like(out))
+        assert launches == ["_bwd_reduce_kernel", "_bwd_input_kernel"]
+        launches.clear()
+        torch.autograd.grad(channel_stats(u, "avgstd").sum(), [u])
+    finally:
+        interpreter.GridExecutor.__call__ = call
+    assert launches == ["_squeeze_kernel", "_bwd_input_kernel"]
+
+
+def test_generic_transform_propagates_nan() -> None:
+    """A NaN in one plane of U: the statistic kernel's mean is NaN there, as torch's, so the
+    fused block's NaNs are the plain lowering's (that sample's gate, through the FC, in every
+    channel of se's MLP; here ese's C -> C FC)."""
+    block, _, _ = _generic_block("ese")
+    u = torch.randn(2, 8, 3, 3)
+    u[1, 3, 2, 1] = float("nan")
+    with torch.no_grad():
+        out, want = block(u), block.plain(u)
+    assert torch.equal(out.isnan(), want.isnan()) and bool(out.isnan().any())
+    torch.testing.assert_close(out, want, equal_nan=True)

@@ -178,11 +178,17 @@ def test_se_with_batch_norm_equals_timm() -> None:
 
 
 def test_blocks_the_kernels_lack_stay_plain_ops() -> None:
-    _, net = se_after_block("variant = ese")
+    _, net = se_after_block("variant = simam")
     fused = passes.run(net.graph, passes.LOWERING)
     assert not any(r.op == "se" for _, r in records(fused))
-    _, net = se_after_block("excite = gelu")
+    _, net = se_after_block("variant = ese")  # the generic transform: statistic, FC, apply
+    assert [r.attrs["transform"] for _, r in records(passes.run(net.graph, passes.LOWERING))
+            if r.op == "se"] == ["steps"]
+    _, net = se_after_block("squeeze = avgpool")  # fvcore counts it: no kernel statistic
     assert not any(r.op == "se" for _, r in records(passes.run(net.graph, passes.LOWERING)))
+    _, net = se_after_block("excite = gelu")  # no kernel activation: the generic transform
+    assert [r.attrs["transform"] for _, r in records(passes.run(net.graph, passes.LOWERING))
+            if r.op == "se"] == ["steps"]
     _, net = se_after_block("")
     assert any(r.op == "se" for _, r in records(passes.run(net.graph, passes.LOWERING)))
 

@@ -62,10 +62,12 @@ def test_decomposition_removes_the_fused_op() -> None:
 
 
 @pytest.mark.parametrize(("variant", "op"), [("eca", "eca_block"), ("ge", "ge_block"),
-                                             ("gct", "gct_block")])
+                                             ("gct", "gct_block"), ("srm", "channel_stats"),
+                                             ("se_bn", "channel_apply")])
 def test_eca_ge_and_gct_ops_decompose(variant: str, op: str) -> None:
     """sedsl::eca_block (the fused eca and ceca blocks), sedsl::ge_block (Gather-Excite's
-    parameter-free form) and sedsl::gct_block decompose into ATen ops too."""
+    parameter-free form), sedsl::gct_block and the generic transform's sedsl::channel_stats
+    and sedsl::channel_apply decompose into ATen ops too."""
     other = "ceca" if variant == "eca" else variant
     net = sedsl.loads(TINY.replace("  ratio = 4\n", f"  variant = {variant}\n").replace(
         "in conv2..conv3", f"in conv2\n  at residual.end in conv3 {{ variant = {other} }}"))

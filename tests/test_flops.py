@@ -55,13 +55,15 @@ def flop_counter(model: nn.Module, train: bool) -> int:
 
 def op_calls(run: Callable[[], Any]) -> int:
     """How many times sedsl::se_block, sedsl::se_bn_block (the SE block with bn3 folded in,
-    as the fusion pass lowers SE-ResNet), sedsl::eca_block, sedsl::ge_block or
-    sedsl::gct_block ran during `run`."""
-    from sedsl.pytorch.kernels import bn_op, eca_op, gct_op, ge_op
+    as the fusion pass lowers SE-ResNet), sedsl::eca_block, sedsl::ge_block,
+    sedsl::gct_block or sedsl::channel_apply (the generic transform's apply) ran during
+    `run`."""
+    from sedsl.pytorch.kernels import bn_op, eca_op, gct_op, ge_op, steps_op
     from sedsl.pytorch.kernels import op as se_op
 
     calls = [0]
     originals = [(module, module._forward) for module in (se_op, bn_op, eca_op, ge_op, gct_op)]
+    originals.append((steps_op, steps_op._apply_forward))
 
     def counting(original: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -70,12 +72,13 @@ def op_calls(run: Callable[[], Any]) -> int:
         return counted
 
     for module, original in originals:
-        module._forward = counting(original)  # type: ignore[attr-defined]
+        name = "_apply_forward" if module is steps_op else "_forward"
+        setattr(module, name, counting(original))
     try:
         run()
     finally:
         for module, original in originals:
-            module._forward = original  # type: ignore[attr-defined]
+            setattr(module, "_apply_forward" if module is steps_op else "_forward", original)
     return calls[0]
 
 
@@ -166,6 +169,32 @@ def test_counters_count_the_fused_ge_and_gct_ops_as_the_plain_lowering(variant: 
         with trace_fused_op():
             assert (fvcore_flops(fused, INPUT, sedsl.fvcore_handles())
                     == fvcore_flops(plain, INPUT))
+
+
+@pytest.mark.parametrize("variant", ["ese", "se_bn", "srm", "ecam"])
+@pytest.mark.parametrize("train", [False, True], ids=["forward", "training-step"])
+def test_counters_count_the_generic_transform_as_the_plain_lowering(variant: str,
+                                                                    train: bool) -> None:
+    """ese, se_bn, srm and ecam run their statistic and apply as sedsl::channel_stats and
+    sedsl::channel_apply, their transform as the plain modules: FlopCounterMode and fvcore
+    count what they count for the plain lowering (the FCs, channel convs, BNs; more than the
+    base network wherever there is a conv)."""
+    text = ECA_NET.replace("variant = eca", f"variant = {variant}").replace(
+        "{ variant = ceca, kernel = 5 }", "")
+    net = sedsl.loads(text, path=str(ROOT / "specs" / "generic_pair.se"))
+    plain, fused = net.to_torch(fused=False), net.to_torch(fused=True)
+    fused.load_state_dict(plain.state_dict())
+    want = flop_counter(plain, train)
+    with trace_fused_op():
+        calls = op_calls(lambda: flop_counter(fused, train))
+        got = flop_counter(fused, train)
+    assert calls == 2  # both blocks ran the apply op
+    base = flop_counter(net.to_torch(fused=False, se=False), train)
+    assert got == want and (want > base) == (variant != "srm")  # SRM: no conv
+    if not train:
+        with trace_fused_op():
+            assert (fvcore_flops(fused, INPUT, sedsl.fvcore_handles())
+                    == fvcore_flops(plain, INPUT) > fvcore_flops(net.to_torch(se=False), INPUT))
 
 
 @pytest.mark.parametrize("order", ["counter-first", "sedsl-first"])

@@ -25,4 +25,5 @@ def test_the_gpu_session_dry_run(tmp_path: Path) -> None:
     rows = doc["sections"]["variants"]["rows"]
     assert {r["variant"] for r in rows} >= {"se", "eca", "cbam", "gc", "coord"}
     fused = {r["variant"] for r in rows if "fused_fwd_ms" in r}
-    assert fused == {"se", "eca", "ceca", "ge", "gct"}, fused  # the variants that run fused
+    assert fused == {"se", "eca", "ceca", "ge", "gct",  # the variants that run fused: an op
+                     "se_bn", "ese", "ecam", "srm"}, fused  # each, or the generic transform

@@ -95,6 +95,22 @@ def test_timm_attention_modules_import_as_their_variant(case: str) -> None:
     assert (f"variant = {variant}" in text) == (variant != "se")
 
 
+@pytest.mark.parametrize("case", ["se_bn", "ese", "ecam"])
+def test_timm_modules_of_the_generic_transform_run_fused(case: str) -> None:
+    """The imported ese, se_bn and ecam blocks lower fused to sedsl's ChannelAttention (the
+    plain steps' modules between the statistic and apply ops), with the plain lowering's
+    state-dict keys, and the fused model gives timm's outputs."""
+    from sedsl.pytorch.kernels import ChannelAttention
+
+    model = small_resnet(TIMM_CASES[case][0])
+    net = sedsl.from_torch(model, input=SIZE, name=f"resnet_{case}")
+    fused, plain = net.to_torch(), sedsl.transfer_weights(model, net.to_torch(fused=False))
+    assert sum(isinstance(m, ChannelAttention) for m in fused.modules()) == 5
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    fused.load_state_dict(plain.state_dict())
+    assert_same_outputs(fused, model, (3, SIZE, SIZE))
+
+
 def test_an_attention_module_no_variant_has_is_refused_by_name() -> None:
     both = functools.partial(layers.GlobalContext, fuse_add=True, fuse_scale=True)
     with pytest.raises(sedsl.SpecError, match=r"`layer1.0.se` \(GlobalContext\): is an attention "

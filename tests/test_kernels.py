@@ -869,3 +869,70 @@ def test_repeated_calls_cuda() -> None:
     for seed in (0, 1, 2):
         check_block(make_inputs((8, 128, 28, 28), 8, SE_RESNET, torch.bfloat16, True,
                                 seed=seed, device="cuda"), SE_RESNET)
+
+
+# --- the generic transform's ops: sedsl::channel_stats, sedsl::channel_apply ---------------------
+
+
+@pytest.mark.parametrize(("act", "identity"), [("relu", True), ("none", True), ("silu", False),
+                                                ("none", False)])
+def test_channel_apply_gradcheck_and_opcheck(act: str, identity: bool) -> None:
+    """act(U * s + identity) on the CPU path (float64), against finite differences; the op's
+    registration (fake, autograd) by opcheck."""
+    from sedsl.pytorch.kernels import channel_apply
+
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(2, 4, 3, 3, dtype=torch.float64, generator=gen).requires_grad_()
+    s = torch.rand(2, 4, 1, 1, dtype=torch.float64, generator=gen).requires_grad_()
+    i = torch.randn(2, 4, 3, 3, dtype=torch.float64, generator=gen).requires_grad_() \
+        if identity else None
+    args = (u, s, i) if i is not None else (u, s)
+    assert torch.autograd.gradcheck(
+        lambda *a: channel_apply(a[0], a[1], a[2] if identity else None, act), args)
+    want = u * s + (i if i is not None else 0)
+    torch.testing.assert_close(channel_apply(u, s, i, act),
+                               torch.relu(want) if act == "relu" else
+                               torch.nn.functional.silu(want) if act == "silu" else want)
+    torch.library.opcheck(torch.ops.sedsl.channel_apply, (u, s, i, act))
+
+
+@pytest.mark.parametrize("statistic", ["avg", "avgstd"])
+def test_channel_stats_gradcheck_and_opcheck(statistic: str) -> None:
+    """The mean (and SRM's unbiased std) over H x W: torch's values and finite differences."""
+    from sedsl.pytorch.kernels import channel_stats
+
+    u = torch.randn(2, 4, 3, 5, dtype=torch.float64).requires_grad_()
+    want = u.mean((2, 3), keepdim=True)
+    if statistic == "avgstd":
+        want = torch.cat([want, u.std((2, 3), keepdim=True)], 3)
+    torch.testing.assert_close(channel_stats(u, statistic), want)
+    assert torch.autograd.gradcheck(lambda t: channel_stats(t, statistic), (u,))
+    torch.library.opcheck(torch.ops.sedsl.channel_stats, (u, statistic))
+
+
+@pytest.mark.parametrize("variant", ["se_bn", "srm"])
+def test_generic_transform_compiles_fullgraph(variant: str) -> None:
+    """torch.compile (fullgraph, aot_eager: the ops' fake implementations and registered
+    autograd, not inductor's code) traces a fused network with the generic transform's ops,
+    BN in training, forward and backward, to the plain lowering's values."""
+    from pathlib import Path
+
+    import sedsl
+    from sedsl.pytorch.export import trace_fused_op
+
+    text = ('use "lib/resnet.se"\nnetwork tiny {\n  input 3x12x12\n'
+            "  stem = { conv(8, 3) bn relu }\n  conv2 = bottleneck(4)\n  head = classifier(3)\n}\n"
+            f"se {{\n  variant = {variant}\n  at residual.end\n}}\n")
+    net = sedsl.loads(text, path=str(Path(__file__).resolve().parents[1] / "specs" / "t.se"))
+    plain, fused = net.to_torch(fused=False).train(), net.to_torch().train()
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 12, 12)
+    want = plain(x)
+    want.square().sum().backward()
+    torch._dynamo.reset()
+    with trace_fused_op():
+        got = torch.compile(fused, fullgraph=True, backend="aot_eager")(x)
+        got.square().sum().backward()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -15,6 +15,7 @@ from torch import nn
 import sedsl
 from sedsl.compile import passes
 from sedsl.ir.node import Node, record, records
+from sedsl.ir.ops import TRANSFORMS
 from sedsl.ir.se import VARIANTS, SeSettings
 from sedsl.record import replace
 from tests.conftest import SPECS, compiled
@@ -316,11 +317,14 @@ def test_se_on_both_inputs_of_an_add_fuses_one() -> None:
 
 
 @pytest.mark.parametrize("spec", ["se_resnet50.se", "se_resnext50.se", "mobilenet_v3_small.se",
-                                  "ecaresnet50d.se", "tiny:ge", "tiny:gct"])
+                                  "ecaresnet50d.se", "tiny:ge", "tiny:gct", "tiny:ese",
+                                  "tiny:se_bn", "tiny:srm", "tiny:ecam"])
 def test_fused_graph_costs_what_the_plain_one_does(spec: str) -> None:
     """The `se` op's rules count what the nodes it replaces count, a folded BN included:
     parameters, state (BN buffers) and FLOPs in every convention, for the MLP (SE), the
-    channel conv (ECA), the identity (Gather-Excite's mean) and GCT's normalisation transforms.
+    channel conv (ECA), the identity (Gather-Excite's mean), GCT's normalisation and the
+    generic transforms (the plain nodes' own counts: ese, se_bn with its BN's buffers, srm,
+    ecam).
     `tiny:V`: the two-bottleneck ResNet with variant V (`tiny`)."""
     from sedsl.targets.cost import CONVENTIONS, node_costs, state_elements
     from sedsl.targets.report import activations
@@ -360,17 +364,18 @@ def tiny(variant: str, settings: str = "") -> sedsl.Network:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_fusion_decides_from_the_variant_table(variant: str) -> None:
-    """A block becomes one `se` node exactly when its variant names the fused op's transform,
-    and the node carries that transform; the BN before it is folded in only where the
-    transform takes one (ECA's op has no BN fold: bn3 stays a node of its own)."""
+    """A block becomes one `se` node exactly when its variant names a dedicated op's transform
+    (Variant.fused) or its step kinds have the generic transform's shape, and the node carries
+    that transform; the BN before it is folded in only where the transform takes one (ECA's
+    op has no BN fold: bn3 stays a node of its own)."""
     g = tiny(variant).graph
     fused = passes.fuse_se(g)
     nodes = [r for _, r in records(fused) if r.op == "se"]
-    want = VARIANTS[variant].fused
+    want = {"se": "mlp", "eca": "channel_conv", "ceca": "channel_conv", "ge": "identity",
+            "gct": "gct_norm", "ese": "steps", "se_bn": "steps", "srm": "steps",
+            "ecam": "steps"}.get(variant)  # and only these
     assert [r.attrs["transform"] for r in nodes] == [want] * (2 if want else 0)
-    assert want in ({"se": "mlp", "eca": "channel_conv", "ceca": "channel_conv",
-                     "ge": "identity", "gct": "gct_norm"}.get(variant),
-                    None)  # at least these run fused
+    assert VARIANTS[variant].fused == (want if want != "steps" else None)
     for r in nodes:
         assert r.attrs["act"] == "relu"  # the residual add and its relu joined the op
         assert ("bn" in r.attrs) == (want == "mlp")  # sedsl::se_bn_block; ECA has no BN fold
@@ -379,13 +384,17 @@ def test_fusion_decides_from_the_variant_table(variant: str) -> None:
 
 
 def test_what_the_eca_op_cannot_compute_stays_plain() -> None:
-    """ECA's op takes a mean: a max squeeze stays plain ops. Its steps apply no `excite`, so
-    that setting does not keep it from the op."""
+    """ECA's op takes a mean: a max squeeze stays plain ops (the generic transform's statistic
+    is a mean too). Its steps apply no `excite`, so that setting does not keep it from the op;
+    an activation the kernels lack moves a block to the generic transform, whose modules are
+    torch's."""
     assert not any(r.op == "se" for _, r in records(passes.fuse_se(tiny("eca", "squeeze = max")
                                                                   .graph)))
-    assert passes.kernel_supports(SeSettings(variant="eca", excite="gelu").resolved())
-    assert not passes.kernel_supports(SeSettings(variant="se", excite="gelu").resolved())
-    assert not passes.kernel_supports(SeSettings(variant="eca", gate="gelu").resolved())
+    assert passes.fused_transform(SeSettings(variant="eca", excite="gelu").resolved()) \
+        == "channel_conv"
+    assert passes.fused_transform(SeSettings(variant="se", excite="gelu").resolved()) == "steps"
+    assert passes.fused_transform(SeSettings(variant="eca", gate="gelu").resolved()) == "steps"
+    assert passes.fused_transform(SeSettings(variant="se", squeeze="avgpool").resolved()) is None
 
 
 @pytest.mark.parametrize(("variant", "kernel"), [("eca", 3), ("ceca", 5)])
@@ -419,15 +428,20 @@ def test_fused_eca_agrees_with_plain_and_timm(variant: str, kernel: int) -> None
         torch.testing.assert_close(block(u, identity), torch.relu(timm_block(u) + identity))
 
 
-@pytest.mark.parametrize("settings", ["gather = conv", "mlp = true", "gather = conv\nmlp = true",
+@pytest.mark.parametrize("settings", ["gather = conv", "gather = conv\nmlp = true",
                                       "squeeze = max"])
 def test_gather_excite_with_parameters_stays_plain(settings: str) -> None:
     """Only Gather-Excite's parameter-free form (the mean, no MLP) is the fused op's identity
-    transform: the conv gather (theta), the MLP (theta-plus) and a max stay plain ops."""
+    transform, and its mean with an MLP the generic transform's (mean, fc, excite, fc, gate,
+    scale): the conv gather (theta, theta-plus: a conv over the whole map) and a max stay plain
+    ops."""
     g = tiny("ge", settings).graph
     assert not any(r.op == "se" for _, r in records(passes.fuse_se(g)))
-    assert passes.kernel_supports(SeSettings(variant="ge").resolved())
-    assert not passes.kernel_supports(SeSettings(variant="ge", mlp=True).resolved())
+    assert passes.fused_transform(SeSettings(variant="ge").resolved()) == "identity"
+    assert passes.fused_transform(SeSettings(variant="ge", mlp=True).resolved()) == "steps"
+    nodes = [r for _, r in records(passes.fuse_se(tiny("ge", "mlp = true").graph))
+             if r.op == "se"]
+    assert [r.attrs["transform"] for r in nodes] == ["steps", "steps"]
 
 
 def test_fused_ge_agrees_with_plain_and_timm() -> None:
@@ -464,7 +478,7 @@ def test_fused_ge_agrees_with_plain_and_timm() -> None:
                                    want)
 
 
-@pytest.mark.parametrize("variant", ["eca", "ge", "gct"])
+@pytest.mark.parametrize("variant", ["eca", "ge", "gct", "se_bn", "srm", "ecam"])
 def test_fused_source_stands_alone(variant: str, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The generated fused model.py defines the fused module in plain PyTorch where sedsl
@@ -543,3 +557,67 @@ def test_gct_fusion_follows_its_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     steps = tuple(replace(s, args=()) if s.kind == "scale" else s for s in variant.steps)
     monkeypatch.setitem(VARIANTS, "gct", replace(variant, steps=steps))
     assert not passes.kernel_supports(SeSettings(variant="gct").resolved())
+
+
+GENERIC = ["ese", "se_bn", "srm", "ecam"]
+
+
+@pytest.mark.parametrize("variant", GENERIC)
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_fused_generic_agrees_with_plain(variant: str, training: bool) -> None:
+    """The generic transform's lowering (ChannelAttention: the plain steps' modules under their
+    names; its plain path on the CPU) has the plain lowering's state-dict keys both ways and
+    gives its outputs, the gradients of the input and every parameter, and in training the BN
+    running statistics, bit for bit."""
+    from sedsl.pytorch.kernels import ChannelAttention
+
+    net = tiny(variant)
+    plain, fused = net.to_torch(fused=False).train(training), net.to_torch().train(training)
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    assert isinstance(fused.conv2.block1.se, ChannelAttention)
+    with torch.no_grad():  # SRM's cfc starts at 0
+        for p in plain.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    fused.load_state_dict(plain.state_dict())
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 3, 12, 12)
+    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_p, out_f = plain(xp), fused(xf)
+    torch.testing.assert_close(out_f, out_p, rtol=0, atol=0)
+    grad = torch.randn_like(out_p)
+    out_p.backward(grad)
+    out_f.backward(grad)
+    torch.testing.assert_close(xf.grad, xp.grad, rtol=0, atol=0)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0, msg=name)
+    for (name, b), c in zip(plain.state_dict().items(), fused.state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(c, b, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize(("variant", "settings"), [
+    ("se_bn", "excite = gelu"),  # any activation: torch runs the transform
+    ("ese", "gate = tanh")])
+def test_generic_transform_takes_any_activation(variant: str, settings: str) -> None:
+    g = passes.fuse_se(tiny(variant, settings).graph)
+    assert [r.attrs["transform"] for _, r in records(g) if r.op == "se"] == ["steps"] * 2
+
+
+@pytest.mark.parametrize(("variant", "settings"), [("ese", "squeeze = max"),
+                                                   ("se_bn", "squeeze = avgpool")])
+def test_generic_transform_needs_a_statistic_the_kernel_computes(variant: str,
+                                                                 settings: str) -> None:
+    assert not any(r.op == "se" for _, r in records(passes.fuse_se(tiny(variant, settings)
+                                                                    .graph)))
+
+
+@pytest.mark.parametrize("variant", ["gc", "gca", "cbam", "lcbam", "scse", "coord", "simam"])
+def test_blocks_without_the_shape_stay_plain(variant: str) -> None:
+    """Attention pooling (gc, gca), spatial gates (cbam, lcbam, scse), directional pools
+    (coord) and SimAM's per-element gate are not statistic -> per-channel steps -> gate ->
+    scale: no dedicated op, and the step-kind rule refuses them."""
+    assert VARIANTS[variant].fused is None
+    s = SeSettings(variant=variant).resolved()
+    assert not passes.kernel_supports(s)
+    steps = VARIANTS[variant].steps_for(s)
+    assert not passes._generic_supports(steps, s, TRANSFORMS["steps"])

@@ -235,7 +235,7 @@ def test_variant_equals_its_reference_in_a_small_resnet(case: str) -> None:
     check(NETS["small"], CASES[case])
 
 
-@pytest.mark.parametrize("case", ["ge_theta_minus", "gct"])
+@pytest.mark.parametrize("case", ["ge_theta_minus", "gct", "srm", "ge_mean_mlp"])
 def test_fused_variant_equals_its_reference_in_a_small_resnet(case: str) -> None:
     """The variants that run fused (sedsl.ir.se.Variant.fused) as the fused lowering builds
     them: one module per block, still the reference's block."""

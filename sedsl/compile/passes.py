@@ -14,7 +14,7 @@ from functools import partial
 from sedsl.errors import CompilerError, Span, SpecError, did_you_mean
 from sedsl.ir.graph import Graph, find_cycle
 from sedsl.ir.node import ROLES, Node, SeTag, inputs, record, records
-from sedsl.ir.ops import OPS, TRANSFORMS, Attr, Shape
+from sedsl.ir.ops import OPS, TRANSFORMS, Attr, Shape, Transform
 from sedsl.ir.se import (
     STEP_KINDS,
     VARIANTS,
@@ -22,7 +22,9 @@ from sedsl.ir.se import (
     SeConfig,
     SeRule,
     SeSettings,
+    Step,
     identity_problem,
+    statistic,
     step_activations,
     step_kind_supported,
 )
@@ -400,7 +402,7 @@ def block_input_channels(g: Graph, inside: set[str]) -> int:
 
 def fuse_se(g: Graph) -> Graph:
     """[BN ->] SE block [+ residual add [+ activation]] -> one `se` node (the fused kernel), for
-    every attention block the kernels implement (`kernel_supports`: its variant names the fused
+    every attention block the kernels implement (`fused_transform`: its variant names the fused
     op's transform, sedsl.ir.ops.TRANSFORMS); the others stay plain ops. Where the transform
     takes one, a BN whose output only the block reads is folded in (`_folded_bn`): the node then
     reads the BN's input and names the BN in its attributes, whose module the lowering keeps."""
@@ -434,15 +436,28 @@ def fuse_se(g: Graph) -> Graph:
 
 
 def kernel_supports(s: SeSettings) -> bool:
-    """Whether the fused kernels compute an attention block with these (resolved) settings: its
-    variant's steps (the variant names the transform with which the op computes exactly them,
-    and every step kind is a kernel's), its squeeze (one the transform takes) and the
-    activations its steps apply."""
+    """Whether the fused kernels compute an attention block with these (resolved) settings."""
+    return fused_transform(s) is not None
+
+
+def fused_transform(s: SeSettings) -> str | None:
+    """The transform (sedsl.ir.ops.TRANSFORMS) with which the fused ops compute an attention
+    block with these (resolved) settings: the variant's own op (`Variant.fused`) where it
+    computes exactly these steps, else the generic one where the step kinds have its shape
+    (`_generic_supports`), else None: plain ops."""
     variant = VARIANTS[s.variant]
-    if variant.fused is None:
-        return False
-    transform = TRANSFORMS[variant.fused]
     steps = variant.steps_for(s)
+    if variant.fused is not None and _op_supports(TRANSFORMS[variant.fused], steps, s):
+        return variant.fused
+    generic = next(t for t in TRANSFORMS.values() if t.generic)
+    return generic.name if _generic_supports(steps, s, generic) else None
+
+
+def _op_supports(transform: Transform, steps: tuple[Step, ...], s: SeSettings) -> bool:
+    """A dedicated op's rule: the steps are exactly squeeze, the transform's, gate, scale,
+    every kind a kernel's, its squeeze one the transform takes, and the activations its steps
+    apply kernel activations."""
+    variant = VARIANTS[s.variant]
     if tuple(step.kind for step in steps) != ("squeeze", *transform.steps, "gate", "scale"):
         return False
     return (step_kind_supported(variant, s)
@@ -450,6 +465,22 @@ def kernel_supports(s: SeSettings) -> bool:
             # setting (GCT's squeeze is l2 whatever `squeeze` says)
             and float(steps[-1].arg("offset", 0.0)) == transform.offset
             and step_activations(variant, s) <= KERNEL_ACTIVATIONS)
+
+
+def _generic_supports(steps: tuple[Step, ...], s: SeSettings, transform: Transform) -> bool:
+    """The generic transform's rule: a statistic the kernel computes (se.statistic), then steps
+    that act on the squeezed vectors alone, each reading the one before (a chain of modules),
+    then a gate and the scale of x by it (no offset). Their activations may be any: torch
+    runs them."""
+    stat = statistic(steps, s)
+    if stat is None or stat[0] not in transform.squeezes:
+        return False
+    middle, scale = steps[stat[1]:-1], steps[-1]
+    return (bool(middle) and middle[-1].kind == "gate"
+            and all(STEP_KINDS[step.kind].per_channel and step.sources() == ("prev",)
+                    for step in middle)
+            and scale.kind == "scale" and scale.sources() == ("x", "prev")
+            and float(scale.arg("offset", 0.0)) == 0.0)
 
 
 def _mlp_attrs(tag: SeTag, nodes: dict[str, Node]) -> dict[str, Attr]:
@@ -473,11 +504,29 @@ def _gct_norm_attrs(tag: SeTag, nodes: dict[str, Node]) -> dict[str, Attr]:
     return {"eps": norm.attrs["eps"], **({"init": init} if init else {})}
 
 
+def _steps_attrs(tag: SeTag, nodes: dict[str, Node]) -> dict[str, Attr]:
+    """The generic transform's: the statistic, and the block's plain nodes as data
+    (sedsl.ir.ops.sub_nodes reads them back)."""
+    steps = VARIANTS[tag.settings.variant].steps_for(tag.settings)
+    stat = statistic(steps, tag.settings)
+    assert stat is not None
+    attrs: dict[str, Attr] = {"statistic": stat[0],
+                              "statistic_steps": tuple(st.name for st in steps[:stat[1]]),
+                              "steps": tuple(st.name for st in steps),
+                              "ops": tuple(nodes[st.name].op for st in steps)}
+    for i, step in enumerate(steps):
+        prev = steps[i - 1].name if i else "x"
+        attrs[f"{step.name}.inputs"] = tuple(prev if src == "prev" else src
+                                             for src in step.sources())
+        attrs.update({f"{step.name}.{k}": v for k, v in nodes[step.name].attrs.items()})
+    return attrs
+
+
 # A fused node's own attributes for each transform (see sedsl.ir.ops.Transform), from the SE
 # tag and the block's nodes by step name.
 TRANSFORM_ATTRS: dict[str, Callable[[SeTag, dict[str, Node]], dict[str, Attr]]] = {
     "mlp": _mlp_attrs, "channel_conv": _channel_conv_attrs, "identity": lambda tag, nodes: {},
-    "gct_norm": _gct_norm_attrs}
+    "gct_norm": _gct_norm_attrs, "steps": _steps_attrs}
 
 
 def _match_se(g: Graph, steps: dict[str, str],
@@ -488,7 +537,8 @@ def _match_se(g: Graph, steps: dict[str, str],
     tag = record(g, next(iter(steps.values()))).se
     assert tag is not None
     kept = VARIANTS[tag.settings.variant].steps_for(tag.settings)
-    if not kernel_supports(tag.settings) or set(steps) != {s.name for s in kept}:
+    name = fused_transform(tag.settings)
+    if name is None or set(steps) != {s.name for s in kept}:
         return None  # not the op's steps, or fused already (its one step is "block")
     members = [steps[s.name] for s in kept]
     squeeze = record(g, members[0])  # kernel_supports: the first step is the squeeze
@@ -505,7 +555,7 @@ def _match_se(g: Graph, steps: dict[str, str],
             members.append(post)
             merge_act = record(g, post).op
             last = post
-    transform = TRANSFORMS[str(VARIANTS[tag.settings.variant].fused)]
+    transform = TRANSFORMS[name]
     own = TRANSFORM_ATTRS[transform.name](tag, {k: record(g, n) for k, n in steps.items()})
     attrs: dict[str, Attr] = {"transform": transform.name, **own, "gate": tag.settings.gate,
                               "act": merge_act}

@@ -903,6 +903,15 @@ class Transform(Record):
     # keep are exactly squeeze, these, gate, scale (Gather-Excite's conv gather or MLP: plain).
     steps: tuple[str, ...] = ()
     offset: float = 0.0  # the scale step's `offset` (GCT's 1 + gate) the op computes
+    # Counts in the other conventions, where they are not the defaults: the state (BN running
+    # statistics), fvcore's (None: `macs`) and the paper's (None: `macs` + the squeeze and
+    # the scale, one per element of U each).
+    buffers: Count = _zero
+    fvcore: Count | None = None
+    paper: Count | None = None
+    # `steps`: any steps that act on the squeezed (N, C) vectors (sedsl.ir.se.StepKind's
+    # `per_channel`) between these statistics and the gate, not `steps` above
+    generic: bool = False
 
 
 def _mlp_params(a: Attrs, ins: Shapes, out: Shape) -> int:
@@ -938,6 +947,60 @@ def _gct_module(a: Attrs, ins: Shapes) -> TorchModule:
                        support=("GatedChannelTransformation",), init=init)
 
 
+# --- the generic transform: the plain nodes' own steps between the statistic and the apply ----
+#
+# A `steps` node keeps the plain nodes it replaces as data: `steps` (their names, in order),
+# `ops`, and per step `<name>.inputs` (the names it reads: "x", the block's input, or an earlier
+# step) and `<name>.<attribute>` for each attribute of its node. Its counts are those nodes'
+# counts, its module (sedsl.pytorch.kernels.ChannelAttention) holds their modules under their
+# names, so its state-dict keys are theirs.
+
+
+def _names(a: Attrs, key: str) -> tuple[str, ...]:
+    value = a[key]
+    assert isinstance(value, tuple), (key, value)
+    return tuple(map(str, value))
+
+
+def sub_nodes(a: Attrs, ins: Shapes) -> list[tuple[str, Op, dict[str, Attr], Shapes, Shape]]:
+    """(name, op, attributes, input shapes, shape) of each plain node a `steps` node stands
+    for, the shapes inferred from the block's input x."""
+    shapes: dict[str, Shape] = {"x": ins[0]}
+    nodes: list[tuple[str, Op, dict[str, Attr], Shapes, Shape]] = []
+    for name, op_name in zip(_names(a, "steps"), _names(a, "ops"), strict=True):
+        prefix = f"{name}."
+        attrs = {k[len(prefix):]: v for k, v in a.items()
+                 if k.startswith(prefix) and k != f"{name}.inputs"}
+        op = OPS[op_name]
+        sources = tuple(shapes[src] for src in _names(a, f"{name}.inputs"))
+        shapes[name] = op.infer(attrs, sources)
+        nodes.append((name, op, attrs, sources, shapes[name]))
+    return nodes
+
+
+def _steps_count(count: Callable[[Op], Count]) -> Count:
+    def total(a: Attrs, ins: Shapes, out: Shape) -> int:
+        return sum(count(op)(attrs, sources, shape)
+                   for _, op, attrs, sources, shape in sub_nodes(a, ins))
+    return total
+
+
+def _steps_module(a: Attrs, ins: Shapes) -> TorchModule:
+    """ChannelAttention(statistic, {step: module, ...}, act): the modules of the steps after
+    the statistic's (squeezes, their concat) up to the scale, under the steps' names."""
+    modules, support, init = [], ["ChannelAttention"], []
+    for name, op, attrs, sources, shape in sub_nodes(a, ins):
+        if name in _names(a, "statistic_steps") or op.name == "mul":
+            continue
+        lowering = op.torch(attrs, sources, shape)
+        assert isinstance(lowering, TorchModule), (name, lowering)
+        modules.append(f"{name!r}: {lowering.source}")
+        support += [s for s in lowering.support if s not in support]
+        init += [stmt.replace("{m}", f"{{m}}.{name}") for stmt in lowering.init]
+    return TorchModule(f"ChannelAttention({a['statistic']!r}, {{{', '.join(modules)}}}, "
+                       f"act={a['act']!r})", support=tuple(support), init=tuple(init))
+
+
 TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
     Transform("mlp", params=_mlp_params,
               macs=lambda a, ins, out: 2 * ins[0][0] * _int(a, "rd_channels"),
@@ -963,6 +1026,17 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
               doc="GCT's normalisation of its L2 embedding across channels (alpha, gamma, beta "
                   "per channel, `eps` in both roots), the gate offset by 1: x * (1 + gate(t)) "
                   "(sedsl::gct_block)", steps=("norm",), offset=1.0),
+    Transform("steps", params=_steps_count(lambda op: op.params),
+              macs=_steps_count(lambda op: op.macs),
+              activations=_steps_count(lambda op: op.activations), module=_steps_module,
+              squeezes=frozenset({"avg", "avgstd"}), folds_bn=False,
+              doc="the plain lowering's own steps between the statistic (`statistic`: avg, or "
+                  "avgstd: SRM's mean and std) and the gate, as torch modules on the (N, C) "
+                  "vectors between the statistic kernel and the apply kernel "
+                  "(sedsl::channel_stats, sedsl::channel_apply): ese, se_bn, srm, ecam",
+              buffers=_steps_count(lambda op: op.buffers),
+              fvcore=_steps_count(lambda op: op.fvcore),
+              paper=_steps_count(lambda op: op.count_paper), generic=True),
 )}
 
 
@@ -981,7 +1055,8 @@ def _se_params(a: Attrs, ins: Shapes, out: Shape) -> int:
 
 
 def _se_buffers(a: Attrs, ins: Shapes, out: Shape) -> int:
-    return BN.buffers(_bn_attrs(a), ins, out) if "bn" in a else 0
+    folded = BN.buffers(_bn_attrs(a), ins, out) if "bn" in a else 0
+    return _transform(a).buffers(a, ins, out) + folded
 
 
 def _se_companions(a: Attrs, ins: Shapes) -> tuple[tuple[str, str, TorchModule], ...]:
@@ -1002,7 +1077,13 @@ def _se_macs(a: Attrs, ins: Shapes, out: Shape) -> int:
 
 def _se_fvcore(a: Attrs, ins: Shapes, out: Shape) -> int:
     folded = BN.fvcore(_bn_attrs(a), ins, out) if "bn" in a else 0
-    return _se_macs(a, ins, out) + folded
+    return (_transform(a).fvcore or _se_macs)(a, ins, out) + folded
+
+
+def _se_paper(a: Attrs, ins: Shapes, out: Shape) -> int:
+    """The transform's count, plus the squeeze and the scale (one per element of U each)."""
+    paper = _transform(a).paper
+    return paper(a, ins, out) if paper else _se_macs(a, ins, out) + 2 * numel(ins[0])
 
 
 SE = Op(
@@ -1011,7 +1092,7 @@ SE = Op(
     buffers=_se_buffers, macs=_se_macs, fvcore=_se_fvcore, companions=_se_companions,
     # the transform's outputs (a folded BN adds none: fvcore counts no batch_norm outputs)
     activations=lambda a, ins, out: _transform(a).activations(a, ins, out),
-    paper=lambda a, ins, out: _se_macs(a, ins, out) + 2 * numel(ins[0]),  # + squeeze, scale
+    paper=_se_paper,
 )
 
 # --- the attention family's pieces (sedsl.ir.se's step kinds build them; not callable) --------

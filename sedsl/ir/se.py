@@ -154,6 +154,9 @@ class StepKind(Record):
     kernel: bool = False
     fc_weights: bool = False
     inputs: tuple[str, ...] = ("prev",)  # a step's inputs where it names none
+    # It acts on the squeezed vectors alone, O(N x C) work, as a module: the fused op's generic
+    # transform (`steps`) runs it in torch between the statistic and the apply kernels.
+    per_channel: bool = False
 
 
 _FC: dict[str, Attr] = {"kernel": (1, 1), "stride": (1, 1), "padding": (0, 0),
@@ -224,16 +227,16 @@ STEP_KINDS: dict[str, StepKind] = {k.name: k for k in (
     StepKind("squeeze", _squeeze, "a statistic over H x W per channel (the `squeeze` setting, "
              "or the step's own mode): C x H x W -> C x 1 x 1", kernel=True),
     StepKind("fc", _fc, "a 1x1 conv to `width` (rd or c), bias as the `bias` setting",
-             kernel=True, fc_weights=True),
+             kernel=True, fc_weights=True, per_channel=True),
     StepKind("conv", _conv, "a k x k conv to `width`: CBAM's spatial gate, Gather-Excite's "
              "depthwise gather over the whole map"),
-    *(StepKind(kind, _activation(kind), f"the `{kind}` activation", kernel=True)
-      for kind in _ACTIVATION_KINDS),
-    StepKind("bn", _op("bn", eps=1e-5, momentum=0.1), "batch norm"),
+    *(StepKind(kind, _activation(kind), f"the `{kind}` activation", kernel=True,
+               per_channel=True) for kind in _ACTIVATION_KINDS),
+    StepKind("bn", _op("bn", eps=1e-5, momentum=0.1), "batch norm", per_channel=True),
     StepKind("layer_norm", _op("layer_norm", eps=1e-6), "layer norm over channels (timm's "
              "LayerNorm2d), GCNet's transform"),
     StepKind("channel_conv", _channel_conv, "ECA's 1-D conv across the channels of a C x 1 x 1 "
-             "vector: k taps, zero or circular padding", kernel=True),
+             "vector: k taps, zero or circular padding", kernel=True, per_channel=True),
     StepKind("attn_pool", _op("attn_pool"), "GCNet's context: x weighted by the softmax over "
              "H x W of a 1-channel map, summed: C x 1 x 1"),
     StepKind("reduce", _op("reduce", axis="c", mode="mean"), "a mean, max or sum over one axis "
@@ -243,7 +246,7 @@ STEP_KINDS: dict[str, StepKind] = {k.name: k for k in (
     StepKind("slice", _slice, "a range along an axis (bounds may be h: x's height, hw: its "
              "height plus width)"),
     StepKind("style_fc", _op("style_fc"), "SRM's style integration: per channel, its two "
-             "statistics weighted and summed"),
+             "statistics weighted and summed", per_channel=True),
     StepKind("norm", _op("gct_norm", eps=1e-5), "GCT's channel normalisation: alpha-scaled "
              "embedding, normalised by its mean square over channels, gamma and beta",
              kernel=True),
@@ -280,11 +283,13 @@ class Variant(Record):
     doc: str
     reference: str = ""
     defaults: tuple[tuple[str, Any], ...] = ()
-    # The transform of the fused `se` op (sedsl.ir.ops.TRANSFORMS) with which it computes exactly
-    # these steps, [BN,] squeeze, transform, gate, scale [+ add [+ activation]]; None: the block
-    # runs as plain ops. The fusion pass (compile/passes.fuse_se) reads it, and fuses a block
-    # only where the steps its settings keep are the transform's (`Transform.steps`: ge's
-    # parameter-free form, not its conv gather or MLP).
+    # The transform of a dedicated fused op (sedsl.ir.ops.TRANSFORMS) with which it computes
+    # exactly these steps, [BN,] squeeze, transform, gate, scale [+ add [+ activation]]. The
+    # fusion pass (compile/passes.fused_transform) uses it only where the steps its settings
+    # keep are the transform's (`Transform.steps`: ge's parameter-free form, not its conv
+    # gather or MLP); otherwise (and for None) the step kinds decide whether the generic
+    # transform ("steps") computes the block: a statistic, a chain of per_channel steps ending
+    # in the gate, the scale; else it runs as plain ops.
     fused: str | None = None
     identity: IdentityInit | None = None
 
@@ -464,6 +469,24 @@ _NOT_IDENTITY = {
     "srm": "its gate is sigmoid(BN(cfc . style)); with cfc = 0 it is sigmoid(BN's bias), which is "
            "1 only where the sigmoid saturates and passes no gradient",
 }
+
+
+def statistic(steps: tuple[Step, ...], s: SeSettings) -> tuple[str, int] | None:
+    """The statistic the leading steps compute and how many steps that is: one squeeze of x
+    (its mode), or SRM's mean and std joined along W by a concat ("avgstd", C x 1 x 2); None
+    when the steps do not begin so."""
+    modes = []
+    for i, step in enumerate(steps):
+        if step.kind != "squeeze" or step.sources() not in (("x",), ("prev",) if i == 0 else ()):
+            break
+        modes.append(str(step.arg("mode", s.squeeze)))
+    if len(modes) == 1:
+        return modes[0], 1
+    names = tuple(step.name for step in steps[:2])
+    if (modes == ["avg", "std"] and len(steps) > 2 and steps[2].kind == "concat"
+            and steps[2].inputs == names and steps[2].arg("axis") == 2):
+        return "avgstd", 3
+    return None
 
 
 def step_kind_supported(variant: Variant, s: SeSettings) -> bool:

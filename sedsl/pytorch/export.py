@@ -1,7 +1,8 @@
 """Export a built network (`sedsl export SPEC --format onnx|torchscript|exported-program`) to a
 file that runs without sedsl: wherever a fused op (`torch.ops.sedsl.se_block`, `se_bn_block`,
-`eca_block`, `ge_block`, `gct_block`) is traced, it is decomposed into plain ATen ops
-(`DECOMPOSITIONS`), the same computation as the plain-torch lowering. Export runs on the CPU,
+`eca_block`, `ge_block`, `gct_block`, `channel_stats`, `channel_apply`) is traced, it is
+decomposed into plain ATen ops (`DECOMPOSITIONS`), the same computation as the plain-torch
+lowering. Export runs on the CPU,
 where the fused modules already run plain ops; the decomposition covers the ops wherever they
 are traced (CUDA, TRITON_INTERPRET=1, or `trace_fused_op`)."""
 
@@ -21,6 +22,7 @@ from sedsl.pytorch.kernels.eca_op import EfficientChannelAttention, call_eca
 from sedsl.pytorch.kernels.gct_op import GatedChannelTransformation, call_gct
 from sedsl.pytorch.kernels.ge_op import GatherExcite, call_ge
 from sedsl.pytorch.kernels.module import SqueezeExcite
+from sedsl.pytorch.kernels.steps_op import ChannelAttention
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 
@@ -89,17 +91,30 @@ def decompose_gct_block(u: Tensor, alpha: Tensor, gamma: Tensor, beta: Tensor,
     return reference.scale(u, s, identity, act).to(u.dtype), z, s
 
 
+def decompose_channel_stats(u: Tensor, statistic: str) -> Tensor:
+    """sedsl::channel_stats in plain torch ops (sedsl/pytorch/kernels/steps_op.py)."""
+    return reference.stats_forward(u, statistic)
+
+
+def decompose_channel_apply(u: Tensor, s: Tensor, identity: Tensor | None, act: str) -> Tensor:
+    """sedsl::channel_apply in plain torch ops."""
+    gate = s.reshape(u.shape[:2]).to(reference.accumulate_dtype(u.dtype))
+    return reference.scale(u, gate, identity, act).to(u.dtype)
+
+
 DECOMPOSITIONS: dict[Any, Any] = {torch.ops.sedsl.se_block.default: decompose_se_block,
                                   torch.ops.sedsl.se_bn_block.default: decompose_se_bn_block,
                                   torch.ops.sedsl.eca_block.default: decompose_eca_block,
                                   torch.ops.sedsl.ge_block.default: decompose_ge_block,
-                                  torch.ops.sedsl.gct_block.default: decompose_gct_block}
+                                  torch.ops.sedsl.gct_block.default: decompose_gct_block,
+                                  torch.ops.sedsl.channel_stats.default: decompose_channel_stats,
+                                  torch.ops.sedsl.channel_apply.default: decompose_channel_apply}
 
 
 @contextmanager
 def trace_fused_op() -> Iterator[None]:
     """Make the fused modules (SqueezeExcite, EfficientChannelAttention, GatherExcite,
-    GatedChannelTransformation) call their op on every
+    GatedChannelTransformation, ChannelAttention) call their op on every
     device while tracing (tests use this to prove the decomposition; on CUDA it is what happens
     anyway). The op's CPU implementation stays the plain-torch reference."""
 
@@ -128,7 +143,7 @@ def trace_fused_op() -> Iterator[None]:
         return call_gct(u, p.alpha, p.gamma, p.beta, identity, self.eps, self.gate, self.act)[0]
 
     with _forwards({SqueezeExcite: fused, EfficientChannelAttention: eca, GatherExcite: ge,
-                    GatedChannelTransformation: gct}):
+                    GatedChannelTransformation: gct, ChannelAttention: ChannelAttention.fused}):
         yield
 
 
@@ -138,7 +153,8 @@ def _plain_se() -> Iterator[None]:
     with _forwards({SqueezeExcite: SqueezeExcite.plain,
                     EfficientChannelAttention: EfficientChannelAttention.plain,
                     GatherExcite: GatherExcite.plain,
-                    GatedChannelTransformation: GatedChannelTransformation.plain}):
+                    GatedChannelTransformation: GatedChannelTransformation.plain,
+                    ChannelAttention: ChannelAttention.plain}):
         yield
 
 

@@ -128,7 +128,10 @@ def fvcore_handles() -> dict[str, Callable[[list[Any], list[Any]], int]]:
 
     return {"sedsl::se_block": se_block, "sedsl::se_bn_block": se_bn_block,
             "sedsl::eca_block": eca_block, "sedsl::ge_block": _nothing,
-            "sedsl::gct_block": _nothing}
+            "sedsl::gct_block": _nothing,
+            # the generic transform's statistic and apply: what the plain squeezes and scale
+            # count (nothing); its transform runs as the plain modules, which fvcore counts
+            "sedsl::channel_stats": _nothing, "sedsl::channel_apply": _nothing}
 
 
 # --- registering the formulas with torch.utils.flop_counter ---------------------------------------

@@ -93,6 +93,25 @@ _FUSED: dict[str, str] = {
             norm = p.gamma / (embedding.pow(2).mean(dim=1, keepdim=True) + self.eps).pow(0.5)
             y = x * (1.0 + self.gate(embedding * norm + p.beta))
             return self.act(y if identity is None else y + identity)''',
+    "ChannelAttention": '''
+    class ChannelAttention(nn.Module):  # type: ignore[no-redef]
+        """act(x * transform(statistic(x)) + identity), the transform the plain steps."""
+
+        def __init__(self, statistic: str, steps: dict[str, nn.Module],
+                     act: str = "none") -> None:
+            super().__init__()
+            for name, module in steps.items():
+                self.add_module(name, module)
+            self.statistic, self.post = statistic, _ACT[act]()
+
+        def forward(self, x: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+            s = x.mean((2, 3), keepdim=True)
+            if self.statistic == "avgstd":
+                s = torch.cat([s, x.std((2, 3), keepdim=True)], 3)
+            for name, module in self.named_children():
+                if name != "post":
+                    s = module(s)
+            return self.post(x * s if identity is None else x * s + identity)''',
 }
 
 

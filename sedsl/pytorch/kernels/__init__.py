@@ -15,7 +15,8 @@ from sedsl.pytorch.kernels.gct_op import GatedChannelTransformation, gct_block
 from sedsl.pytorch.kernels.ge_op import GatherExcite, ge_block
 from sedsl.pytorch.kernels.module import SqueezeExcite
 from sedsl.pytorch.kernels.op import se_block, use_triton
+from sedsl.pytorch.kernels.steps_op import ChannelAttention, channel_apply, channel_stats
 
-__all__ = ["EfficientChannelAttention", "GatedChannelTransformation", "GatherExcite",
-           "SqueezeExcite", "bn_op", "eca_block", "gct_block", "ge_block", "se_block",
-           "use_triton"]
+__all__ = ["ChannelAttention", "EfficientChannelAttention", "GatedChannelTransformation",
+           "GatherExcite", "SqueezeExcite", "bn_op", "channel_apply", "channel_stats",
+           "eca_block", "gct_block", "ge_block", "se_block", "use_triton"]

@@ -241,7 +241,7 @@ se_block_op.register_autograd(_backward, setup_context=_setup_context)
 install_flop_formulas()  # FlopCounterMode counts the op as the plain lowering's convolutions
 
 
-def direct_autograd(name: str, forward: Callable[..., tuple[Tensor, ...]],
+def direct_autograd(name: str, forward: Callable[..., Tensor | tuple[Tensor, ...]],
                     setup_context: Callable[[Any, tuple[Any, ...], Any], None],
                     backward: Callable[..., tuple[Tensor | None, ...]],
                     non_differentiable: int | None = None) -> type[torch.autograd.Function]:
@@ -252,7 +252,7 @@ def direct_autograd(name: str, forward: Callable[..., tuple[Tensor, ...]],
     sedsl.pytorch.kernels.launch. Outputs from `non_differentiable` on are marked so; `name`
     names the Function (its grad_fn is `<name>Backward`)."""
 
-    def run(ctx: Any, *args: Any) -> tuple[Tensor, ...]:
+    def run(ctx: Any, *args: Any) -> Tensor | tuple[Tensor, ...]:
         # ctx in forward, not a setup_context: apply() would bind the arguments to the
         # signature with inspect on every call (~20 µs)
         output = forward(*args)

@@ -466,3 +466,42 @@ def _gate_grad(s: Tensor, gate: str) -> Tensor:
     if gate == "relu":
         return (s > 0.0).to(s.dtype)
     return ((s > 0.0) & (s < 1.0)).to(s.dtype) / 6.0
+
+
+# --- the generic transform's statistic and apply (sedsl::channel_stats, sedsl::channel_apply) ----
+
+
+def stats_forward(u: Tensor, statistic: str) -> Tensor:
+    """(N, C, 1, K) in the accumulate dtype: the mean ("avg"), or the mean and the unbiased
+    std ("avgstd")."""
+    x = u.to(accumulate_dtype(u.dtype))
+    mean = x.mean((2, 3), keepdim=True)
+    return mean if statistic == "avg" else torch.cat([mean, x.std((2, 3), keepdim=True)], 3)
+
+
+def stats_backward(grad: Tensor, u: Tensor, stats: Tensor) -> Tensor:
+    """dU of "avgstd": dmean / HW + dstd * (U - mean) / ((HW - 1) std), in U's dtype."""
+    hw = u.shape[2] * u.shape[3]
+    x = u.to(stats.dtype)
+    g = grad.to(stats.dtype)
+    du = g[..., :1] / hw + g[..., 1:] * (x - stats[..., :1]) / ((hw - 1) * stats[..., 1:])
+    out = torch.empty_like(u)
+    out.copy_(du)
+    return out
+
+
+def apply_forward(u: Tensor, s: Tensor, identity: Tensor | None, act: str) -> Tensor:
+    """act(s * U + identity) in U's dtype and layout, s (N, C)."""
+    out = torch.empty_like(u)
+    out.copy_(scale(u, s, identity, act))
+    return out
+
+
+def apply_backward(grad: Tensor, u: Tensor, identity: Tensor | None, out: Tensor | None,
+                   s: Tensor, act: str, has_identity: bool
+                   ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """(dU, dIdentity, ds) of `apply_forward`, act' as in `backward`."""
+    g, ds = scale_grad(grad, u, s, identity, out, None, act)
+    du, di = input_grads(g, s, torch.zeros((), dtype=s.dtype, device=s.device), u, identity,
+                         out, has_identity)
+    return du, di, ds

@@ -2048,3 +2048,72 @@ def gct_backward(grad: Tensor, u: Tensor, alpha: Tensor, gamma: Tensor, beta: Te
     else:
         du = input_backward(grad, u, identity, s, dz, z, dz, "l2", act, out)
     return du, gy, dalpha, dgamma, dbeta
+
+
+# --- the generic transform: statistic and apply kernels, the transform in torch between them -----
+#
+# sedsl::channel_stats and sedsl::channel_apply (sedsl.pytorch.kernels.steps_op): the squeeze
+# kernel gives the statistic (the mean; or with its shifted sums, the mean and the unbiased
+# std, SRM's), the plain lowering's own modules compute s from it in torch, and the scale kernel
+# applies it with the shortcut add and the activation. Backward: the reduce pass (ds, with no gate
+# derivative: the gate is one of the torch modules) and the input pass (dU = dY * s) for the
+# apply; for the std, one input pass dU = u * dstd / ((HW - 1) std) + (dmean / HW - that times
+# the mean), the mean's share alone being a broadcast that costs no pass.
+
+
+def stats_forward(u: Tensor, statistic: str) -> Tensor:
+    """(N, C, 1, K) fp32: the mean over H*W ("avg", K = 1), or the mean and the unbiased std
+    ("avgstd", K = 2, from the squeeze kernel's shifted sums: no cancellation)."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return stats_forward(u, statistic)
+    if statistic == "avg":
+        return squeeze(u, "avg")[0][:, :, None, None]
+    n, c, h, w = u.shape
+    launch, sp = _squeeze_plan(meta(u), u.element_size(), False, True, True, _tunables())
+    zp = u.new_empty((sp, n, c), dtype=torch.float32)
+    qp, k = torch.empty_like(zp), zp.new_empty((n, c))
+    launch(u, zp, zp, qp, k)
+    d, m2 = zp.sum(0), qp.sum(0)  # E[U - K], E[(U - K)^2], in split order
+    var = (m2 - d * d).clamp_min(0.0) * (h * w / (h * w - 1) if h * w > 1 else math.nan)
+    return torch.stack((k + d, var.sqrt()), -1)[:, :, None, :]
+
+
+def stats_backward(grad: Tensor, u: Tensor, stats: Tensor) -> Tensor:
+    """dU of "avgstd" from its gradient (N, C, 1, 2): one input pass."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return stats_backward(grad, u, stats)
+    hw = u.shape[2] * u.shape[3]
+    dmean, dstd = grad[:, :, 0, 0].float(), grad[:, :, 0, 1].float()
+    mean, std = stats[:, :, 0, 0], stats[:, :, 0, 1]
+    coef = (dstd / ((hw - 1) * std)).contiguous()
+    dz = (dmean - hw * coef * mean).contiguous()  # du = u * coef + dz / HW
+    return input_backward(u, u, None, coef, dz, dz, dz, "avg", "none")
+
+
+def apply_forward(u: Tensor, s: Tensor, identity: Tensor | None, act: str) -> Tensor:
+    """act(s * U + identity), s (N, C) fp32: the scale kernel."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return apply_forward(u, s, identity, act)
+    return scale(u, s, identity, act)
+
+
+def apply_backward(grad: Tensor, u: Tensor, identity: Tensor | None, out: Tensor | None,
+                   s: Tensor, act: str, has_identity: bool
+                   ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """(dU, dIdentity, ds (N, C) fp32) of `apply_forward`; act' from `out` or from y, as in
+    `backward`."""
+    if elsewhere(u):
+        with torch.cuda.device(u.device):
+            return apply_backward(grad, u, identity, out, s, act, has_identity)
+    store_gy = has_identity and act != "none"
+    dsp, gy, _ = reduce_backward(grad, u, identity, out, s, "none", act, store_gy)
+    ds = dsp[0] if dsp.shape[0] == 1 else dsp.sum(0)  # in split order: deterministic
+    zero = torch.zeros_like(ds)  # nothing reaches U through a squeeze here
+    if gy is not None:
+        du = input_backward(gy, u, None, s, zero, zero, zero, "avg", "none")
+    else:
+        du = input_backward(grad, u, identity, s, zero, zero, zero, "avg", act, out)
+    return du, gy, ds
