@@ -241,13 +241,13 @@ def test_leaky_relu_in_batch_norm_act_and_a_linear_classifier() -> None:
 def test_convnext_block_as_channels_first_ops(make: Any) -> None:
     """Permute, LayerNorm over C, Linear on C, GELU, Linear, layer scale, permute back: the
     channels-first ops, their tensors under the model's own keys (the layer scale's gains
-    `.weight`). The block owns its layer scale, which transfer_weights' structural matcher
-    reads as one unit for the whole block: the written spec takes the tensors in order (the
-    layer scale after the MLP, where it runs, as its C values)."""
+    `.weight`). The block owns its layer scale: transfer_weights' structural matcher pairs it
+    where the block multiplies by it, after the MLP (timm reshapes `gamma` first: the reshape
+    is no use of it), so the model's weights go into the written spec by structure."""
     model = nn.Sequential()
     model.add_module("stem", nn.Conv2d(3, 16, 1))
     model.add_module("block", make())
-    net = exact(model, in_order=True)
+    net = exact(model)
     assert {"layer_norm", "channel_linear", "layer_scale"} <= set(ops(net))
     keys = set(net.to_torch(fused=False).state_dict())
     assert {k for k in randomise(model).state_dict() if "gamma" not in k and

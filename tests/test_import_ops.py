@@ -213,7 +213,7 @@ def test_simple_norm_is_timms_simple_norm_2d() -> None:
                                           ("convnextv2_nano", "grn"),
                                           ("convnext_zepto_rms_ols", "simple_norm")])
 def test_zoo_models_with_the_norms_import_exactly(name: str, op: str) -> None:
-    net = imports_exactly(timm.create_model(name), 64, in_order=name.startswith("convnext"))
+    net = imports_exactly(timm.create_model(name), 64)
     assert op in ops(net)
 
 

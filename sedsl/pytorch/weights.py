@@ -52,9 +52,10 @@ def _kept(key: str) -> bool:
 
 
 def _core(shape: torch.Size) -> tuple[int, ...]:
-    """The shape without trailing 1s past two dims: a linear layer equals a 1x1 conv."""
+    """The shape without trailing 1s past the first dim: a linear layer equals a 1x1 conv, a
+    per-channel scale of shape (C, 1, 1) one of shape (C,)."""
     dims = tuple(shape)
-    while len(dims) > 2 and dims[-1] == 1:
+    while len(dims) > 1 and dims[-1] == 1:
         dims = dims[:-1]
     return dims
 
@@ -93,11 +94,16 @@ class _Tracer(TorchFunctionMode):
                            kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        read = list(_tensors_in((args, kwargs)))
+        users = [self.loose[id(t)] for t in read if id(t) in self.loose]
+        if users and len(users) == len(read):  # a view of a block's own tensor (ConvNeXt's
+            for t in _tensors_in(out):  # `gamma.reshape(1, -1, 1, 1)`): its reader decides
+                self.loose[id(t)] = users[0]
+                self.alive.append(t)
+            return out
         units = self.sources((args, kwargs))
-        for t in _tensors_in((args, kwargs)):
-            use = self.loose.get(id(t))
-            if use is not None:
-                units = frozenset({use(units)})
+        for use in users:
+            units = frozenset({use(units)})
         self.mark(out, units)
         return out
 
