@@ -3,7 +3,8 @@ as a spec (`write_spec`: exact or refused) and the spec compiled again; one line
 the outcome, then the counts. Models are built on the meta device (no memory, no initialisation),
 so the largest cost nothing to make; `--check` builds them for real and also compares the
 import with the model itself: parameters, fvcore's FLOPs and outputs (every parameter and BN
-randomised, the imported weights).
+randomised, the imported weights), and the written spec's outputs with the model's weights
+(`sedsl.transfer_weights`).
 
     python bench/import_zoo.py [--zoo torchvision|timm] [--size 64] [--filter regnet]
                                [--models A,B] [--shift K] [--check] [--markdown FILE]
@@ -137,15 +138,16 @@ def run(name: str, make: Callable[[str], nn.Module], size: int,
     if theirs.variants:
         note += ", " + ", ".join(f"{n} {v}" for v, n in theirs.variants.items())
     if check:
-        problem = _against_model(model, net, size)
+        problem = _against_model(model, net, size, written.text)
         if problem:
             return "DIFFERENT", problem, seconds
     return ("round-trips" if same else "DIFFERENT"), note, seconds
 
 
-def _against_model(model: nn.Module, net: sedsl.Network, size: int) -> str:
+def _against_model(model: nn.Module, net: sedsl.Network, size: int, written: str) -> str:
     """What differs between the import and the model: parameters (those the forward calls),
-    fvcore's FLOPs, outputs; "" when nothing does."""
+    fvcore's FLOPs, outputs, and the outputs of the written spec given the model's weights
+    (`sedsl.transfer_weights`); "" when nothing does."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.references import fvcore_count, n_params, randomise
 
@@ -162,7 +164,16 @@ def _against_model(model: nn.Module, net: sedsl.Network, size: int) -> str:
     with torch.no_grad():
         expected, got = model.eval()(x), net.to_torch(fused=False).eval()(x)
     error = ((got - expected).abs().max() / expected.abs().max()).item()
-    return f"outputs differ by {error:.2g}" if error > 1e-4 else ""
+    if error > 1e-4:
+        return f"outputs differ by {error:.2g}"
+    try:
+        back = sedsl.transfer_weights(model, sedsl.loads(written).to_torch(fused=False))
+    except sedsl.SedslError as err:
+        return f"the model's weights do not go into the written spec: {err.message}"
+    with torch.no_grad():
+        got = back.eval()(x)
+    error = ((got - expected).abs().max() / expected.abs().max()).item()
+    return f"the written spec's outputs differ by {error:.2g}" if error > 1e-4 else ""
 
 
 def main() -> None:
