@@ -6,6 +6,8 @@ timm model whose graph no nesting states (DLA), checked against timm itself."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,8 @@ from sedsl.language.parse import parse
 from sedsl.language.printer import unparse
 from sedsl.targets.spec import NoSpecForm, write_spec
 from tests.references import assert_same_outputs, fvcore_count, n_params, randomise
+
+SPECS = Path(__file__).resolve().parents[1] / "specs"
 
 RES2 = """\
 block res2_unit(w, scale = 2) {
@@ -137,6 +141,20 @@ def test_dla34_is_written_with_from_and_gives_timm_outputs() -> None:
     assert cost.flops == fvcore_count(model, (3, 64, 64))
     ours = sedsl.transfer_weights(model, back.to_torch(fused=False))
     assert_same_outputs(ours, model, (3, 64, 64))
+
+
+def test_the_se_res2net_spec_is_timms_res2net_with_se_on_every_unit() -> None:
+    """specs/se_res2net50.se, written by hand with `from`: its base network has timm's
+    res2net50_26w_4s parameters, fvcore FLOPs and (given its weights) outputs; its SE rule
+    reaches all 16 residual units, the 12 stated with `from y, input add` among them."""
+    timm = pytest.importorskip("timm")
+    spec = sedsl.load(SPECS / "se_res2net50.se", input=(3, 64, 64))
+    model = randomise(timm.create_model("res2net50_26w_4s")).eval()
+    assert spec.cost().base.params == n_params(model)
+    assert spec.cost().base.flops == fvcore_count(model, (3, 64, 64))
+    base = spec.to_torch(fused=False, se=False)
+    assert_same_outputs(sedsl.transfer_weights(model, base), model, (3, 64, 64))
+    assert sum(spec.cost().variants.values()) == 16
 
 
 class Gate(nn.Module):
