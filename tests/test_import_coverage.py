@@ -187,6 +187,25 @@ def test_filter_response_norm_with_its_tlu_or_an_activation() -> None:
         sedsl.loads("network n {\n  input 3x8x8\n  conv(8, 3) flatten frn\n}\n")
 
 
+class Twice(nn.Module):
+    def __init__(self, merge: Any) -> None:
+        super().__init__()
+        self.conv, self.merge = nn.Conv2d(3, 8, 1), merge
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.merge(y, y)
+
+
+@pytest.mark.parametrize("merge", [lambda a, b: a + b, lambda a, b: torch.cat([a, b], 1),
+                                   lambda a, b: a * b], ids=["add", "cat", "mul"])
+def test_a_merge_of_a_tensor_with_itself_is_refused(merge: Any) -> None:
+    """`y + y`, `cat([y, y])`, `y * y`: the graph holds one edge between two layers (this was
+    an internal error: a pass found the merge's second port missing)."""
+    with pytest.raises(sedsl.SpecError, match="reads one tensor twice"):
+        sedsl.from_torch(nn.Sequential(Twice(merge)), input=8)
+
+
 class ScalarScale(nn.Module):
     def __init__(self) -> None:
         super().__init__()

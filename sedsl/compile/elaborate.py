@@ -140,6 +140,14 @@ class Dataflow:
             else:
                 raise SpecError(f"no statement before this one is called `{n.id}`", n.span,
                                 did_you_mean(n.id, [*self.named, "input"]))
+            first = next((m for m, t in zip(names.names, out[:-1], strict=False)
+                          if t.node == out[-1].node), None)
+            if first is not None:
+                same = "is read twice" if first.id == n.id else \
+                    f"is the same tensor as `{first.id}`"
+                raise SpecError(f"`{n.id}` {same}: a merge reads each tensor once", n.span,
+                                "the graph has one edge between two layers; `scale(2)` doubles "
+                                "a tensor")
         for t in out:
             self.unread.pop(t.node, None)
         return out

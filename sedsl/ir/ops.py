@@ -778,7 +778,8 @@ UPSAMPLE = Op("upsample", (Arg("scale", "count"), Arg("bilinear", "bool", False)
 
 
 def _branches(a: Attrs, ins: Shapes) -> str:
-    names = a.get("branches", ())
+    """The inputs' shapes, named by branch (`from a, b add`: by position)."""
+    names = a.get("branches") or tuple(f"input {i + 1}" for i in range(len(ins)))
     assert isinstance(names, tuple)
     return ", ".join(f"{n} {_fmt(s)}" for n, s in zip(names, ins, strict=False))
 

@@ -791,8 +791,13 @@ def _map(node: fx.Node, env: dict[fx.Node, Any], b: _Builder) -> Any:
 def _map_emit(node: fx.Node, mapped: Emit, what: str, b: _Builder) -> T:
     """Add the nodes of an op a call maps to."""
     where = _scope(node)
-    last = _layout(mapped, what if node.op == "call_module" else
-                   f"`{where}` ({_stack(node)[-1][1].__name__})" if where else "the model")
+    who = what if node.op == "call_module" else \
+        f"`{where}` ({_stack(node)[-1][1].__name__})" if where else "the model"
+    last = _layout(mapped, who)
+    if len({x.node for x in mapped.inputs}) < len(mapped.inputs):
+        raise SpecError(f"{who}: `{mapped.op}` reads one tensor twice (as `x + x` or "
+                        "`cat([x, x])`)", None, "sedsl's graph has one edge between two layers; "
+                        "`x * 2` is `scale(2)`")
     stack = _stack(node)
     if node.op != "call_module" and mapped.module is None:
         if mapped.op == "add":
