@@ -326,5 +326,9 @@ def test_zoo_models_import_exactly(zoo: str, name: str, size: int,
     assert net.cost().se.params == n_params(model) - dropped
     assert [n.split("`")[1] for n in net.notes] == list(left_out)
     assert_same_outputs(net.to_torch(fused=False), model, (3, size, size), tol=1e-5)
-    back = sedsl.loads(write_spec(net.base_ir, se_graph=net.ir).text).cost()
+    written = sedsl.loads(write_spec(net.base_ir, se_graph=net.ir).text)
+    back = written.cost()
     assert (back.base.params, back.se.params) == (net.cost().base.params, net.cost().se.params)
+    # the model's weights go into the written spec, the layers it never calls left out
+    ours = sedsl.transfer_weights(model, written.to_torch(fused=False), input=(3, size, size))
+    assert_same_outputs(ours, model, (3, size, size), tol=1e-5)

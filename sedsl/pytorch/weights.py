@@ -36,6 +36,7 @@ class Unit(Record):
     tensors: Tensors
     stride: tuple[int, ...]
     feeds: frozenset[int]  # the units whose outputs reach this unit's input (indices)
+    reached: bool = True  # False: the forward never used it (GoogLeNet's auxiliary heads in eval)
 
     @cached_property
     def signature(self) -> tuple[object, ...]:
@@ -77,6 +78,7 @@ class _Tracer(TorchFunctionMode):
         super().__init__()
         self.source: dict[int, frozenset[int]] = {}  # id(tensor) -> units it derives from
         self.alive: list[torch.Tensor] = []  # keeps ids unique while tracing
+        self.read: set[int] = set()  # ids of the tensors some function read
         # id(tensor) -> the unit a function that reads it uses, given what feeds the function:
         # the tensors of a block that holds some itself (NF-Nets' skipinit_gain)
         self.loose: dict[int, Callable[[frozenset[int]], int]] = {}
@@ -95,6 +97,7 @@ class _Tracer(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         read = list(_tensors_in((args, kwargs)))
+        self.read.update(id(t) for t in read)
         users = [self.loose[id(t)] for t in read if id(t) in self.loose]
         if users and len(users) == len(read):  # a view of a block's own tensor (ConvNeXt's
             for t in _tensors_in(out):  # `gamma.reshape(1, -1, 1, 1)`): its reader decides
@@ -114,7 +117,8 @@ def trace_units(model: nn.Module, input_shape: Sequence[int]) -> list[Unit]:
     A unit forward never calls itself (a fused op reading a child's weights directly) counts as
     used, fed by its parent's input, when its parent returns; a module that holds tensors and
     has units inside (NF-Nets' block and its `skipinit_gain`) is a unit where a function first
-    reads its tensors, fed by what feeds that function; units never reached come last."""
+    reads its tensors, fed by what feeds that function; units never reached come last
+    (`reached = False`)."""
     tracer = _Tracer()
     units: list[Unit] = []
     index: dict[str, int] = {}
@@ -153,7 +157,8 @@ def trace_units(model: nn.Module, input_shape: Sequence[int]) -> list[Unit]:
             return
         last = None
         for child in children[name]:  # units the module used without calling them
-            if owned[child] and child not in index:
+            if owned[child] and child not in index and \
+                    any(id(t) in tracer.read for _, t in owned[child]):
                 last = add(child, feeds if last is None else frozenset({last}))
         if last is not None:
             tracer.mark(output, tracer.sources(output) | {last})
@@ -178,7 +183,9 @@ def trace_units(model: nn.Module, input_shape: Sequence[int]) -> list[Unit]:
             h.remove()
     for name, tensors in owned.items():
         if tensors and name not in index:
-            add(name, frozenset())
+            module = model.get_submodule(name)
+            stride = tuple(getattr(module, "stride", ())) if isinstance(module, nn.Conv2d) else ()
+            units.append(Unit(name, tensors, stride, frozenset(), reached=False))
     return units
 
 
@@ -255,13 +262,16 @@ def transfer_weights(src: Any, dst: nn.Module,
     `src` is a module or a state dict. Two modules are run on zeros of `input` (default: the
     input shape of the sedsl-generated model) and matched layer by layer as described above; a
     state dict, which has no forward, is paired with `dst`'s tensors in registration order. The
-    first tensor without a partner is an error that names it. `dst` is returned."""
+    first tensor without a partner is an error that names it. Layers `src`'s forward never
+    calls (GoogLeNet's and Inception-v3's auxiliary heads in eval) go to `dst`'s such layers in
+    order, or are left out where `dst` has none (the import of such a model leaves them out).
+    `dst` is returned."""
     if isinstance(src, nn.Module):
         shape = input or input_shape_of(dst) or input_shape_of(src)
         if shape is None:
             raise ModelError("transfer_weights needs the input shape to run the two models",
                              "pass input=(C, H, W)")
-        pairs = [pair for a, b in match_units(*_trace_both(src, dst, shape))
+        pairs = [pair for a, b in _matched(*_trace_both(src, dst, shape))
                  for pair in zip(a.tensors, b.tensors, strict=True)]
     elif isinstance(src, Mapping):
         pairs = _in_order(src, dst)
@@ -271,6 +281,15 @@ def transfer_weights(src: Any, dst: nn.Module,
         for (_, s), (_, d) in pairs:
             d.copy_(s.reshape(d.shape))
     return dst
+
+
+def _matched(theirs: list[Unit], ours: list[Unit]) -> list[tuple[Unit, Unit]]:
+    """The units the forward passes use, paired by structure; then the layers they never call
+    (auxiliary heads in eval) in order, where the target has such layers too: where it has
+    none (an imported model, which leaves them out), the source's are left out."""
+    pairs = match_units([u for u in theirs if u.reached], [u for u in ours if u.reached])
+    idle = [u for u in ours if not u.reached]
+    return pairs + (match_units([u for u in theirs if not u.reached], idle) if idle else [])
 
 
 def _trace_both(src: nn.Module, dst: nn.Module,
