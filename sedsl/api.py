@@ -123,7 +123,9 @@ def loads(text: str, *, path: str = "<string>", input: tuple[int, ...] | str | i
         base = passes.verify(done.graph, "elaborate")
     except SpecError as err:
         raise err.attach(sources) from None
-    return Network(graph, base, done.se, sources)
+    from sedsl.compile.se_infer import coverage_notes
+
+    return Network(graph, base, done.se, sources, notes=tuple(coverage_notes(base, done.se)))
 
 
 def from_torch(model: nn.Module, input: tuple[int, ...] | int = (3, 224, 224),

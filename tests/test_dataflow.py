@@ -141,6 +141,15 @@ def test_dla34_is_written_with_from_and_gives_timm_outputs() -> None:
     assert cost.flops == fvcore_count(model, (3, 64, 64))
     ours = sedsl.transfer_weights(model, back.to_torch(fused=False))
     assert_same_outputs(ours, model, (3, 64, 64))
+    # DLA's trees are written as flat `from` regions, whose adds are no residual units of
+    # their own: an SE rule at them reaches fewer than timm's residual units (a DlaBasic
+    # each), and says so
+    units = sum(type(m).__name__ == "DlaBasic" for m in model.modules())
+    with_se = sedsl.loads(text + "\nse {\n  at residual.end\n}\n")
+    reached = sum(with_se.cost().variants.values())
+    assert reached < units
+    assert [n for n in with_se.notes if f"reaches {reached} of the {units} adds" in n]
+    assert sedsl.load(SPECS / "se_resnet50.se").notes == ()
 
 
 def test_the_se_res2net_spec_is_timms_res2net_with_se_on_every_unit() -> None:

@@ -166,11 +166,20 @@ def _check_option_value(option: str, text: str, start: int, value: str) -> None:
         raise e.attach({option: text}) from None
 
 
+_SAID: set[str] = set()  # notes printed so far (a sweep compiles a spec once a point)
+
+
 def _load(spec: Path, sets: list[str] | None, input_size: str | None = None,
           **extra: Any) -> Network:
+    """Compile a spec; what the compiler notes beside errors goes to stderr, once each."""
     from sedsl.api import load
 
-    return load(spec, **{**_overrides(sets, input_size), **extra})
+    net = load(spec, **{**_overrides(sets, input_size), **extra})
+    for note in net.notes:
+        if note not in _SAID:
+            _SAID.add(note)
+            err().print(f"note: {note}", highlight=False, markup=False)
+    return net
 
 
 
