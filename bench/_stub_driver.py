@@ -1,7 +1,8 @@
-"""Triton's host path without a GPU, shared by bench/se_host_overhead.py and
-tests/test_kernels_launch.py: a stub driver reports a CUDA target (sm_90), and the first launch of
-each specialisation plants a compiled kernel in Triton's cache (jit_cache_hook) whose launcher
-calls `on_launch(name, *launcher_args)` instead of the driver's cuLaunchKernel. Later launches run
+"""Triton's host path without a GPU, shared by bench/se_host_overhead.py,
+tests/test_kernels_launch.py and tests/test_kernels_aot.py: a stub driver reports a CUDA target
+(`activate`, all three); with `install`, the first launch of each specialisation plants a
+compiled kernel in Triton's cache (jit_cache_hook) whose launcher calls
+`on_launch(name, *launcher_args)` instead of the driver's cuLaunchKernel. Later launches run
 Triton's whole host path (argument binding, specialisation, cache lookup, the autotuner's
 dispatch), or sedsl's direct launcher, and then that callback. Process-wide: run it in a child.
 """
@@ -12,9 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 
-def install(on_launch: Callable[..., None]) -> None:
+def activate(arch: int = 90, device: str = "cpu") -> None:
+    """Make Triton believe a CUDA device of compute capability `arch` is current, its tensors on
+    torch's `device` (CPU tensors get real pointers; `meta` ones none, for compiling only); the
+    autotuner "times" each config by running it once, all equally fast."""
     import torch
-    import triton
     from triton.backends.compiler import GPUTarget
     from triton.backends.driver import DriverBase
     from triton.runtime.driver import driver
@@ -28,10 +31,10 @@ def install(on_launch: Callable[..., None]) -> None:
             return ty
 
         def get_current_target(self) -> Any:
-            return GPUTarget("cuda", 90, 32)
+            return GPUTarget("cuda", arch, 32)
 
         def get_active_torch_device(self) -> Any:
-            return torch.device("cpu")
+            return torch.device(device)
 
         def get_current_device(self) -> int:
             return 0
@@ -41,6 +44,14 @@ def install(on_launch: Callable[..., None]) -> None:
 
         def get_benchmarker(self) -> Any:
             return lambda kernel_call, quantiles: (kernel_call(), [1.0, 1.0, 1.0])[1]
+
+    driver.set_active(StubDriver())
+
+
+def install(on_launch: Callable[..., None]) -> None:
+    """`activate()` (sm_90, CPU tensors), and compiled kernels whose launcher reports to
+    `on_launch(name, *launcher_args)` instead of launching."""
+    import triton
 
     class Planted:
         """A compiled kernel whose launcher only reports the launch."""
@@ -60,5 +71,5 @@ def install(on_launch: Callable[..., None]) -> None:
         fn.jit_function.device_caches[0][0][key] = Planted(fn.name)
         return True  # this first call launches nothing; later calls find the planted kernel
 
-    driver.set_active(StubDriver())
+    activate()
     triton.knobs.runtime.jit_cache_hook = plant

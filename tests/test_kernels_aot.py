@@ -59,39 +59,15 @@ def _cuda_backend_missing() -> str | None:
 
 
 def _install_stub_driver(arch: int) -> list[tuple[Any, dict[str, Any]]]:
-    """Make Triton believe a CUDA device of `arch` is current; return the list the cache hook
-    fills with (JITFunction, compile arguments) instead of launching."""
-    import torch
+    """Make Triton believe a CUDA device of `arch` is current (bench/_stub_driver.py, meta
+    tensors); return the list the cache hook fills with (JITFunction, compile arguments)
+    instead of launching."""
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.backends.driver import DriverBase
-    from triton.runtime.driver import driver
 
-    class StubDriver(DriverBase):  # type: ignore[misc]
-        @classmethod
-        def is_active(cls) -> bool:
-            return False
+    sys.path.insert(0, str(ROOT / "bench"))
+    import _stub_driver
 
-        def map_python_to_cpp_type(self, ty: str) -> str:
-            return ty
-
-        def get_current_target(self) -> Any:
-            return GPUTarget("cuda", arch, 32)
-
-        def get_active_torch_device(self) -> Any:
-            return torch.device("meta")
-
-        def get_current_device(self) -> int:
-            return 0
-
-        def get_current_stream(self, device: int | None = None) -> int:
-            return 0
-
-        def get_benchmarker(self) -> Any:
-            # the autotuner "times" each config: run it once (captured), all equally fast
-            return lambda kernel_call, quantiles: (kernel_call(), [1.0, 1.0, 1.0])[1]
-
-    driver.set_active(StubDriver())
+    _stub_driver.activate(arch, device="meta")
     caught: list[tuple[Any, dict[str, Any]]] = []
 
     def hook(*, fn: Any, compile: dict[str, Any], **_: Any) -> bool:
