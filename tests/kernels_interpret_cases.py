@@ -240,6 +240,76 @@ def test_excitation_bytes_match_the_plan(shape: tuple[int, int, int, int], rd: i
     assert sum(b for _, b in fwd.values()) <= -(-n // 16) * weights  # W1 and W2, per 16 rows
 
 
+@contextlib.contextmanager
+def counted(*names: str, key: Any = None) -> Iterator[collections.Counter[Any]]:
+    """Count the calls of these `triton_se` functions (by name, or by `key(name, args)`) while
+    the block runs, then put them back."""
+    calls: collections.Counter[Any] = collections.Counter()
+    originals = {name: getattr(triton_se, name) for name in names}
+
+    def counting(name: str) -> Any:
+        def counted_call(*args: Any) -> Any:
+            calls[name if key is None else key(name, args)] += 1
+            return originals[name](*args)
+        return counted_call
+
+    for name in originals:
+        setattr(triton_se, name, counting(name))
+    try:
+        yield calls
+    finally:
+        for name, fn in originals.items():
+            setattr(triton_se, name, fn)
+
+
+TINY_TWO_BLOCKS = (
+    'use "lib/resnet.se"\nnetwork tiny {{\n  input 3x12x12\n  stem = {{ conv(8, 3) bn relu }}\n'
+    "  conv2 = bottleneck(4)\n  conv3 = bottleneck(8, stride = 2)\n  head = classifier(3)\n}}\n"
+    "se {{\n{rules}}}\n")
+
+
+def fused_against_plain(rules: str, names: tuple[str, ...], key: Any = None,
+                        prepare: Any = None) -> tuple[collections.Counter[Any], Any, Any]:
+    """A small ResNet with two attention blocks (`rules`), lowered plain and fused, the same
+    state-dict keys and weights (`prepare(plain)` may set them first): one forward and backward
+    with the kernels' calls counted. Outputs, the input's gradient and every parameter's equal
+    the plain lowering's; returns the calls, the fused model and the gates the probe saw in each
+    model (the gate layer's output, two each)."""
+    from pathlib import Path
+
+    import sedsl
+    from sedsl.analysis.excite import gate_module, units
+
+    root = Path(__file__).resolve().parents[1]
+    net = sedsl.loads(TINY_TWO_BLOCKS.format(rules=rules), path=str(root / "specs" / "tiny.se"))
+    plain, fused = net.to_torch(fused=False).eval(), net.to_torch(fused=True).eval()
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    if prepare is not None:
+        prepare(plain)
+    fused.load_state_dict(plain.state_dict())
+    seen: dict[str, list[torch.Tensor]] = {"plain": [], "fused": []}
+    handles = [gate_module(model, u).register_forward_hook(
+        lambda m, i, o, which=which: seen[which].append(o.detach().clone()))
+        for which, model in (("plain", plain), ("fused", fused)) for u in units(net.ir)]
+    try:
+        with counted(*names, key=key) as calls:
+            x = torch.randn(2, 3, 12, 12)
+            xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+            out_f, out_p = fused(xf), plain(xp)
+            grad = torch.randn_like(out_p)
+            out_f.backward(grad)
+            out_p.backward(grad)
+    finally:
+        for handle in handles:
+            handle.remove()
+    torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(xf.grad, xp.grad, rtol=1e-3, atol=1e-5)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
+    assert len(seen["fused"]) == len(seen["plain"]) == 2
+    return calls, fused, zip(seen["fused"], seen["plain"], strict=True)
+
+
 def test_whole_fused_network_runs_the_kernels() -> None:
     """A small SE-ResNet lowered with fusion: under the interpreter its SE blocks run the Triton
     kernels, and outputs and gradients equal the plain-torch lowering's."""
@@ -255,23 +325,9 @@ def test_whole_fused_network_runs_the_kernels() -> None:
     net = sedsl.loads(text, path=str(root / "specs" / "tiny.se"))
     plain, fused = net.to_torch(fused=False).eval(), net.to_torch(fused=True).eval()
     fused.load_state_dict(plain.state_dict())
-    calls: collections.Counter[str] = collections.Counter()
-    originals = {name: getattr(triton_se, name) for name in ("forward", "bn_forward")}
-
-    def counting(name: str) -> Any:
-        def counted(*args: Any) -> Any:
-            calls[name] += 1
-            return originals[name](*args)
-        return counted
-
-    for name in originals:
-        setattr(triton_se, name, counting(name))
-    try:
+    with counted("forward", "bn_forward") as calls:
         x = torch.randn(2, 3, 16, 16)
         out_f, out_p = fused(x), plain(x)
-    finally:
-        for name, fn in originals.items():
-            setattr(triton_se, name, fn)
     assert calls == {"bn_forward": 2}  # one per SE block, each with its bn3 folded in
     torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
     out_f.square().sum().backward()
@@ -683,58 +739,15 @@ def test_whole_fused_eca_network_runs_the_kernels() -> None:
     residual add and relu, runs sedsl::eca_block on the Triton kernels (bn3 stays a module: the
     op has no BN fold), and outputs, the input's gradient and every parameter's equal the plain
     lowering's; the probe sees the gate the plain lowering's gate layer outputs."""
-    from pathlib import Path
-
-    import sedsl
-    from sedsl.analysis.excite import gate_module, units
-
-    root = Path(__file__).resolve().parents[1]
-    text = (
-        'use "lib/resnet.se"\nnetwork tiny {\n  input 3x12x12\n  stem = { conv(8, 3) bn relu }\n'
-        "  conv2 = bottleneck(4)\n  conv3 = bottleneck(8, stride = 2)\n  head = classifier(3)\n}\n"
-        "se {\n  variant = eca\n  at residual.end in conv2\n"
-        "  at residual.end in conv3 { variant = ceca, kernel = 5 }\n}\n")
-    net = sedsl.loads(text, path=str(root / "specs" / "tiny.se"))
-    plain, fused = net.to_torch(fused=False).eval(), net.to_torch(fused=True).eval()
-    assert list(fused.state_dict()) == list(plain.state_dict())
-    fused.load_state_dict(plain.state_dict())
-    calls: collections.Counter[str] = collections.Counter()
-    originals = {name: getattr(triton_se, name) for name in ("eca_forward", "eca_backward")}
-
-    def counting(name: str) -> Any:
-        def counted(*args: Any) -> Any:
-            calls[name, args[3 if name == "eca_forward" else 9]] += 1  # circular
-            return originals[name](*args)
-        return counted
-
-    chosen = units(net.ir)
-    seen: dict[str, list[torch.Tensor]] = {"plain": [], "fused": []}
-    handles = [gate_module(model, u).register_forward_hook(
-        lambda m, i, o, key=key: seen[key].append(o.detach().clone()))
-        for key, model in (("plain", plain), ("fused", fused)) for u in chosen]
-    for name in originals:
-        setattr(triton_se, name, counting(name))
-    try:
-        x = torch.randn(2, 3, 12, 12)
-        xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-        out_f, out_p = fused(xf), plain(xp)
-        grad = torch.randn_like(out_p)
-        out_f.backward(grad)
-        out_p.backward(grad)
-    finally:
-        for name, fn in originals.items():
-            setattr(triton_se, name, fn)
-        for handle in handles:
-            handle.remove()
+    calls, fused, gates = fused_against_plain(
+        "  variant = eca\n  at residual.end in conv2\n"
+        "  at residual.end in conv3 { variant = ceca, kernel = 5 }\n",
+        ("eca_forward", "eca_backward"),
+        key=lambda name, args: (name, args[3 if name == "eca_forward" else 9]))  # circular
     assert calls == {("eca_forward", False): 1, ("eca_forward", True): 1,
                      ("eca_backward", False): 1, ("eca_backward", True): 1}
     assert isinstance(fused.conv2.bn3, torch.nn.BatchNorm2d)
-    torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(xf.grad, xp.grad, rtol=1e-3, atol=1e-5)
-    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
-    assert len(seen["fused"]) == len(seen["plain"]) == 2
-    for s_f, s_p in zip(seen["fused"], seen["plain"], strict=True):
+    for s_f, s_p in gates:
         torch.testing.assert_close(s_f, s_p, rtol=1e-5, atol=1e-6)
 
 
@@ -790,55 +803,10 @@ def test_whole_fused_ge_network_runs_the_kernels() -> None:
     block, with its residual add and relu, runs sedsl::ge_block on the Triton kernels, and
     outputs, the input's gradient and every parameter's equal the plain lowering's; the probe
     sees the gate the plain lowering's gate layer outputs."""
-    from pathlib import Path
-
-    import sedsl
-    from sedsl.analysis.excite import gate_module, units
-
-    root = Path(__file__).resolve().parents[1]
-    text = (
-        'use "lib/resnet.se"\nnetwork tiny {\n  input 3x12x12\n  stem = { conv(8, 3) bn relu }\n'
-        "  conv2 = bottleneck(4)\n  conv3 = bottleneck(8, stride = 2)\n  head = classifier(3)\n}\n"
-        "se {\n  variant = ge\n  at residual.end\n}\n")
-    net = sedsl.loads(text, path=str(root / "specs" / "tiny.se"))
-    plain, fused = net.to_torch(fused=False).eval(), net.to_torch(fused=True).eval()
-    assert list(fused.state_dict()) == list(plain.state_dict())
-    fused.load_state_dict(plain.state_dict())
-    calls: collections.Counter[str] = collections.Counter()
-    originals = {name: getattr(triton_se, name) for name in ("ge_forward", "ge_backward")}
-
-    def counting(name: str) -> Any:
-        def counted(*args: Any) -> Any:
-            calls[name] += 1
-            return originals[name](*args)
-        return counted
-
-    chosen = units(net.ir)
-    seen: dict[str, list[torch.Tensor]] = {"plain": [], "fused": []}
-    handles = [gate_module(model, u).register_forward_hook(
-        lambda m, i, o, key=key: seen[key].append(o.detach().clone()))
-        for key, model in (("plain", plain), ("fused", fused)) for u in chosen]
-    for name in originals:
-        setattr(triton_se, name, counting(name))
-    try:
-        x = torch.randn(2, 3, 12, 12)
-        xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-        out_f, out_p = fused(xf), plain(xp)
-        grad = torch.randn_like(out_p)
-        out_f.backward(grad)
-        out_p.backward(grad)
-    finally:
-        for name, fn in originals.items():
-            setattr(triton_se, name, fn)
-        for handle in handles:
-            handle.remove()
+    calls, _, gates = fused_against_plain("  variant = ge\n  at residual.end\n",
+                                          ("ge_forward", "ge_backward"))
     assert calls == {"ge_forward": 2, "ge_backward": 2}
-    torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(xf.grad, xp.grad, rtol=1e-3, atol=1e-5)
-    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
-    assert len(seen["fused"]) == len(seen["plain"]) == 2
-    for s_f, s_p in zip(seen["fused"], seen["plain"], strict=True):
+    for s_f, s_p in gates:
         torch.testing.assert_close(s_f, s_p.expand_as(s_f), rtol=1e-5, atol=1e-6)
 
 
@@ -903,59 +871,17 @@ def test_whole_fused_gct_network_runs_the_kernels() -> None:
     block, with its residual add and relu, runs sedsl::gct_block on the Triton kernels, and
     outputs, the input's gradient and every parameter's (alpha, gamma, beta included) equal the
     plain lowering's; the probe sees what the plain lowering's gate layer outputs."""
-    from pathlib import Path
+    def randomise_gct(plain: torch.nn.Module) -> None:
+        with torch.no_grad():
+            for name, p in plain.named_parameters():
+                if ".se.norm." in name:
+                    p.copy_(torch.randn_like(p) * 0.5 + (1.0 if name.endswith("alpha") else 0.0))
 
-    import sedsl
-    from sedsl.analysis.excite import gate_module, units
-
-    root = Path(__file__).resolve().parents[1]
-    text = (
-        'use "lib/resnet.se"\nnetwork tiny {\n  input 3x12x12\n  stem = { conv(8, 3) bn relu }\n'
-        "  conv2 = bottleneck(4)\n  conv3 = bottleneck(8, stride = 2)\n  head = classifier(3)\n}\n"
-        "se {\n  variant = gct\n  at residual.end\n}\n")
-    net = sedsl.loads(text, path=str(root / "specs" / "tiny.se"))
-    plain, fused = net.to_torch(fused=False).eval(), net.to_torch(fused=True).eval()
-    assert list(fused.state_dict()) == list(plain.state_dict())
-    with torch.no_grad():
-        for name, p in plain.named_parameters():
-            if ".se.norm." in name:
-                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if name.endswith("alpha") else 0.0))
-    fused.load_state_dict(plain.state_dict())
-    calls: collections.Counter[str] = collections.Counter()
-    originals = {name: getattr(triton_se, name) for name in ("gct_forward", "gct_backward")}
-
-    def counting(name: str) -> Any:
-        def counted(*args: Any) -> Any:
-            calls[name] += 1
-            return originals[name](*args)
-        return counted
-
-    chosen = units(net.ir)
-    seen: dict[str, list[torch.Tensor]] = {"plain": [], "fused": []}
-    handles = [gate_module(model, u).register_forward_hook(
-        lambda m, i, o, key=key: seen[key].append(o.detach().clone()))
-        for key, model in (("plain", plain), ("fused", fused)) for u in chosen]
-    for name in originals:
-        setattr(triton_se, name, counting(name))
-    try:
-        x = torch.randn(2, 3, 12, 12)
-        xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-        out_f, out_p = fused(xf), plain(xp)
-        grad = torch.randn_like(out_p)
-        out_f.backward(grad)
-        out_p.backward(grad)
-    finally:
-        for name, fn in originals.items():
-            setattr(triton_se, name, fn)
-        for handle in handles:
-            handle.remove()
+    calls, _, gates = fused_against_plain("  variant = gct\n  at residual.end\n",
+                                          ("gct_forward", "gct_backward"),
+                                          prepare=randomise_gct)
     assert calls == {"gct_forward": 2, "gct_backward": 2}
-    torch.testing.assert_close(out_f, out_p, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(xf.grad, xp.grad, rtol=1e-3, atol=1e-5)
-    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5, msg=name)
-    assert len(seen["fused"]) == len(seen["plain"]) == 2
-    for s_f, s_p in zip(seen["fused"], seen["plain"], strict=True):
+    for s_f, s_p in gates:
         torch.testing.assert_close(s_f, s_p, rtol=1e-5, atol=1e-6)
 
 
@@ -1054,24 +980,9 @@ def test_generic_transform_equals_its_reference(variant: str, dtype: torch.dtype
     xr = x.double().requires_grad_()
     xo = x.to(dtype).to(memory_format=torch.channels_last if channels_last
                         else torch.contiguous_format).requires_grad_()
-    calls: collections.Counter[str] = collections.Counter()
-    originals = {n: getattr(triton_se, n) for n in ("stats_forward", "apply_forward",
-                                                     "apply_backward", "stats_backward")}
-
-    def counting(name: str) -> Any:
-        def counted(*args: Any) -> Any:
-            calls[name] += 1
-            return originals[name](*args)
-        return counted
-
-    for name in originals:
-        setattr(triton_se, name, counting(name))
-    try:
+    with counted("stats_forward", "apply_forward", "apply_backward", "stats_backward") as calls:
         out = block(xo)
         out.backward(grad.to(dtype))
-    finally:
-        for name, fn in originals.items():
-            setattr(triton_se, name, fn)
     want = reference(xr)
     want.backward(grad.double())
     srm = variant == "srm"
