@@ -397,6 +397,24 @@ def test_what_the_eca_op_cannot_compute_stays_plain() -> None:
     assert passes.fused_transform(SeSettings(variant="se", squeeze="avgpool").resolved()) is None
 
 
+def same_step(plain: torch.nn.Module, fused: torch.nn.Module, dx_exact: bool = True,
+              params_exact: bool = True) -> None:
+    """One forward and backward of the two lowerings on one 2x3x12x12 input: outputs bit for
+    bit, the input's gradient and every parameter's bit for bit (or to assert_close's
+    default tolerance where not `exact`)."""
+    x = torch.randn(2, 3, 12, 12)
+    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_p, out_f = plain(xp), fused(xf)
+    torch.testing.assert_close(out_f, out_p, rtol=0, atol=0)
+    grad = torch.randn_like(out_p)
+    out_p.backward(grad)
+    out_f.backward(grad)
+    exact = {"rtol": 0.0, "atol": 0.0}
+    torch.testing.assert_close(xf.grad, xp.grad, **(exact if dx_exact else {}))
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, msg=name, **(exact if params_exact else {}))
+
+
 @pytest.mark.parametrize(("variant", "kernel"), [("eca", 3), ("ceca", 5)])
 def test_fused_eca_agrees_with_plain_and_timm(variant: str, kernel: int) -> None:
     """The fused ECA lowering (the module's plain path on the CPU) has the plain lowering's
@@ -411,16 +429,7 @@ def test_fused_eca_agrees_with_plain_and_timm(variant: str, kernel: int) -> None
     plain.load_state_dict(fused.state_dict())
     block = fused.conv2.block1.se
     assert type(block).__name__ == "EfficientChannelAttention" and block.act == "relu"
-    x = torch.randn(2, 3, 12, 12)
-    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_p, out_f = plain(xp), fused(xf)
-    torch.testing.assert_close(out_f, out_p, rtol=0, atol=0)
-    grad = torch.randn_like(out_p)
-    out_p.backward(grad)
-    out_f.backward(grad)
-    torch.testing.assert_close(xf.grad, xp.grad)
-    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, msg=name)
+    same_step(plain, fused, dx_exact=False, params_exact=False)
     timm_block = (EcaModule if variant == "eca" else CecaModule)(kernel_size=kernel)
     timm_block.conv.weight.data.copy_(block.conv.weight)
     u, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
@@ -460,16 +469,7 @@ def test_fused_ge_agrees_with_plain_and_timm() -> None:
     assert type(block).__name__ == "GatherExcite" and block.act == "relu"
     assert not list(block.state_dict()) and not list(plain.conv2.block1.se.state_dict())
     fused.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 12, 12)
-    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_p, out_f = plain(xp), fused(xf)
-    torch.testing.assert_close(out_f, out_p, rtol=0, atol=0)
-    grad = torch.randn_like(out_p)
-    out_p.backward(grad)
-    out_f.backward(grad)
-    torch.testing.assert_close(xf.grad, xp.grad, rtol=0, atol=0)
-    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, msg=name)
+    same_step(plain, fused, params_exact=False)
     u, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
     with torch.no_grad():
         want = torch.relu(GatherExcite(16)(u) + identity)
@@ -521,16 +521,7 @@ def test_fused_gct_agrees_with_plain_and_the_release() -> None:
             if ".se.norm." in name:
                 p.copy_(torch.randn_like(p))
     fused.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 12, 12)
-    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_p, out_f = plain(xp), fused(xf)
-    torch.testing.assert_close(out_f, out_p, rtol=0, atol=0)
-    grad = torch.randn_like(out_p)
-    out_p.backward(grad)
-    out_f.backward(grad)
-    torch.testing.assert_close(xf.grad, xp.grad, rtol=0, atol=0)
-    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0, msg=name)
+    same_step(plain, fused)
     release = GCT(16)
     release.load_state_dict(block.norm.state_dict())
     u, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
@@ -580,16 +571,7 @@ def test_fused_generic_agrees_with_plain(variant: str, training: bool) -> None:
             p.add_(0.3 * torch.randn_like(p))
     fused.load_state_dict(plain.state_dict())
     plain.load_state_dict(fused.state_dict())
-    x = torch.randn(2, 3, 12, 12)
-    xp, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_p, out_f = plain(xp), fused(xf)
-    torch.testing.assert_close(out_f, out_p, rtol=0, atol=0)
-    grad = torch.randn_like(out_p)
-    out_p.backward(grad)
-    out_f.backward(grad)
-    torch.testing.assert_close(xf.grad, xp.grad, rtol=0, atol=0)
-    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0, msg=name)
+    same_step(plain, fused)
     for (name, b), c in zip(plain.state_dict().items(), fused.state_dict().values(),
                             strict=True):
         torch.testing.assert_close(c, b, rtol=0, atol=0, msg=name)
