@@ -619,17 +619,26 @@ def torch_eca(u: Tensor, w: Tensor, identity: Tensor | None, padding: str, act: 
     return MODULES[act]()(out)
 
 
+def block_inputs(shape: tuple[int, int, int, int], identity: bool, dtype: torch.dtype,
+                 channels_last: bool, seed: int, device: str
+                 ) -> tuple[torch.Generator, Tensor, Tensor | None]:
+    """A seeded generator (for the block's own parameters next), U and the identity (or None),
+    random, in `dtype` and the layout asked for."""
+    gen = torch.Generator().manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    u = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
+    ident = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt) \
+        if identity else None
+    return gen, u, ident
+
+
 def check_eca(shape: tuple[int, int, int, int], k: int, padding: str, act: str, identity: bool,
               dtype: torch.dtype = torch.float32, channels_last: bool = False,
               seed: int = 0, device: str = "cpu") -> None:
     """eca_block's output and the gradients of U, w and the identity against torch_eca's."""
     from sedsl.pytorch.kernels import eca_block
 
-    gen = torch.Generator().manual_seed(seed)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    u = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
-    ident = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt) \
-        if identity else None
+    gen, u, ident = block_inputs(shape, identity, dtype, channels_last, seed, device)
     w = torch.randn(k, generator=gen).to(device)
     leaves = [u.requires_grad_(), w.requires_grad_(),
               *([ident.requires_grad_()] if ident is not None else [])]
@@ -697,11 +706,7 @@ def check_ge(shape: tuple[int, int, int, int], gate: str, act: str, identity: bo
     """ge_block's output and the gradients of U and the identity against torch_ge's."""
     from sedsl.pytorch.kernels import ge_block
 
-    gen = torch.Generator().manual_seed(seed)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    u = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
-    ident = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt) \
-        if identity else None
+    gen, u, ident = block_inputs(shape, identity, dtype, channels_last, seed, device)
     leaves = [u.requires_grad_(), *([ident.requires_grad_()] if ident is not None else [])]
     out = ge_block(u, ident, gate=gate, act=act)
     assert out.dtype == u.dtype and out.stride() == torch.empty_like(u).stride()
@@ -766,11 +771,7 @@ def check_gct(shape: tuple[int, int, int, int], gate: str, act: str, identity: b
     torch_gct's (parameters drawn around the release's start, so that every term counts)."""
     from sedsl.pytorch.kernels import gct_block
 
-    gen = torch.Generator().manual_seed(seed)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    u = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
-    ident = torch.randn(shape, generator=gen).to(device, dtype).contiguous(memory_format=fmt) \
-        if identity else None
+    gen, u, ident = block_inputs(shape, identity, dtype, channels_last, seed, device)
     c = shape[1]
     alpha = (1 + 0.5 * torch.randn(1, c, 1, 1, generator=gen)).to(device)
     gamma, beta = (torch.randn(1, c, 1, 1, generator=gen).to(device) for _ in range(2))
