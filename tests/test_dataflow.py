@@ -166,6 +166,33 @@ def test_the_se_res2net_spec_is_timms_res2net_with_se_on_every_unit() -> None:
     assert sum(spec.cost().variants.values()) == 16
 
 
+class TangledProduct(nn.Module):
+    """a * B(a) and C(x) + a, concatenated: paths that meet in a way no nesting states, with a
+    product among the merges (StarNet's kind of merge inside a `from` region)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 3, padding=1)
+        self.c = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.a(x)
+        return torch.cat([a * self.b(a), self.c(x) + a], 1)
+
+
+def test_a_product_in_a_from_region_is_written_as_mul() -> None:
+    """The region is written with `from t1, t2 mul`; the written spec, given the model's
+    weights, gives its outputs."""
+    model = randomise(TangledProduct()).eval()
+    imported = sedsl.from_torch(model, input=8)
+    text = write_spec(imported.base_ir, se_graph=imported.ir).text
+    assert " mul" in text and " = from " in text
+    back = sedsl.loads(text)
+    assert back.cost().base.params == n_params(model)
+    assert_same_outputs(sedsl.transfer_weights(model, back.to_torch(fused=False)), model,
+                        (3, 8, 8))
+
+
 class Gate(nn.Module):
     """(a + b(x)) * sigmoid(mean(h(a))): a tangled region that `from` would state but for its
     gate, computed by the model itself, which a spec states only as an `se` rule."""

@@ -913,8 +913,9 @@ class _Writer:
         rec = self.rec[n]
         if len(self.flow.ins[n]) == 1 and OPS[rec.op].user:
             return op_call(OPS[rec.op], dict(rec.attrs), slot)
-        if rec.op == "add" or self.flow.channel_concat(n):
-            return ast.Name(rec.op, G)
+        word = next((w for w, op in MERGES.items() if op.name == rec.op), None)
+        if word is not None and (rec.op != "concat" or self.flow.channel_concat(n)):
+            return ast.Name(word, G)
         raise _refuse_op(n, rec)
 
     def _merge_expr(self, part: Merge, slot: Slot | None) -> ast.Expr:
